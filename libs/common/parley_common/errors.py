@@ -1,0 +1,114 @@
+"""Parley's typed errors, mapped once to HTTP (gateway) and gRPC status codes (services).
+
+    ParleyError
+     ├── InvalidRequest        400  invalid_request        INVALID_ARGUMENT
+     │    └── PayloadTooLarge  413  payload_too_large      INVALID_ARGUMENT
+     ├── Unauthenticated       401  unauthenticated        UNAUTHENTICATED
+     ├── NotFound              404  not_found              NOT_FOUND
+     ├── Conflict              409  conflict               ALREADY_EXISTS
+     ├── RateLimited           429  rate_limited           RESOURCE_EXHAUSTED
+     └── Unavailable           503  unavailable            UNAVAILABLE
+
+`code` may be narrowed per instance (e.g. `NotFound("…", code="conversation_not_found")`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+
+class ParleyError(Exception):
+    http_status = 500
+    code = "internal"
+    grpc_status = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(ParleyError):
+    http_status = 400
+    code = "invalid_request"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class PayloadTooLarge(InvalidRequest):
+    http_status = 413
+    code = "payload_too_large"
+
+
+class Unauthenticated(ParleyError):
+    http_status = 401
+    code = "unauthenticated"
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class NotFound(ParleyError):
+    http_status = 404
+    code = "not_found"
+    grpc_status = grpc.StatusCode.NOT_FOUND
+
+
+class Conflict(ParleyError):
+    http_status = 409
+    code = "conflict"
+    grpc_status = grpc.StatusCode.ALREADY_EXISTS
+
+
+class RateLimited(ParleyError):
+    http_status = 429
+    code = "rate_limited"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ParleyError):
+    http_status = 503
+    code = "unavailable"
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+
+
+_BY_GRPC = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def from_grpc(err: grpc.aio.AioRpcError) -> ParleyError:
+    """Turn a failed gRPC call back into the typed error the server raised."""
+    cls = _BY_GRPC.get(err.code(), ParleyError)
+    details = err.details() or err.code().name.lower()
+    code = None
+    # Servers send "code: message" so the narrow code survives the trip.
+    if ": " in details:
+        head, _, rest = details.partition(": ")
+        if head.replace("_", "").isalnum() and head.islower():
+            code, details = head, rest
+    return cls(details, code=code)
+
+
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]  # type: ignore[type-arg]
+
+
+def grpc_errors(method: Handler) -> Handler:
+    """Decorate a gRPC servicer method: a ParleyError it raises becomes its gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+        try:
+            return await method(self, request, context)
+        except ParleyError as err:
+            await context.abort(err.grpc_status, f"{err.code}: {err.message}")
+
+    return wrapper

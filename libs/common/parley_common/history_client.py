@@ -1,0 +1,114 @@
+"""The gRPC client of the history service, used by the gateway and the orchestrator.
+
+Failed calls raise the typed ParleyError the server meant (NotFound, InvalidRequest, …);
+idempotent calls are retried by gRPC itself when the service is briefly unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from parley.v1 import history_pb2, history_pb2_grpc
+
+from .errors import from_grpc
+
+T = TypeVar("T")
+
+_RETRY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# CreateConversation is left out: a retry after a lost reply would create a second one.
+_IDEMPOTENT = ["GetConversation", "ListConversations", "AppendMessage", "CompleteMessage", "GetMessages"]
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "parley.v1.HistoryService", "method": m} for m in _IDEMPOTENT],
+                "retryPolicy": _RETRY,
+            }
+        ]
+    }
+)
+
+
+class HistoryClient:
+    def __init__(self, target: str, timeout_s: float = 5.0) -> None:
+        self.channel = grpc.aio.insecure_channel(
+            target,
+            options=[("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)],
+        )
+        self.stub = history_pb2_grpc.HistoryServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        try:
+            return await method(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise from_grpc(err) from None
+
+    async def serving(self) -> bool:
+        try:
+            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def create_conversation(self, user_id: str, title: str) -> history_pb2.Conversation:
+        return await self._call(
+            self.stub.CreateConversation, history_pb2.CreateConversationRequest(user_id=user_id, title=title)
+        )
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> history_pb2.Conversation:
+        return await self._call(
+            self.stub.GetConversation,
+            history_pb2.GetConversationRequest(user_id=user_id, conversation_id=conversation_id),
+        )
+
+    async def list_conversations(
+        self, user_id: str, cursor: str = "", limit: int = 0
+    ) -> history_pb2.ListConversationsResponse:
+        return await self._call(
+            self.stub.ListConversations,
+            history_pb2.ListConversationsRequest(user_id=user_id, cursor=cursor, limit=limit),
+        )
+
+    async def append_message(
+        self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, created_at_ms: int
+    ) -> history_pb2.AppendMessageResponse:
+        return await self._call(
+            self.stub.AppendMessage,
+            history_pb2.AppendMessageRequest(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                role=role,
+                content=content,
+                created_at_ms=created_at_ms,
+            ),
+        )
+
+    async def get_messages(
+        self, user_id: str, conversation_id: str, before: str = "", limit: int = 0
+    ) -> history_pb2.GetMessagesResponse:
+        return await self._call(
+            self.stub.GetMessages,
+            history_pb2.GetMessagesRequest(
+                user_id=user_id, conversation_id=conversation_id, before=before, limit=limit
+            ),
+        )
+
+
+__all__ = ["HistoryClient"]

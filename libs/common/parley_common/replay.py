@@ -1,0 +1,135 @@
+"""The replay log and the emitter of response streams.
+
+Every frame of a response goes two ways: to the request's reply queue (the live stream the
+gateway that took the request is reading) and to a Redis Stream per response (the replay
+log), so that any gateway can serve a client that reconnects with `Last-Event-ID`.
+The Redis entry id of a frame is `0-<seq>`, so "after Last-Event-ID" is an exclusive range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aio_pika.abc import AbstractChannel
+from redis.asyncio import Redis
+
+from parley.v1 import chat_pb2
+
+from .amqp import envelope
+from .topology import STREAM_EVENT
+
+TERMINAL_KINDS = frozenset({"done", "error"})
+
+
+def is_terminal(event: chat_pb2.StreamEvent) -> bool:
+    return event.WhichOneof("kind") in TERMINAL_KINDS
+
+
+class ReplayLog:
+    """A bounded, expiring Redis Stream of one response's frames."""
+
+    def __init__(self, redis: Redis, namespace: str, ttl_s: int = 3600, max_frames: int = 50_000) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self.max_frames = max_frames
+
+    def key(self, response_id: str) -> str:
+        return f"{self.namespace}:replay:{response_id}"
+
+    def owner_key(self, response_id: str) -> str:
+        return f"{self.namespace}:response-owner:{response_id}"
+
+    async def claim(self, response_id: str, user_id: str) -> bool:
+        """Record who owns a response; False when it was claimed before (a repeated request)."""
+        return bool(await self.redis.set(self.owner_key(response_id), user_id, ex=self.ttl_s, nx=True))
+
+    async def release(self, response_id: str) -> None:
+        await self.redis.delete(self.owner_key(response_id))
+
+    async def owner(self, response_id: str) -> str | None:
+        value = await self.redis.get(self.owner_key(response_id))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def append(self, event: chat_pb2.StreamEvent) -> None:
+        key = self.key(event.response_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {"e": event.SerializeToString()}, id=f"0-{event.seq}", maxlen=self.max_frames)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def read_after(self, response_id: str, after_seq: int) -> list[chat_pb2.StreamEvent]:
+        rows = await self.redis.xrange(self.key(response_id), min=f"(0-{after_seq}", max="+")
+        return [_decode(fields) for _, fields in rows]
+
+    async def follow(
+        self, response_id: str, after_seq: int, block_ms: int = 15_000
+    ) -> AsyncIterator[chat_pb2.StreamEvent | None]:
+        """Yield frames after `after_seq` as they arrive; yields None after each idle `block_ms`."""
+        key = self.key(response_id)
+        last = f"0-{after_seq}"
+        while True:
+            result = await self.redis.xread({key: last}, block=block_ms, count=500)
+            if not result:
+                yield None
+                continue
+            for entry_id, fields in result[0][1]:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                yield _decode(fields)
+
+
+def _decode(fields: dict[Any, Any]) -> chat_pb2.StreamEvent:
+    event = chat_pb2.StreamEvent()
+    event.ParseFromString(fields[b"e"] if b"e" in fields else fields["e"])
+    return event
+
+
+class ResponseStream:
+    """Emits the frames of one response, numbered from 1, to its reply queue and replay log."""
+
+    def __init__(
+        self,
+        *,
+        channel: AbstractChannel,
+        replay: ReplayLog,
+        response_id: str,
+        conversation_id: str,
+        reply_to: str,
+    ) -> None:
+        self.channel = channel
+        self.replay = replay
+        self.response_id = response_id
+        self.conversation_id = conversation_id
+        self.reply_to = reply_to
+        self.seq = 0
+        self.closed = False
+
+    async def emit(self, **kind: Any) -> chat_pb2.StreamEvent:
+        """Send one frame, e.g. `emit(delta=chat_pb2.StreamDelta(text="Hi"))`."""
+        if self.closed:
+            raise RuntimeError("stream already ended")
+        self.seq += 1
+        event = chat_pb2.StreamEvent(
+            response_id=self.response_id, conversation_id=self.conversation_id, seq=self.seq, **kind
+        )
+        self.closed = is_terminal(event)
+        # The log first: a frame a client saw live is always in the log for a resume.
+        await self.replay.append(event)
+        if self.reply_to:
+            # mandatory=False: the reply queue is gone when its client left; the log still has it.
+            await self.channel.default_exchange.publish(
+                envelope(
+                    event, message_type=STREAM_EVENT, idempotency_key=f"{self.response_id}:{self.seq}", persistent=False
+                ),
+                routing_key=self.reply_to,
+                mandatory=False,
+            )
+        return event
+
+    async def fail(self, code: str, message: str, retryable: bool) -> None:
+        if not self.closed:
+            await self.emit(error=chat_pb2.StreamError(code=code, message=message, retryable=retryable))
+
+
+__all__ = ["ReplayLog", "ResponseStream", "is_terminal"]

@@ -1,0 +1,45 @@
+"""Settings base: every service reads its configuration through a subclass of `CommonSettings`.
+
+Only pydantic-settings reads the environment (prefix `PARLEY_`). Bad configuration fails at
+start-up with one clear line per problem, never later.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", frozen=True)
+
+    # Prefix of every exchange, queue and Redis key, so that several systems (a dev run and a
+    # test run) can share one broker and one Redis without seeing each other's traffic.
+    namespace: str = Field(default="parley", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # How long a service waits at start-up for the broker before giving up.
+    connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # On SIGTERM: how long in-flight work may take before it is handed back.
+    shutdown_grace_s: float = Field(default=20.0, gt=0, le=600)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment, or exit(2) naming every bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = []
+        for err in exc.errors():
+            name = prefix + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']}")
+        sys.stderr.write(f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines) + "\n")
+        raise SystemExit(2) from None

@@ -1,0 +1,71 @@
+"""Every exchange, queue and routing key name on the bus, and their declarations.
+
+All names start with the namespace (PARLEY_NAMESPACE, default "parley").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+# Message types (the AMQP `type` property) and the schema version consumers accept.
+CHAT_REQUEST = "parley.v1.ChatRequest"
+PROVIDER_JOB = "parley.v1.ProviderJob"
+STREAM_EVENT = "parley.v1.StreamEvent"
+RESPONSE_COMPLETED = "parley.v1.ResponseCompleted"
+SCHEMA_VERSION = 1
+
+RK_RESPONSE_COMPLETED = "response.completed"
+
+# A reply queue outlives its consumer by this long, then the broker deletes it.
+REPLY_QUEUE_EXPIRES_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespace: str
+
+    @property
+    def requests_queue(self) -> str:
+        return f"{self.namespace}.orchestrator.requests"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def history_completed_queue(self) -> str:
+        return f"{self.namespace}.history.response-completed"
+
+    def provider_queue(self, provider: str) -> str:
+        return f"{self.namespace}.provider.{provider}"
+
+    def reply_queue(self, response_id: str) -> str:
+        return f"{self.namespace}.reply.{response_id}"
+
+    # Declarations are idempotent; every service declares what it touches, so start order
+    # does not matter.
+
+    async def declare_requests_queue(self, channel: AbstractChannel) -> AbstractQueue:
+        return await channel.declare_queue(self.requests_queue, durable=True)
+
+    async def declare_provider_queue(self, channel: AbstractChannel, provider: str) -> AbstractQueue:
+        return await channel.declare_queue(self.provider_queue(provider), durable=True)
+
+    async def declare_events_exchange(self, channel: AbstractChannel) -> AbstractExchange:
+        return await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    async def declare_history_completed_queue(self, channel: AbstractChannel) -> AbstractQueue:
+        exchange = await self.declare_events_exchange(channel)
+        queue = await channel.declare_queue(self.history_completed_queue, durable=True)
+        await queue.bind(exchange, RK_RESPONSE_COMPLETED)
+        return queue
+
+    async def declare_reply_queue(self, channel: AbstractChannel, response_id: str) -> AbstractQueue:
+        return await channel.declare_queue(
+            self.reply_queue(response_id),
+            auto_delete=True,
+            arguments={"x-expires": REPLY_QUEUE_EXPIRES_MS},
+        )

@@ -1,0 +1,187 @@
+"""The five Parley services as real processes, configured to share one namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aio_pika
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from parley_common.topology import Topology
+
+from .infra import Infra, free_port
+
+MODULES = {
+    "history": "parley_history",
+    "media": "parley_media",
+    "orchestrator": "parley_orchestrator",
+    "provider-worker": "parley_worker",
+    "gateway": "parley_gateway",
+}
+
+
+@dataclass
+class StackConfig:
+    infra: Infra
+    namespace: str
+    workdir: Path
+    dev_api_key: str
+    gateway_port: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.workdir = config.workdir
+        (self.workdir / "log").mkdir(parents=True, exist_ok=True)
+        self.gateway_port = config.gateway_port or free_port()
+        self.history_port = free_port()
+        self.media_port = free_port()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def env_for(self, service: str, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+        env.update(
+            PARLEY_NAMESPACE=self.config.namespace,
+            PARLEY_AMQP_URL=self.config.infra.amqp_url,
+            PARLEY_REDIS_URL=self.config.infra.redis_url,
+            PARLEY_HISTORY_GRPC_PORT=str(self.history_port),
+            PARLEY_HISTORY_GRPC_TARGET=f"127.0.0.1:{self.history_port}",
+            PARLEY_HISTORY_SQLITE_PATH=str(self.workdir / "history.sqlite3"),
+            PARLEY_MEDIA_GRPC_PORT=str(self.media_port),
+            PARLEY_PORT=str(self.gateway_port),
+            PARLEY_DEV_API_KEY=self.config.dev_api_key,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.config.extra_env)
+        env.update(overrides)
+        return env
+
+    def start_service(self, service: str, port: int | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+        """Start one service (again); `port` starts an extra gateway on another port."""
+        name = service if port is None else f"{service}@{port}"
+        if port is not None:
+            overrides["PARLEY_PORT"] = str(port)
+        log = open(self.workdir / "log" / f"{name}.log", "ab")
+        self._logs[name] = log
+        process = subprocess.Popen(
+            [sys.executable, "-m", MODULES[service]],
+            env=self.env_for(service, **overrides),
+            stdout=log,
+            stderr=log,
+            cwd=self.workdir,
+        )
+        self.processes[name] = process
+        return process
+
+    def stop_service(self, name: str, timeout_s: float = 30.0) -> int | None:
+        process = self.processes.pop(name, None)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._logs.pop(name).close()
+        return process.returncode
+
+    def kill_service(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+        self._logs.pop(name).close()
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / "log" / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        for service in MODULES:
+            self.start_service(service)
+        await self.wait_ready(timeout_s)
+
+    async def wait_ready(self, timeout_s: float = 60.0, gateway_url: str | None = None) -> None:
+        """Poll until every service answers: gateway /readyz, gRPC health, queue consumers."""
+        deadline = time.monotonic() + timeout_s
+        topology = Topology(self.config.namespace)
+        pending = {"gateway", "media", "orchestrator", "provider-worker"}
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            connection = await aio_pika.connect(self.config.infra.amqp_url)
+            try:
+                while pending:
+                    self._check_alive()
+                    if "gateway" in pending:
+                        try:
+                            reply = await client.get(f"{gateway_url or self.base_url}/readyz")
+                            if reply.status_code == 200:
+                                pending.discard("gateway")
+                        except httpx.HTTPError:
+                            pass
+                    if "media" in pending and await _grpc_serving(f"127.0.0.1:{self.media_port}"):
+                        pending.discard("media")
+                    for service, queue in (
+                        ("orchestrator", topology.requests_queue),
+                        ("provider-worker", topology.provider_queue("demo")),
+                    ):
+                        if service in pending and await _consumers(connection, queue) > 0:
+                            pending.discard(service)
+                    if not pending:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"services not ready after {timeout_s:.0f}s: {sorted(pending)}")
+                    await asyncio.sleep(0.1)
+            finally:
+                await connection.close()
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+
+    async def stop(self) -> dict[str, int | None]:
+        # The edge first, the system of record last, as a rolling shutdown would.
+        order = sorted(self.processes, key=lambda n: list(MODULES).index(n.split("@")[0]), reverse=True)
+        return {name: await asyncio.to_thread(self.stop_service, name) for name in order}
+
+
+async def _consumers(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        result = declared.declaration_result
+        return int(result.consumer_count or 0)
+    except aio_pika.exceptions.ChannelClosed:
+        return 0
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def _grpc_serving(target: str) -> bool:
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,102 @@
+"""Gateway process: the FastAPI app, its connections, and a uvicorn server that ends open
+streams with a final event when it is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from parley_common.amqp import connect
+from parley_common.history_client import HistoryClient
+from parley_common.logs import setup_logging
+from parley_common.replay import ReplayLog
+from parley_common.settings import load_settings
+from parley_common.telemetry import setup_telemetry
+from parley_common.topology import Topology
+
+from .auth import ApiKeys
+from .errors import install_error_handlers
+from .limits import BodyLimit
+from .routes import conversations, health, responses
+from .settings import GatewaySettings
+from .turns import Turns
+
+log = logging.getLogger("parley.gateway")
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        topology = Topology(settings.namespace)
+        app.state.stopping = False
+        app.state.api_keys = ApiKeys(settings.all_keys())
+        app.state.history = HistoryClient(settings.history_grpc_target)
+        app.state.redis = Redis.from_url(settings.redis_url.get_secret_value())
+        app.state.amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
+        consume_channel = await app.state.amqp.channel()
+        publish_channel = await app.state.amqp.channel(publisher_confirms=True)
+        # Requests wait in the queue even while no orchestrator runs.
+        await topology.declare_requests_queue(publish_channel)
+        app.state.turns = Turns(
+            settings=settings,
+            topology=topology,
+            history=app.state.history,
+            replay=ReplayLog(app.state.redis, settings.namespace),
+            consume_channel=consume_channel,
+            publish_channel=publish_channel,
+        )
+        log.info("ready", extra={"port": settings.port})
+        yield
+        await app.state.amqp.close()
+        await app.state.history.close()
+        await app.state.redis.aclose()
+
+    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(conversations.router)
+    app.include_router(responses.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+class GatewayServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: stop accepting, give open streams their final event, then exit."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.parley_app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        state = self.parley_app.state
+        if not getattr(state, "stopping", True):
+            state.stopping = True
+            asyncio.get_event_loop().call_soon_threadsafe(state.turns.shutdown)
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal after its graceful shutdown, so the process would die
+        # of it; a stop we asked for and completed is a clean exit (status 0) instead.
+        self._captured_signals.clear()
+
+
+def main() -> None:
+    settings = load_settings(GatewaySettings)
+    setup_logging("gateway", settings.log_level)
+    setup_telemetry("gateway")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+    GatewayServer(config, app).run()

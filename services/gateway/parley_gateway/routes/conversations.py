@@ -1,0 +1,64 @@
+"""Conversations and their messages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ..auth import current_user
+from ..schemas import CreateConversation, SendMessage, conversation_json, message_json, page_json
+from ..turns import Turns, TurnStream
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+User = Annotated[str, Depends(current_user)]
+ConversationId = Annotated[str, "path"]
+Cursor = Annotated[str, Query(max_length=256)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse_response(stream: TurnStream) -> StreamingResponse:
+    return StreamingResponse(
+        stream.body,
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Parley-Response-Id": stream.response_id},
+    )
+
+
+@router.post("", status_code=201)
+async def create_conversation(request: Request, user: User, body: CreateConversation) -> dict[str, Any]:
+    conversation = await request.app.state.history.create_conversation(user, body.title)
+    return conversation_json(conversation)
+
+
+@router.get("")
+async def list_conversations(request: Request, user: User, cursor: Cursor = "", limit: Limit = 20) -> dict[str, Any]:
+    page = await request.app.state.history.list_conversations(user, cursor, limit)
+    return page_json([conversation_json(c) for c in page.conversations], page.next_cursor)
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(request: Request, user: User, conversation_id: str) -> dict[str, Any]:
+    return conversation_json(await request.app.state.history.get_conversation(user, conversation_id))
+
+
+@router.get("/{conversation_id}/messages")
+async def list_messages(
+    request: Request, user: User, conversation_id: str, before: Cursor = "", limit: Limit = 50
+) -> dict[str, Any]:
+    page = await request.app.state.history.get_messages(user, conversation_id, before, limit)
+    return page_json([message_json(m) for m in page.messages], page.next_cursor)
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "the answer as Server-Sent Events"}},
+)
+async def send_message(request: Request, user: User, conversation_id: str, body: SendMessage) -> StreamingResponse:
+    turns: Turns = request.app.state.turns
+    return sse_response(await turns.start(user, conversation_id, body))

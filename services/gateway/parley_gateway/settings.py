@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from parley_common.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # user id -> API key, JSON in PARLEY_API_KEYS. Keys are kept only as SHA-256 hashes.
+    api_keys: dict[str, SecretStr] = {}
+    # The key of the user "dev" (what `make run` prints).
+    dev_api_key: SecretStr | None = None
+    history_grpc_target: str = "127.0.0.1:50051"
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    max_content_chars: int = Field(default=32_000, ge=1, le=1_000_000)
+    # No frame from the backend for this long ends a stream with a retryable error.
+    stream_idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # A comment line this often keeps idle proxies from cutting the stream.
+    heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    shutdown_grace_s: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> GatewaySettings:
+        if not self.api_keys and self.dev_api_key is None:
+            raise ValueError("no API key configured: set PARLEY_DEV_API_KEY or PARLEY_API_KEYS")
+        for user, key in self.all_keys().items():
+            if len(key.get_secret_value()) < 16:
+                raise ValueError(f"the API key of user {user!r} is shorter than 16 characters")
+        return self
+
+    def all_keys(self) -> dict[str, SecretStr]:
+        keys = dict(self.api_keys)
+        if self.dev_api_key is not None:
+            keys["dev"] = self.dev_api_key
+        return keys

@@ -1,0 +1,48 @@
+"""Server-Sent Events encoding of stream frames.
+
+A frame from the backend carries `id: <seq>`; events the gateway makes up itself (a timeout,
+a shutdown notice) carry no id, so a client's Last-Event-ID always points into the replay log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from parley.v1 import chat_pb2
+
+from .schemas import usage_json
+
+HEARTBEAT = b": keep-alive\n\n"
+
+
+def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
+    kind = event.WhichOneof("kind") or "unknown"
+    data: dict[str, Any] = {"response_id": event.response_id, "conversation_id": event.conversation_id}
+    if kind == "meta":
+        data.update(model=event.meta.model, user_message_id=event.meta.user_message_id)
+    elif kind == "delta":
+        data.update(text=event.delta.text)
+    elif kind == "usage":
+        data.update(usage_json(event.usage))
+    elif kind == "done":
+        data.update(finish_reason=event.done.finish_reason)
+    elif kind == "error":
+        data.update(code=event.error.code, message=event.error.message, retryable=event.error.retryable)
+    return kind, data
+
+
+def encode_event(event: chat_pb2.StreamEvent) -> bytes:
+    kind, data = event_data(event)
+    return f"id: {event.seq}\nevent: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def encode_local_error(response_id: str, conversation_id: str, code: str, message: str, retryable: bool) -> bytes:
+    data = {
+        "response_id": response_id,
+        "conversation_id": conversation_id,
+        "code": code,
+        "message": message,
+        "retryable": retryable,
+    }
+    return f"event: error\ndata: {json.dumps(data)}\n\n".encode()

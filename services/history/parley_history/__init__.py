@@ -1,0 +1,1 @@
+"""History service: the system of record for conversations and messages."""

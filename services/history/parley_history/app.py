@@ -1,0 +1,59 @@
+"""History service process: gRPC API on the store, plus the completion-event consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from parley.v1 import history_pb2_grpc
+from parley_common.amqp import connect
+from parley_common.grpc_server import GrpcServer
+from parley_common.lifecycle import InFlight, run_service
+from parley_common.logs import setup_logging
+from parley_common.settings import load_settings
+from parley_common.telemetry import setup_telemetry
+from parley_common.topology import Topology
+
+from .consumers import CompletionConsumer
+from .grpc_api import HistoryServicer
+from .settings import HistorySettings
+from .sqlite_store import SqliteHistoryStore
+
+log = logging.getLogger("parley.history")
+
+
+async def serve(stop: asyncio.Event) -> None:
+    settings = load_settings(HistorySettings)
+    setup_logging("history", settings.log_level)
+    setup_telemetry("history")
+    store = SqliteHistoryStore(settings.history_sqlite_path, settings.history_sqlite_synchronous)
+    servicer = HistoryServicer(store)
+    grpc_server = GrpcServer(
+        settings.history_grpc_host,
+        settings.history_grpc_port,
+        lambda server: history_pb2_grpc.add_HistoryServiceServicer_to_server(servicer, server),
+    )
+    await grpc_server.start()
+    log.info("grpc listening", extra={"port": grpc_server.port})
+
+    connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=settings.history_prefetch)
+    queue = await Topology(settings.namespace).declare_history_completed_queue(channel)
+    in_flight = InFlight()
+    consumer_tag = await queue.consume(CompletionConsumer(store, in_flight))
+    await grpc_server.ready()
+    log.info("ready")
+
+    await stop.wait()
+    log.info("shutting down", extra={"in_flight": in_flight.count})
+    await queue.cancel(consumer_tag)
+    if not await in_flight.drain(settings.shutdown_grace_s):
+        log.warning("in-flight events not finished; they will be redelivered")
+    await grpc_server.stop(settings.shutdown_grace_s)
+    await connection.close()
+    await store.close()
+
+
+def main() -> None:
+    run_service(serve)

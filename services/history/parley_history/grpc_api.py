@@ -1,0 +1,122 @@
+"""HistoryService over gRPC: input checks, then the store."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+
+from parley.v1 import history_pb2, history_pb2_grpc
+from parley_common.errors import InvalidRequest, grpc_errors
+
+from .store import HistoryStore
+
+MAX_ID = 128
+MAX_TITLE = 200
+MAX_CONTENT = 200_000
+ROLES = frozenset({"user", "assistant", "system"})
+
+
+def _require_id(name: str, value: str) -> None:
+    if not value or len(value) > MAX_ID:
+        raise InvalidRequest(f"{name} must be 1..{MAX_ID} characters")
+
+
+def _now_ms(value: int = 0) -> int:
+    return value or int(time.time() * 1000)
+
+
+class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+
+    @grpc_errors
+    async def CreateConversation(
+        self,
+        request: history_pb2.CreateConversationRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> history_pb2.Conversation:
+        _require_id("user_id", request.user_id)
+        if len(request.title) > MAX_TITLE:
+            raise InvalidRequest(f"title is longer than {MAX_TITLE} characters")
+        return await self.store.create_conversation(request.user_id, "c_" + uuid.uuid4().hex, request.title, _now_ms())
+
+    @grpc_errors
+    async def GetConversation(
+        self,
+        request: history_pb2.GetConversationRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> history_pb2.Conversation:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        return await self.store.get_conversation(request.user_id, request.conversation_id)
+
+    @grpc_errors
+    async def ListConversations(
+        self,
+        request: history_pb2.ListConversationsRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> history_pb2.ListConversationsResponse:
+        _require_id("user_id", request.user_id)
+        page, cursor = await self.store.list_conversations(request.user_id, request.cursor, request.limit)
+        return history_pb2.ListConversationsResponse(conversations=page, next_cursor=cursor)
+
+    @grpc_errors
+    async def AppendMessage(
+        self,
+        request: history_pb2.AppendMessageRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> history_pb2.AppendMessageResponse:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        _require_id("message_id", request.message_id)
+        if request.role not in ROLES:
+            raise InvalidRequest(f"role must be one of {sorted(ROLES)}")
+        if len(request.content) > MAX_CONTENT:
+            raise InvalidRequest(f"content is longer than {MAX_CONTENT} characters")
+        message, created = await self.store.append_message(
+            request.user_id,
+            request.conversation_id,
+            request.message_id,
+            request.role,
+            request.content,
+            _now_ms(request.created_at_ms),
+        )
+        return history_pb2.AppendMessageResponse(message=message, created=created)
+
+    @grpc_errors
+    async def CompleteMessage(
+        self,
+        request: history_pb2.CompleteMessageRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> history_pb2.Message:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        _require_id("message_id", request.message_id)
+        if len(request.content) > MAX_CONTENT * 5:
+            raise InvalidRequest("content too long")
+        return await self.store.complete_message(
+            request.user_id,
+            request.conversation_id,
+            request.message_id,
+            request.reply_to_id,
+            request.content,
+            request.status,
+            request.model,
+            request.usage,
+            _now_ms(request.completed_at_ms),
+        )
+
+    @grpc_errors
+    async def GetMessages(
+        self,
+        request: history_pb2.GetMessagesRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> history_pb2.GetMessagesResponse:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        page, cursor = await self.store.get_messages(
+            request.user_id, request.conversation_id, request.before, request.limit
+        )
+        return history_pb2.GetMessagesResponse(messages=page, next_cursor=cursor)

@@ -1,0 +1,68 @@
+"""Orchestrator process: consumes chat requests and publishes provider jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+
+from parley_common.amqp import connect
+from parley_common.history_client import HistoryClient
+from parley_common.lifecycle import InFlight, run_service
+from parley_common.logs import setup_logging
+from parley_common.replay import ReplayLog
+from parley_common.settings import load_settings
+from parley_common.telemetry import setup_telemetry
+from parley_common.topology import Topology
+
+from .consumers import ChatRequestConsumer
+from .routing import ModelRouter
+from .settings import OrchestratorSettings
+
+log = logging.getLogger("parley.orchestrator")
+
+
+async def serve(stop: asyncio.Event) -> None:
+    settings = load_settings(OrchestratorSettings)
+    setup_logging("orchestrator", settings.log_level)
+    setup_telemetry("orchestrator")
+    try:
+        router = ModelRouter(settings.models, settings.default_model)
+    except ValueError as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from None
+    topology = Topology(settings.namespace)
+    history = HistoryClient(settings.history_grpc_target)
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
+    consume_channel = await connection.channel()
+    await consume_channel.set_qos(prefetch_count=settings.orchestrator_prefetch)
+    publish_channel = await connection.channel(publisher_confirms=True)
+    reply_channel = await connection.channel(publisher_confirms=False)
+    in_flight = InFlight()
+    consumer = ChatRequestConsumer(
+        settings=settings,
+        topology=topology,
+        history=history,
+        router=router,
+        replay=ReplayLog(redis, settings.namespace),
+        publish_channel=publish_channel,
+        reply_channel=reply_channel,
+        in_flight=in_flight,
+    )
+    queue = await topology.declare_requests_queue(consume_channel)
+    consumer_tag = await queue.consume(consumer)
+    log.info("ready", extra={"models": sorted(settings.models)})
+
+    await stop.wait()
+    log.info("shutting down", extra={"in_flight": in_flight.count})
+    await queue.cancel(consumer_tag)
+    if not await in_flight.drain(settings.shutdown_grace_s):
+        log.warning("in-flight requests not finished; they will be redelivered")
+    await connection.close()
+    await history.close()
+    await redis.aclose()
+
+
+def main() -> None:
+    run_service(serve)

@@ -1,0 +1,128 @@
+"""Consumes ChatRequests: persist the user message, load the conversation, publish a ProviderJob."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from opentelemetry import trace
+
+from parley.v1 import chat_pb2
+from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.errors import ParleyError, Unavailable
+from parley_common.history_client import HistoryClient
+from parley_common.lifecycle import InFlight
+from parley_common.replay import ReplayLog, ResponseStream
+from parley_common.telemetry import extract_context, tracer
+from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, SCHEMA_VERSION, Topology
+
+from .prompt import build_prompt
+from .routing import ModelRouter
+from .settings import OrchestratorSettings
+
+log = logging.getLogger(__name__)
+
+
+class ChatRequestConsumer:
+    def __init__(
+        self,
+        *,
+        settings: OrchestratorSettings,
+        topology: Topology,
+        history: HistoryClient,
+        router: ModelRouter,
+        replay: ReplayLog,
+        publish_channel: AbstractChannel,
+        reply_channel: AbstractChannel,
+        in_flight: InFlight,
+    ) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.history = history
+        self.router = router
+        self.replay = replay
+        self.publish_channel = publish_channel
+        self.reply_channel = reply_channel
+        self.in_flight = in_flight
+        self.declared_providers: set[str] = set()
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        with (
+            self.in_flight,
+            tracer(__name__).start_as_current_span(
+                "orchestrator.handle_request",
+                context=extract_context(message.headers),
+                kind=trace.SpanKind.CONSUMER,
+            ),
+        ):
+            try:
+                request = open_envelope(message, chat_pb2.ChatRequest, CHAT_REQUEST)
+            except PoisonMessage as exc:
+                log.error("rejecting poison message", extra={"reason": str(exc), "message_id": message.message_id})
+                await message.reject(requeue=False)
+                return
+            stream = ResponseStream(
+                channel=self.reply_channel,
+                replay=self.replay,
+                response_id=request.response_id,
+                conversation_id=request.conversation_id,
+                reply_to=request.reply_to,
+            )
+            try:
+                await self.handle(request)
+            except ParleyError as err:
+                # The client learns why its turn ended; the request is done with either way.
+                retryable = isinstance(err, Unavailable)
+                log.warning("request failed", extra={"response_id": request.response_id, "code": err.code})
+                await stream.fail(err.code, err.message, retryable)
+            except Exception:
+                log.exception("request failed", extra={"response_id": request.response_id})
+                await stream.fail("internal", "the request could not be processed", True)
+            await message.ack()
+
+    async def handle(self, request: chat_pb2.ChatRequest) -> None:
+        route = self.router.route(request.model)
+        appended = await self.history.append_message(
+            request.user_id,
+            request.conversation_id,
+            request.client_message_id,
+            "user",
+            request.content,
+            request.created_at_ms,
+        )
+        if not appended.created and appended.message.content != request.content:
+            log.warning(
+                "client message id reused with other content; keeping the stored one",
+                extra={"response_id": request.response_id},
+            )
+        page = await self.history.get_messages(
+            request.user_id, request.conversation_id, limit=self.settings.prompt_history_messages
+        )
+        if any(m.id == request.response_id and m.role == "assistant" for m in page.messages):
+            log.info("request already answered; not sent again", extra={"response_id": request.response_id})
+            return
+        max_output = min(request.max_output_tokens or route.spec.max_output_tokens, route.spec.max_output_tokens)
+        job = chat_pb2.ProviderJob(
+            version=SCHEMA_VERSION,
+            response_id=request.response_id,
+            user_id=request.user_id,
+            conversation_id=request.conversation_id,
+            user_message_id=request.client_message_id,
+            model=route.model,
+            provider=route.spec.provider,
+            upstream_model=route.spec.upstream_model,
+            messages=build_prompt(self.settings.system_prompt, page.messages),
+            max_output_tokens=max_output,
+            temperature=1.0,
+            reply_to=request.reply_to,
+            created_at_ms=int(time.time() * 1000),
+        )
+        if route.spec.provider not in self.declared_providers:
+            await self.topology.declare_provider_queue(self.publish_channel, route.spec.provider)
+            self.declared_providers.add(route.spec.provider)
+        await self.publish_channel.default_exchange.publish(
+            envelope(job, message_type=PROVIDER_JOB, idempotency_key=request.response_id),
+            routing_key=self.topology.provider_queue(route.spec.provider),
+            mandatory=True,
+        )

@@ -1,0 +1,1 @@
+"""Provider worker: streams answers from a model provider back to the client's reply queue."""

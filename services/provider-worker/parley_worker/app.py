@@ -1,0 +1,78 @@
+"""Provider worker process: consumes the queues of the providers it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+
+from parley_common.amqp import connect
+from parley_common.lifecycle import InFlight, run_service
+from parley_common.logs import setup_logging
+from parley_common.replay import ReplayLog
+from parley_common.settings import load_settings
+from parley_common.telemetry import setup_telemetry
+from parley_common.topology import Topology
+
+from .consumers import ProviderJobConsumer
+from .providers import Provider
+from .providers.demo import DemoProvider
+from .settings import WorkerSettings
+
+log = logging.getLogger("parley.worker")
+
+
+def build_providers(settings: WorkerSettings) -> dict[str, Provider]:
+    available: dict[str, Provider] = {
+        "demo": DemoProvider(settings.demo_first_token_delay_ms / 1000, settings.demo_tokens_per_s),
+    }
+    unknown = set(settings.worker_providers) - set(available)
+    if unknown:
+        raise SystemExit(f"invalid configuration: PARLEY_WORKER_PROVIDERS names unknown providers {sorted(unknown)}")
+    return {name: available[name] for name in settings.worker_providers}
+
+
+async def serve(stop: asyncio.Event) -> None:
+    settings = load_settings(WorkerSettings)
+    setup_logging("provider-worker", settings.log_level)
+    setup_telemetry("provider-worker")
+    providers = build_providers(settings)
+    topology = Topology(settings.namespace)
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
+    consume_channel = await connection.channel()
+    await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
+    publish_channel = await connection.channel(publisher_confirms=True)
+    # Completion events must reach history even if it has not started yet: declare its queue too.
+    await topology.declare_history_completed_queue(publish_channel)
+    events_exchange = await topology.declare_events_exchange(publish_channel)
+    reply_channel = await connection.channel(publisher_confirms=False)
+    in_flight = InFlight()
+    consumer = ProviderJobConsumer(
+        providers=providers,
+        replay=ReplayLog(redis, settings.namespace),
+        reply_channel=reply_channel,
+        events_exchange=events_exchange,
+        in_flight=in_flight,
+    )
+    consuming = []
+    for name in providers:
+        queue = await topology.declare_provider_queue(consume_channel, name)
+        consuming.append((queue, await queue.consume(consumer)))
+    log.info("ready", extra={"providers": sorted(providers)})
+
+    await stop.wait()
+    log.info("shutting down", extra={"in_flight": in_flight.count})
+    for queue, tag in consuming:
+        await queue.cancel(tag)
+    if not await in_flight.drain(settings.shutdown_grace_s):
+        log.warning("streams still running after the grace period; interrupting them")
+        consumer.cancel_all()
+        await in_flight.drain(5.0)
+    await connection.close()
+    await redis.aclose()
+
+
+def main() -> None:
+    run_service(serve)

@@ -1,0 +1,81 @@
+"""The whole system as real processes, against real RabbitMQ and Redis.
+
+RabbitMQ and Redis come from testcontainers when a Docker engine is reachable, otherwise
+from the servers installed on this machine (started if they are down). Each test session
+uses its own namespace, so it never sees the traffic of a `make run` on the same broker.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from parley_dev.infra import Infra, provide
+from parley_dev.stack import Stack, StackConfig
+
+DEV_KEY = "pk_test_" + secrets.token_urlsafe(18)
+BOB_KEY = "pk_test_bob_" + secrets.token_urlsafe(18)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with provide() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("stack")
+    s = Stack(
+        StackConfig(
+            infra=infra,
+            namespace="t" + uuid.uuid4().hex[:10],
+            workdir=workdir,
+            dev_api_key=DEV_KEY,
+            extra_env={
+                "PARLEY_API_KEYS": f'{{"bob": "{BOB_KEY}"}}',
+                # About 1 s per demo answer: slow enough to act mid-stream, fast enough for CI.
+                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
+                "PARLEY_DEMO_TOKENS_PER_S": "40",
+                "PARLEY_HEARTBEAT_S": "1",
+            },
+        )
+    )
+    try:
+        await s.start()
+    except Exception:
+        await s.stop()
+        raise
+    yield s
+    codes = await s.stop()
+    # Every service must stop cleanly on SIGTERM.
+    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {DEV_KEY}"}, timeout=30.0
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def bob(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {BOB_KEY}"}, timeout=30.0
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def conversation(client: httpx.AsyncClient) -> str:
+    reply = await client.post("/v1/conversations", json={"title": "test"})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from parley.v1 import history_pb2
+from parley_orchestrator.prompt import build_prompt
+from parley_orchestrator.routing import ModelRouter
+from parley_orchestrator.settings import ModelSpec
+
+from parley_common.errors import InvalidRequest
+
+
+def msg(role: str, content: str, status: int = history_pb2.MESSAGE_STATUS_COMPLETE) -> history_pb2.Message:
+    return history_pb2.Message(role=role, content=content, status=status)
+
+
+def test_prompt_is_system_then_oldest_first() -> None:
+    newest_first = [msg("user", "3"), msg("assistant", "2"), msg("user", "1")]
+    prompt = build_prompt("sys", newest_first)
+    assert [(m.role, m.content) for m in prompt] == [("system", "sys"), ("user", "1"), ("assistant", "2"), ("user", "3")]
+
+
+def test_failed_and_empty_answers_are_left_out_but_interrupted_ones_stay() -> None:
+    newest_first = [
+        msg("user", "again"),
+        msg("assistant", "half an ans", history_pb2.MESSAGE_STATUS_INTERRUPTED),
+        msg("assistant", "", history_pb2.MESSAGE_STATUS_COMPLETE),
+        msg("assistant", "broken", history_pb2.MESSAGE_STATUS_FAILED),
+        msg("user", "first"),
+    ]
+    prompt = build_prompt("", newest_first)
+    assert [m.content for m in prompt] == ["first", "half an ans", "again"]
+
+
+def test_router_uses_the_default_and_rejects_unknown_models() -> None:
+    router = ModelRouter({"demo": ModelSpec(provider="demo", upstream_model="d1")}, "demo")
+    assert router.route("").model == "demo"
+    assert router.route("demo").spec.provider == "demo"
+    try:
+        router.route("gpt-9")
+    except InvalidRequest as err:
+        assert err.code == "unknown_model"
+    else:
+        raise AssertionError("unknown model accepted")
