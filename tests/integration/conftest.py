@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from parley_dev.infra import Infra, provide
 from parley_dev.stack import Stack, StackConfig
 

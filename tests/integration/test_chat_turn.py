@@ -22,7 +22,9 @@ async def messages_of(client: httpx.AsyncClient, conversation: str, want: int, t
         await asyncio.sleep(0.05)
 
 
-async def test_a_message_streams_an_answer_and_both_land_in_history(client: httpx.AsyncClient, conversation: str) -> None:
+async def test_a_message_streams_an_answer_and_both_land_in_history(
+    client: httpx.AsyncClient, conversation: str
+) -> None:
     async with client.stream(
         "POST", f"/v1/conversations/{conversation}/messages", json={"content": "Hello, Parley!"}
     ) as response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from parley_dev.stack import Stack
 
 from .sse import read_all

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+
 from parley_dev.infra import free_port
 from parley_dev.stack import Stack
 

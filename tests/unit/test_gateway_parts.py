@@ -3,13 +3,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import SecretStr
+
 from parley.v1 import chat_pb2
+from parley_common.errors import Unauthenticated
 from parley_gateway.auth import ApiKeys
 from parley_gateway.sse import encode_event, encode_local_error
 from parley_gateway.turns import response_id_for
-from pydantic import SecretStr
-
-from parley_common.errors import Unauthenticated
 
 
 def test_sse_frames_carry_id_type_and_both_ids() -> None:

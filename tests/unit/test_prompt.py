@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from parley.v1 import history_pb2
+from parley_common.errors import InvalidRequest
 from parley_orchestrator.prompt import build_prompt
 from parley_orchestrator.routing import ModelRouter
 from parley_orchestrator.settings import ModelSpec
-
-from parley_common.errors import InvalidRequest
 
 
 def msg(role: str, content: str, status: int = history_pb2.MESSAGE_STATUS_COMPLETE) -> history_pb2.Message:
@@ -15,7 +14,12 @@ def msg(role: str, content: str, status: int = history_pb2.MESSAGE_STATUS_COMPLE
 def test_prompt_is_system_then_oldest_first() -> None:
     newest_first = [msg("user", "3"), msg("assistant", "2"), msg("user", "1")]
     prompt = build_prompt("sys", newest_first)
-    assert [(m.role, m.content) for m in prompt] == [("system", "sys"), ("user", "1"), ("assistant", "2"), ("user", "3")]
+    assert [(m.role, m.content) for m in prompt] == [
+        ("system", "sys"),
+        ("user", "1"),
+        ("assistant", "2"),
+        ("user", "3"),
+    ]
 
 
 def test_failed_and_empty_answers_are_left_out_but_interrupted_ones_stay() -> None:

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from parley.v1 import chat_pb2, history_pb2
-from parley_history.sqlite_store import SqliteHistoryStore
 
+from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import InvalidRequest, NotFound
+from parley_history.sqlite_store import SqliteHistoryStore
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -44,14 +45,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         publish_channel = await app.state.amqp.channel(publisher_confirms=True)
         # Requests wait in the queue even while no orchestrator runs.
         await topology.declare_requests_queue(publish_channel)
+        reply_queue = await topology.declare_reply_queue(consume_channel, "gw-" + uuid.uuid4().hex[:16])
         app.state.turns = Turns(
             settings=settings,
             topology=topology,
             history=app.state.history,
             replay=ReplayLog(app.state.redis, settings.namespace),
-            consume_channel=consume_channel,
             publish_channel=publish_channel,
+            reply_queue=reply_queue.name,
         )
+        await reply_queue.consume(app.state.turns.on_frame, no_ack=True)
         log.info("ready", extra={"port": settings.port})
         yield
         await app.state.amqp.close()

@@ -1,6 +1,6 @@
-"""Chat turns at the edge: start one (reply queue, ChatRequest) and relay its frames as SSE.
+"""Chat turns at the edge: start one (publish a ChatRequest) and relay its frames as SSE.
 
-A live turn is read from its per-request reply queue; a resumed one from the replay log.
+A live turn is read from this gateway's reply queue; a resumed one from the replay log.
 Both feed the same relay, which adds heartbeats, an idle timeout and a final event on
 shutdown, and drops frames the client already has.
 """
@@ -62,16 +62,30 @@ class Turns:
         topology: Topology,
         history: HistoryClient,
         replay: ReplayLog,
-        consume_channel: AbstractChannel,
         publish_channel: AbstractChannel,
+        reply_queue: str,
     ) -> None:
         self.settings = settings
         self.topology = topology
         self.history = history
         self.replay = replay
-        self.consume_channel = consume_channel
         self.publish_channel = publish_channel
+        self.reply_queue = reply_queue
         self.feeds: set[Feed] = set()
+        # Live turns started here, by response id: the frames arriving on this gateway's
+        # reply queue are handed to them.
+        self.live: dict[str, Feed] = {}
+
+    async def on_frame(self, message: AbstractIncomingMessage) -> None:
+        """Consumer of this gateway's reply queue (no-ack: the replay log is the durable copy)."""
+        try:
+            event = open_envelope(message, chat_pb2.StreamEvent, STREAM_EVENT)
+        except PoisonMessage as exc:
+            log.error("dropping bad frame", extra={"reason": str(exc)})
+            return
+        feed = self.live.get(event.response_id)
+        if feed is not None:
+            feed.put_nowait(event)
 
     def shutdown(self) -> None:
         """Give every open stream its final event."""
@@ -93,21 +107,10 @@ class Turns:
             return self.resume_claimed(response_id, conversation_id, after_seq=0)
 
         feed: Feed = asyncio.Queue()
-        queue = await self.topology.declare_reply_queue(self.consume_channel, response_id)
-
-        async def on_frame(message: AbstractIncomingMessage) -> None:
-            try:
-                feed.put_nowait(open_envelope(message, chat_pb2.StreamEvent, STREAM_EVENT))
-            except PoisonMessage as exc:
-                log.error("dropping bad frame", extra={"reason": str(exc), "response_id": response_id})
-
-        tag = await queue.consume(on_frame, no_ack=True)
+        self.live[response_id] = feed
 
         async def cleanup() -> None:
-            try:
-                await queue.cancel(tag)  # the queue is auto-delete: it goes with its consumer
-            except Exception as exc:  # the channel may already be closed at shutdown
-                log.debug("reply queue cancel failed", extra={"error": str(exc)})
+            self.live.pop(response_id, None)
 
         request = chat_pb2.ChatRequest(
             version=SCHEMA_VERSION,
@@ -117,7 +120,7 @@ class Turns:
             client_message_id=client_message_id,
             content=body.content,
             model=body.model or "",
-            reply_to=queue.name,
+            reply_to=self.reply_queue,
             created_at_ms=int(time.time() * 1000),
             max_output_tokens=body.max_output_tokens or 0,
         )
