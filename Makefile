@@ -18,7 +18,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m parley_dev.run
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest tests
 
 unit: install

@@ -118,7 +118,7 @@ async def main() -> None:
                 extra_env={
                     "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
                     "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
-                    "PARLEY_LOG_LEVEL": "INFO",
+                    "PARLEY_LOG_LEVEL": "WARNING",
                 },
             )
         )
@@ -132,7 +132,7 @@ async def main() -> None:
                 for concurrency in CONCURRENCY:
                     d_ttft, d_total = await direct(REQUESTS, concurrency)
                     p_ttft, p_total = await through_parley(client, REQUESTS, concurrency)
-                    run = {
+                    run: dict[str, Any] = {
                         "concurrency": concurrency,
                         "direct": {"ttft_ms": summary_ms(d_ttft), "total_ms": summary_ms(d_total)},
                         "parley": {"ttft_ms": summary_ms(p_ttft), "total_ms": summary_ms(p_total)},

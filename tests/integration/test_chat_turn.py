@@ -6,6 +6,9 @@ import asyncio
 import time
 
 import httpx
+from redis.asyncio import Redis
+
+from parley_dev.stack import Stack
 
 from .sse import read_all, text_of
 
@@ -100,3 +103,25 @@ async def test_message_history_pages_backwards(client: httpx.AsyncClient, conver
             break
     assert len(seen) == 6 and len({m["id"] for m in seen}) == 6
     assert [m["content"] for m in seen if m["role"] == "user"] == ["msg 2", "msg 1", "msg 0"]
+
+
+async def test_the_same_message_after_its_stream_expired_gets_the_stored_answer(
+    stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    body = {"content": "remember me", "client_message_id": "client-msg-expired"}
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as r:
+        response_id = r.headers["x-parley-response-id"]
+        first = text_of(await read_all(r))
+    await messages_of(client, conversation, 2)
+    # What the TTLs do after an hour: the replay log and the response's owner record are gone.
+    redis = Redis.from_url(stack.config.infra.redis_url)
+    ns = stack.config.namespace
+    assert await redis.delete(f"{ns}:replay:{response_id}", f"{ns}:response-owner:{response_id}") == 2
+    await redis.aclose()
+
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as r:
+        again = await read_all(r)
+    assert [f.event for f in again] == ["meta", "delta", "usage", "done"]
+    assert text_of(again) == first
+    stored = (await client.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
+    assert [m["id"] for m in stored] == [response_id, "client-msg-expired"]

@@ -76,7 +76,7 @@ def open_envelope(message: AbstractIncomingMessage, cls: type[M], message_type: 
     version = (message.headers or {}).get("x-schema-version")
     if version != SCHEMA_VERSION:
         raise PoisonMessage(f"unsupported schema version {version!r}")
-    out = cls()
+    out: M = cls()
     try:
         out.ParseFromString(message.body)
     except DecodeError as exc:

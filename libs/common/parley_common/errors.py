@@ -98,14 +98,14 @@ def from_grpc(err: grpc.aio.AioRpcError) -> ParleyError:
     return cls(details, code=code)
 
 
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]  # type: ignore[type-arg]
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def grpc_errors(method: Handler) -> Handler:
     """Decorate a gRPC servicer method: a ParleyError it raises becomes its gRPC status."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
         except ParleyError as err:

@@ -86,7 +86,14 @@ class HistoryClient:
         )
 
     async def append_message(
-        self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, created_at_ms: int
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        role: str,
+        content: str,
+        created_at_ms: int,
+        context_limit: int = 0,
     ) -> history_pb2.AppendMessageResponse:
         return await self._call(
             self.stub.AppendMessage,
@@ -97,6 +104,7 @@ class HistoryClient:
                 role=role,
                 content=content,
                 created_at_ms=created_at_ms,
+                context_limit=context_limit,
             ),
         )
 

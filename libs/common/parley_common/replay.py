@@ -60,7 +60,9 @@ class ReplayLog:
             await pipe.execute()
 
     async def read_after(self, response_id: str, after_seq: int) -> list[chat_pb2.StreamEvent]:
-        rows = await self.redis.xrange(self.key(response_id), min=f"(0-{after_seq}", max="+")
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(  # type: ignore[assignment]
+            self.key(response_id), min=f"(0-{after_seq}", max="+"
+        )
         return [_decode(fields) for _, fields in rows]
 
     async def follow(
@@ -70,18 +72,20 @@ class ReplayLog:
         key = self.key(response_id)
         last = f"0-{after_seq}"
         while True:
-            result = await self.redis.xread({key: last}, block=block_ms, count=500)
+            result: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await self.redis.xread(  # type: ignore[assignment]
+                {key: last}, block=block_ms, count=500
+            )
             if not result:
                 yield None
                 continue
             for entry_id, fields in result[0][1]:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                last = entry_id.decode()
                 yield _decode(fields)
 
 
-def _decode(fields: dict[Any, Any]) -> chat_pb2.StreamEvent:
+def _decode(fields: dict[bytes, bytes]) -> chat_pb2.StreamEvent:
     event = chat_pb2.StreamEvent()
-    event.ParseFromString(fields[b"e"] if b"e" in fields else fields["e"])
+    event.ParseFromString(fields[b"e"])
     return event
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import sys
@@ -43,6 +44,8 @@ async def _run(infra: Infra, settings: DevRunSettings, key: str) -> None:
             workdir=workdir,
             dev_api_key=key,
             gateway_port=settings.port,
+            # Everything PARLEY_* the user set (demo pace, models, …) reaches the services.
+            extra_env={k: v for k, v in os.environ.items() if k.startswith("PARLEY_")},
         )
     )
     stop = asyncio.Event()

@@ -99,10 +99,22 @@ class Turns:
             raise PayloadTooLarge(
                 f"content is longer than {self.settings.max_content_chars} characters", code="content_too_long"
             )
-        await self.history.get_conversation(user_id, conversation_id)
         client_message_id = body.client_message_id or "m_" + uuid.uuid4().hex
         response_id = response_id_for(user_id, conversation_id, client_message_id)
-        if not await self.replay.claim(response_id, user_id):
+        # Both in one round trip's time; the ownership check gives a wrong conversation its 404.
+        ownership = asyncio.ensure_future(self.history.get_conversation(user_id, conversation_id))
+        try:
+            claimed = await self.replay.claim(response_id, user_id)
+        except BaseException:
+            ownership.cancel()
+            raise
+        try:
+            await ownership
+        except BaseException:
+            if claimed:
+                await self.replay.release(response_id)
+            raise
+        if not claimed:
             # The client sent this message before: attach to that response instead of a second one.
             return self.resume_claimed(response_id, conversation_id, after_seq=0)
 

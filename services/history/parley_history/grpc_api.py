@@ -27,7 +27,7 @@ def _now_ms(value: int = 0) -> int:
     return value or int(time.time() * 1000)
 
 
-class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
+class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[misc]
     def __init__(self, store: HistoryStore) -> None:
         self.store = store
 
@@ -35,7 +35,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def CreateConversation(
         self,
         request: history_pb2.CreateConversationRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> history_pb2.Conversation:
         _require_id("user_id", request.user_id)
         if len(request.title) > MAX_TITLE:
@@ -46,7 +46,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def GetConversation(
         self,
         request: history_pb2.GetConversationRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> history_pb2.Conversation:
         _require_id("user_id", request.user_id)
         _require_id("conversation_id", request.conversation_id)
@@ -56,7 +56,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def ListConversations(
         self,
         request: history_pb2.ListConversationsRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> history_pb2.ListConversationsResponse:
         _require_id("user_id", request.user_id)
         page, cursor = await self.store.list_conversations(request.user_id, request.cursor, request.limit)
@@ -66,7 +66,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def AppendMessage(
         self,
         request: history_pb2.AppendMessageRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> history_pb2.AppendMessageResponse:
         _require_id("user_id", request.user_id)
         _require_id("conversation_id", request.conversation_id)
@@ -83,13 +83,18 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             request.content,
             _now_ms(request.created_at_ms),
         )
-        return history_pb2.AppendMessageResponse(message=message, created=created)
+        latest: list[history_pb2.Message] = []
+        if request.context_limit:
+            latest, _ = await self.store.get_messages(
+                request.user_id, request.conversation_id, "", request.context_limit
+            )
+        return history_pb2.AppendMessageResponse(message=message, created=created, context=latest)
 
     @grpc_errors
     async def CompleteMessage(
         self,
         request: history_pb2.CompleteMessageRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> history_pb2.Message:
         _require_id("user_id", request.user_id)
         _require_id("conversation_id", request.conversation_id)
@@ -112,7 +117,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def GetMessages(
         self,
         request: history_pb2.GetMessagesRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> history_pb2.GetMessagesResponse:
         _require_id("user_id", request.user_id)
         _require_id("conversation_id", request.conversation_id)

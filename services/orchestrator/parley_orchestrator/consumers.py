@@ -8,7 +8,7 @@ import time
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from opentelemetry import trace
 
-from parley.v1 import chat_pb2
+from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
@@ -22,6 +22,15 @@ from .routing import ModelRouter
 from .settings import OrchestratorSettings
 
 log = logging.getLogger(__name__)
+
+
+async def replay_stored_answer(stream: ResponseStream, answer: history_pb2.Message) -> None:
+    await stream.emit(meta=chat_pb2.StreamMeta(model=answer.model, user_message_id=answer.reply_to_id))
+    if answer.content:
+        await stream.emit(delta=chat_pb2.StreamDelta(text=answer.content))
+    await stream.emit(usage=answer.usage)
+    reason = "stop" if answer.status == history_pb2.MESSAGE_STATUS_COMPLETE else "interrupted"
+    await stream.emit(done=chat_pb2.StreamDone(finish_reason=reason))
 
 
 class ChatRequestConsumer:
@@ -70,7 +79,7 @@ class ChatRequestConsumer:
                 reply_to=request.reply_to,
             )
             try:
-                await self.handle(request)
+                await self.handle(request, stream)
             except ParleyError as err:
                 # The client learns why its turn ended; the request is done with either way.
                 retryable = isinstance(err, Unavailable)
@@ -81,7 +90,7 @@ class ChatRequestConsumer:
                 await stream.fail("internal", "the request could not be processed", True)
             await message.ack()
 
-    async def handle(self, request: chat_pb2.ChatRequest) -> None:
+    async def handle(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> None:
         route = self.router.route(request.model)
         appended = await self.history.append_message(
             request.user_id,
@@ -90,17 +99,19 @@ class ChatRequestConsumer:
             "user",
             request.content,
             request.created_at_ms,
+            context_limit=self.settings.prompt_history_messages,
         )
         if not appended.created and appended.message.content != request.content:
             log.warning(
                 "client message id reused with other content; keeping the stored one",
                 extra={"response_id": request.response_id},
             )
-        page = await self.history.get_messages(
-            request.user_id, request.conversation_id, limit=self.settings.prompt_history_messages
-        )
-        if any(m.id == request.response_id and m.role == "assistant" for m in page.messages):
-            log.info("request already answered; not sent again", extra={"response_id": request.response_id})
+        context = appended.context
+        answered = next((m for m in context if m.id == request.response_id and m.role == "assistant"), None)
+        if answered is not None:
+            # The same message again, after its stream expired: send the stored answer, not a new one.
+            log.info("request already answered; replaying it", extra={"response_id": request.response_id})
+            await replay_stored_answer(stream, answered)
             return
         max_output = min(request.max_output_tokens or route.spec.max_output_tokens, route.spec.max_output_tokens)
         job = chat_pb2.ProviderJob(
@@ -112,7 +123,7 @@ class ChatRequestConsumer:
             model=route.model,
             provider=route.spec.provider,
             upstream_model=route.spec.upstream_model,
-            messages=build_prompt(self.settings.system_prompt, page.messages),
+            messages=build_prompt(self.settings.system_prompt, context),
             max_output_tokens=max_output,
             temperature=1.0,
             reply_to=request.reply_to,

@@ -67,12 +67,12 @@ class ProviderJobConsumer:
                 return
             task = asyncio.current_task()
             assert task is not None
-            self.running.add(task)  # type: ignore[arg-type]
+            self.running.add(task)
             try:
                 await self.run(job, provider)
                 await message.ack()
             finally:
-                self.running.discard(task)  # type: ignore[arg-type]
+                self.running.discard(task)
 
     async def run(self, job: chat_pb2.ProviderJob, provider: Provider) -> None:
         stream = ResponseStream(

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from parley.v1 import chat_pb2 as parley_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/history.proto\x12\tparley.v1\x1a\x14parley/v1/chat.proto\"h\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x05 \x01(\x03\"\xd3\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x06 \x01(\t\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0breply_to_id\x18\t \x01(\t\";\n\x19\x43reateConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"B\n\x16GetConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"J\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"`\n\x19ListConversationsResponse\x12.\n\rconversations\x18\x01 \x03(\x0b\x32\x17.parley.v1.Conversation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x8a\x01\n\x14\x41ppendMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\"M\n\x15\x41ppendMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xef\x01\n\x16\x43ompleteMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0breply_to_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1f\n\x05usage\x18\x08 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x17\n\x0f\x63ompleted_at_ms\x18\t \x01(\x03\"]\n\x12GetMessagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"P\n\x13GetMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t*\x87\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17MESSAGE_STATUS_COMPLETE\x10\x01\x12\x1e\n\x1aMESSAGE_STATUS_INTERRUPTED\x10\x02\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x03\x32\x80\x04\n\x0eHistoryService\x12S\n\x12\x43reateConversation\x12$.parley.v1.CreateConversationRequest\x1a\x17.parley.v1.Conversation\x12M\n\x0fGetConversation\x12!.parley.v1.GetConversationRequest\x1a\x17.parley.v1.Conversation\x12^\n\x11ListConversations\x12#.parley.v1.ListConversationsRequest\x1a$.parley.v1.ListConversationsResponse\x12R\n\rAppendMessage\x12\x1f.parley.v1.AppendMessageRequest\x1a .parley.v1.AppendMessageResponse\x12H\n\x0f\x43ompleteMessage\x12!.parley.v1.CompleteMessageRequest\x1a\x12.parley.v1.Message\x12L\n\x0bGetMessages\x12\x1d.parley.v1.GetMessagesRequest\x1a\x1e.parley.v1.GetMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/history.proto\x12\tparley.v1\x1a\x14parley/v1/chat.proto\"h\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x05 \x01(\x03\"\xd3\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x06 \x01(\t\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0breply_to_id\x18\t \x01(\t\";\n\x19\x43reateConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"B\n\x16GetConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"J\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"`\n\x19ListConversationsResponse\x12.\n\rconversations\x18\x01 \x03(\x0b\x32\x17.parley.v1.Conversation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xa1\x01\n\x14\x41ppendMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rcontext_limit\x18\x07 \x01(\r\"r\n\x15\x41ppendMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12#\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x12.parley.v1.Message\"\xef\x01\n\x16\x43ompleteMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0breply_to_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1f\n\x05usage\x18\x08 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x17\n\x0f\x63ompleted_at_ms\x18\t \x01(\x03\"]\n\x12GetMessagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"P\n\x13GetMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t*\x87\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17MESSAGE_STATUS_COMPLETE\x10\x01\x12\x1e\n\x1aMESSAGE_STATUS_INTERRUPTED\x10\x02\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x03\x32\x80\x04\n\x0eHistoryService\x12S\n\x12\x43reateConversation\x12$.parley.v1.CreateConversationRequest\x1a\x17.parley.v1.Conversation\x12M\n\x0fGetConversation\x12!.parley.v1.GetConversationRequest\x1a\x17.parley.v1.Conversation\x12^\n\x11ListConversations\x12#.parley.v1.ListConversationsRequest\x1a$.parley.v1.ListConversationsResponse\x12R\n\rAppendMessage\x12\x1f.parley.v1.AppendMessageRequest\x1a .parley.v1.AppendMessageResponse\x12H\n\x0f\x43ompleteMessage\x12!.parley.v1.CompleteMessageRequest\x1a\x12.parley.v1.Message\x12L\n\x0bGetMessages\x12\x1d.parley.v1.GetMessagesRequest\x1a\x1e.parley.v1.GetMessagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.history_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGESTATUS']._serialized_start=1323
-  _globals['_MESSAGESTATUS']._serialized_end=1458
+  _globals['_MESSAGESTATUS']._serialized_start=1383
+  _globals['_MESSAGESTATUS']._serialized_end=1518
   _globals['_CONVERSATION']._serialized_start=60
   _globals['_CONVERSATION']._serialized_end=164
   _globals['_MESSAGE']._serialized_start=167
@@ -47,15 +47,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=585
   _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=681
   _globals['_APPENDMESSAGEREQUEST']._serialized_start=684
-  _globals['_APPENDMESSAGEREQUEST']._serialized_end=822
-  _globals['_APPENDMESSAGERESPONSE']._serialized_start=824
-  _globals['_APPENDMESSAGERESPONSE']._serialized_end=901
-  _globals['_COMPLETEMESSAGEREQUEST']._serialized_start=904
-  _globals['_COMPLETEMESSAGEREQUEST']._serialized_end=1143
-  _globals['_GETMESSAGESREQUEST']._serialized_start=1145
-  _globals['_GETMESSAGESREQUEST']._serialized_end=1238
-  _globals['_GETMESSAGESRESPONSE']._serialized_start=1240
-  _globals['_GETMESSAGESRESPONSE']._serialized_end=1320
-  _globals['_HISTORYSERVICE']._serialized_start=1461
-  _globals['_HISTORYSERVICE']._serialized_end=1973
+  _globals['_APPENDMESSAGEREQUEST']._serialized_end=845
+  _globals['_APPENDMESSAGERESPONSE']._serialized_start=847
+  _globals['_APPENDMESSAGERESPONSE']._serialized_end=961
+  _globals['_COMPLETEMESSAGEREQUEST']._serialized_start=964
+  _globals['_COMPLETEMESSAGEREQUEST']._serialized_end=1203
+  _globals['_GETMESSAGESREQUEST']._serialized_start=1205
+  _globals['_GETMESSAGESREQUEST']._serialized_end=1298
+  _globals['_GETMESSAGESRESPONSE']._serialized_start=1300
+  _globals['_GETMESSAGESRESPONSE']._serialized_end=1380
+  _globals['_HISTORYSERVICE']._serialized_start=1521
+  _globals['_HISTORYSERVICE']._serialized_end=2033
 # @@protoc_insertion_point(module_scope)

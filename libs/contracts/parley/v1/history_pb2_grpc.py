@@ -89,6 +89,7 @@ class HistoryServiceServicer:
 
     def AppendMessage(self, request, context):
         """Idempotent on (conversation_id, message_id): a repeat returns the stored message.
+        Optionally returns the latest messages too (context_limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
