@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -54,6 +55,10 @@ def docker_available(socket_path: str = "/var/run/docker.sock") -> bool:
         return False
 
 
+_LOCAL_STOP = {
+    "amqp": ["rabbitmqctl", "stop"],
+    "redis": ["redis-cli", "-p", "6379", "shutdown", "nosave"],
+}
 _LOCAL_START = {
     "amqp": (
         "rabbitmq-server",
@@ -81,10 +86,12 @@ _LOCAL_START = {
 }
 
 
-def ensure_local(url: str, wait_s: float = 60.0) -> None:
-    """Make the server at `url` reachable, starting the locally installed one if needed."""
+def ensure_local(url: str, wait_s: float = 60.0) -> bool:
+    """Make the server at `url` reachable, starting the locally installed one if needed.
+
+    Returns True when it had to start the server (so the caller can stop it again)."""
     if reachable(url):
-        return
+        return False
     scheme = urlparse(url).scheme
     binary, command, install = _LOCAL_START[scheme]
     if shutil.which(binary) is None:
@@ -95,9 +102,16 @@ def ensure_local(url: str, wait_s: float = 60.0) -> None:
         if reachable(url):
             if scheme == "amqp":
                 time.sleep(1.0)  # the port opens a moment before the broker accepts logins
-            return
+            return True
         time.sleep(0.25)
     raise InfraUnavailable(f"started {binary} but {url.split('@')[-1]} did not become reachable in {wait_s:.0f}s")
+
+
+def stop_local(url: str) -> None:
+    scheme = urlparse(url).scheme
+    command = _LOCAL_STOP[scheme]
+    if shutil.which(command[0]):
+        subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
 @contextlib.contextmanager
@@ -106,22 +120,43 @@ def provide(
     redis_url: str = "redis://127.0.0.1:6379/0",
     prefer_containers: bool = True,
 ) -> Iterator[Infra]:
-    """RabbitMQ and Redis for a test session or a dev run; containers are removed afterwards."""
-    if prefer_containers and docker_available():
-        from testcontainers.rabbitmq import RabbitMqContainer
-        from testcontainers.redis import RedisContainer
+    """RabbitMQ and Redis for a test session or a dev run.
 
-        with RabbitMqContainer("rabbitmq:3.13-alpine") as rabbit, RedisContainer("redis:7-alpine") as redis:
-            host = rabbit.get_container_host_ip()
-            yield Infra(
-                amqp_url=f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}/",
-                redis_url=f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0",
-                source="containers",
-            )
+    Containers are removed afterwards, and local servers this call started are stopped."""
+    if prefer_containers and docker_available():
+        with _containers() as infra:
+            yield infra
         return
-    ensure_local(amqp_url)
-    ensure_local(redis_url)
-    yield Infra(amqp_url=amqp_url, redis_url=redis_url, source="local")
+    started = [url for url in (amqp_url, redis_url) if ensure_local(url)]
+    try:
+        yield Infra(amqp_url=amqp_url, redis_url=redis_url, source="local")
+    finally:
+        for url in started:
+            stop_local(url)
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[Infra]:
+    # testcontainers warns about its own deprecated internals; those warnings are not ours.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from testcontainers.community.rabbitmq import RabbitMqContainer
+        from testcontainers.community.redis import RedisContainer
+
+        rabbit = RabbitMqContainer("rabbitmq:3.13-alpine").start()
+        redis = RedisContainer("redis:7-alpine").start()
+        infra = Infra(
+            amqp_url=f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}/",
+            redis_url=f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0",
+            source="containers",
+        )
+    try:
+        yield infra
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            redis.stop()
+            rabbit.stop()
 
 
 def free_port() -> int:
