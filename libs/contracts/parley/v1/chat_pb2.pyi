@@ -18,13 +18,43 @@ RESPONSE_STATUS_COMPLETED: ResponseStatus
 RESPONSE_STATUS_INTERRUPTED: ResponseStatus
 RESPONSE_STATUS_FAILED: ResponseStatus
 
+class ImagePart(_message.Message):
+    __slots__ = ("media_id", "url", "data", "mime_type", "detail", "width", "height")
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    url: str
+    data: bytes
+    mime_type: str
+    detail: str
+    width: int
+    height: int
+    def __init__(self, media_id: _Optional[str] = ..., url: _Optional[str] = ..., data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., detail: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
 class PromptMessage(_message.Message):
-    __slots__ = ("role", "content")
+    __slots__ = ("role", "content", "images")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[ImagePart]
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImagePart, _Mapping]]] = ...) -> None: ...
+
+class ModelTarget(_message.Message):
+    __slots__ = ("model", "provider", "upstream_model")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    upstream_model: str
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("version", "response_id", "user_id", "conversation_id", "client_message_id", "content", "model", "reply_to", "created_at_ms", "max_output_tokens")
@@ -51,7 +81,7 @@ class ChatRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., client_message_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
 
 class ProviderJob(_message.Message):
-    __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms")
+    __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms", "fallbacks", "fallback_from", "attempt")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +95,9 @@ class ProviderJob(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FROM_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     version: int
     response_id: str
     user_id: str
@@ -78,7 +111,10 @@ class ProviderJob(_message.Message):
     temperature: float
     reply_to: str
     created_at_ms: int
-    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    fallbacks: _containers.RepeatedCompositeFieldContainer[ModelTarget]
+    fallback_from: str
+    attempt: int
+    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[ModelTarget, _Mapping]]] = ..., fallback_from: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cost_micros")
@@ -91,12 +127,38 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ...) -> None: ...
 
 class StreamMeta(_message.Message):
-    __slots__ = ("model", "user_message_id")
+    __slots__ = ("model", "user_message_id", "fallback_from", "provider")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FROM_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
     model: str
     user_message_id: str
-    def __init__(self, model: _Optional[str] = ..., user_message_id: _Optional[str] = ...) -> None: ...
+    fallback_from: str
+    provider: str
+    def __init__(self, model: _Optional[str] = ..., user_message_id: _Optional[str] = ..., fallback_from: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class StreamQueued(_message.Message):
+    __slots__ = ("position", "estimated_wait_ms")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    estimated_wait_ms: int
+    def __init__(self, position: _Optional[int] = ..., estimated_wait_ms: _Optional[int] = ...) -> None: ...
+
+class StreamImage(_message.Message):
+    __slots__ = ("media_id", "url", "mime_type", "width", "height")
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    url: str
+    mime_type: str
+    width: int
+    height: int
+    def __init__(self, media_id: _Optional[str] = ..., url: _Optional[str] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class StreamDelta(_message.Message):
     __slots__ = ("text",)
@@ -121,7 +183,7 @@ class StreamError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
-    __slots__ = ("response_id", "conversation_id", "seq", "meta", "delta", "usage", "done", "error")
+    __slots__ = ("response_id", "conversation_id", "seq", "meta", "delta", "usage", "done", "error", "queued", "image")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +192,8 @@ class StreamEvent(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     response_id: str
     conversation_id: str
     seq: int
@@ -138,7 +202,21 @@ class StreamEvent(_message.Message):
     usage: Usage
     done: StreamDone
     error: StreamError
-    def __init__(self, response_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., meta: _Optional[_Union[StreamMeta, _Mapping]] = ..., delta: _Optional[_Union[StreamDelta, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., done: _Optional[_Union[StreamDone, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+    queued: StreamQueued
+    image: StreamImage
+    def __init__(self, response_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., meta: _Optional[_Union[StreamMeta, _Mapping]] = ..., delta: _Optional[_Union[StreamDelta, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., done: _Optional[_Union[StreamDone, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., queued: _Optional[_Union[StreamQueued, _Mapping]] = ..., image: _Optional[_Union[StreamImage, _Mapping]] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("version", "response_id", "user_id", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    response_id: str
+    user_id: str
+    reason: str
+    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ResponseCompleted(_message.Message):
     __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "content", "status", "usage", "finish_reason", "completed_at_ms")
