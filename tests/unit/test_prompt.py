@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from parley.v1 import history_pb2
 from parley_common.errors import InvalidRequest
+from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig
 from parley_orchestrator.prompt import build_prompt
 from parley_orchestrator.routing import ModelRouter
-from parley_orchestrator.settings import ModelSpec
 
 
 def msg(role: str, content: str, status: int = history_pb2.MESSAGE_STATUS_COMPLETE) -> history_pb2.Message:
@@ -34,10 +34,23 @@ def test_failed_and_empty_answers_are_left_out_but_interrupted_ones_stay() -> No
     assert [m.content for m in prompt] == ["first", "half an ans", "again"]
 
 
-def test_router_uses_the_default_and_rejects_unknown_models() -> None:
-    router = ModelRouter({"demo": ModelSpec(provider="demo", upstream_model="d1")}, "demo")
-    assert router.route("").model == "demo"
-    assert router.route("demo").spec.provider == "demo"
+def test_router_uses_the_default_follows_fallbacks_and_rejects_unknown_models() -> None:
+    models = {
+        name: ModelConfig(
+            provider="p",
+            upstream_model=f"up-{name}",
+            context_window=1000,
+            max_output_tokens=10,
+            input_price_per_mtok=0,
+            output_price_per_mtok=0,
+            fallbacks=fallbacks,
+        )
+        for name, fallbacks in (("a", ("b",)), ("b", ("c", "a")), ("c", ()))
+    }
+    router = ModelRouter(ModelRegistry(default_model="a", providers={"p": ProviderConfig(kind="demo")}, models=models))
+    assert router.route("").model == "a"
+    assert [t.model for t in router.route("a").fallbacks] == ["b", "c"]
+    assert [t.upstream_model for t in router.route("b").fallbacks] == ["up-c", "up-a"]
     try:
         router.route("gpt-9")
     except InvalidRequest as err:

@@ -7,10 +7,13 @@ start-up with one clear line per problem, never later.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .models import DEFAULT_MODELS_FILE, ModelRegistry
 
 
 class CommonSettings(BaseSettings):
@@ -26,6 +29,16 @@ class CommonSettings(BaseSettings):
     connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
     # On SIGTERM: how long in-flight work may take before it is handed back.
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=600)
+    # The model registry (see config/models.yaml).
+    models_file: Path = DEFAULT_MODELS_FILE
+
+    def model_registry(self) -> ModelRegistry:
+        """The registry, or exit(2) saying what is wrong with it."""
+        try:
+            return ModelRegistry.load(self.models_file)
+        except ValueError as exc:
+            sys.stderr.write(f"invalid configuration: PARLEY_MODELS_FILE: {exc}\n")
+            raise SystemExit(2) from None
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -27,10 +27,8 @@ async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(OrchestratorSettings)
     setup_logging("orchestrator", settings.log_level)
     setup_telemetry("orchestrator")
-    try:
-        router = ModelRouter(settings.models, settings.default_model)
-    except ValueError as exc:
-        raise SystemExit(f"invalid configuration: {exc}") from None
+    registry = settings.model_registry()
+    router = ModelRouter(registry)
     topology = Topology(settings.namespace)
     history = HistoryClient(settings.history_grpc_target)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
@@ -52,7 +50,7 @@ async def serve(stop: asyncio.Event) -> None:
     )
     queue = await topology.declare_requests_queue(consume_channel)
     consumer_tag = await queue.consume(consumer)
-    log.info("ready", extra={"models": sorted(settings.models)})
+    log.info("ready", extra={"models": sorted(registry.models)})
 
     await stop.wait()
     log.info("shutting down", extra={"in_flight": in_flight.count})

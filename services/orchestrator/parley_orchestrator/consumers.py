@@ -128,6 +128,7 @@ class ChatRequestConsumer:
             temperature=1.0,
             reply_to=request.reply_to,
             created_at_ms=int(time.time() * 1000),
+            fallbacks=route.fallbacks,
         )
         if route.spec.provider not in self.declared_providers:
             await self.topology.declare_provider_queue(self.publish_channel, route.spec.provider)

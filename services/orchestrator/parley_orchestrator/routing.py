@@ -1,30 +1,36 @@
-"""Which model and provider serve a request."""
+"""Which model serves a request, and the chain it falls back along."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley.v1 import chat_pb2
 from parley_common.errors import InvalidRequest
-
-from .settings import ModelSpec
+from parley_common.models import ModelConfig, ModelRegistry
 
 
 @dataclass(frozen=True)
 class Route:
     model: str
-    spec: ModelSpec
+    spec: ModelConfig
+    fallbacks: list[chat_pb2.ModelTarget]
 
 
 class ModelRouter:
-    def __init__(self, models: dict[str, ModelSpec], default_model: str) -> None:
-        if default_model not in models:
-            raise ValueError(f"default model {default_model!r} is not among the configured models")
-        self.models = models
-        self.default_model = default_model
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
 
     def route(self, requested: str) -> Route:
-        name = requested or self.default_model
-        spec = self.models.get(name)
+        name = requested or self.registry.default_model
+        spec = self.registry.models.get(name)
         if spec is None:
             raise InvalidRequest(f"unknown model {name!r}", code="unknown_model")
-        return Route(name, spec)
+        fallbacks = [
+            chat_pb2.ModelTarget(
+                model=f,
+                provider=self.registry.models[f].provider,
+                upstream_model=self.registry.models[f].upstream_model,
+            )
+            for f in self.registry.chain(name)[1:]
+        ]
+        return Route(name, spec, fallbacks)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from parley_common.amqp import connect
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
+from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.telemetry import setup_telemetry
@@ -23,21 +24,29 @@ from .settings import WorkerSettings
 log = logging.getLogger("parley.worker")
 
 
-def build_providers(settings: WorkerSettings) -> dict[str, Provider]:
-    available: dict[str, Provider] = {
-        "demo": DemoProvider(settings.demo_first_token_delay_ms / 1000, settings.demo_tokens_per_s),
-    }
-    unknown = set(settings.worker_providers) - set(available)
+def build_providers(settings: WorkerSettings, registry: ModelRegistry) -> dict[str, Provider]:
+    """The providers this worker serves, as the registry describes them."""
+    unknown = set(settings.worker_providers) - set(registry.providers)
     if unknown:
-        raise SystemExit(f"invalid configuration: PARLEY_WORKER_PROVIDERS names unknown providers {sorted(unknown)}")
-    return {name: available[name] for name in settings.worker_providers}
+        raise SystemExit(
+            f"invalid configuration: PARLEY_WORKER_PROVIDERS names providers not in the registry: {sorted(unknown)}"
+        )
+    providers: dict[str, Provider] = {}
+    for name in settings.worker_providers:
+        config = registry.providers[name]
+        if config.kind == "demo":
+            providers[name] = DemoProvider(settings.demo_first_token_delay_ms / 1000, settings.demo_tokens_per_s)
+        else:
+            raise SystemExit(f"invalid configuration: provider kind {config.kind!r} is not supported by this worker")
+    return providers
 
 
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(WorkerSettings)
     setup_logging("provider-worker", settings.log_level)
     setup_telemetry("provider-worker")
-    providers = build_providers(settings)
+    registry = settings.model_registry()
+    providers = build_providers(settings, registry)
     topology = Topology(settings.namespace)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
@@ -51,6 +60,7 @@ async def serve(stop: asyncio.Event) -> None:
     in_flight = InFlight()
     consumer = ProviderJobConsumer(
         providers=providers,
+        registry=registry,
         replay=ReplayLog(redis, settings.namespace),
         reply_channel=reply_channel,
         events_exchange=events_exchange,

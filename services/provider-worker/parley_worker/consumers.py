@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.lifecycle import InFlight
+from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog, ResponseStream
 from parley_common.telemetry import extract_context, tracer
 from parley_common.topology import (
@@ -32,12 +33,14 @@ class ProviderJobConsumer:
         self,
         *,
         providers: dict[str, Provider],
+        registry: ModelRegistry,
         replay: ReplayLog,
         reply_channel: AbstractChannel,
         events_exchange: AbstractExchange,
         in_flight: InFlight,
     ) -> None:
         self.providers = providers
+        self.registry = registry
         self.replay = replay
         self.reply_channel = reply_channel
         self.events_exchange = events_exchange
@@ -100,7 +103,7 @@ class ProviderJobConsumer:
                     parts.append(chunk.text)
                     await stream.emit(delta=chat_pb2.StreamDelta(text=chunk.text))
                 elif isinstance(chunk, UsageReport):
-                    usage = chat_pb2.Usage(input_tokens=chunk.input_tokens, output_tokens=chunk.output_tokens)
+                    usage = self.usage(job.model, chunk)
                 elif isinstance(chunk, Finish):
                     finish_reason = chunk.reason
             await stream.emit(usage=usage)
@@ -116,6 +119,12 @@ class ProviderJobConsumer:
             finish_reason = "error"
             await stream.fail("provider_error", f"the model provider failed: {type(exc).__name__}", True)
         await self.publish_completed(job, parts, usage, status, finish_reason)
+
+    def usage(self, model: str, report: UsageReport) -> chat_pb2.Usage:
+        """Tokens as the provider reported them, priced from the registry."""
+        spec = self.registry.models.get(model)
+        cost = spec.cost_micros(report.input_tokens, report.output_tokens) if spec else 0
+        return chat_pb2.Usage(input_tokens=report.input_tokens, output_tokens=report.output_tokens, cost_micros=cost)
 
     async def publish_completed(
         self,

@@ -1,0 +1,87 @@
+"""The model registry (config/models.yaml): public model name -> provider, limits, prices, fallbacks.
+
+Every service loads the same file; it is validated at start-up, so a typo in a fallback
+chain or a provider name stops the service with a clear message instead of failing a turn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
+
+class ProviderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["demo", "openai", "anthropic", "gemini"]
+    base_url: str = ""
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    provider: str
+    upstream_model: str = Field(min_length=1)
+    context_window: int = Field(ge=256, le=10_000_000)
+    max_output_tokens: int = Field(ge=1, le=1_000_000)
+    input_price_per_mtok: float = Field(ge=0)
+    output_price_per_mtok: float = Field(ge=0)
+    tokenizer: str = "cl100k_base"
+    fallbacks: tuple[str, ...] = ()
+
+    def cost_micros(self, input_tokens: int, output_tokens: int) -> int:
+        """Cost in micro-dollars: prices are dollars per million tokens, so 1 token = price micro-dollars."""
+        return round(input_tokens * self.input_price_per_mtok + output_tokens * self.output_price_per_mtok)
+
+
+class ModelRegistry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    default_model: str
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelRegistry:
+        import re
+
+        for name, model in self.models.items():
+            if not re.match(NAME, name):
+                raise ValueError(f"model name {name!r} is not allowed")
+            if model.provider not in self.providers:
+                raise ValueError(f"model {name!r} names unknown provider {model.provider!r}")
+            for fallback in model.fallbacks:
+                if fallback not in self.models or fallback == name:
+                    raise ValueError(f"model {name!r} falls back to unknown model {fallback!r}")
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not among the models")
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> ModelRegistry:
+        """Read and validate a registry file; raises ValueError with a readable reason."""
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read model registry {path}: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError(f"invalid model registry {path}: {exc}") from None
+
+    def chain(self, name: str) -> list[str]:
+        """The model and its fallbacks, in order, each once (fallbacks of fallbacks included)."""
+        order: list[str] = []
+        pending = [name]
+        while pending:
+            current = pending.pop(0)
+            if current in order:
+                continue
+            order.append(current)
+            pending.extend(self.models[current].fallbacks)
+        return order
+
+
+DEFAULT_MODELS_FILE = Path(__file__).resolve().parents[3] / "config" / "models.yaml"
