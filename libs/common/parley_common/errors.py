@@ -26,9 +26,11 @@ class ParleyError(Exception):
     code = "internal"
     grpc_status = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # HTTP headers that go with the error at the gateway (e.g. Retry-After).
+        self.headers = headers or {}
         if code is not None:
             self.code = code
 

@@ -59,6 +59,24 @@ class ReplayLog:
             pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
+    async def last_seq(self, response_id: str) -> int:
+        """The number of the newest frame in the log (0 when there is none)."""
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
+            self.key(response_id), count=1
+        )
+        if not rows:
+            return 0
+        return int(rows[0][0].decode().split("-")[1])
+
+    async def finished(self, response_id: str) -> bool:
+        """True when the response's last frame is terminal, or nothing is known of it any more."""
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
+            self.key(response_id), count=1
+        )
+        if rows:
+            return is_terminal(_decode(rows[0][1]))
+        return not await self.redis.exists(self.owner_key(response_id))
+
     async def read_after(self, response_id: str, after_seq: int) -> list[chat_pb2.StreamEvent]:
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(  # type: ignore[assignment]
             self.key(response_id), min=f"(0-{after_seq}", max="+"
@@ -90,7 +108,11 @@ def _decode(fields: dict[bytes, bytes]) -> chat_pb2.StreamEvent:
 
 
 class ResponseStream:
-    """Emits the frames of one response, numbered from 1, to its reply queue and replay log."""
+    """Emits the frames of one response to its reply queue and replay log.
+
+    Frames are numbered on from the newest one already in the log, so the orchestrator (which
+    may send `queued` frames) and the worker that streams the answer continue one sequence.
+    """
 
     def __init__(
         self,
@@ -106,13 +128,19 @@ class ResponseStream:
         self.response_id = response_id
         self.conversation_id = conversation_id
         self.reply_to = reply_to
-        self.seq = 0
+        self.seq: int | None = None
         self.closed = False
+
+    @property
+    def started(self) -> bool:
+        return self.seq is not None
 
     async def emit(self, **kind: Any) -> chat_pb2.StreamEvent:
         """Send one frame, e.g. `emit(delta=chat_pb2.StreamDelta(text="Hi"))`."""
         if self.closed:
             raise RuntimeError("stream already ended")
+        if self.seq is None:
+            self.seq = await self.replay.last_seq(self.response_id)
         self.seq += 1
         event = chat_pb2.StreamEvent(
             response_id=self.response_id, conversation_id=self.conversation_id, seq=self.seq, **kind

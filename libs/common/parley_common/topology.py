@@ -15,6 +15,7 @@ CHAT_REQUEST = "parley.v1.ChatRequest"
 PROVIDER_JOB = "parley.v1.ProviderJob"
 STREAM_EVENT = "parley.v1.StreamEvent"
 RESPONSE_COMPLETED = "parley.v1.ResponseCompleted"
+CANCEL_RESPONSE = "parley.v1.CancelResponse"
 SCHEMA_VERSION = 1
 
 RK_RESPONSE_COMPLETED = "response.completed"
@@ -31,6 +32,10 @@ class Topology:
     @property
     def events_exchange(self) -> str:
         return f"{self.namespace}.events"
+
+    @property
+    def control_exchange(self) -> str:
+        return f"{self.namespace}.control"
 
     @property
     def history_completed_queue(self) -> str:
@@ -53,6 +58,16 @@ class Topology:
 
     async def declare_events_exchange(self, channel: AbstractChannel) -> AbstractExchange:
         return await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    async def declare_control_exchange(self, channel: AbstractChannel) -> AbstractExchange:
+        return await channel.declare_exchange(self.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+
+    async def declare_control_queue(self, channel: AbstractChannel) -> AbstractQueue:
+        """A private queue of one worker process that hears every control message."""
+        exchange = await self.declare_control_exchange(channel)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        return queue
 
     async def declare_history_completed_queue(self, channel: AbstractChannel) -> AbstractQueue:
         exchange = await self.declare_events_exchange(channel)

@@ -12,20 +12,24 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from parley_common.amqp import connect
+from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
 from parley_common.logs import setup_logging
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
+from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry
 from parley_common.topology import Topology
 
 from .auth import ApiKeys
 from .errors import install_error_handlers
 from .limits import BodyLimit
-from .routes import conversations, health, responses
+from .ratelimit import RateLimitHeaders, RequestRateLimit
+from .routes import conversations, health, models, openai_compat, responses
 from .settings import GatewaySettings
 from .turns import Turns
 
@@ -37,9 +41,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topology = Topology(settings.namespace)
         app.state.stopping = False
+        app.state.registry = registry
         app.state.api_keys = ApiKeys(settings.all_keys())
         app.state.history = HistoryClient(settings.history_grpc_target)
         app.state.redis = Redis.from_url(settings.redis_url.get_secret_value())
+        app.state.rate_limit = RequestRateLimit(app.state.redis, settings.namespace, settings.requests_per_minute)
         app.state.amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
         consume_channel = await app.state.amqp.channel()
         publish_channel = await app.state.amqp.channel(publisher_confirms=True)
@@ -51,6 +57,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             topology=topology,
             history=app.state.history,
             replay=ReplayLog(app.state.redis, settings.namespace),
+            slots=StreamSlots(app.state.redis, settings.namespace, settings.max_streams_per_user),
+            cancellations=Cancellations(
+                app.state.redis, settings.namespace, await topology.declare_control_exchange(publish_channel)
+            ),
             publish_channel=publish_channel,
             reply_queue=reply_queue.name,
         )
@@ -61,12 +71,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await app.state.history.close()
         await app.state.redis.aclose()
 
+    registry = settings.model_registry()
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(responses.router)
+    app.include_router(models.router)
+    app.include_router(openai_compat.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitHeaders)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["X-Parley-Response-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+            max_age=600,
+        )
     return app
 
 

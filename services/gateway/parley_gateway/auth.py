@@ -30,7 +30,9 @@ class ApiKeys:
         return user
 
 
-def current_user(request: Request) -> str:
-    """FastAPI dependency: the authenticated user's id."""
+async def current_user(request: Request) -> str:
+    """FastAPI dependency: the authenticated user's id, counted against their request rate."""
     keys: ApiKeys = request.app.state.api_keys
-    return keys.user_for(request.headers.get("authorization"))
+    user = keys.user_for(request.headers.get("authorization"))
+    request.state.rate_limit = await request.app.state.rate_limit.check(user)
+    return user

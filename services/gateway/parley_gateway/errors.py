@@ -34,7 +34,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParleyError)
     async def parley_error(_: Request, exc: ParleyError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

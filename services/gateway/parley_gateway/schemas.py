@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,8 @@ class SendMessage(BaseModel):
     client_message_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     model: str | None = Field(default=None, max_length=64)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    # While an answer streams in this conversation: wait for it ("queue") or cancel it ("replace").
+    on_busy: Literal["queue", "replace"] = "queue"
 
 
 def usage_json(u: chat_pb2.Usage) -> dict[str, int]:

@@ -20,6 +20,18 @@ class GatewaySettings(CommonSettings):
     # A comment line this often keeps idle proxies from cutting the stream.
     heartbeat_s: float = Field(default=15.0, gt=0, le=300)
     shutdown_grace_s: float = Field(default=10.0, gt=0, le=600)
+    # Answers one user may have generating at once (across all gateways).
+    max_streams_per_user: int = Field(default=20, ge=1, le=10_000)
+    # Requests one user may make per minute (across all gateways).
+    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    # Browser origins allowed to call the API (CORS); empty = none.
+    cors_origins: list[str] = []
+    # Deltas that arrive close together go out as one SSE event: after the first delta,
+    # text is held at most this long, or until this many bytes are waiting.
+    coalesce_ms: int = Field(default=20, ge=0, le=1000)
+    coalesce_max_bytes: int = Field(default=4096, ge=1, le=1_000_000)
+    # Frames one live stream may buffer for a slow client; past that it reads from the replay log.
+    live_buffer_frames: int = Field(default=512, ge=16, le=100_000)
 
     @model_validator(mode="after")
     def _some_key(self) -> GatewaySettings:

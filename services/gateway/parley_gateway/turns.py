@@ -1,7 +1,9 @@
-"""Chat turns at the edge: start one (publish a ChatRequest) and relay its frames as SSE.
+"""Chat turns at the edge: start one (publish a ChatRequest), relay its frames as SSE, resume
+it from the replay log, cancel it.
 
-A live turn is read from this gateway's reply queue; a resumed one from the replay log.
-Both feed the same relay, which adds heartbeats, an idle timeout and a final event on
+A live turn is read from this gateway's reply queue; a resumed one (or a live one whose
+client fell too far behind) from the replay log. Both go through the same relay, which
+coalesces deltas, sends heartbeats, enforces an idle timeout, gives a final event on
 shutdown, and drops frames the client already has.
 """
 
@@ -12,16 +14,19 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
-from parley_common.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from parley_common.control import Cancellations
+from parley_common.errors import InvalidRequest, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from parley_common.history_client import HistoryClient
 from parley_common.replay import ReplayLog, is_terminal
+from parley_common.stream_slots import StreamSlots
 from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, STREAM_EVENT, Topology
 
 from .schemas import SendMessage
@@ -36,7 +41,18 @@ class _Shutdown:
 
 
 SHUTDOWN: Final = _Shutdown()
-Feed = asyncio.Queue[chat_pb2.StreamEvent | _Shutdown]
+Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown
+
+
+@dataclass(eq=False)
+class Feed:
+    """Frames on their way to one client; bounded, so a slow client costs bounded memory."""
+
+    queue: asyncio.Queue[Item]
+    # Set when the live queue overflowed: the relay then continues from the replay log.
+    lagging: bool = False
+    live: bool = True
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def response_id_for(user_id: str, conversation_id: str, client_message_id: str) -> str:
@@ -45,13 +61,52 @@ def response_id_for(user_id: str, conversation_id: str, client_message_id: str) 
     return "r_" + digest[:32]
 
 
-class TurnStream:
-    """What a route returns: the response id (known before the first frame) and the SSE body."""
+@dataclass(frozen=True)
+class Notice:
+    """An event the gateway makes up itself (timeout, shutdown): an `error` with no frame id."""
 
-    def __init__(self, response_id: str, conversation_id: str, body: AsyncIterator[bytes]) -> None:
+    response_id: str
+    conversation_id: str
+    code: str
+    message: str
+    retryable: bool = True
+
+
+class Heartbeat:
+    pass
+
+
+HEARTBEAT_ITEM: Final = Heartbeat()
+Out: TypeAlias = chat_pb2.StreamEvent | Notice | Heartbeat
+
+
+class TurnStream:
+    """What a route returns: the response id (known before the first frame) and its events."""
+
+    def __init__(self, response_id: str, conversation_id: str, events: AsyncIterator[Out]) -> None:
         self.response_id = response_id
         self.conversation_id = conversation_id
-        self.body = body
+        self.events = events
+
+    @property
+    def body(self) -> AsyncIterator[bytes]:
+        """The events as Server-Sent Events."""
+        return _as_sse(self.events)
+
+
+async def _as_sse(events: AsyncIterator[Out]) -> AsyncIterator[bytes]:
+    try:
+        async for item in events:
+            if isinstance(item, Heartbeat):
+                yield HEARTBEAT
+            elif isinstance(item, Notice):
+                yield encode_local_error(
+                    item.response_id, item.conversation_id, item.code, item.message, item.retryable
+                )
+            else:
+                yield encode_event(item)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 class Turns:
@@ -62,6 +117,8 @@ class Turns:
         topology: Topology,
         history: HistoryClient,
         replay: ReplayLog,
+        slots: StreamSlots,
+        cancellations: Cancellations,
         publish_channel: AbstractChannel,
         reply_queue: str,
     ) -> None:
@@ -69,12 +126,17 @@ class Turns:
         self.topology = topology
         self.history = history
         self.replay = replay
+        self.slots = slots
+        self.cancellations = cancellations
         self.publish_channel = publish_channel
         self.reply_queue = reply_queue
         self.feeds: set[Feed] = set()
-        # Live turns started here, by response id: the frames arriving on this gateway's
-        # reply queue are handed to them.
+        # Live turns started here, by response id: frames arriving on this gateway's reply
+        # queue are handed to them.
         self.live: dict[str, Feed] = {}
+
+    def _new_feed(self) -> Feed:
+        return Feed(asyncio.Queue(maxsize=self.settings.live_buffer_frames))
 
     async def on_frame(self, message: AbstractIncomingMessage) -> None:
         """Consumer of this gateway's reply queue (no-ack: the replay log is the durable copy)."""
@@ -84,23 +146,37 @@ class Turns:
             log.error("dropping bad frame", extra={"reason": str(exc)})
             return
         feed = self.live.get(event.response_id)
-        if feed is not None:
-            feed.put_nowait(event)
+        if feed is None or feed.lagging:
+            return
+        try:
+            feed.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            feed.lagging = True  # the relay picks up from the replay log
 
     def shutdown(self) -> None:
         """Give every open stream its final event."""
         for feed in self.feeds:
-            feed.put_nowait(SHUTDOWN)
+            for task in feed.tasks:
+                task.cancel()
+            while True:
+                try:
+                    feed.queue.put_nowait(SHUTDOWN)
+                    break
+                except asyncio.QueueFull:
+                    feed.queue.get_nowait()
+
+    # starting turns
 
     async def start(self, user_id: str, conversation_id: str, body: SendMessage) -> TurnStream:
-        if not body.content.strip():
+        content = body.content
+        if not content.strip():
             raise InvalidRequest("content is empty", code="empty_content")
-        if len(body.content) > self.settings.max_content_chars:
+        if len(content) > self.settings.max_content_chars:
             raise PayloadTooLarge(
                 f"content is longer than {self.settings.max_content_chars} characters", code="content_too_long"
             )
-        client_message_id = body.client_message_id or "m_" + uuid.uuid4().hex
-        response_id = response_id_for(user_id, conversation_id, client_message_id)
+        message_id = body.client_message_id or "m_" + uuid.uuid4().hex
+        response_id = response_id_for(user_id, conversation_id, message_id)
         # Both in one round trip's time; the ownership check gives a wrong conversation its 404.
         ownership = asyncio.ensure_future(self.history.get_conversation(user_id, conversation_id))
         try:
@@ -117,25 +193,57 @@ class Turns:
         if not claimed:
             # The client sent this message before: attach to that response instead of a second one.
             return self.resume_claimed(response_id, conversation_id, after_seq=0)
-
-        feed: Feed = asyncio.Queue()
-        self.live[response_id] = feed
-
-        async def cleanup() -> None:
-            self.live.pop(response_id, None)
-
         request = chat_pb2.ChatRequest(
             version=SCHEMA_VERSION,
             response_id=response_id,
             user_id=user_id,
             conversation_id=conversation_id,
-            client_message_id=client_message_id,
-            content=body.content,
+            client_message_id=message_id,
+            content=content,
             model=body.model or "",
-            reply_to=self.reply_queue,
-            created_at_ms=int(time.time() * 1000),
             max_output_tokens=body.max_output_tokens or 0,
+            on_busy=body.on_busy,
         )
+        return await self._launch(request)
+
+    async def start_stateless(
+        self,
+        user_id: str,
+        messages: list[chat_pb2.PromptMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        temperature: float | None,
+    ) -> TurnStream:
+        """A turn whose whole prompt comes with the request (OpenAI-compatible API); no history."""
+        response_id = "r_" + uuid.uuid4().hex
+        await self.replay.claim(response_id, user_id)
+        request = chat_pb2.ChatRequest(
+            version=SCHEMA_VERSION,
+            response_id=response_id,
+            user_id=user_id,
+            model=model,
+            max_output_tokens=max_output_tokens,
+            inline_messages=messages,
+            temperature=temperature or 0.0,
+            has_temperature=temperature is not None,
+        )
+        return await self._launch(request)
+
+    async def _launch(self, request: chat_pb2.ChatRequest) -> TurnStream:
+        response_id = request.response_id
+        in_use = await self.slots.acquire(request.user_id, response_id)
+        if in_use >= 0:
+            await self.replay.release(response_id)
+            raise RateLimited(
+                f"{in_use} answers are already being generated for you; wait for one to finish",
+                code="too_many_streams",
+                headers={"Retry-After": "1"},
+            )
+        feed = self._new_feed()
+        self.live[response_id] = feed
+        request.reply_to = self.reply_queue
+        request.created_at_ms = int(time.time() * 1000)
         try:
             await self.publish_channel.default_exchange.publish(
                 envelope(request, message_type=CHAT_REQUEST, idempotency_key=response_id),
@@ -143,11 +251,16 @@ class Turns:
                 mandatory=True,
             )
         except Exception as exc:
-            await cleanup()
+            self.live.pop(response_id, None)
             await self.replay.release(response_id)
+            await self.slots.release(request.user_id, response_id)
             log.error("could not queue the request", extra={"error": str(exc)})
             raise Unavailable("the chat service is unavailable, try again", code="queue_unavailable") from None
-        return TurnStream(response_id, conversation_id, self._relay(feed, response_id, conversation_id, 0, cleanup))
+        return TurnStream(
+            response_id, request.conversation_id, self._relay(feed, response_id, request.conversation_id, 0)
+        )
+
+    # resuming and cancelling
 
     async def resume(self, user_id: str, response_id: str, after_seq: int) -> TurnStream:
         if await self.replay.owner(response_id) != user_id:
@@ -155,74 +268,126 @@ class Turns:
         return self.resume_claimed(response_id, "", after_seq)
 
     def resume_claimed(self, response_id: str, conversation_id: str, after_seq: int) -> TurnStream:
-        feed: Feed = asyncio.Queue()
+        feed = self._new_feed()
+        feed.live = False
+        self._follow_log(feed, response_id, after_seq)
+        return TurnStream(response_id, conversation_id, self._relay(feed, response_id, conversation_id, after_seq))
+
+    def _follow_log(self, feed: Feed, response_id: str, after_seq: int) -> None:
+        """Feed frames after `after_seq` from the replay log, then its live tail."""
 
         async def pump() -> None:
             for event in await self.replay.read_after(response_id, after_seq):
-                feed.put_nowait(event)
+                await feed.queue.put(event)
                 if is_terminal(event):
                     return
-            last = max(after_seq, 0)
-            async for event in self.replay.follow(response_id, last, block_ms=int(self.settings.heartbeat_s * 1000)):
-                if event is not None:
-                    feed.put_nowait(event)
+            last = after_seq
+            block_ms = int(self.settings.heartbeat_s * 1000)
+            async for event in self.replay.follow(response_id, last, block_ms=block_ms):
+                if event is not None and event.seq > after_seq:
+                    await feed.queue.put(event)
                     if is_terminal(event):
                         return
 
-        task = asyncio.create_task(pump())
+        feed.tasks.append(asyncio.create_task(pump()))
 
-        async def cleanup() -> None:
-            task.cancel()
+    async def cancel(self, user_id: str, response_id: str) -> str:
+        """Stop generating a response: "cancelling", or "finished" when it had already ended."""
+        if await self.replay.owner(response_id) != user_id:
+            raise NotFound("response not found", code="response_not_found")
+        if await self.replay.finished(response_id):
+            return "finished"
+        await self.cancellations.request(response_id, user_id, "user")
+        return "cancelling"
 
-        return TurnStream(
-            response_id, conversation_id, self._relay(feed, response_id, conversation_id, after_seq, cleanup)
-        )
+    # the relay
 
-    async def _relay(
-        self,
-        feed: Feed,
-        response_id: str,
-        conversation_id: str,
-        after_seq: int,
-        cleanup: Callable[[], Awaitable[None]],
-    ) -> AsyncIterator[bytes]:
+    async def _relay(self, feed: Feed, response_id: str, conversation_id: str, after_seq: int) -> AsyncIterator[Out]:
         self.feeds.add(feed)
         last = after_seq
-        idle_since = time.monotonic()
+        now = time.monotonic()
+        idle_since = now  # last frame from the backend
+        quiet_since = now  # last bytes to the client
+        pending: chat_pb2.StreamEvent | None = None  # deltas held for coalescing
+        flush_at = 0.0
+        coalesce_s = self.settings.coalesce_ms / 1000
+        sent_delta = False
         try:
             while True:
+                if feed.live and feed.lagging and feed.queue.empty():
+                    # The client fell behind the live queue: continue from the replay log.
+                    feed.live = False
+                    self.live.pop(response_id, None)
+                    self._follow_log(feed, response_id, pending.seq if pending else last)
+                now = time.monotonic()
+                wait = self.settings.heartbeat_s - (now - quiet_since)
+                if pending is not None:
+                    wait = min(wait, flush_at - now)
                 try:
-                    async with asyncio.timeout(self.settings.heartbeat_s):
-                        item = await feed.get()
+                    async with asyncio.timeout(max(wait, 0)):
+                        item = await feed.queue.get()
                 except TimeoutError:
-                    if time.monotonic() - idle_since >= self.settings.stream_idle_timeout_s:
-                        yield encode_local_error(
+                    now = time.monotonic()
+                    if pending is not None and now >= flush_at:
+                        yield pending
+                        last, pending, quiet_since = pending.seq, None, now
+                        continue
+                    if now - idle_since >= self.settings.stream_idle_timeout_s:
+                        if pending is not None:
+                            yield pending
+                        yield Notice(
                             response_id,
                             conversation_id,
                             "stream_timeout",
                             "no answer from the backend in time; resume or send again",
-                            True,
                         )
                         return
-                    yield HEARTBEAT
+                    if now - quiet_since >= self.settings.heartbeat_s:
+                        yield HEARTBEAT_ITEM
+                        quiet_since = now
                     continue
                 if isinstance(item, _Shutdown):
-                    yield encode_local_error(
+                    if pending is not None:
+                        yield pending
+                    yield Notice(
                         response_id,
                         conversation_id,
                         "gateway_shutdown",
                         "this gateway is restarting; resume with Last-Event-ID",
-                        True,
                     )
                     return
-                if item.seq <= last:
+                held = pending.seq if pending is not None else last
+                if item.seq <= held:
                     continue  # the client has it already
-                last = item.seq
-                conversation_id = conversation_id or item.conversation_id
                 idle_since = time.monotonic()
-                yield encode_event(item)
+                conversation_id = conversation_id or item.conversation_id
+                if item.WhichOneof("kind") == "delta" and sent_delta and coalesce_s > 0:
+                    if pending is None:
+                        pending = chat_pb2.StreamEvent()
+                        pending.CopyFrom(item)
+                        flush_at = idle_since + coalesce_s
+                    else:
+                        pending.delta.text += item.delta.text
+                        pending.seq = item.seq
+                    if len(pending.delta.text.encode()) >= self.settings.coalesce_max_bytes:
+                        yield pending
+                        last, pending, quiet_since = pending.seq, None, time.monotonic()
+                    continue
+                if pending is not None:
+                    yield pending
+                    last, pending = pending.seq, None
+                last = item.seq
+                sent_delta = sent_delta or item.WhichOneof("kind") == "delta"
+                yield item
+                quiet_since = time.monotonic()
                 if is_terminal(item):
                     return
         finally:
             self.feeds.discard(feed)
-            await cleanup()
+            if self.live.get(response_id) is feed:
+                del self.live[response_id]
+            for task in feed.tasks:
+                task.cancel()
+
+
+__all__ = ["TurnStream", "Turns", "response_id_for"]

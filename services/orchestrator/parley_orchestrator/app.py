@@ -8,17 +8,20 @@ import logging
 from redis.asyncio import Redis
 
 from parley_common.amqp import connect
+from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
+from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry
 from parley_common.topology import Topology
 
 from .consumers import ChatRequestConsumer
 from .routing import ModelRouter
 from .settings import OrchestratorSettings
+from .turn_order import TurnOrder
 
 log = logging.getLogger("parley.orchestrator")
 
@@ -38,12 +41,25 @@ async def serve(stop: asyncio.Event) -> None:
     publish_channel = await connection.channel(publisher_confirms=True)
     reply_channel = await connection.channel(publisher_confirms=False)
     in_flight = InFlight()
+    replay = ReplayLog(redis, settings.namespace)
+    control_exchange = await topology.declare_control_exchange(publish_channel)
+    cancellations = Cancellations(redis, settings.namespace, control_exchange)
     consumer = ChatRequestConsumer(
         settings=settings,
         topology=topology,
         history=history,
         router=router,
-        replay=ReplayLog(redis, settings.namespace),
+        replay=replay,
+        turn_order=TurnOrder(
+            redis=redis,
+            namespace=settings.namespace,
+            replay=replay,
+            history=history,
+            cancellations=cancellations,
+            max_wait_s=settings.turn_max_wait_s,
+        ),
+        cancellations=cancellations,
+        slots=StreamSlots(redis, settings.namespace),
         publish_channel=publish_channel,
         reply_channel=reply_channel,
         in_flight=in_flight,

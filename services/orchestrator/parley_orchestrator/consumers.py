@@ -10,16 +10,19 @@ from opentelemetry import trace
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.control import Cancellations
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight
 from parley_common.replay import ReplayLog, ResponseStream
+from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import extract_context, tracer
 from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, SCHEMA_VERSION, Topology
 
 from .prompt import build_prompt
-from .routing import ModelRouter
+from .routing import ModelRouter, Route
 from .settings import OrchestratorSettings
+from .turn_order import TurnOrder
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ class ChatRequestConsumer:
         history: HistoryClient,
         router: ModelRouter,
         replay: ReplayLog,
+        turn_order: TurnOrder,
+        cancellations: Cancellations,
+        slots: StreamSlots,
         publish_channel: AbstractChannel,
         reply_channel: AbstractChannel,
         in_flight: InFlight,
@@ -51,6 +57,9 @@ class ChatRequestConsumer:
         self.history = history
         self.router = router
         self.replay = replay
+        self.turn_order = turn_order
+        self.cancellations = cancellations
+        self.slots = slots
         self.publish_channel = publish_channel
         self.reply_channel = reply_channel
         self.in_flight = in_flight
@@ -78,8 +87,9 @@ class ChatRequestConsumer:
                 conversation_id=request.conversation_id,
                 reply_to=request.reply_to,
             )
+            published = False
             try:
-                await self.handle(request, stream)
+                published = await self.handle(request, stream)
             except ParleyError as err:
                 # The client learns why its turn ended; the request is done with either way.
                 retryable = isinstance(err, Unavailable)
@@ -88,17 +98,33 @@ class ChatRequestConsumer:
             except Exception:
                 log.exception("request failed", extra={"response_id": request.response_id})
                 await stream.fail("internal", "the request could not be processed", True)
+            if not published:
+                # No worker will finish this turn: give the user's stream slot back here.
+                await self.slots.release(request.user_id, request.response_id)
             await message.ack()
 
-    async def handle(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> None:
+    async def handle(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> bool:
+        """Turn the request into a provider job; True when one was published."""
         route = self.router.route(request.model)
+        if not request.conversation_id:
+            # Stateless (OpenAI-compatible): the prompt is the request's own messages.
+            return await self.publish_job(request, route, list(request.inline_messages))
+        created_at_ms = request.created_at_ms
+        previous = await self.turn_order.enter(request.conversation_id, request.response_id)
+        if previous is not None:
+            await stream.emit(queued=chat_pb2.StreamQueued(position=1))
+            await self.turn_order.wait_for(
+                previous, request.user_id, request.conversation_id, replace=request.on_busy == "replace"
+            )
+            # The message takes its place in the transcript after the answer it waited for.
+            created_at_ms = int(time.time() * 1000)
         appended = await self.history.append_message(
             request.user_id,
             request.conversation_id,
             request.client_message_id,
             "user",
             request.content,
-            request.created_at_ms,
+            created_at_ms,
             context_limit=self.settings.prompt_history_messages,
         )
         if not appended.created and appended.message.content != request.content:
@@ -112,7 +138,16 @@ class ChatRequestConsumer:
             # The same message again, after its stream expired: send the stored answer, not a new one.
             log.info("request already answered; replaying it", extra={"response_id": request.response_id})
             await replay_stored_answer(stream, answered)
-            return
+            return False
+        if await self.cancellations.requested(request.response_id):
+            await stream.emit(meta=chat_pb2.StreamMeta(model=route.model, user_message_id=request.client_message_id))
+            await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
+            return False
+        return await self.publish_job(request, route, build_prompt(self.settings.system_prompt, context))
+
+    async def publish_job(
+        self, request: chat_pb2.ChatRequest, route: Route, messages: list[chat_pb2.PromptMessage]
+    ) -> bool:
         max_output = min(request.max_output_tokens or route.spec.max_output_tokens, route.spec.max_output_tokens)
         job = chat_pb2.ProviderJob(
             version=SCHEMA_VERSION,
@@ -123,9 +158,9 @@ class ChatRequestConsumer:
             model=route.model,
             provider=route.spec.provider,
             upstream_model=route.spec.upstream_model,
-            messages=build_prompt(self.settings.system_prompt, context),
+            messages=messages,
             max_output_tokens=max_output,
-            temperature=1.0,
+            temperature=request.temperature if request.has_temperature else 1.0,
             reply_to=request.reply_to,
             created_at_ms=int(time.time() * 1000),
             fallbacks=route.fallbacks,
@@ -138,3 +173,4 @@ class ChatRequestConsumer:
             routing_key=self.topology.provider_queue(route.spec.provider),
             mandatory=True,
         )
+        return True

@@ -10,4 +10,6 @@ class OrchestratorSettings(CommonSettings):
     system_prompt: str = Field(default="You are Parley, a helpful assistant.", max_length=20_000)
     # How many of the latest messages go into the prompt.
     prompt_history_messages: int = Field(default=40, ge=1, le=500)
-    orchestrator_prefetch: int = Field(default=64, ge=1, le=1000)
+    orchestrator_prefetch: int = Field(default=256, ge=1, le=5000)
+    # A turn waits at most this long for the previous turn of its conversation to finish.
+    turn_max_wait_s: float = Field(default=600.0, gt=0, le=3600)

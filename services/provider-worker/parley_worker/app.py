@@ -1,4 +1,4 @@
-"""Provider worker process: consumes the queues of the providers it serves."""
+"""Provider worker process: consumes the queues of the providers it serves, and the control exchange."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ import logging
 from redis.asyncio import Redis
 
 from parley_common.amqp import connect
+from parley_common.control import Cancellations
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
+from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry
 from parley_common.topology import Topology
 
 from .consumers import ProviderJobConsumer
+from .leases import JobLease
 from .providers import Provider
 from .providers.demo import DemoProvider
+from .resilience import RetryPolicy
 from .settings import WorkerSettings
 
 log = logging.getLogger("parley.worker")
@@ -57,15 +61,28 @@ async def serve(stop: asyncio.Event) -> None:
     await topology.declare_history_completed_queue(publish_channel)
     events_exchange = await topology.declare_events_exchange(publish_channel)
     reply_channel = await connection.channel(publisher_confirms=False)
+    control_channel = await connection.channel()
     in_flight = InFlight()
     consumer = ProviderJobConsumer(
         providers=providers,
         registry=registry,
+        topology=topology,
         replay=ReplayLog(redis, settings.namespace),
+        cancellations=Cancellations(redis, settings.namespace, None),
+        slots=StreamSlots(redis, settings.namespace),
+        lease=JobLease(redis, settings.namespace),
+        policy=RetryPolicy(
+            max_retries=settings.provider_max_retries,
+            base_s=settings.provider_retry_base_s,
+            max_retry_after_s=settings.provider_max_retry_after_s,
+        ),
         reply_channel=reply_channel,
+        publish_channel=publish_channel,
         events_exchange=events_exchange,
         in_flight=in_flight,
     )
+    control_queue = await topology.declare_control_queue(control_channel)
+    await control_queue.consume(consumer.on_control)
     consuming = []
     for name in providers:
         queue = await topology.declare_provider_queue(consume_channel, name)

@@ -1,4 +1,5 @@
-"""Runs provider jobs: streams frames to the client and publishes the completed response."""
+"""Runs provider jobs: streams frames to the client, retries or falls back before the first
+token, obeys cancels, and publishes the completed (or interrupted) response."""
 
 from __future__ import annotations
 
@@ -8,24 +9,43 @@ import time
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 from opentelemetry import trace
-from redis.exceptions import ResponseError
 
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.control import Cancellations
 from parley_common.lifecycle import InFlight
 from parley_common.models import ModelRegistry
-from parley_common.replay import ReplayLog, ResponseStream
+from parley_common.replay import ReplayLog, ResponseStream, is_terminal
+from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import extract_context, tracer
 from parley_common.topology import (
+    CANCEL_RESPONSE,
     PROVIDER_JOB,
     RESPONSE_COMPLETED,
     RK_RESPONSE_COMPLETED,
     SCHEMA_VERSION,
+    Topology,
 )
 
+from .leases import JobLease
 from .providers import Finish, Provider, TextChunk, UsageReport
+from .providers.errors import ProviderError
+from .resilience import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+# What the client sees for each kind of provider failure.
+ERROR_CODES = {
+    "rate_limited": "provider_rate_limited",
+    "overloaded": "provider_overloaded",
+    "server_error": "provider_error",
+    "context_length_exceeded": "context_length_exceeded",
+    "bad_request": "provider_bad_request",
+    "auth": "provider_auth_failed",
+    "timeout": "provider_timeout",
+    "connection": "provider_unavailable",
+}
+SHUTDOWN = "shutdown"
 
 
 class ProviderJobConsumer:
@@ -34,23 +54,56 @@ class ProviderJobConsumer:
         *,
         providers: dict[str, Provider],
         registry: ModelRegistry,
+        topology: Topology,
         replay: ReplayLog,
+        cancellations: Cancellations,
+        slots: StreamSlots,
+        lease: JobLease,
+        policy: RetryPolicy,
         reply_channel: AbstractChannel,
+        publish_channel: AbstractChannel,
         events_exchange: AbstractExchange,
         in_flight: InFlight,
     ) -> None:
         self.providers = providers
         self.registry = registry
+        self.topology = topology
         self.replay = replay
+        self.cancellations = cancellations
+        self.slots = slots
+        self.lease = lease
+        self.policy = policy
         self.reply_channel = reply_channel
+        self.publish_channel = publish_channel
         self.events_exchange = events_exchange
         self.in_flight = in_flight
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.cancel_reasons: dict[str, str] = {}
+
+    def cancel(self, response_id: str, reason: str) -> bool:
+        """Interrupt the stream of one response if this worker is running it."""
+        task = self.running.get(response_id)
+        if task is None:
+            return False
+        self.cancel_reasons.setdefault(response_id, reason)
+        task.cancel()
+        return True
 
     def cancel_all(self) -> None:
         """Interrupt every running stream (shutdown past its grace period)."""
-        for task in self.running:
-            task.cancel()
+        for response_id in list(self.running):
+            self.cancel(response_id, SHUTDOWN)
+
+    async def on_control(self, message: AbstractIncomingMessage) -> None:
+        """Consumer of this worker's control queue (every worker hears every cancel)."""
+        async with message.process():
+            try:
+                command = open_envelope(message, chat_pb2.CancelResponse, CANCEL_RESPONSE)
+            except PoisonMessage as exc:
+                log.error("dropping bad control message", extra={"reason": str(exc)})
+                return
+            if self.cancel(command.response_id, command.reason or "user"):
+                log.info("cancelling", extra={"response_id": command.response_id, "reason": command.reason})
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         with (
@@ -70,14 +123,15 @@ class ProviderJobConsumer:
                 return
             task = asyncio.current_task()
             assert task is not None
-            self.running.add(task)
+            self.running[job.response_id] = task
             try:
-                await self.run(job, provider)
-                await message.ack()
+                await self.handle(job, provider, bool(message.redelivered))
             finally:
-                self.running.discard(task)
+                self.running.pop(job.response_id, None)
+                self.cancel_reasons.pop(job.response_id, None)
+            await message.ack()
 
-    async def run(self, job: chat_pb2.ProviderJob, provider: Provider) -> None:
+    async def handle(self, job: chat_pb2.ProviderJob, provider: Provider, redelivered: bool) -> None:
         stream = ResponseStream(
             channel=self.reply_channel,
             replay=self.replay,
@@ -85,40 +139,133 @@ class ProviderJobConsumer:
             conversation_id=job.conversation_id,
             reply_to=job.reply_to,
         )
-        try:
-            await stream.emit(meta=chat_pb2.StreamMeta(model=job.model, user_message_id=job.user_message_id))
-        except ResponseError as exc:
-            # The replay log already starts with frame 1: another delivery of this job ran.
-            log.warning(
-                "job already started elsewhere; dropping", extra={"response_id": job.response_id, "error": str(exc)}
-            )
+        acquired = await self.lease.try_acquire(job.response_id, job.attempt)
+        if not acquired and redelivered:
+            # Redelivered after its worker died: wait for that worker's lease to lapse.
+            acquired = await self.lease.wait_acquire(job.response_id, job.attempt)
+        if not acquired:
+            log.warning("job is being streamed elsewhere; dropping this copy", extra={"response_id": job.response_id})
             return
+        async with self.lease.held(job.response_id, job.attempt):
+            earlier = await self.replay.read_after(job.response_id, 0)
+            if any(is_terminal(e) for e in earlier):
+                log.info("job already finished; dropping", extra={"response_id": job.response_id})
+                return
+            shown = [e.delta.text for e in earlier if e.WhichOneof("kind") == "delta"]
+            if shown:
+                # A worker died mid-stream. Text the user saw is never repeated: end the turn.
+                await stream.fail("worker_lost", "the answer was interrupted; send the message again", True)
+                await self.finish(job, shown, chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_INTERRUPTED, "error")
+                return
+            reason = await self.cancellations.requested(job.response_id)
+            if reason:
+                await stream.emit(meta=self.meta(job))
+                await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
+                await self.finish(job, [], chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled")
+                return
+            await self.stream_answer(job, provider, stream)
+
+    def meta(self, job: chat_pb2.ProviderJob) -> chat_pb2.StreamMeta:
+        return chat_pb2.StreamMeta(
+            model=job.model, user_message_id=job.user_message_id, fallback_from=job.fallback_from, provider=job.provider
+        )
+
+    async def stream_answer(self, job: chat_pb2.ProviderJob, provider: Provider, stream: ResponseStream) -> None:
         parts: list[str] = []
         usage = chat_pb2.Usage()
         finish_reason = "stop"
         status = chat_pb2.RESPONSE_STATUS_COMPLETED
-        try:
-            async for chunk in provider.stream(job):
-                if isinstance(chunk, TextChunk):
-                    parts.append(chunk.text)
-                    await stream.emit(delta=chat_pb2.StreamDelta(text=chunk.text))
-                elif isinstance(chunk, UsageReport):
-                    usage = self.usage(job.model, chunk)
-                elif isinstance(chunk, Finish):
-                    finish_reason = chunk.reason
-            await stream.emit(usage=usage)
-            await stream.emit(done=chat_pb2.StreamDone(finish_reason=finish_reason))
-        except asyncio.CancelledError:
-            status = chat_pb2.RESPONSE_STATUS_INTERRUPTED
-            finish_reason = "interrupted"
-            # Only shutdown cancels a stream; what the user saw is kept and the job is done.
-            await stream.fail("worker_shutdown", "the worker stopped; send the message again", True)
-        except Exception as exc:
-            log.exception("provider stream failed", extra={"response_id": job.response_id})
-            status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if parts else chat_pb2.RESPONSE_STATUS_FAILED
-            finish_reason = "error"
-            await stream.fail("provider_error", f"the model provider failed: {type(exc).__name__}", True)
-        await self.publish_completed(job, parts, usage, status, finish_reason)
+        retry = 0
+        delay = 0.0
+        meta_sent = False
+        while True:
+            try:
+                if delay:
+                    await asyncio.sleep(delay)
+                async for chunk in provider.stream(job):
+                    if not meta_sent:
+                        # The provider accepted the request: now the model is known for sure.
+                        await stream.emit(meta=self.meta(job))
+                        meta_sent = True
+                    if isinstance(chunk, TextChunk):
+                        if chunk.text:
+                            parts.append(chunk.text)
+                            await stream.emit(delta=chat_pb2.StreamDelta(text=chunk.text))
+                    elif isinstance(chunk, UsageReport):
+                        usage = self.usage(job.model, chunk)
+                    elif isinstance(chunk, Finish):
+                        finish_reason = chunk.reason
+                if not meta_sent:
+                    await stream.emit(meta=self.meta(job))
+                await stream.emit(usage=usage)
+                await stream.emit(done=chat_pb2.StreamDone(finish_reason=finish_reason))
+                break
+            except ProviderError as err:
+                extra = {"response_id": job.response_id, "kind": err.kind, "status": err.status, "model": job.model}
+                if parts:
+                    log.warning("provider failed mid-stream", extra=extra)
+                    await stream.fail(ERROR_CODES.get(err.kind, "provider_error"), _message(err), True)
+                    status, finish_reason = chat_pb2.RESPONSE_STATUS_INTERRUPTED, "error"
+                    break
+                backoff = self.policy.backoff_s(retry + 1, err)
+                if backoff is not None:
+                    retry += 1
+                    delay = backoff
+                    log.info("retrying provider", extra={**extra, "retry": retry, "delay_s": round(delay, 3)})
+                    continue
+                if self.policy.falls_back(err) and job.fallbacks:
+                    await self.hand_to_fallback(job, err)
+                    return
+                log.warning("provider failed", extra=extra)
+                await stream.fail(ERROR_CODES.get(err.kind, "provider_error"), _message(err), err.retryable)
+                status, finish_reason = chat_pb2.RESPONSE_STATUS_FAILED, "error"
+                break
+            except asyncio.CancelledError:
+                # Cancelled by us (a user's cancel or shutdown): finish the turn cleanly.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                reason = self.cancel_reasons.get(job.response_id, SHUTDOWN)
+                status, finish_reason = chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled"
+                if reason == SHUTDOWN:
+                    await stream.fail("worker_shutdown", "the worker stopped; send the message again", True)
+                else:
+                    if not meta_sent:
+                        await stream.emit(meta=self.meta(job))
+                    await stream.emit(usage=usage)
+                    await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
+                break
+            except Exception as exc:
+                log.exception("provider stream failed", extra={"response_id": job.response_id})
+                status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if parts else chat_pb2.RESPONSE_STATUS_FAILED
+                finish_reason = "error"
+                await stream.fail("provider_error", f"the model provider failed: {type(exc).__name__}", True)
+                break
+        await self.finish(job, parts, usage, status, finish_reason)
+
+    async def hand_to_fallback(self, job: chat_pb2.ProviderJob, err: ProviderError) -> None:
+        """Send the job to the next model of its chain, on that model's provider queue."""
+        target = job.fallbacks[0]
+        spec = self.registry.models.get(target.model)
+        nxt = chat_pb2.ProviderJob()
+        nxt.CopyFrom(job)
+        nxt.model, nxt.provider, nxt.upstream_model = target.model, target.provider, target.upstream_model
+        del nxt.fallbacks[:]
+        nxt.fallbacks.extend(job.fallbacks[1:])
+        nxt.fallback_from = job.fallback_from or job.model
+        nxt.attempt = job.attempt + 1
+        if spec is not None:
+            nxt.max_output_tokens = min(nxt.max_output_tokens or spec.max_output_tokens, spec.max_output_tokens)
+        log.warning(
+            "falling back",
+            extra={"response_id": job.response_id, "from": job.model, "to": target.model, "kind": err.kind},
+        )
+        await self.topology.declare_provider_queue(self.publish_channel, target.provider)
+        await self.publish_channel.default_exchange.publish(
+            envelope(nxt, message_type=PROVIDER_JOB, idempotency_key=f"{job.response_id}:{nxt.attempt}"),
+            routing_key=self.topology.provider_queue(target.provider),
+            mandatory=True,
+        )
 
     def usage(self, model: str, report: UsageReport) -> chat_pb2.Usage:
         """Tokens as the provider reported them, priced from the registry."""
@@ -126,7 +273,7 @@ class ProviderJobConsumer:
         cost = spec.cost_micros(report.input_tokens, report.output_tokens) if spec else 0
         return chat_pb2.Usage(input_tokens=report.input_tokens, output_tokens=report.output_tokens, cost_micros=cost)
 
-    async def publish_completed(
+    async def finish(
         self,
         job: chat_pb2.ProviderJob,
         parts: list[str],
@@ -134,6 +281,7 @@ class ProviderJobConsumer:
         status: chat_pb2.ResponseStatus.ValueType,
         finish_reason: str,
     ) -> None:
+        """Publish the response's final state (history persists it) and free the user's slot."""
         completed = chat_pb2.ResponseCompleted(
             version=SCHEMA_VERSION,
             response_id=job.response_id,
@@ -152,3 +300,18 @@ class ProviderJobConsumer:
             routing_key=RK_RESPONSE_COMPLETED,
             mandatory=True,
         )
+        await self.slots.release(job.user_id, job.response_id)
+
+
+def _message(err: ProviderError) -> str:
+    # The provider's own message may carry request details; the client gets a plain sentence.
+    return {
+        "rate_limited": "the model provider is rate limiting; try again shortly",
+        "overloaded": "the model provider is overloaded; try again shortly",
+        "server_error": "the model provider failed",
+        "context_length_exceeded": "the conversation is too long for this model",
+        "bad_request": "the model provider rejected the request",
+        "auth": "the model provider rejected Parley's credentials",
+        "timeout": "the model provider did not answer in time",
+        "connection": "the model provider could not be reached",
+    }.get(err.kind, "the model provider failed")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from parley_common.settings import CommonSettings
 
@@ -10,5 +10,16 @@ class WorkerSettings(CommonSettings):
     worker_providers: list[str] = ["demo"]
     # How many streams one worker process serves at once.
     worker_prefetch: int = Field(default=100, ge=1, le=5000)
+    # Provider name -> API key, JSON in PARLEY_PROVIDER_API_KEYS. Never logged.
+    provider_api_keys: dict[str, SecretStr] = {}
     demo_first_token_delay_ms: int = Field(default=250, ge=0, le=60_000)
     demo_tokens_per_s: float = Field(default=50.0, gt=0, le=100_000)
+    # Retries before the first token reached the client (never after).
+    provider_max_retries: int = Field(default=2, ge=0, le=10)
+    provider_retry_base_s: float = Field(default=0.5, gt=0, le=60)
+    provider_max_retry_after_s: float = Field(default=20.0, ge=0, le=600)
+    # Timeouts of a provider call.
+    provider_connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    provider_first_token_timeout_s: float = Field(default=60.0, gt=0, le=900)
+    provider_idle_timeout_s: float = Field(default=30.0, gt=0, le=900)
+    provider_total_timeout_s: float = Field(default=600.0, gt=0, le=3600)

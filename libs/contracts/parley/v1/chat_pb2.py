@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14parley/v1/chat.proto\x12\tparley.v1\"z\n\tImagePart\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\r\"T\n\rPromptMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12$\n\x06images\x18\x03 \x03(\x0b\x32\x14.parley.v1.ImagePart\"F\n\x0bModelTarget\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\"\xdc\x01\n\x0b\x43hatRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x19\n\x11max_output_tokens\x18\n \x01(\r\"\x87\x03\n\x0bProviderJob\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x16\n\x0eupstream_model\x18\x08 \x01(\t\x12*\n\x08messages\x18\t \x03(\x0b\x32\x18.parley.v1.PromptMessage\x12\x19\n\x11max_output_tokens\x18\n \x01(\r\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\x10\n\x08reply_to\x18\x0c \x01(\t\x12\x15\n\rcreated_at_ms\x18\r \x01(\x03\x12)\n\tfallbacks\x18\x0e \x03(\x0b\x32\x16.parley.v1.ModelTarget\x12\x15\n\rfallback_from\x18\x0f \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x10 \x01(\r\"I\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x04\"]\n\nStreamMeta\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x02 \x01(\t\x12\x15\n\rfallback_from\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\";\n\x0cStreamQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x19\n\x11\x65stimated_wait_ms\x18\x02 \x01(\r\"^\n\x0bStreamImage\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"\x1b\n\x0bStreamDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"#\n\nStreamDone\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\"?\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xe7\x02\n\x0bStreamEvent\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12%\n\x04meta\x18\n \x01(\x0b\x32\x15.parley.v1.StreamMetaH\x00\x12\'\n\x05\x64\x65lta\x18\x0b \x01(\x0b\x32\x16.parley.v1.StreamDeltaH\x00\x12!\n\x05usage\x18\x0c \x01(\x0b\x32\x10.parley.v1.UsageH\x00\x12%\n\x04\x64one\x18\r \x01(\x0b\x32\x15.parley.v1.StreamDoneH\x00\x12\'\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x16.parley.v1.StreamErrorH\x00\x12)\n\x06queued\x18\x0f \x01(\x0b\x32\x17.parley.v1.StreamQueuedH\x00\x12\'\n\x05image\x18\x10 \x01(\x0b\x32\x16.parley.v1.StreamImageH\x00\x42\x06\n\x04kind\"W\n\x0e\x43\x61ncelResponse\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x98\x02\n\x11ResponseCompleted\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x07 \x01(\t\x12)\n\x06status\x18\x08 \x01(\x0e\x32\x19.parley.v1.ResponseStatus\x12\x1f\n\x05usage\x18\t \x01(\x0b\x32\x10.parley.v1.Usage\x12\x15\n\rfinish_reason\x18\n \x01(\t\x12\x17\n\x0f\x63ompleted_at_ms\x18\x0b \x01(\x03*\x8d\x01\n\x0eResponseStatus\x12\x1f\n\x1bRESPONSE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_STATUS_COMPLETED\x10\x01\x12\x1f\n\x1bRESPONSE_STATUS_INTERRUPTED\x10\x02\x12\x1a\n\x16RESPONSE_STATUS_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14parley/v1/chat.proto\x12\tparley.v1\"z\n\tImagePart\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\r\"T\n\rPromptMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12$\n\x06images\x18\x03 \x03(\x0b\x32\x14.parley.v1.ImagePart\"F\n\x0bModelTarget\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\"\xce\x02\n\x0b\x43hatRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x19\n\x11max_output_tokens\x18\n \x01(\r\x12\x0f\n\x07on_busy\x18\x0b \x01(\t\x12\x31\n\x0finline_messages\x18\x0c \x03(\x0b\x32\x18.parley.v1.PromptMessage\x12\x13\n\x0btemperature\x18\r \x01(\x02\x12\x17\n\x0fhas_temperature\x18\x0e \x01(\x08\"\x87\x03\n\x0bProviderJob\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x16\n\x0eupstream_model\x18\x08 \x01(\t\x12*\n\x08messages\x18\t \x03(\x0b\x32\x18.parley.v1.PromptMessage\x12\x19\n\x11max_output_tokens\x18\n \x01(\r\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\x10\n\x08reply_to\x18\x0c \x01(\t\x12\x15\n\rcreated_at_ms\x18\r \x01(\x03\x12)\n\tfallbacks\x18\x0e \x03(\x0b\x32\x16.parley.v1.ModelTarget\x12\x15\n\rfallback_from\x18\x0f \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x10 \x01(\r\"I\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x04\"]\n\nStreamMeta\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x02 \x01(\t\x12\x15\n\rfallback_from\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\";\n\x0cStreamQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x19\n\x11\x65stimated_wait_ms\x18\x02 \x01(\r\"^\n\x0bStreamImage\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"\x1b\n\x0bStreamDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"#\n\nStreamDone\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\"?\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xe7\x02\n\x0bStreamEvent\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12%\n\x04meta\x18\n \x01(\x0b\x32\x15.parley.v1.StreamMetaH\x00\x12\'\n\x05\x64\x65lta\x18\x0b \x01(\x0b\x32\x16.parley.v1.StreamDeltaH\x00\x12!\n\x05usage\x18\x0c \x01(\x0b\x32\x10.parley.v1.UsageH\x00\x12%\n\x04\x64one\x18\r \x01(\x0b\x32\x15.parley.v1.StreamDoneH\x00\x12\'\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x16.parley.v1.StreamErrorH\x00\x12)\n\x06queued\x18\x0f \x01(\x0b\x32\x17.parley.v1.StreamQueuedH\x00\x12\'\n\x05image\x18\x10 \x01(\x0b\x32\x16.parley.v1.StreamImageH\x00\x42\x06\n\x04kind\"W\n\x0e\x43\x61ncelResponse\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x98\x02\n\x11ResponseCompleted\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bresponse_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x07 \x01(\t\x12)\n\x06status\x18\x08 \x01(\x0e\x32\x19.parley.v1.ResponseStatus\x12\x1f\n\x05usage\x18\t \x01(\x0b\x32\x10.parley.v1.Usage\x12\x15\n\rfinish_reason\x18\n \x01(\t\x12\x17\n\x0f\x63ompleted_at_ms\x18\x0b \x01(\x03*\x8d\x01\n\x0eResponseStatus\x12\x1f\n\x1bRESPONSE_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_STATUS_COMPLETED\x10\x01\x12\x1f\n\x1bRESPONSE_STATUS_INTERRUPTED\x10\x02\x12\x1a\n\x16RESPONSE_STATUS_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESPONSESTATUS']._serialized_start=2127
-  _globals['_RESPONSESTATUS']._serialized_end=2268
+  _globals['_RESPONSESTATUS']._serialized_start=2241
+  _globals['_RESPONSESTATUS']._serialized_end=2382
   _globals['_IMAGEPART']._serialized_start=35
   _globals['_IMAGEPART']._serialized_end=157
   _globals['_PROMPTMESSAGE']._serialized_start=159
@@ -40,27 +40,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELTARGET']._serialized_start=245
   _globals['_MODELTARGET']._serialized_end=315
   _globals['_CHATREQUEST']._serialized_start=318
-  _globals['_CHATREQUEST']._serialized_end=538
-  _globals['_PROVIDERJOB']._serialized_start=541
-  _globals['_PROVIDERJOB']._serialized_end=932
-  _globals['_USAGE']._serialized_start=934
-  _globals['_USAGE']._serialized_end=1007
-  _globals['_STREAMMETA']._serialized_start=1009
-  _globals['_STREAMMETA']._serialized_end=1102
-  _globals['_STREAMQUEUED']._serialized_start=1104
-  _globals['_STREAMQUEUED']._serialized_end=1163
-  _globals['_STREAMIMAGE']._serialized_start=1165
-  _globals['_STREAMIMAGE']._serialized_end=1259
-  _globals['_STREAMDELTA']._serialized_start=1261
-  _globals['_STREAMDELTA']._serialized_end=1288
-  _globals['_STREAMDONE']._serialized_start=1290
-  _globals['_STREAMDONE']._serialized_end=1325
-  _globals['_STREAMERROR']._serialized_start=1327
-  _globals['_STREAMERROR']._serialized_end=1390
-  _globals['_STREAMEVENT']._serialized_start=1393
-  _globals['_STREAMEVENT']._serialized_end=1752
-  _globals['_CANCELRESPONSE']._serialized_start=1754
-  _globals['_CANCELRESPONSE']._serialized_end=1841
-  _globals['_RESPONSECOMPLETED']._serialized_start=1844
-  _globals['_RESPONSECOMPLETED']._serialized_end=2124
+  _globals['_CHATREQUEST']._serialized_end=652
+  _globals['_PROVIDERJOB']._serialized_start=655
+  _globals['_PROVIDERJOB']._serialized_end=1046
+  _globals['_USAGE']._serialized_start=1048
+  _globals['_USAGE']._serialized_end=1121
+  _globals['_STREAMMETA']._serialized_start=1123
+  _globals['_STREAMMETA']._serialized_end=1216
+  _globals['_STREAMQUEUED']._serialized_start=1218
+  _globals['_STREAMQUEUED']._serialized_end=1277
+  _globals['_STREAMIMAGE']._serialized_start=1279
+  _globals['_STREAMIMAGE']._serialized_end=1373
+  _globals['_STREAMDELTA']._serialized_start=1375
+  _globals['_STREAMDELTA']._serialized_end=1402
+  _globals['_STREAMDONE']._serialized_start=1404
+  _globals['_STREAMDONE']._serialized_end=1439
+  _globals['_STREAMERROR']._serialized_start=1441
+  _globals['_STREAMERROR']._serialized_end=1504
+  _globals['_STREAMEVENT']._serialized_start=1507
+  _globals['_STREAMEVENT']._serialized_end=1866
+  _globals['_CANCELRESPONSE']._serialized_start=1868
+  _globals['_CANCELRESPONSE']._serialized_end=1955
+  _globals['_RESPONSECOMPLETED']._serialized_start=1958
+  _globals['_RESPONSECOMPLETED']._serialized_end=2238
 # @@protoc_insertion_point(module_scope)

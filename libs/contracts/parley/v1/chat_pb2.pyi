@@ -57,7 +57,7 @@ class ModelTarget(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("version", "response_id", "user_id", "conversation_id", "client_message_id", "content", "model", "reply_to", "created_at_ms", "max_output_tokens")
+    __slots__ = ("version", "response_id", "user_id", "conversation_id", "client_message_id", "content", "model", "reply_to", "created_at_ms", "max_output_tokens", "on_busy", "inline_messages", "temperature", "has_temperature")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,10 @@ class ChatRequest(_message.Message):
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ON_BUSY_FIELD_NUMBER: _ClassVar[int]
+    INLINE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    HAS_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     version: int
     response_id: str
     user_id: str
@@ -78,7 +82,11 @@ class ChatRequest(_message.Message):
     reply_to: str
     created_at_ms: int
     max_output_tokens: int
-    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., client_message_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
+    on_busy: str
+    inline_messages: _containers.RepeatedCompositeFieldContainer[PromptMessage]
+    temperature: float
+    has_temperature: bool
+    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., client_message_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., on_busy: _Optional[str] = ..., inline_messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., has_temperature: _Optional[bool] = ...) -> None: ...
 
 class ProviderJob(_message.Message):
     __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms", "fallbacks", "fallback_from", "attempt")

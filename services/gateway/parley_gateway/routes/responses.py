@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from parley_common.errors import InvalidRequest
 
@@ -34,3 +34,15 @@ async def resume_events(
         after = int(last_event_id)
     turns: Turns = request.app.state.turns
     return sse_response(await turns.resume(user, response_id, after))
+
+
+@router.post("/{response_id}/cancel", status_code=202)
+async def cancel_response(
+    request: Request, user: Annotated[str, Depends(current_user)], response_id: str
+) -> JSONResponse:
+    """Stop generating; the partial answer is kept, marked interrupted. Cancelling twice is harmless."""
+    turns: Turns = request.app.state.turns
+    status = await turns.cancel(user, response_id)
+    return JSONResponse(
+        {"response_id": response_id, "status": status}, status_code=202 if status == "cancelling" else 200
+    )

@@ -1,0 +1,89 @@
+"""One turn at a time per conversation.
+
+Each request takes the conversation's "latest turn" pointer in Redis (SET … GET, atomic)
+and learns which turn came before it. It then waits until that turn has finished — in
+"replace" mode after cancelling it — and until the previous answer is in history, so the
+new message is stored after it and the prompt includes it. Requests form a chain; their
+streams and their history never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from parley_common.control import Cancellations
+from parley_common.errors import Unavailable
+from parley_common.history_client import HistoryClient
+from parley_common.replay import ReplayLog, is_terminal
+
+# How long to wait for a finished answer to appear in history before going on without it.
+HISTORY_WAIT_S = 10.0
+
+
+class TurnOrder:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        namespace: str,
+        replay: ReplayLog,
+        history: HistoryClient,
+        cancellations: Cancellations,
+        max_wait_s: float,
+        ttl_s: int = 3600,
+    ) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.replay = replay
+        self.history = history
+        self.cancellations = cancellations
+        self.max_wait_s = max_wait_s
+        self.ttl_s = ttl_s
+
+    def key(self, conversation_id: str) -> str:
+        return f"{self.namespace}:conversation-turn:{conversation_id}"
+
+    async def enter(self, conversation_id: str, response_id: str) -> str | None:
+        """Become the conversation's latest turn; returns the turn before it, if any."""
+        raw = await self.redis.set(self.key(conversation_id), response_id, ex=self.ttl_s, get=True)
+        previous = raw.decode() if isinstance(raw, bytes) else None
+        return None if previous in (None, response_id) else previous
+
+    async def wait_for(self, previous: str, user_id: str, conversation_id: str, replace: bool) -> None:
+        """Return once `previous` has finished and its answer is stored (or is known to be lost)."""
+        deadline = time.monotonic() + self.max_wait_s
+        if replace and not await self.replay.finished(previous):
+            await self.cancellations.request(previous, user_id, "replaced")
+        try:
+            async with asyncio.timeout(self.max_wait_s):
+                await self._until_terminal(previous)
+        except TimeoutError:
+            raise Unavailable(
+                "the previous answer in this conversation is still running", code="conversation_busy"
+            ) from None
+        frames = await self.replay.read_after(previous, 0)
+        if not any(f.WhichOneof("kind") == "meta" for f in frames):
+            return  # it ended before reaching a model (an error): no answer will be stored
+        # The answer is persisted from the bus a moment after its last frame.
+        deadline = min(deadline, time.monotonic() + HISTORY_WAIT_S)
+        while time.monotonic() < deadline:
+            page = await self.history.get_messages(user_id, conversation_id, limit=10)
+            if any(m.id == previous for m in page.messages):
+                return
+            if not await self.redis.exists(self.replay.owner_key(previous)):
+                return  # expired long ago: nothing to wait for
+            await asyncio.sleep(0.02)
+
+    async def _until_terminal(self, response_id: str) -> None:
+        if await self.replay.finished(response_id):
+            return
+        async for event in self.replay.follow(response_id, 0, block_ms=1000):
+            if event is None:
+                if await self.replay.finished(response_id):
+                    return
+                continue
+            if is_terminal(event):
+                return

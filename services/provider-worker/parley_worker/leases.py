@@ -1,0 +1,57 @@
+"""A job lease: which worker is streaming a response right now.
+
+The running worker holds a short-lived Redis key and renews it; a worker that dies lets it
+lapse. A second delivery of the same job (a duplicate publish, or a redelivery after a
+crash) can so tell "someone is streaming this" from "whoever streamed this is gone".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+
+class JobLease:
+    def __init__(self, redis: Redis, namespace: str, ttl_s: float = 10.0) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.ttl_ms = int(ttl_s * 1000)
+        self.holder = uuid.uuid4().hex
+
+    def key(self, response_id: str, attempt: int) -> str:
+        return f"{self.namespace}:job-lease:{response_id}:{attempt}"
+
+    async def try_acquire(self, response_id: str, attempt: int) -> bool:
+        return bool(await self.redis.set(self.key(response_id, attempt), self.holder, px=self.ttl_ms, nx=True))
+
+    async def wait_acquire(self, response_id: str, attempt: int) -> bool:
+        """Acquire, waiting once for a lapsed holder's lease to expire."""
+        if await self.try_acquire(response_id, attempt):
+            return True
+        remaining = await self.redis.pttl(self.key(response_id, attempt))
+        if remaining > 0:
+            await asyncio.sleep(remaining / 1000 + 0.05)
+        return await self.try_acquire(response_id, attempt)
+
+    @contextlib.asynccontextmanager
+    async def held(self, response_id: str, attempt: int) -> AsyncIterator[None]:
+        """Renew the lease while the body runs; release it afterwards."""
+        key = self.key(response_id, attempt)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.ttl_ms / 3000)
+                await self.redis.pexpire(key, self.ttl_ms)
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.redis.delete(key)
