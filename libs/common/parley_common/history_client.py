@@ -27,7 +27,18 @@ _RETRY = {
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
 # CreateConversation is left out: a retry after a lost reply would create a second one.
-_IDEMPOTENT = ["GetConversation", "ListConversations", "AppendMessage", "CompleteMessage", "GetMessages"]
+# DeleteConversation is in: a retry after a lost reply finds it gone (NOT_FOUND), which is
+# the outcome that was asked for.
+_IDEMPOTENT = [
+    "GetConversation",
+    "ListConversations",
+    "AppendMessage",
+    "CompleteMessage",
+    "GetMessages",
+    "RenameConversation",
+    "DeleteConversation",
+    "Sync",
+]
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -117,6 +128,22 @@ class HistoryClient:
                 user_id=user_id, conversation_id=conversation_id, before=before, limit=limit
             ),
         )
+
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> history_pb2.Conversation:
+        return await self._call(
+            self.stub.RenameConversation,
+            history_pb2.RenameConversationRequest(user_id=user_id, conversation_id=conversation_id, title=title),
+        )
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
+        await self._call(
+            self.stub.DeleteConversation,
+            history_pb2.DeleteConversationRequest(user_id=user_id, conversation_id=conversation_id),
+        )
+
+    async def sync(self, user_id: str, since: str = "", limit: int = 0) -> history_pb2.SyncResponse:
+        """Every change of the user's data after `since` ('' = from the beginning), oldest first."""
+        return await self._call(self.stub.Sync, history_pb2.SyncRequest(user_id=user_id, since=since, limit=limit))
 
 
 __all__ = ["HistoryClient"]

@@ -29,7 +29,7 @@ from .auth import ApiKeys
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestRateLimit
-from .routes import conversations, health, models, openai_compat, responses
+from .routes import conversations, health, models, openai_compat, responses, sync
 from .settings import GatewaySettings
 from .turns import Turns
 
@@ -77,6 +77,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(responses.router)
+    app.include_router(sync.router)
     app.include_router(models.router)
     app.include_router(openai_compat.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

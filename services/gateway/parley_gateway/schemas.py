@@ -8,6 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.v1 import chat_pb2, history_pb2
 
+_CHANGE_TYPES = {
+    history_pb2.CHANGE_KIND_CONVERSATION_CREATED: "conversation.created",
+    history_pb2.CHANGE_KIND_CONVERSATION_RENAMED: "conversation.renamed",
+    history_pb2.CHANGE_KIND_CONVERSATION_DELETED: "conversation.deleted",
+    history_pb2.CHANGE_KIND_MESSAGE_ADDED: "message.added",
+    history_pb2.CHANGE_KIND_MESSAGE_COMPLETED: "message.completed",
+}
 _STATUS = {
     history_pb2.MESSAGE_STATUS_COMPLETE: "complete",
     history_pb2.MESSAGE_STATUS_INTERRUPTED: "interrupted",
@@ -18,6 +25,11 @@ _STATUS = {
 class CreateConversation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str = Field(default="", max_length=200)
+
+
+class RenameConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(max_length=200)
 
 
 class SendMessage(BaseModel):
@@ -56,3 +68,25 @@ def message_json(m: history_pb2.Message) -> dict[str, Any]:
 
 def page_json(items: list[dict[str, Any]], next_cursor: str) -> dict[str, Any]:
     return {"data": items, "next_cursor": next_cursor or None}
+
+
+def change_json(c: history_pb2.Change) -> dict[str, Any]:
+    """One sync change: its type, when, and the conversation or message as it is now."""
+    body: dict[str, Any] = {
+        "type": _CHANGE_TYPES.get(c.kind, "unknown"),
+        "conversation_id": c.conversation_id,
+        "changed_at_ms": c.changed_at_ms,
+    }
+    if c.HasField("conversation"):
+        body["conversation"] = conversation_json(c.conversation)
+    if c.HasField("message"):
+        body["message"] = message_json(c.message)
+    return body
+
+
+def sync_json(page: history_pb2.SyncResponse) -> dict[str, Any]:
+    return {
+        "data": [change_json(c) for c in page.changes],
+        "next_cursor": page.next_cursor or None,
+        "has_more": page.has_more,
+    }

@@ -1,12 +1,18 @@
-"""History service process: gRPC API on the store, plus the completion-event consumer."""
+"""History service process: gRPC API on the store, plus the completion-event consumer.
+
+`python -m parley_history` serves; `python -m parley_history migrate` brings the configured
+store's schema to this build's version and exits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from parley.v1 import history_pb2_grpc
 from parley_common.amqp import connect
+from parley_common.errors import ParleyError
 from parley_common.grpc_server import GrpcServer
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
@@ -14,10 +20,11 @@ from parley_common.settings import load_settings
 from parley_common.telemetry import setup_telemetry
 from parley_common.topology import Topology
 
+from .cassandra_migrations import MigrationError
 from .consumers import CompletionConsumer
 from .grpc_api import HistoryServicer
 from .settings import HistorySettings
-from .sqlite_store import SqliteHistoryStore
+from .stores import SchemaNotCurrent, migrate_store, open_store
 
 log = logging.getLogger("parley.history")
 
@@ -26,7 +33,12 @@ async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(HistorySettings)
     setup_logging("history", settings.log_level)
     setup_telemetry("history")
-    store = SqliteHistoryStore(settings.history_sqlite_path, settings.history_sqlite_synchronous)
+    try:
+        store = await open_store(settings)
+    except (SchemaNotCurrent, MigrationError, ParleyError) as exc:
+        log.error("cannot open the history store", extra={"reason": str(exc)})
+        raise SystemExit(2) from None
+    log.info("store open", extra={"store": settings.history_store})
     servicer = HistoryServicer(store)
     grpc_server = GrpcServer(
         settings.history_grpc_host,
@@ -55,5 +67,22 @@ async def serve(stop: asyncio.Event) -> None:
     await store.close()
 
 
-def main() -> None:
-    run_service(serve)
+async def migrate() -> None:
+    settings = load_settings(HistorySettings)
+    setup_logging("history", settings.log_level)
+    try:
+        applied = await migrate_store(settings)
+    except (MigrationError, ParleyError) as exc:
+        log.error("migration failed", extra={"reason": str(exc)})
+        raise SystemExit(2) from None
+    log.info("schema is current", extra={"store": settings.history_store, "applied": applied})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["migrate"]:
+        asyncio.run(migrate())
+    elif not args:
+        run_service(serve)
+    else:
+        sys.exit("usage: python -m parley_history [migrate]")

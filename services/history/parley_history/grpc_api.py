@@ -15,6 +15,7 @@ from .store import HistoryStore
 MAX_ID = 128
 MAX_TITLE = 200
 MAX_CONTENT = 200_000
+MAX_CURSOR = 512
 ROLES = frozenset({"user", "assistant", "system"})
 
 
@@ -23,8 +24,21 @@ def _require_id(name: str, value: str) -> None:
         raise InvalidRequest(f"{name} must be 1..{MAX_ID} characters")
 
 
+def _require_cursor(name: str, value: str) -> None:
+    if len(value) > MAX_CURSOR:
+        raise InvalidRequest(f"{name} is longer than {MAX_CURSOR} characters", code="invalid_cursor")
+
+
+def _require_title(title: str) -> None:
+    if len(title) > MAX_TITLE:
+        raise InvalidRequest(f"title is longer than {MAX_TITLE} characters")
+
+
 def _now_ms(value: int = 0) -> int:
-    return value or int(time.time() * 1000)
+    """`value` when the caller gave one, else now; never in the future (a caller whose clock
+    runs ahead must not move a conversation's activity, or message order, past later writes)."""
+    now = int(time.time() * 1000)
+    return min(value, now) if value > 0 else now
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[misc]
@@ -38,8 +52,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.Conversation:
         _require_id("user_id", request.user_id)
-        if len(request.title) > MAX_TITLE:
-            raise InvalidRequest(f"title is longer than {MAX_TITLE} characters")
+        _require_title(request.title)
         return await self.store.create_conversation(request.user_id, "c_" + uuid.uuid4().hex, request.title, _now_ms())
 
     @grpc_errors
@@ -59,6 +72,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.ListConversationsResponse:
         _require_id("user_id", request.user_id)
+        _require_cursor("cursor", request.cursor)
         page, cursor = await self.store.list_conversations(request.user_id, request.cursor, request.limit)
         return history_pb2.ListConversationsResponse(conversations=page, next_cursor=cursor)
 
@@ -121,7 +135,41 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
     ) -> history_pb2.GetMessagesResponse:
         _require_id("user_id", request.user_id)
         _require_id("conversation_id", request.conversation_id)
+        _require_cursor("before", request.before)
         page, cursor = await self.store.get_messages(
             request.user_id, request.conversation_id, request.before, request.limit
         )
         return history_pb2.GetMessagesResponse(messages=page, next_cursor=cursor)
+
+    @grpc_errors
+    async def RenameConversation(
+        self,
+        request: history_pb2.RenameConversationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.Conversation:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        _require_title(request.title)
+        return await self.store.rename_conversation(request.user_id, request.conversation_id, request.title, _now_ms())
+
+    @grpc_errors
+    async def DeleteConversation(
+        self,
+        request: history_pb2.DeleteConversationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.DeleteConversationResponse:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        await self.store.delete_conversation(request.user_id, request.conversation_id, _now_ms())
+        return history_pb2.DeleteConversationResponse()
+
+    @grpc_errors
+    async def Sync(
+        self,
+        request: history_pb2.SyncRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.SyncResponse:
+        _require_id("user_id", request.user_id)
+        _require_cursor("since", request.since)
+        page = await self.store.sync(request.user_id, request.since, request.limit)
+        return history_pb2.SyncResponse(changes=page.changes, next_cursor=page.next_cursor, has_more=page.has_more)

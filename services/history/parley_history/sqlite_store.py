@@ -1,7 +1,8 @@
 """The embedded history store: SQLite in WAL mode, one connection on one thread.
 
 SQLite calls block, so they run on a single worker thread (which also serialises them, as
-one connection requires) and never on the event loop.
+one connection requires) and never on the event loop. Every write and its change-log entry
+commit in one transaction, so sync sees exactly what was stored.
 """
 
 from __future__ import annotations
@@ -16,36 +17,23 @@ from typing import Any, TypeVar
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import NotFound
 
-from .store import clamp_limit, cursor_int, decode_cursor, encode_cursor
+from .sqlite_schema import migrate
+from .store import (
+    CONVERSATION_KINDS,
+    DEFAULT_SYNC_PAGE,
+    Clock,
+    SyncPage,
+    clamp_limit,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+    message_change_kind,
+    wall_clock_ms,
+)
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    title TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, updated_at_ms DESC, id DESC);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-    id TEXT NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    model TEXT NOT NULL DEFAULT '',
-    reply_to_id TEXT NOT NULL DEFAULT '',
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_micros INTEGER NOT NULL DEFAULT 0,
-    created_at_ms INTEGER NOT NULL,
-    UNIQUE (conversation_id, id)
-);
-"""
-
+_CONVERSATION_COLUMNS = "id, user_id, title, created_at_ms, updated_at_ms"
 _MESSAGE_COLUMNS = (
     "seq, id, conversation_id, role, content, status, model, reply_to_id,"
     " input_tokens, output_tokens, cost_micros, created_at_ms"
@@ -53,14 +41,16 @@ _MESSAGE_COLUMNS = (
 
 
 class SqliteHistoryStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL", clock: Clock = wall_clock_ms) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._db.execute("PRAGMA busy_timeout=5000")
+        migrate(self._db)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -69,31 +59,41 @@ class SqliteHistoryStore:
         await self._run(self._db.close)
         self._executor.shutdown(wait=True)
 
+    def _record(
+        self, user_id: str, kind: history_pb2.ChangeKind.ValueType, conversation_id: str, message_id: str = ""
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO changes (user_id, kind, conversation_id, message_id, changed_at_ms) VALUES (?, ?, ?, ?, ?)",
+            (user_id, kind, conversation_id, message_id, self._clock()),
+        )
+
     # conversations
 
     async def create_conversation(
         self, user_id: str, conversation_id: str, title: str, now_ms: int
     ) -> history_pb2.Conversation:
-        def run() -> None:
-            self._db.execute(
-                "INSERT INTO conversations (id, user_id, title, created_at_ms, updated_at_ms)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (conversation_id, user_id, title, now_ms, now_ms),
-            )
+        def run() -> history_pb2.Conversation:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                inserted = self._db.execute(
+                    "INSERT INTO conversations (id, user_id, title, created_at_ms, updated_at_ms)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (conversation_id, user_id, title, now_ms, now_ms),
+                ).rowcount
+                if inserted:
+                    self._record(user_id, history_pb2.CHANGE_KIND_CONVERSATION_CREATED, conversation_id)
+            return self._conversation(user_id, conversation_id)
 
-        await self._run(run)
-        return await self.get_conversation(user_id, conversation_id)
+        return await self._run(run)
 
     def _conversation(self, user_id: str, conversation_id: str) -> history_pb2.Conversation:
         row = self._db.execute(
-            "SELECT id, user_id, title, created_at_ms, updated_at_ms FROM conversations WHERE id = ? AND user_id = ?",
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND user_id = ?",
             (conversation_id, user_id),
         ).fetchone()
         if row is None:
             raise NotFound("conversation not found", code="conversation_not_found")
-        return history_pb2.Conversation(
-            id=row[0], user_id=row[1], title=row[2], created_at_ms=row[3], updated_at_ms=row[4]
-        )
+        return _conversation(row)
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> history_pb2.Conversation:
         return await self._run(self._conversation, user_id, conversation_id)
@@ -102,25 +102,49 @@ class SqliteHistoryStore:
         self, user_id: str, cursor: str, limit: int
     ) -> tuple[list[history_pb2.Conversation], str]:
         limit = clamp_limit(limit)
-
-        def run() -> list[tuple[Any, ...]]:
-            sql = "SELECT id, user_id, title, created_at_ms, updated_at_ms FROM conversations WHERE user_id = ?"
-            args: list[Any] = [user_id]
-            if cursor:
-                updated, cid = decode_cursor(cursor, 2)
-                sql += " AND (updated_at_ms < ? OR (updated_at_ms = ? AND id < ?))"
-                args += [cursor_int(updated), cursor_int(updated), cid]
-            sql += " ORDER BY updated_at_ms DESC, id DESC LIMIT ?"
-            args.append(limit + 1)
-            return self._db.execute(sql, args).fetchall()
-
-        rows = await self._run(run)
-        page = [
-            history_pb2.Conversation(id=r[0], user_id=r[1], title=r[2], created_at_ms=r[3], updated_at_ms=r[4])
-            for r in rows[:limit]
-        ]
+        sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?"
+        args: list[Any] = [user_id]
+        if cursor:
+            updated, cid = decode_cursor(cursor, 2)
+            sql += " AND (updated_at_ms < ? OR (updated_at_ms = ? AND id < ?))"
+            args += [cursor_int(updated), cursor_int(updated), cid]
+        sql += " ORDER BY updated_at_ms DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._run(lambda: self._db.execute(sql, args).fetchall())
+        page = [_conversation(r) for r in rows[:limit]]
         next_cursor = encode_cursor(page[-1].updated_at_ms, page[-1].id) if len(rows) > limit else ""
         return page, next_cursor
+
+    async def rename_conversation(
+        self, user_id: str, conversation_id: str, title: str, now_ms: int
+    ) -> history_pb2.Conversation:
+        def run() -> history_pb2.Conversation:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                changed = self._db.execute(
+                    "UPDATE conversations SET title = ? WHERE id = ? AND user_id = ?",
+                    (title, conversation_id, user_id),
+                ).rowcount
+                if not changed:
+                    raise NotFound("conversation not found", code="conversation_not_found")
+                self._record(user_id, history_pb2.CHANGE_KIND_CONVERSATION_RENAMED, conversation_id)
+            return self._conversation(user_id, conversation_id)
+
+        return await self._run(run)
+
+    async def delete_conversation(self, user_id: str, conversation_id: str, now_ms: int) -> None:
+        def run() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                # Its messages go with it (ON DELETE CASCADE).
+                deleted = self._db.execute(
+                    "DELETE FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+                ).rowcount
+                if not deleted:
+                    raise NotFound("conversation not found", code="conversation_not_found")
+                self._record(user_id, history_pb2.CHANGE_KIND_CONVERSATION_DELETED, conversation_id)
+
+        await self._run(run)
 
     # messages
 
@@ -131,33 +155,55 @@ class SqliteHistoryStore:
         ).fetchone()
         return _message(row) if row else None
 
+    def _insert_message(self, user_id: str, message: history_pb2.Message) -> bool:
+        """Insert once, with its change and the conversation's activity; False when it existed."""
+        inserted = self._db.execute(
+            "INSERT INTO messages (conversation_id, id, role, content, status, model, reply_to_id,"
+            " input_tokens, output_tokens, cost_micros, created_at_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, id) DO NOTHING",
+            (
+                message.conversation_id,
+                message.id,
+                message.role,
+                message.content,
+                message.status,
+                message.model,
+                message.reply_to_id,
+                message.usage.input_tokens,
+                message.usage.output_tokens,
+                message.usage.cost_micros,
+                message.created_at_ms,
+            ),
+        ).rowcount
+        if inserted:
+            self._db.execute(
+                "UPDATE conversations SET updated_at_ms = MAX(updated_at_ms, ?) WHERE id = ?",
+                (message.created_at_ms, message.conversation_id),
+            )
+            self._record(user_id, message_change_kind(message.role), message.conversation_id, message.id)
+        return bool(inserted)
+
+    def _store_message(self, user_id: str, message: history_pb2.Message) -> tuple[history_pb2.Message, bool]:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._conversation(user_id, message.conversation_id)
+            created = self._insert_message(user_id, message)
+        stored = self._message_row(message.conversation_id, message.id)
+        assert stored is not None
+        return stored, created
+
     async def append_message(
         self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, now_ms: int
     ) -> tuple[history_pb2.Message, bool]:
-        def run() -> tuple[history_pb2.Message, bool]:
-            self._conversation(user_id, conversation_id)
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                existing = self._message_row(conversation_id, message_id)
-                if existing is not None:
-                    return existing, False
-                self._db.execute(
-                    "INSERT INTO messages (conversation_id, id, role, content, status, created_at_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (conversation_id, message_id, role, content, history_pb2.MESSAGE_STATUS_COMPLETE, now_ms),
-                )
-                self._touch(conversation_id, now_ms)
-            stored = self._message_row(conversation_id, message_id)
-            assert stored is not None
-            return stored, True
-
-        return await self._run(run)
-
-    def _touch(self, conversation_id: str, now_ms: int) -> None:
-        self._db.execute(
-            "UPDATE conversations SET updated_at_ms = MAX(updated_at_ms, ?) WHERE id = ?",
-            (now_ms, conversation_id),
+        message = history_pb2.Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            status=history_pb2.MESSAGE_STATUS_COMPLETE,
+            created_at_ms=now_ms,
         )
+        return await self._run(self._store_message, user_id, message)
 
     async def complete_message(
         self,
@@ -171,56 +217,85 @@ class SqliteHistoryStore:
         usage: chat_pb2.Usage,
         now_ms: int,
     ) -> history_pb2.Message:
-        def run() -> history_pb2.Message:
-            self._conversation(user_id, conversation_id)
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO messages (conversation_id, id, role, content, status, model, reply_to_id,"
-                    " input_tokens, output_tokens, cost_micros, created_at_ms)"
-                    " VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (conversation_id, id) DO NOTHING",
-                    (
-                        conversation_id,
-                        message_id,
-                        content,
-                        status,
-                        model,
-                        reply_to_id,
-                        usage.input_tokens,
-                        usage.output_tokens,
-                        usage.cost_micros,
-                        now_ms,
-                    ),
-                )
-                self._touch(conversation_id, now_ms)
-            stored = self._message_row(conversation_id, message_id)
-            assert stored is not None
-            return stored
-
-        return await self._run(run)
+        message = history_pb2.Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role="assistant",
+            content=content,
+            status=status,
+            model=model,
+            reply_to_id=reply_to_id,
+            usage=chat_pb2.Usage(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
+            ),
+            created_at_ms=now_ms,
+        )
+        stored, _ = await self._run(self._store_message, user_id, message)
+        return stored
 
     async def get_messages(
         self, user_id: str, conversation_id: str, before: str, limit: int
     ) -> tuple[list[history_pb2.Message], str]:
         limit = clamp_limit(limit)
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
+        args: list[Any] = [conversation_id]
+        if before:
+            created, mid = decode_cursor(before, 2)
+            sql += " AND (created_at_ms < ? OR (created_at_ms = ? AND id < ?))"
+            args += [cursor_int(created), cursor_int(created), mid]
+        sql += " ORDER BY created_at_ms DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
 
         def run() -> list[tuple[Any, ...]]:
             self._conversation(user_id, conversation_id)
-            sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
-            args: list[Any] = [conversation_id]
-            if before:
-                (seq,) = decode_cursor(before, 1)
-                sql += " AND seq < ?"
-                args.append(cursor_int(seq))
-            sql += " ORDER BY seq DESC LIMIT ?"
-            args.append(limit + 1)
             return self._db.execute(sql, args).fetchall()
 
         rows = await self._run(run)
         page = [_message(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else ""
+        next_cursor = encode_cursor(page[-1].created_at_ms, page[-1].id) if len(rows) > limit else ""
         return page, next_cursor
+
+    # sync
+
+    async def sync(self, user_id: str, since: str, limit: int) -> SyncPage:
+        limit = clamp_limit(limit, DEFAULT_SYNC_PAGE)
+        after = cursor_int(decode_cursor(since, 1)[0]) if since else 0
+
+        def run() -> tuple[list[history_pb2.Change], int, bool]:
+            rows = self._db.execute(
+                "SELECT seq, kind, conversation_id, message_id, changed_at_ms FROM changes"
+                " WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (user_id, after, limit + 1),
+            ).fetchall()
+            changes = [c for c in (self._hydrate(user_id, *row[1:]) for row in rows[:limit]) if c is not None]
+            last = rows[min(len(rows), limit) - 1][0] if rows else after
+            return changes, last, len(rows) > limit
+
+        changes, last, has_more = await self._run(run)
+        return SyncPage(changes, encode_cursor(last) if last else since, has_more)
+
+    def _hydrate(
+        self, user_id: str, kind: int, conversation_id: str, message_id: str, changed_at_ms: int
+    ) -> history_pb2.Change | None:
+        change = history_pb2.Change(kind=kind, conversation_id=conversation_id, changed_at_ms=changed_at_ms)
+        if kind == history_pb2.CHANGE_KIND_CONVERSATION_DELETED:
+            return change
+        try:
+            conversation = self._conversation(user_id, conversation_id)
+        except NotFound:
+            return None  # deleted since: the deletion is a later change
+        if kind in CONVERSATION_KINDS:
+            change.conversation.CopyFrom(conversation)
+            return change
+        message = self._message_row(conversation_id, message_id)
+        if message is None:
+            return None
+        change.message.CopyFrom(message)
+        return change
+
+
+def _conversation(row: tuple[Any, ...]) -> history_pb2.Conversation:
+    return history_pb2.Conversation(id=row[0], user_id=row[1], title=row[2], created_at_ms=row[3], updated_at_ms=row[4])
 
 
 def _message(row: tuple[Any, ...]) -> history_pb2.Message:

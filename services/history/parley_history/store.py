@@ -1,14 +1,38 @@
-"""The history store interface every backend implements (and the contract tests exercise)."""
+"""The history store interface every backend implements (and the contract tests exercise).
+
+Both backends order messages by (created_at_ms, message id), newest first, and conversations
+by (updated_at_ms, conversation id), latest activity first. Cursors are opaque to callers and
+specific to a backend.
+"""
 
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import InvalidRequest
 
 MAX_PAGE = 200
+# The archive policy clients rely on: the newest 50 messages first, older ones on demand.
+DEFAULT_MESSAGE_PAGE = 50
+DEFAULT_SYNC_PAGE = 100
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class SyncPage:
+    changes: list[history_pb2.Change]
+    next_cursor: str
+    has_more: bool
 
 
 class HistoryStore(Protocol):
@@ -17,13 +41,23 @@ class HistoryStore(Protocol):
     ) -> history_pb2.Conversation: ...
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> history_pb2.Conversation:
-        """The conversation, or NotFound when it does not exist or is another user's."""
+        """The conversation, or NotFound when it does not exist, was deleted, or is another user's."""
         ...
 
     async def list_conversations(
         self, user_id: str, cursor: str, limit: int
     ) -> tuple[list[history_pb2.Conversation], str]:
         """Latest activity first; returns the page and the next cursor ('' at the end)."""
+        ...
+
+    async def rename_conversation(
+        self, user_id: str, conversation_id: str, title: str, now_ms: int
+    ) -> history_pb2.Conversation:
+        """Set the title (recorded as a change for sync); NotFound as get_conversation."""
+        ...
+
+    async def delete_conversation(self, user_id: str, conversation_id: str, now_ms: int) -> None:
+        """Remove the conversation and every message in it; NotFound as get_conversation."""
         ...
 
     async def append_message(
@@ -53,7 +87,19 @@ class HistoryStore(Protocol):
         """Newest first, older than the cursor `before` ('' = newest)."""
         ...
 
+    async def sync(self, user_id: str, since: str, limit: int) -> SyncPage:
+        """The user's changes after `since` ('' = from the beginning), oldest first.
+
+        Each change carries its entity as it is now; changes to what has been deleted since
+        are skipped (the deletion is not). `next_cursor` is where the next call starts."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def bucket_start(at_ms: int, bucket_ms: int) -> int:
+    """The first millisecond of the time bucket holding `at_ms`."""
+    return at_ms - at_ms % bucket_ms
 
 
 def encode_cursor(*parts: str | int) -> str:
@@ -78,7 +124,16 @@ def cursor_int(value: str) -> int:
     return int(value)
 
 
-def clamp_limit(limit: int, default: int = 50) -> int:
+def clamp_limit(limit: int, default: int = DEFAULT_MESSAGE_PAGE) -> int:
     if limit <= 0:
         return default
     return min(limit, MAX_PAGE)
+
+
+def message_change_kind(role: str) -> history_pb2.ChangeKind.ValueType:
+    return history_pb2.CHANGE_KIND_MESSAGE_COMPLETED if role == "assistant" else history_pb2.CHANGE_KIND_MESSAGE_ADDED
+
+
+CONVERSATION_KINDS = frozenset(
+    {history_pb2.CHANGE_KIND_CONVERSATION_CREATED, history_pb2.CHANGE_KIND_CONVERSATION_RENAMED}
+)

@@ -14,10 +14,25 @@ class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_STATUS_COMPLETE: _ClassVar[MessageStatus]
     MESSAGE_STATUS_INTERRUPTED: _ClassVar[MessageStatus]
     MESSAGE_STATUS_FAILED: _ClassVar[MessageStatus]
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_CONVERSATION_CREATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_CONVERSATION_RENAMED: _ClassVar[ChangeKind]
+    CHANGE_KIND_CONVERSATION_DELETED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MESSAGE_ADDED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MESSAGE_COMPLETED: _ClassVar[ChangeKind]
 MESSAGE_STATUS_UNSPECIFIED: MessageStatus
 MESSAGE_STATUS_COMPLETE: MessageStatus
 MESSAGE_STATUS_INTERRUPTED: MessageStatus
 MESSAGE_STATUS_FAILED: MessageStatus
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_CONVERSATION_CREATED: ChangeKind
+CHANGE_KIND_CONVERSATION_RENAMED: ChangeKind
+CHANGE_KIND_CONVERSATION_DELETED: ChangeKind
+CHANGE_KIND_MESSAGE_ADDED: ChangeKind
+CHANGE_KIND_MESSAGE_COMPLETED: ChangeKind
 
 class Conversation(_message.Message):
     __slots__ = ("id", "user_id", "title", "created_at_ms", "updated_at_ms")
@@ -158,3 +173,59 @@ class GetMessagesResponse(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     next_cursor: str
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class RenameConversationRequest(_message.Message):
+    __slots__ = ("user_id", "conversation_id", "title")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    conversation_id: str
+    title: str
+    def __init__(self, user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
+
+class DeleteConversationRequest(_message.Message):
+    __slots__ = ("user_id", "conversation_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    conversation_id: str
+    def __init__(self, user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class DeleteConversationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("kind", "conversation_id", "changed_at_ms", "conversation", "message")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    kind: ChangeKind
+    conversation_id: str
+    changed_at_ms: int
+    conversation: Conversation
+    message: Message
+    def __init__(self, kind: _Optional[_Union[ChangeKind, str]] = ..., conversation_id: _Optional[str] = ..., changed_at_ms: _Optional[int] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("user_id", "since", "limit")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    since: str
+    limit: int
+    def __init__(self, user_id: _Optional[str] = ..., since: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SyncResponse(_message.Message):
+    __slots__ = ("changes", "next_cursor", "has_more")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    next_cursor: str
+    has_more: bool
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., has_more: _Optional[bool] = ...) -> None: ...

@@ -64,6 +64,21 @@ class HistoryServiceStub:
                 request_serializer=parley_dot_v1_dot_history__pb2.GetMessagesRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_history__pb2.GetMessagesResponse.FromString,
                 _registered_method=True)
+        self.RenameConversation = channel.unary_unary(
+                '/parley.v1.HistoryService/RenameConversation',
+                request_serializer=parley_dot_v1_dot_history__pb2.RenameConversationRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.Conversation.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/parley.v1.HistoryService/DeleteConversation',
+                request_serializer=parley_dot_v1_dot_history__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
+        self.Sync = channel.unary_unary(
+                '/parley.v1.HistoryService/Sync',
+                request_serializer=parley_dot_v1_dot_history__pb2.SyncRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.SyncResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -103,7 +118,30 @@ class HistoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMessages(self, request, context):
-        """Newest first, from an optional cursor backwards.
+        """Newest first, from an optional cursor backwards. The default page is the newest 50
+        messages (the archive policy clients rely on); older ones on demand with the cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameConversation(self, request, context):
+        """Sets the title; idempotent. Not activity: the conversation keeps its place in the list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """Removes the conversation and its messages; afterwards it is NOT_FOUND everywhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sync(self, request, context):
+        """Every change of the user's data after a cursor, oldest first, for clients that were
+        offline: conversations created, renamed or deleted, messages added or completed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +179,21 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.GetMessages,
                     request_deserializer=parley_dot_v1_dot_history__pb2.GetMessagesRequest.FromString,
                     response_serializer=parley_dot_v1_dot_history__pb2.GetMessagesResponse.SerializeToString,
+            ),
+            'RenameConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameConversation,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.RenameConversationRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.Conversation.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'Sync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.SyncRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.SyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +358,87 @@ class HistoryService:
             '/parley.v1.HistoryService/GetMessages',
             parley_dot_v1_dot_history__pb2.GetMessagesRequest.SerializeToString,
             parley_dot_v1_dot_history__pb2.GetMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/RenameConversation',
+            parley_dot_v1_dot_history__pb2.RenameConversationRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/DeleteConversation',
+            parley_dot_v1_dot_history__pb2.DeleteConversationRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/Sync',
+            parley_dot_v1_dot_history__pb2.SyncRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.SyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..auth import current_user
-from ..schemas import CreateConversation, SendMessage, conversation_json, message_json, page_json
+from ..schemas import (
+    CreateConversation,
+    RenameConversation,
+    SendMessage,
+    conversation_json,
+    message_json,
+    page_json,
+)
 from ..turns import Turns, TurnStream
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 User = Annotated[str, Depends(current_user)]
-ConversationId = Annotated[str, "path"]
+ConversationId = Annotated[str, Path(min_length=1, max_length=128)]
 Cursor = Annotated[str, Query(max_length=256)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
@@ -42,13 +49,27 @@ async def list_conversations(request: Request, user: User, cursor: Cursor = "", 
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(request: Request, user: User, conversation_id: str) -> dict[str, Any]:
+async def get_conversation(request: Request, user: User, conversation_id: ConversationId) -> dict[str, Any]:
     return conversation_json(await request.app.state.history.get_conversation(user, conversation_id))
+
+
+@router.patch("/{conversation_id}")
+async def rename_conversation(
+    request: Request, user: User, conversation_id: ConversationId, body: RenameConversation
+) -> dict[str, Any]:
+    renamed = await request.app.state.history.rename_conversation(user, conversation_id, body.title)
+    return conversation_json(renamed)
+
+
+@router.delete("/{conversation_id}", status_code=204, response_class=Response)
+async def delete_conversation(request: Request, user: User, conversation_id: ConversationId) -> Response:
+    await request.app.state.history.delete_conversation(user, conversation_id)
+    return Response(status_code=204)
 
 
 @router.get("/{conversation_id}/messages")
 async def list_messages(
-    request: Request, user: User, conversation_id: str, before: Cursor = "", limit: Limit = 50
+    request: Request, user: User, conversation_id: ConversationId, before: Cursor = "", limit: Limit = 50
 ) -> dict[str, Any]:
     page = await request.app.state.history.get_messages(user, conversation_id, before, limit)
     return page_json([message_json(m) for m in page.messages], page.next_cursor)
@@ -59,6 +80,8 @@ async def list_messages(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "the answer as Server-Sent Events"}},
 )
-async def send_message(request: Request, user: User, conversation_id: str, body: SendMessage) -> StreamingResponse:
+async def send_message(
+    request: Request, user: User, conversation_id: ConversationId, body: SendMessage
+) -> StreamingResponse:
     turns: Turns = request.app.state.turns
     return sse_response(await turns.start(user, conversation_id, body))

@@ -1,0 +1,27 @@
+"""Sync for clients that were offline: every change to the user's data since a cursor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ..auth import current_user
+from ..schemas import sync_json
+
+router = APIRouter(prefix="/v1/sync", tags=["sync"])
+
+
+@router.get("")
+async def sync(
+    request: Request,
+    user: Annotated[str, Depends(current_user)],
+    since: Annotated[str, Query(max_length=512)] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+) -> dict[str, Any]:
+    """Changes oldest first: `{"data": [...], "next_cursor", "has_more"}`.
+
+    An empty `since` starts from the beginning. Keep `next_cursor` for the next call (it is the
+    `since` sent when nothing changed); while `has_more` is true, more are ready now."""
+    page = await request.app.state.history.sync(user, since, limit)
+    return sync_json(page)

@@ -1,0 +1,422 @@
+"""The production history store on Cassandra (the data model: docs/history-data-model.md).
+
+Writes are safe to retry and to race: a message's key is fixed by the lightweight transaction
+that claims its id, small rows that belong together (activity, list position, change) go in
+one logged batch, and readers check list rows against the canonical conversation row, so a
+half-finished or raced write is finished by the next try and never shows twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from cassandra.query import PreparedStatement
+
+from parley.v1 import chat_pb2, history_pb2
+from parley_common.errors import NotFound
+
+from .cassandra_cql import prepare_all
+from .cassandra_session import CassandraSession, Row
+from .store import (
+    CONVERSATION_KINDS,
+    DEFAULT_SYNC_PAGE,
+    Clock,
+    SyncPage,
+    bucket_start,
+    clamp_limit,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+    message_change_kind,
+    wall_clock_ms,
+)
+
+Items = list[tuple[PreparedStatement, Sequence[Any]]]
+
+_BUCKETS_PER_READ = 64
+_LIST_SCANS = 8  # list rounds before a (shorter) page is returned with its cursor
+_FAR_FUTURE_MS = 2**62
+
+
+def _not_found() -> NotFound:
+    return NotFound("conversation not found", code="conversation_not_found")
+
+
+class CassandraHistoryStore:
+    def __init__(
+        self,
+        db: CassandraSession,
+        statements: dict[str, PreparedStatement],
+        *,
+        bucket_ms: int,
+        settle_ms: int,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.db = db
+        self.q = statements
+        self.bucket_ms = bucket_ms
+        # Sync serves only changes older than this: a change is timed just before its batch is
+        # sent, so one timed earlier may still land later; settling covers that write's timeout.
+        self.settle_ms = settle_ms
+        self.clock = clock
+
+    @classmethod
+    async def open(
+        cls, db: CassandraSession, *, bucket_ms: int, settle_ms: int, clock: Clock = wall_clock_ms
+    ) -> CassandraHistoryStore:
+        return cls(db, await prepare_all(db), bucket_ms=bucket_ms, settle_ms=settle_ms, clock=clock)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _run(self, name: str, *params: Any) -> list[Row]:
+        return await self.db.execute(self.q[name], params)
+
+    def _change(
+        self,
+        user_id: str,
+        kind: history_pb2.ChangeKind.ValueType,
+        conversation_id: str,
+        message_id: str = "",
+        message_bucket_ms: int | None = None,
+        message_created_at_ms: int | None = None,
+    ) -> Items:
+        at = self.clock()
+        bucket = bucket_start(at, self.bucket_ms)
+        # Deterministic, so a retried write lands on the same row; short, so cursors stay small.
+        change_id = hashlib.sha256(f"{int(kind)}\x1f{conversation_id}\x1f{message_id}".encode()).hexdigest()[:24]
+        return [
+            (
+                self.q["change_insert"],
+                (user_id, bucket, at, change_id, int(kind), conversation_id, message_id, message_bucket_ms,
+                 message_created_at_ms),
+            ),
+            (self.q["change_bucket_insert"], (user_id, bucket)),
+        ]  # fmt: skip
+
+    # conversations
+
+    async def _conversation_row(self, user_id: str, conversation_id: str) -> Row:
+        rows = await self._run("conversation_get", conversation_id)
+        if not rows or rows[0]["user_id"] != user_id or rows[0]["deleted_at_ms"] is not None:
+            raise _not_found()
+        return rows[0]
+
+    async def create_conversation(
+        self, user_id: str, conversation_id: str, title: str, now_ms: int
+    ) -> history_pb2.Conversation:
+        await self.db.batch(
+            [
+                (self.q["conversation_insert"], (conversation_id, user_id, title, now_ms)),
+                (self.q["conversation_touch"], (now_ms * 1000, now_ms, conversation_id)),
+                (self.q["listed_insert"], (user_id, now_ms, conversation_id)),
+                *self._change(user_id, history_pb2.CHANGE_KIND_CONVERSATION_CREATED, conversation_id),
+            ]
+        )
+        return history_pb2.Conversation(
+            id=conversation_id, user_id=user_id, title=title, created_at_ms=now_ms, updated_at_ms=now_ms
+        )
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> history_pb2.Conversation:
+        return _conversation(conversation_id, await self._conversation_row(user_id, conversation_id))
+
+    async def _listed(self, user_id: str, row: Row) -> history_pb2.Conversation | None:
+        """The conversation a list row points at, if that row is current (not stale or deleted)."""
+        canonical = await self._run("conversation_get", row["conversation_id"])
+        if not canonical:
+            return None
+        current = canonical[0]
+        if (
+            current["user_id"] != user_id
+            or current["deleted_at_ms"] is not None
+            or current["updated_at_ms"] != row["updated_at_ms"]
+        ):
+            return None
+        return _conversation(row["conversation_id"], current)
+
+    async def list_conversations(
+        self, user_id: str, cursor: str, limit: int
+    ) -> tuple[list[history_pb2.Conversation], str]:
+        limit = clamp_limit(limit)
+        position: tuple[int, str] | None = None
+        if cursor:
+            updated, cid = decode_cursor(cursor, 2)
+            position = (cursor_int(updated), cid)
+        found: list[history_pb2.Conversation] = []
+        exhausted = False
+        for _ in range(_LIST_SCANS):
+            fetch = limit + 1 - len(found)
+            if position is None:
+                rows = await self._run("listed_first", user_id, fetch)
+            else:
+                rows = await self._run("listed_after", user_id, position[0], position[1], fetch)
+            checked = await asyncio.gather(*(self._listed(user_id, r) for r in rows))
+            found += [c for c in checked if c is not None]
+            if rows:
+                position = (rows[-1]["updated_at_ms"], rows[-1]["conversation_id"])
+            if len(rows) < fetch:
+                exhausted = True
+                break
+            if len(found) > limit:
+                break
+        page = found[:limit]
+        if len(found) > limit:
+            return page, encode_cursor(page[-1].updated_at_ms, page[-1].id)
+        if not exhausted and position is not None:
+            # Many stale rows in a row: a short page, and the next one starts where this scan ended.
+            return page, encode_cursor(*position)
+        return page, ""
+
+    async def rename_conversation(
+        self, user_id: str, conversation_id: str, title: str, now_ms: int
+    ) -> history_pb2.Conversation:
+        row = await self._conversation_row(user_id, conversation_id)
+        await self.db.batch(
+            [
+                (self.q["conversation_rename"], (title, conversation_id)),
+                *self._change(user_id, history_pb2.CHANGE_KIND_CONVERSATION_RENAMED, conversation_id),
+            ]
+        )
+        renamed = _conversation(conversation_id, row)
+        renamed.title = title
+        return renamed
+
+    async def delete_conversation(self, user_id: str, conversation_id: str, now_ms: int) -> None:
+        row = await self._conversation_row(user_id, conversation_id)
+        # Messages first: if this dies half-way the conversation is still there, and a retry
+        # finishes the job. The marker last makes it (and any message raced in) invisible.
+        upper = _FAR_FUTURE_MS
+        while buckets := await self._run("message_buckets_upto", conversation_id, upper, _BUCKETS_PER_READ):
+            await asyncio.gather(*(self._run("messages_drop", conversation_id, b["bucket_ms"]) for b in buckets))
+            upper = buckets[-1]["bucket_ms"] - 1
+        await self._run("message_buckets_drop", conversation_id)
+        await self._run("message_ids_drop", conversation_id)
+        await self.db.batch(
+            [
+                (self.q["conversation_delete"], (now_ms, conversation_id)),
+                (self.q["listed_delete"], (user_id, row["updated_at_ms"] or 0, conversation_id)),
+                *self._change(user_id, history_pb2.CHANGE_KIND_CONVERSATION_DELETED, conversation_id),
+            ]
+        )
+
+    # messages
+
+    async def _store_message(self, user_id: str, message: history_pb2.Message) -> tuple[history_pb2.Message, bool]:
+        conversation = await self._conversation_row(user_id, message.conversation_id)
+        cid, mid = message.conversation_id, message.id
+        bucket = bucket_start(message.created_at_ms, self.bucket_ms)
+        claim = (await self._run("message_claim", cid, mid, bucket, message.created_at_ms))[0]
+        created = bool(claim["[applied]"])
+        if not created:
+            # Stored before (or being stored): the first claim fixed the key.
+            bucket, message.created_at_ms = claim["bucket_ms"], claim["created_at_ms"]
+            if claim.get("recorded"):
+                rows = await self._run("message_get", cid, bucket, message.created_at_ms, mid)
+                if not rows:
+                    raise _not_found()  # deleted with its conversation meanwhile
+                return _message(rows[0]), False
+            # The first writer stopped before finishing: finish with the same key.
+        u = message.usage
+        await self._run(
+            "message_insert",
+            cid, bucket, message.created_at_ms, mid, message.role, message.content, int(message.status),
+            message.model, message.reply_to_id, u.input_tokens, u.output_tokens, u.cost_micros,
+        )  # fmt: skip
+        items: Items = [(self.q["message_bucket_insert"], (cid, bucket))]
+        previous = conversation["updated_at_ms"] or 0
+        if message.created_at_ms > previous:
+            at = message.created_at_ms
+            items += [
+                (self.q["conversation_touch"], (at * 1000, at, cid)),
+                (self.q["listed_delete"], (user_id, previous, cid)),
+                (self.q["listed_insert"], (user_id, at, cid)),
+            ]
+        items += self._change(user_id, message_change_kind(message.role), cid, mid, bucket, message.created_at_ms)
+        items.append((self.q["message_recorded"], (cid, mid)))
+        await self.db.batch(items)
+        return message, created
+
+    async def append_message(
+        self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, now_ms: int
+    ) -> tuple[history_pb2.Message, bool]:
+        message = history_pb2.Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            status=history_pb2.MESSAGE_STATUS_COMPLETE,
+            usage=chat_pb2.Usage(),
+            created_at_ms=now_ms,
+        )
+        return await self._store_message(user_id, message)
+
+    async def complete_message(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        reply_to_id: str,
+        content: str,
+        status: history_pb2.MessageStatus.ValueType,
+        model: str,
+        usage: chat_pb2.Usage,
+        now_ms: int,
+    ) -> history_pb2.Message:
+        message = history_pb2.Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role="assistant",
+            content=content,
+            status=status,
+            model=model,
+            reply_to_id=reply_to_id,
+            usage=chat_pb2.Usage(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
+            ),
+            created_at_ms=now_ms,
+        )
+        stored, _ = await self._store_message(user_id, message)
+        return stored
+
+    async def get_messages(
+        self, user_id: str, conversation_id: str, before: str, limit: int
+    ) -> tuple[list[history_pb2.Message], str]:
+        limit = clamp_limit(limit)
+        after: tuple[int, int, str] | None = None
+        if before:
+            bucket, created, mid = decode_cursor(before, 3)
+            after = (cursor_int(bucket), cursor_int(created), mid)
+        await self._conversation_row(user_id, conversation_id)
+        want = limit + 1
+        found: list[tuple[int, Row]] = []
+        upper = after[0] if after else _FAR_FUTURE_MS
+        while len(found) < want:
+            buckets = await self._run("message_buckets_upto", conversation_id, upper, _BUCKETS_PER_READ)
+            for b in (r["bucket_ms"] for r in buckets):
+                n = want - len(found)
+                if after is not None and b == after[0]:
+                    rows = await self._run("messages_before", conversation_id, b, after[1], after[2], n)
+                else:
+                    rows = await self._run("messages_first", conversation_id, b, n)
+                found += [(b, r) for r in rows]
+                if len(found) >= want:
+                    break
+            if len(buckets) < _BUCKETS_PER_READ:
+                break
+            upper = buckets[-1]["bucket_ms"] - 1
+        page = [_message(r) for _, r in found[:limit]]
+        if len(found) <= limit:
+            return page, ""
+        last_bucket, last = found[limit - 1]
+        return page, encode_cursor(last_bucket, last["created_at_ms"], last["message_id"])
+
+    # sync
+
+    async def sync(self, user_id: str, since: str, limit: int) -> SyncPage:
+        limit = clamp_limit(limit, DEFAULT_SYNC_PAGE)
+        after: tuple[int, int, str] | None = None
+        if since:
+            bucket, changed, change_id = decode_cursor(since, 3)
+            after = (cursor_int(bucket), cursor_int(changed), change_id)
+        horizon = self.clock() - self.settle_ms
+        rows = await self._settled_changes(user_id, after, limit + 1, horizon)
+        page = rows[:limit]
+        changes = await self._hydrate(user_id, page)
+        if page:
+            last = page[-1]
+            next_cursor = encode_cursor(last["bucket_ms"], last["changed_at_ms"], last["change_id"])
+        else:
+            next_cursor = since
+        return SyncPage(changes, next_cursor, len(rows) > limit)
+
+    async def _settled_changes(
+        self, user_id: str, after: tuple[int, int, str] | None, want: int, horizon: int
+    ) -> list[Row]:
+        found: list[Row] = []
+        lower = after[0] if after else 0
+        while len(found) < want:
+            buckets = await self._run("change_buckets_from", user_id, lower, _BUCKETS_PER_READ)
+            for b in (r["bucket_ms"] for r in buckets):
+                if b > horizon:
+                    return found
+                n = want - len(found)
+                if after is not None and b == after[0]:
+                    rows = await self._run("changes_after", user_id, b, after[1], after[2], n)
+                else:
+                    rows = await self._run("changes_first", user_id, b, n)
+                for row in rows:
+                    if row["changed_at_ms"] > horizon:
+                        return found
+                    found.append(row)
+                if len(found) >= want:
+                    return found
+            if len(buckets) < _BUCKETS_PER_READ:
+                break
+            lower = buckets[-1]["bucket_ms"] + 1
+        return found
+
+    async def _hydrate(self, user_id: str, rows: list[Row]) -> list[history_pb2.Change]:
+        """The changes with their entities as they are now; what was deleted since is left out."""
+        ids = list(dict.fromkeys(r["conversation_id"] for r in rows))
+        canonical = await asyncio.gather(*(self._run("conversation_get", cid) for cid in ids))
+        alive = {
+            cid: _conversation(cid, found[0])
+            for cid, found in zip(ids, canonical, strict=True)
+            if found and found[0]["user_id"] == user_id and found[0]["deleted_at_ms"] is None
+        }
+
+        async def message_of(row: Row) -> Row | None:
+            if row["kind"] in CONVERSATION_KINDS or row["conversation_id"] not in alive or not row["message_id"]:
+                return None
+            found = await self._run(
+                "message_get", row["conversation_id"], row["message_bucket_ms"], row["message_created_at_ms"],
+                row["message_id"],
+            )  # fmt: skip
+            return found[0] if found else None
+
+        messages = await asyncio.gather(*(message_of(r) for r in rows))
+        changes = []
+        for row, message in zip(rows, messages, strict=True):
+            change = history_pb2.Change(
+                kind=row["kind"], conversation_id=row["conversation_id"], changed_at_ms=row["changed_at_ms"]
+            )
+            if row["kind"] == history_pb2.CHANGE_KIND_CONVERSATION_DELETED:
+                changes.append(change)
+            elif row["kind"] in CONVERSATION_KINDS and row["conversation_id"] in alive:
+                change.conversation.CopyFrom(alive[row["conversation_id"]])
+                changes.append(change)
+            elif message is not None:
+                change.message.CopyFrom(_message(message))
+                changes.append(change)
+        return changes
+
+
+def _conversation(conversation_id: str, row: Row) -> history_pb2.Conversation:
+    return history_pb2.Conversation(
+        id=conversation_id,
+        user_id=row["user_id"],
+        title=row["title"] or "",
+        created_at_ms=row["created_at_ms"] or 0,
+        updated_at_ms=row["updated_at_ms"] or 0,
+    )
+
+
+def _message(row: Row) -> history_pb2.Message:
+    return history_pb2.Message(
+        id=row["message_id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"] or "",
+        content=row["content"] or "",
+        status=row["status"] or history_pb2.MESSAGE_STATUS_UNSPECIFIED,
+        model=row["model"] or "",
+        reply_to_id=row["reply_to_id"] or "",
+        usage=chat_pb2.Usage(
+            input_tokens=row["input_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0,
+            cost_micros=row["cost_micros"] or 0,
+        ),
+        created_at_ms=row["created_at_ms"],
+    )
