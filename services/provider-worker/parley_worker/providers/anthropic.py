@@ -1,0 +1,216 @@
+"""Anthropic Messages API, streamed: `POST {base_url}/v1/messages` with `stream: true`.
+
+The wire format (docs.anthropic.com, "Streaming Messages"): named SSE events
+`message_start` (the message, with `usage.input_tokens`), then per content block
+`content_block_start`, `content_block_delta` (`text_delta` carries text) and
+`content_block_stop`, then `message_delta` (`stop_reason`, cumulative `usage.output_tokens`)
+and `message_stop`. `ping` may come at any time; unknown event types must be ignored.
+An `error` event (e.g. `overloaded_error`, which "would normally correspond to an HTTP 529")
+can arrive mid-stream.
+
+The request: the system prompt goes in `system`, not in `messages`; turns alternate user /
+assistant, so consecutive same-role messages are merged; `max_tokens` is required; the key
+goes in `x-api-key` with an `anthropic-version` header. Images are `image` blocks with a
+`base64` source (bytes) or a `url` source (a presigned URL).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from parley.v1 import chat_pb2
+
+from . import Chunk, Finish, TextChunk, UsageReport
+from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
+from .http import StreamTimeouts, body_json, drain, event_json, guard_stream, inline_image, open_sse
+from .sse import ServerSentEvent
+
+ANTHROPIC_VERSION = "2023-06-01"
+# Used only when a job carries no limit: the API refuses a request without one.
+DEFAULT_MAX_TOKENS = 4096
+
+_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+# The error `type`s of docs.anthropic.com "Errors", with the HTTP status each stands for.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+# "prompt is too long: 205351 tokens > 200000 maximum", or when max_tokens is what overflows:
+# "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000".
+_CONTEXT_TEXT = re.compile(r"prompt is too long|exceed context limit|context window", re.IGNORECASE)
+
+
+def _blocks(message: chat_pb2.PromptMessage, role: str, provider: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    # Images only in the user's turns (where the API takes them), before the text as the
+    # vision guide recommends.
+    for image in message.images if role == "user" else ():
+        if image.url:
+            source: dict[str, Any] = {"type": "url", "url": image.url}
+        else:
+            mime_type, data = inline_image(image, provider=provider)
+            source = {"type": "base64", "media_type": mime_type, "data": data}
+        blocks.append({"type": "image", "source": source})
+    # The API rejects empty text blocks.
+    if message.content.strip():
+        blocks.append({"type": "text", "text": message.content})
+    return blocks
+
+
+def request_body(job: chat_pb2.ProviderJob, *, provider: str = "anthropic") -> dict[str, Any]:
+    """The Messages API request for a job."""
+    system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content.strip())
+    turns: list[dict[str, Any]] = []
+    for message in job.messages:
+        if message.role == "system":
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = _blocks(message, role, provider)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    # The conversation must open with the user. Trimming can leave an answer whose question
+    # was cut; alone it is of little use, so it goes too.
+    while turns and turns[0]["role"] == "assistant":
+        turns.pop(0)
+    body: dict[str, Any] = {
+        "model": job.upstream_model,
+        "max_tokens": job.max_output_tokens or DEFAULT_MAX_TOKENS,
+        "messages": turns,
+        "stream": True,
+    }
+    if system:
+        body["system"] = system
+    # proto3 cannot tell "unset" from 0.0, so 0 leaves the default; Anthropic's range is 0..1.
+    if job.temperature > 0:
+        body["temperature"] = min(job.temperature, 1.0)
+    return body
+
+
+def _status_and_message(error: Any) -> tuple[int, str]:
+    if not isinstance(error, dict):
+        return 500, str(error)
+    kind = str(error.get("type") or "")
+    return _ERROR_STATUS.get(kind, 500), f"{kind}: {error.get('message') or ''}"
+
+
+def read_error(status: int, body: bytes) -> ErrorDetail:
+    """`{"type": "error", "error": {"type", "message"}, "request_id"}`."""
+    payload = body_json(body)
+    if isinstance(payload, dict) and "error" in payload:
+        _, message = _status_and_message(payload["error"])
+    else:
+        message = body.decode("utf-8", errors="replace")
+    context = status == 400 and bool(_CONTEXT_TEXT.search(message))
+    return ErrorDetail(message=message, kind="context_length_exceeded" if context else None)
+
+
+def _stream_error(error: Any, provider: str) -> ProviderError:
+    status, message = _status_and_message(error)
+    kind = kind_for_status(status, context_length_exceeded=bool(_CONTEXT_TEXT.search(message)))
+    return error_for(kind, f"{provider}: error mid-stream: {message}", provider=provider)
+
+
+def _input_tokens(usage: dict[str, Any]) -> int:
+    # Cached prompt tokens are counted apart from `input_tokens`; the prompt is all three.
+    return sum(
+        int(usage.get(key) or 0) for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+class AnthropicProvider:
+    """Streams a job from the Anthropic Messages API."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: SecretStr | None,
+        client: httpx.AsyncClient,
+        timeouts: StreamTimeouts,
+    ) -> None:
+        self.name = name
+        self.url = base_url.rstrip("/") + "/v1/messages"
+        self.api_key = api_key
+        self.client = client
+        self.timeouts = timeouts
+
+    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
+        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
+
+    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION, "Accept": "text/event-stream"}
+        if self.api_key is not None:
+            headers["x-api-key"] = self.api_key.get_secret_value()
+        events = open_sse(
+            self.client,
+            self.url,
+            headers=headers,
+            body=request_body(job, provider=self.name),
+            provider=self.name,
+            timeouts=self.timeouts,
+            read_error=read_error,
+            api_key=self.api_key,
+        )
+        async with aclosing(events), aclosing(self._decode(events)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
+        input_tokens = output_tokens = 0
+        stop_reason: str | None = None
+        stopped = False
+        async for event in events:
+            payload = event_json(event, provider=self.name)
+            kind = payload.get("type") or event.event
+            if kind == "content_block_delta":
+                delta = payload.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield TextChunk(str(delta["text"]))
+            elif kind == "message_start":
+                usage = (payload.get("message") or {}).get("usage") or {}
+                input_tokens = _input_tokens(usage)
+                output_tokens = int(usage.get("output_tokens") or 0)
+            elif kind == "message_delta":
+                stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
+                usage = payload.get("usage") or {}
+                # Cumulative counts; input counts appear here too in newer API versions.
+                output_tokens = int(usage.get("output_tokens") or output_tokens)
+                if usage.get("input_tokens") is not None:
+                    input_tokens = _input_tokens(usage)
+            elif kind == "message_stop":
+                stopped = True
+                await drain(events)
+                break
+            elif kind == "error":
+                raise _stream_error(payload.get("error"), self.name)
+        if not stopped:
+            raise ConnectionFailed(f"{self.name}: the stream ended before the answer was finished", provider=self.name)
+        yield UsageReport(input_tokens=input_tokens, output_tokens=output_tokens)
+        yield Finish(_STOP.get(stop_reason or "end_turn", "stop"))

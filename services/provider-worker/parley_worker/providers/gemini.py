@@ -1,0 +1,221 @@
+"""Google Gemini API, streamed:
+`POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse`, key in `x-goog-api-key`.
+
+The wire format (ai.google.dev API reference, `models.streamGenerateContent`): with
+`alt=sse` every `data:` is a whole GenerateContentResponse; text is in
+`candidates[0].content.parts[].text`, the chunk that ends the answer carries
+`candidates[0].finishReason`, and `usageMetadata` (`promptTokenCount`,
+`candidatesTokenCount`, `thoughtsTokenCount` for thinking models, billed as output) grows
+to its final value on the last chunk. There is no end marker: an answer without a
+`finishReason` was cut short. A blocked prompt has no candidates, only
+`promptFeedback.blockReason`.
+
+The request: `contents` with roles `user` / `model`, the system prompt in
+`systemInstruction`, limits in `generationConfig`. Images are `inlineData` (base64 bytes)
+or, for a URL, `fileData.fileUri`, which the "File input methods" guide documents for
+public and presigned HTTPS URLs (Gemini fetches them itself; nothing is fetched here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from parley.v1 import chat_pb2
+
+from . import Chunk, Finish, TextChunk, UsageReport
+from .errors import (
+    BadRequest,
+    ConnectionFailed,
+    ErrorDetail,
+    ErrorKind,
+    ProviderError,
+    error_for,
+    kind_for_status,
+    parse_duration,
+)
+from .http import StreamTimeouts, body_json, event_json, guard_stream, inline_image, open_sse
+from .sse import ServerSentEvent
+
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+# 400 INVALID_ARGUMENT "The input token count (3475108) exceeds the maximum number of tokens allowed (1048576)."
+_CONTEXT_TEXT = re.compile(r"input token count|exceeds the maximum number of tokens|context window", re.IGNORECASE)
+
+
+def _parts(message: chat_pb2.PromptMessage, role: str, provider: str) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    # Images only in the user's turns, before the text (the image-understanding guide's order).
+    for image in message.images if role == "user" else ():
+        if image.url:
+            if not image.mime_type:
+                raise BadRequest(
+                    f"{provider}: image {image.media_id or '?'} has a URL but no MIME type",
+                    status=None,
+                    provider=provider,
+                )
+            parts.append({"fileData": {"mimeType": image.mime_type, "fileUri": image.url}})
+        else:
+            mime_type, data = inline_image(image, provider=provider)
+            parts.append({"inlineData": {"mimeType": mime_type, "data": data}})
+    if message.content:
+        parts.append({"text": message.content})
+    return parts
+
+
+def request_body(job: chat_pb2.ProviderJob, *, provider: str = "gemini") -> dict[str, Any]:
+    """The streamGenerateContent request for a job (the model is in the URL)."""
+    system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content)
+    contents: list[dict[str, Any]] = []
+    for message in job.messages:
+        if message.role == "system":
+            continue
+        role = "model" if message.role == "assistant" else "user"
+        parts = _parts(message, role, provider)
+        if not parts:
+            continue
+        # Turns alternate; same-role neighbours become one turn.
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    config: dict[str, Any] = {}
+    if job.max_output_tokens:
+        config["maxOutputTokens"] = job.max_output_tokens
+    # proto3 cannot tell "unset" from 0.0, so 0 leaves the model's default.
+    if job.temperature > 0:
+        config["temperature"] = job.temperature
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def _error_object(payload: Any) -> Any:
+    # Streaming endpoints have been seen to wrap the error in a one-element array.
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    return payload.get("error") if isinstance(payload, dict) else None
+
+
+def _retry_delay(error: dict[str, Any]) -> float | None:
+    # A 429 says how long to wait in google.rpc.RetryInfo: {"retryDelay": "22s"}.
+    for detail in error.get("details") or ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            return parse_duration(str(detail.get("retryDelay") or ""))
+    return None
+
+
+def _key_invalid(error: dict[str, Any]) -> bool:
+    # A bad key is a 400 INVALID_ARGUMENT whose google.rpc.ErrorInfo says API_KEY_INVALID.
+    return any(
+        isinstance(detail, dict) and detail.get("reason") == "API_KEY_INVALID" for detail in error.get("details") or ()
+    )
+
+
+def read_error(status: int, body: bytes) -> ErrorDetail:
+    """`{"error": {"code", "message", "status", "details"}}` (google.rpc.Status)."""
+    error = _error_object(body_json(body))
+    if not isinstance(error, dict):
+        return ErrorDetail(message=body.decode("utf-8", errors="replace"))
+    message = f"{error.get('status') or ''}: {error.get('message') or ''}"
+    kind: ErrorKind | None = None
+    if _key_invalid(error):
+        kind = "auth"
+    elif status == 400 and _CONTEXT_TEXT.search(message):
+        kind = "context_length_exceeded"
+    return ErrorDetail(message=message, kind=kind, retry_after_s=_retry_delay(error))
+
+
+def _stream_error(error: Any, provider: str) -> ProviderError:
+    if not isinstance(error, dict):
+        return error_for("server_error", f"{provider}: error mid-stream: {error}", provider=provider)
+    code = error.get("code")
+    status = code if isinstance(code, int) else 500
+    message = f"{error.get('status') or ''}: {error.get('message') or ''}"
+    kind = kind_for_status(status, context_length_exceeded=bool(_CONTEXT_TEXT.search(message)))
+    return error_for(
+        kind, f"{provider}: error mid-stream: {message}", retry_after_s=_retry_delay(error), provider=provider
+    )
+
+
+class GeminiProvider:
+    """Streams a job from the Gemini API (generativelanguage.googleapis.com)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: SecretStr | None,
+        client: httpx.AsyncClient,
+        timeouts: StreamTimeouts,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.client = client
+        self.timeouts = timeouts
+
+    def url(self, upstream_model: str) -> str:
+        return f"{self.base_url}/v1beta/models/{quote(upstream_model, safe='')}:streamGenerateContent?alt=sse"
+
+    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
+        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
+
+    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key is not None:
+            headers["x-goog-api-key"] = self.api_key.get_secret_value()
+        events = open_sse(
+            self.client,
+            self.url(job.upstream_model),
+            headers=headers,
+            body=request_body(job, provider=self.name),
+            provider=self.name,
+            timeouts=self.timeouts,
+            read_error=read_error,
+            api_key=self.api_key,
+        )
+        async with aclosing(events), aclosing(self._decode(events)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        async for event in events:
+            payload = event_json(event, provider=self.name)
+            if "error" in payload:
+                raise _stream_error(payload["error"], self.name)
+            if isinstance(payload.get("usageMetadata"), dict):
+                usage = payload["usageMetadata"]
+            if (payload.get("promptFeedback") or {}).get("blockReason"):
+                finish = "content_filter"
+            candidates = payload.get("candidates") or ()
+            if not candidates:
+                continue
+            candidate = candidates[0]
+            for part in (candidate.get("content") or {}).get("parts") or ():
+                # Thought summaries are not part of the answer.
+                if part.get("text") and not part.get("thought"):
+                    yield TextChunk(str(part["text"]))
+            reason = candidate.get("finishReason")
+            if reason:
+                finish = "content_filter" if reason in _FILTERED else _FINISH.get(str(reason), "stop")
+        if finish is None:
+            raise ConnectionFailed(f"{self.name}: the stream ended before the answer was finished", provider=self.name)
+        yield UsageReport(
+            input_tokens=int(usage.get("promptTokenCount") or 0),
+            output_tokens=int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0),
+        )
+        yield Finish(finish)

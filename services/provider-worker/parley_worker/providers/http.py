@@ -1,0 +1,213 @@
+"""Streaming plumbing every HTTP provider shares: open the request, turn failures into
+ProviderErrors, enforce the stream's timeouts, and close the upstream response the moment
+the consumer stops listening.
+
+Closing is what makes a cancel reach the provider: when the worker cancels a job (or just
+stops iterating and calls `aclose()`), the generators below unwind, `client.stream(...)`
+exits and the HTTP connection is closed, so the provider stops generating (and billing).
+Consumers should iterate a provider stream inside `contextlib.aclosing(...)` so an early
+`break` closes it at once rather than when the generator is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from parley.v1 import chat_pb2
+
+from . import Chunk, TextChunk
+from .errors import (
+    BadRequest,
+    ConnectionFailed,
+    ErrorDetail,
+    ProviderError,
+    ProviderTimeout,
+    ServerError,
+    TimeoutPhase,
+    error_from_status,
+    redact,
+)
+from .sse import ServerSentEvent, aiter_sse
+
+# An error body is read for its message only; a provider (or a proxy) answering megabytes
+# of HTML must not hold the worker.
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StreamTimeouts:
+    """Seconds allowed to connect, until the first text token, between tokens, and in all."""
+
+    connect_s: float = 10.0
+    first_token_s: float = 120.0
+    idle_s: float = 60.0
+    total_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_s", "first_token_s", "idle_s", "total_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"StreamTimeouts.{name} must be positive")
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        # Reads are bounded by the first-token, idle and total timers (which know what a
+        # token is); httpx only bounds connecting, sending and waiting for a pooled connection.
+        return httpx.Timeout(connect=self.connect_s, read=None, write=self.connect_s, pool=self.connect_s)
+
+
+ErrorReader = Callable[[int, bytes], ErrorDetail]
+
+
+async def _read_limited(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body.extend(piece)
+        if len(body) >= _ERROR_BODY_LIMIT:
+            break
+    return bytes(body[:_ERROR_BODY_LIMIT])
+
+
+async def open_sse(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    provider: str,
+    timeouts: StreamTimeouts,
+    read_error: ErrorReader,
+    api_key: SecretStr | None,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """POST `body` as JSON and yield the Server-Sent Events of the answer.
+
+    An HTTP error answer raises the ProviderError it stands for (`read_error` turns the
+    provider's own error body into a message); a refused or dropped connection raises
+    ConnectionFailed, a connect timeout ProviderTimeout. Closing the generator closes the
+    response.
+    """
+    secret = api_key.get_secret_value() if api_key else None
+    streaming = False
+    try:
+        async with client.stream(
+            "POST", url, headers=dict(headers), json=dict(body), timeout=timeouts.httpx_timeout()
+        ) as response:
+            # A redirect is an error too: a base URL that moved is a configuration to fix.
+            if not response.is_success:
+                raw = await _read_limited(response)
+                detail = read_error(response.status_code, raw)
+                detail = ErrorDetail(
+                    message=redact(detail.message, secret),
+                    kind=detail.kind,
+                    retry_after_s=detail.retry_after_s,
+                )
+                raise error_from_status(response.status_code, detail, headers=response.headers, provider=provider)
+            streaming = True
+            async for event in aiter_sse(response.aiter_bytes()):
+                yield event
+    except (httpx.ConnectTimeout, httpx.PoolTimeout):
+        raise ProviderTimeout(f"{provider}: connecting timed out", phase="connect", provider=provider) from None
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeout(
+            f"{provider}: {type(exc).__name__} while talking to the provider",
+            phase="idle" if streaming else "first_token",
+            provider=provider,
+        ) from None
+    except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+        # Our request cannot be sent as it is (a base URL without http(s)://, say): retrying won't help.
+        message = f"{provider}: cannot send the request: {redact(str(exc), secret)}"
+        raise BadRequest(message, status=None, provider=provider) from None
+    except httpx.TransportError as exc:
+        # ConnectError, ReadError, RemoteProtocolError (a body cut short): the connection is gone.
+        reason = redact(str(exc), secret) or type(exc).__name__
+        raise ConnectionFailed(f"{provider}: connection failed: {reason}", provider=provider) from None
+
+
+async def guard_stream(
+    chunks: AsyncGenerator[Chunk, None], *, timeouts: StreamTimeouts, provider: str
+) -> AsyncGenerator[Chunk, None]:
+    """`chunks`, bounded in time: the first TextChunk within `first_token_s` of the start,
+    each later chunk within `idle_s` of the previous one, everything within `total_s`.
+
+    A missed deadline raises ProviderTimeout naming it. However the iteration ends (done,
+    error, timeout, `aclose()` or cancellation), `chunks` is closed before this returns.
+    """
+    loop = asyncio.get_running_loop()
+    total_deadline = loop.time() + timeouts.total_s
+    first_deadline = loop.time() + timeouts.first_token_s
+    seen_text = False
+    try:
+        while True:
+            deadline = loop.time() + timeouts.idle_s if seen_text else first_deadline
+            phase: TimeoutPhase = "idle" if seen_text else "first_token"
+            if total_deadline <= deadline:
+                deadline, phase = total_deadline, "total"
+            try:
+                async with asyncio.timeout_at(deadline) as scope:
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                raise ProviderTimeout(f"{provider}: {_TIMEOUT_TEXT[phase]}", phase=phase, provider=provider) from None
+            if isinstance(chunk, TextChunk):
+                seen_text = True
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+_TIMEOUT_TEXT: dict[TimeoutPhase, str] = {
+    "connect": "connecting timed out",
+    "first_token": "no first token in time",
+    "idle": "the stream went quiet for too long",
+    "total": "the answer took longer than allowed in total",
+}
+
+
+async def drain(events: AsyncIterator[ServerSentEvent], *, within_s: float = 0.25) -> None:
+    """Read what is left of a response after the answer's last event, so that httpx can put
+    the connection back in its pool (a response closed half-read closes its connection, and
+    the next request pays for a new TLS handshake). A server that keeps the stream open
+    longer than `within_s` loses the connection instead; the answer is complete either way.
+    """
+    with suppress(TimeoutError, ProviderError):
+        async with asyncio.timeout(within_s):
+            async for _ in events:
+                pass
+
+
+def event_json(event: ServerSentEvent, *, provider: str) -> dict[str, Any]:
+    """The JSON object an event carries; anything else is the provider's fault (ServerError)."""
+    try:
+        payload = json.loads(event.data)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ServerError(f"{provider}: the provider sent an unreadable event", status=None, provider=provider)
+    return payload
+
+
+def body_json(body: bytes) -> Any:
+    """An error body as JSON, or None when it is not JSON (a proxy's HTML page, say)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def inline_image(image: chat_pb2.ImagePart, *, provider: str) -> tuple[str, str]:
+    """(MIME type, base64 text) of an image sent as bytes; every provider's inline form needs both."""
+    if not image.data or not image.mime_type:
+        raise BadRequest(
+            f"{provider}: image {image.media_id or '?'} has no bytes or no MIME type", status=None, provider=provider
+        )
+    return image.mime_type, base64.b64encode(image.data).decode("ascii")

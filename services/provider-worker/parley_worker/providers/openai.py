@@ -1,0 +1,200 @@
+"""OpenAI Chat Completions, streamed, for OpenAI and any OpenAI-compatible server (Ollama,
+vLLM, llama.cpp's server): `POST {base_url}/chat/completions` with `stream: true`.
+
+The wire format (platform.openai.com API reference, "chat.completion.chunk"): each SSE
+`data:` is a chunk whose `choices[0].delta.content` carries text and whose last choice
+carries `finish_reason`; with `stream_options.include_usage` one more chunk with empty
+`choices` carries `usage` before `data: [DONE]`. Compatible servers may not send usage:
+then the usage reported is 0/0 and a warning says so. Errors mid-stream arrive as a chunk
+`{"error": {...}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from parley.v1 import chat_pb2
+
+from . import Chunk, Finish, TextChunk, UsageReport
+from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
+from .http import StreamTimeouts, body_json, drain, event_json, guard_stream, inline_image, open_sse
+from .sse import ServerSentEvent
+
+log = logging.getLogger(__name__)
+
+_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter"}
+# OpenAI says `code: context_length_exceeded`; compatible servers word it their own way
+# (vLLM: "maximum context length is N tokens", llama.cpp: "exceeds the available context size").
+_CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error"}
+_CONTEXT_TEXT = re.compile(r"context length|context size|context window", re.IGNORECASE)
+
+
+def _message(message: chat_pb2.PromptMessage, provider: str) -> dict[str, Any]:
+    # Images go only with the user's turns: that is where the API accepts image parts.
+    if not message.images or message.role != "user":
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = []
+    if message.content:
+        parts.append({"type": "text", "text": message.content})
+    for image in message.images:
+        if image.url:
+            url = image.url
+        else:
+            mime_type, data = inline_image(image, provider=provider)
+            url = f"data:{mime_type};base64,{data}"
+        image_url: dict[str, Any] = {"url": url}
+        if image.detail:
+            image_url["detail"] = image.detail
+        parts.append({"type": "image_url", "image_url": image_url})
+    return {"role": message.role, "content": parts}
+
+
+def request_body(job: chat_pb2.ProviderJob, *, max_tokens_field: str, provider: str = "openai") -> dict[str, Any]:
+    """The Chat Completions request for a job."""
+    body: dict[str, Any] = {
+        "model": job.upstream_model,
+        "messages": [_message(m, provider) for m in job.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if job.max_output_tokens:
+        body[max_tokens_field] = job.max_output_tokens
+    # proto3 cannot tell "unset" from 0.0, so 0 leaves the provider's default.
+    if job.temperature > 0:
+        body["temperature"] = job.temperature
+    return body
+
+
+def read_error(status: int, body: bytes) -> ErrorDetail:
+    """`{"error": {"message", "type", "param", "code"}}`, or what a compatible server sends instead."""
+    payload = body_json(body)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    code = kind = ""
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        code, kind = str(error.get("code") or ""), str(error.get("type") or "")
+    elif isinstance(error, str):
+        message = error
+    elif isinstance(payload, dict) and isinstance(payload.get("message"), str):
+        message = payload["message"]
+    else:
+        message = body.decode("utf-8", errors="replace")
+    context = code in _CONTEXT_CODES or kind in _CONTEXT_CODES or bool(_CONTEXT_TEXT.search(message))
+    label = code or kind
+    return ErrorDetail(
+        message=f"{label}: {message}" if label else message,
+        kind="context_length_exceeded" if status == 400 and context else None,
+    )
+
+
+def _stream_error(error: Any, provider: str) -> ProviderError:
+    if not isinstance(error, dict):
+        return error_for("server_error", f"{provider}: error mid-stream: {error}", provider=provider)
+    message = str(error.get("message") or "")
+    code, kind = str(error.get("code") or ""), str(error.get("type") or "")
+    if "rate_limit" in code or kind in ("requests", "tokens"):
+        status = 429
+    elif "overloaded" in message.lower():
+        status = 503
+    else:
+        status = 500
+    return error_for(
+        kind_for_status(status), f"{provider}: error mid-stream: {code or kind}: {message}", provider=provider
+    )
+
+
+class OpenAIProvider:
+    """Streams a job from an OpenAI-compatible Chat Completions endpoint."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: SecretStr | None,
+        client: httpx.AsyncClient,
+        timeouts: StreamTimeouts,
+        max_tokens_field: str | None = None,
+    ) -> None:
+        self.name = name
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api_key = api_key
+        self.client = client
+        self.timeouts = timeouts
+        # OpenAI's own API wants `max_completion_tokens` (newer models reject `max_tokens`);
+        # compatible servers (Ollama, llama.cpp) document only `max_tokens`.
+        if max_tokens_field is None:
+            official = httpx.URL(base_url).host == "api.openai.com"
+            max_tokens_field = "max_completion_tokens" if official else "max_tokens"
+        self.max_tokens_field = max_tokens_field
+        self._warned_no_usage = False
+
+    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
+        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
+
+    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        events = open_sse(
+            self.client,
+            self.url,
+            headers=headers,
+            body=request_body(job, max_tokens_field=self.max_tokens_field, provider=self.name),
+            provider=self.name,
+            timeouts=self.timeouts,
+            read_error=read_error,
+            api_key=self.api_key,
+        )
+        async with aclosing(events), aclosing(self._decode(events, job)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _decode(
+        self, events: AsyncIterator[ServerSentEvent], job: chat_pb2.ProviderJob
+    ) -> AsyncGenerator[Chunk, None]:
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        done = False
+        async for event in events:
+            if event.data.strip() == "[DONE]":
+                done = True
+                await drain(events)
+                break
+            payload = event_json(event, provider=self.name)
+            if "error" in payload:
+                raise _stream_error(payload["error"], self.name)
+            if isinstance(payload.get("usage"), dict):
+                usage = payload["usage"]
+            for choice in payload.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield TextChunk(text)
+                if choice.get("finish_reason"):
+                    finish = str(choice["finish_reason"])
+        if finish is None and not done:
+            raise ConnectionFailed(f"{self.name}: the stream ended before the answer was finished", provider=self.name)
+        if usage is None:
+            if not self._warned_no_usage:
+                self._warned_no_usage = True
+                log.warning(
+                    "provider sent no token usage; reporting 0 input and 0 output tokens",
+                    extra={"provider": self.name, "upstream_model": job.upstream_model},
+                )
+            yield UsageReport(input_tokens=0, output_tokens=0)
+        else:
+            yield UsageReport(
+                input_tokens=int(usage.get("prompt_tokens") or 0),
+                output_tokens=int(usage.get("completion_tokens") or 0),
+            )
+        yield Finish(_FINISH.get(finish or "stop", "stop"))

@@ -1,0 +1,341 @@
+"""Each adapter against the fake provider server, in-process through httpx's ASGITransport.
+
+ASGITransport hands the client a response only once the app has finished it, so what
+depends on time or on a half-sent body (timeouts, drops, hang-ups) is tested against the
+same fake on a real socket in test_provider_streaming.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from parley.v1 import chat_pb2
+from parley_dev.fake_providers import FakeProviderApp, answer_tokens
+from parley_worker.providers import Chunk, Finish, Provider, TextChunk, UsageReport
+from parley_worker.providers import anthropic as anthropic_wire
+from parley_worker.providers import gemini as gemini_wire
+from parley_worker.providers import openai as openai_wire
+from parley_worker.providers.anthropic import AnthropicProvider
+from parley_worker.providers.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ContextLengthExceeded,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    ServerError,
+)
+from parley_worker.providers.gemini import GeminiProvider
+from parley_worker.providers.http import StreamTimeouts
+from parley_worker.providers.openai import OpenAIProvider
+
+KEY = SecretStr("sk-test-secret-key-123")
+TIMEOUTS = StreamTimeouts(connect_s=5, first_token_s=10, idle_s=10, total_s=30)
+PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
+Factory = Callable[[str, httpx.AsyncClient], Provider]
+FACTORIES: dict[str, Factory] = {
+    "openai": lambda base, client: OpenAIProvider(
+        name="openai", base_url=f"{base}/v1", api_key=KEY, client=client, timeouts=TIMEOUTS
+    ),
+    "anthropic": lambda base, client: AnthropicProvider(
+        name="anthropic", base_url=base, api_key=KEY, client=client, timeouts=TIMEOUTS
+    ),
+    "gemini": lambda base, client: GeminiProvider(
+        name="gemini", base_url=base, api_key=KEY, client=client, timeouts=TIMEOUTS
+    ),
+}
+MODELS = {"openai": "gpt-test", "anthropic": "claude-test", "gemini": "gemini-test"}
+
+
+def job(
+    provider: str,
+    text: str,
+    *,
+    images: list[chat_pb2.ImagePart] | None = None,
+    max_output_tokens: int = 0,
+    history: list[chat_pb2.PromptMessage] | None = None,
+) -> chat_pb2.ProviderJob:
+    return chat_pb2.ProviderJob(
+        provider=provider,
+        model=provider,
+        upstream_model=MODELS[provider],
+        max_output_tokens=max_output_tokens,
+        temperature=0.5,
+        messages=[
+            chat_pb2.PromptMessage(role="system", content="be brief"),
+            *(history or []),
+            chat_pb2.PromptMessage(role="user", content=text, images=images or []),
+        ],
+    )
+
+
+async def collect(provider: Provider, job: chat_pb2.ProviderJob) -> list[Chunk]:
+    async with aclosing(provider.stream(job)) as stream:  # type: ignore[type-var]
+        return [chunk async for chunk in stream]
+
+
+def text_of(chunks: list[Chunk]) -> str:
+    return "".join(c.text for c in chunks if isinstance(c, TextChunk))
+
+
+@pytest.fixture
+def fake() -> FakeProviderApp:
+    return FakeProviderApp()
+
+
+@pytest.fixture
+async def client(fake: FakeProviderApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fake)) as client:
+        yield client
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def provider(name: str, client: httpx.AsyncClient) -> Provider:
+    return FACTORIES[name]("http://fake", client)
+
+
+async def test_a_normal_answer_is_text_then_usage_then_finish(
+    name: str, provider: Provider, fake: FakeProviderApp
+) -> None:
+    chunks = await collect(provider, job(name, "What is Parley?"))
+    assert text_of(chunks) == "".join(answer_tokens("What is Parley?"))
+    seen = fake.requests[-1]
+    assert (seen.format, seen.model, seen.auth, seen.completed) == (name, MODELS[name], True, True)
+    assert chunks[-2:] == [UsageReport(seen.input_tokens, seen.output_tokens), Finish("stop")]
+    assert seen.output_tokens == sum(isinstance(c, TextChunk) for c in chunks) > 0
+
+
+async def test_max_output_tokens_ends_with_length(name: str, provider: Provider, fake: FakeProviderApp) -> None:
+    chunks = await collect(provider, job(name, "Tell me everything", max_output_tokens=3))
+    assert sum(isinstance(c, TextChunk) for c in chunks) == 3
+    assert chunks[-2:] == [UsageReport(fake.requests[-1].input_tokens, 3), Finish("length")]
+
+
+async def test_a_very_long_answer_arrives_whole(name: str, provider: Provider, fake: FakeProviderApp) -> None:
+    chunks = await collect(provider, job(name, 'Go on [[fake {"tokens": 3000}]]'))
+    assert text_of(chunks) == "".join(answer_tokens("Go on", 3000))
+    assert chunks[-2] == UsageReport(fake.requests[-1].input_tokens, 3000)
+
+
+async def test_images_go_in_each_providers_own_format(name: str, provider: Provider, fake: FakeProviderApp) -> None:
+    images = [
+        chat_pb2.ImagePart(media_id="m1", url="https://media.example/cat.webp", mime_type="image/webp", detail="low"),
+        chat_pb2.ImagePart(media_id="m2", data=PNG, mime_type="image/png", detail="high"),
+    ]
+    await collect(provider, job(name, "What is in these pictures?", images=images))
+    body = fake.requests[-1].body
+    encoded = "iVBORw0KGgpmYWtlLWltYWdlLWJ5dGVz"  # base64 of PNG
+    if name == "openai":
+        assert body["messages"][-1]["content"] == [
+            {"type": "text", "text": "What is in these pictures?"},
+            {"type": "image_url", "image_url": {"url": "https://media.example/cat.webp", "detail": "low"}},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}", "detail": "high"}},
+        ]
+    elif name == "anthropic":
+        assert body["messages"][-1]["content"] == [
+            {"type": "image", "source": {"type": "url", "url": "https://media.example/cat.webp"}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": encoded}},
+            {"type": "text", "text": "What is in these pictures?"},
+        ]
+    else:
+        assert body["contents"][-1]["parts"] == [
+            {"fileData": {"mimeType": "image/webp", "fileUri": "https://media.example/cat.webp"}},
+            {"inlineData": {"mimeType": "image/png", "data": encoded}},
+            {"text": "What is in these pictures?"},
+        ]
+    assert fake.requests[-1].input_tokens > 2 * 85
+
+
+async def test_an_image_without_a_mime_type_is_a_bad_request_before_any_call(
+    name: str, provider: Provider, fake: FakeProviderApp
+) -> None:
+    with pytest.raises(BadRequest):
+        await collect(provider, job(name, "look", images=[chat_pb2.ImagePart(media_id="m", data=PNG)]))
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("directive", "error_type", "status"),
+    [
+        ({"status": 429}, RateLimited, 429),
+        ({"status": 503}, Overloaded, 503),
+        ({"status": 529}, Overloaded, 529),
+        ({"status": 500}, ServerError, 500),
+        ({"status": 502}, ServerError, 502),
+        ({"status": 504}, ServerError, 504),
+        ({"context_length_exceeded": True}, ContextLengthExceeded, 400),
+        ({"status": 400}, BadRequest, 400),
+        ({"status": 404}, BadRequest, 404),
+        ({"status": 401}, AuthenticationFailed, 401),
+        ({"status": 403}, AuthenticationFailed, 403),
+    ],
+)
+async def test_http_errors_become_typed_errors(
+    name: str, provider: Provider, directive: dict[str, Any], error_type: type[ProviderError], status: int
+) -> None:
+    with pytest.raises(error_type) as caught:
+        await collect(provider, job(name, f"hello [[fake {json.dumps(directive)}]]"))
+    assert (caught.value.status, caught.value.provider) == (status, name)
+    assert KEY.get_secret_value() not in str(caught.value)
+
+
+async def test_rate_limits_say_how_long_to_wait(name: str, provider: Provider) -> None:
+    # OpenAI and Anthropic send a retry-after header; Gemini puts RetryInfo in the body.
+    with pytest.raises(RateLimited) as caught:
+        await collect(provider, job(name, 'hello [[fake {"status": 429, "retry_after": 2.5}]]'))
+    assert caught.value.retry_after_s == 2.5
+    assert caught.value.retryable and not caught.value.fallback_worthy
+
+
+@pytest.mark.parametrize(
+    ("stream_error", "error_type"),
+    [("overloaded", Overloaded), ("server_error", ServerError), ("rate_limited", RateLimited)],
+)
+async def test_an_error_event_mid_stream_becomes_a_typed_error(
+    name: str, provider: Provider, stream_error: str, error_type: type[ProviderError]
+) -> None:
+    directive = {"error_after": 2, "stream_error": stream_error}
+    received: list[Chunk] = []
+    with pytest.raises(error_type) as caught:
+        async with aclosing(provider.stream(job(name, f"hi [[fake {json.dumps(directive)}]]"))) as stream:  # type: ignore[type-var]
+            async for chunk in stream:
+                received.append(chunk)
+    assert len(received) == 2 and all(isinstance(c, TextChunk) for c in received)
+    assert caught.value.status is None
+    assert "mid-stream" in str(caught.value)
+
+
+async def test_failing_only_the_first_attempts_of_a_key(name: str, provider: Provider, fake: FakeProviderApp) -> None:
+    prompt = 'retry me [[fake {"status": 503, "times": 2, "key": "k1"}]]'
+    for _ in range(2):
+        with pytest.raises(Overloaded):
+            await collect(provider, job(name, prompt))
+    chunks = await collect(provider, job(name, prompt))
+    assert text_of(chunks) == "".join(answer_tokens("retry me"))
+    assert [r.directive_applied for r in fake.requests] == [True, True, False]
+
+
+async def test_openai_compatible_server_without_usage_reports_zeros_and_says_so(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = OpenAIProvider(name="ollama", base_url="http://fake/v1", api_key=None, client=client, timeouts=TIMEOUTS)
+    with caplog.at_level(logging.WARNING, logger="parley_worker.providers.openai"):
+        chunks = await collect(provider, job("openai", 'hi [[fake {"no_usage": true}]]'))
+    assert chunks[-2:] == [UsageReport(0, 0), Finish("stop")]
+    assert "no token usage" in caplog.text
+
+
+async def test_openai_request_shape(client: httpx.AsyncClient, fake: FakeProviderApp) -> None:
+    provider = FACTORIES["openai"]("http://fake", client)
+    await collect(provider, job("openai", "hello", max_output_tokens=50))
+    body = fake.requests[-1].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    assert (body["max_tokens"], body["temperature"]) == (50, 0.5)
+    # OpenAI's own API wants the newer field.
+    official = openai_wire.request_body(
+        job("openai", "x", max_output_tokens=9), max_tokens_field="max_completion_tokens"
+    )
+    assert official["max_completion_tokens"] == 9 and "max_tokens" not in official
+    assert OpenAIProvider(
+        name="o", base_url="https://api.openai.com/v1", api_key=KEY, client=client, timeouts=TIMEOUTS
+    ).max_tokens_field == ("max_completion_tokens")
+
+
+async def test_anthropic_request_shape(client: httpx.AsyncClient, fake: FakeProviderApp) -> None:
+    history = [
+        chat_pb2.PromptMessage(role="assistant", content="an answer whose question was trimmed"),
+        chat_pb2.PromptMessage(role="user", content="first"),
+        chat_pb2.PromptMessage(role="user", content="second"),
+        chat_pb2.PromptMessage(role="assistant", content="an answer"),
+        chat_pb2.PromptMessage(role="system", content="and be kind"),
+    ]
+    await collect(FACTORIES["anthropic"]("http://fake", client), job("anthropic", "third", history=history))
+    body = fake.requests[-1].body
+    assert body["system"] == "be brief\n\nand be kind"
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "an answer"}]},
+        {"role": "user", "content": [{"type": "text", "text": "third"}]},
+    ]
+    assert (body["max_tokens"], body["stream"], body["temperature"]) == (anthropic_wire.DEFAULT_MAX_TOKENS, True, 0.5)
+
+
+async def test_gemini_request_shape(client: httpx.AsyncClient, fake: FakeProviderApp) -> None:
+    history = [
+        chat_pb2.PromptMessage(role="user", content="first"),
+        chat_pb2.PromptMessage(role="assistant", content="an answer"),
+    ]
+    provider = FACTORIES["gemini"]("http://fake", client)
+    await collect(provider, job("gemini", "second", history=history, max_output_tokens=64))
+    seen = fake.requests[-1]
+    assert seen.path == "/v1beta/models/gemini-test:streamGenerateContent"
+    assert seen.body == {
+        "contents": [
+            {"role": "user", "parts": [{"text": "first"}]},
+            {"role": "model", "parts": [{"text": "an answer"}]},
+            {"role": "user", "parts": [{"text": "second"}]},
+        ],
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "generationConfig": {"maxOutputTokens": 64, "temperature": 0.5},
+    }
+    assert gemini_wire.request_body(job("gemini", "x")).get("generationConfig") == {"temperature": 0.5}
+
+
+async def test_the_key_never_appears_in_an_error_even_when_the_provider_echoes_it(name: str) -> None:
+    secret = KEY.get_secret_value()
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        text = f"Incorrect API key provided: {secret}"
+        body = {"error": {"message": text, "type": "invalid_request_error", "status": "UNAUTHENTICATED"}}
+        return httpx.Response(401, json=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as client:
+        with pytest.raises(AuthenticationFailed) as caught:
+            await collect(FACTORIES[name]("http://fake", client), job(name, "hi"))
+    assert secret not in str(caught.value) and secret not in repr(caught.value)
+    assert "[redacted]" in str(caught.value)
+
+
+async def test_gemini_bad_key_400_is_an_auth_error() -> None:
+    body = {
+        "error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(400, json=body))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(AuthenticationFailed):
+            await collect(FACTORIES["gemini"]("http://fake", client), job("gemini", "hi"))
+
+
+async def test_a_stream_that_ends_without_finishing_is_a_connection_error(name: str) -> None:
+    # A proxy that answers 200 with an empty body: nothing says the answer was complete.
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b": hello\n\n"))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(ProviderError) as caught:
+            await collect(FACTORIES[name]("http://fake", client), job(name, "hi"))
+    assert caught.value.kind == "connection"
+
+
+async def test_unreadable_events_are_a_server_error(name: str) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"data: {not json\n\n"))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(ServerError):
+            await collect(FACTORIES[name]("http://fake", client), job(name, "hi"))

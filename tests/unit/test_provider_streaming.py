@@ -1,0 +1,206 @@
+"""Adapters against the fake provider server on a real socket (uvicorn in this event loop):
+timeouts, dropped connections and hang-ups need a body that arrives over time, which
+httpx's ASGITransport cannot give (it buffers the whole response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from parley.v1 import chat_pb2
+from parley_dev.fake_providers import FakeProviderServer, SeenRequest, answer_tokens
+from parley_worker.providers import Chunk, Provider, TextChunk, UsageReport
+from parley_worker.providers.anthropic import AnthropicProvider
+from parley_worker.providers.errors import ConnectionFailed, ProviderTimeout
+from parley_worker.providers.gemini import GeminiProvider
+from parley_worker.providers.http import StreamTimeouts
+from parley_worker.providers.openai import OpenAIProvider
+
+KEY = SecretStr("sk-test-secret-key-123")
+RELAXED = StreamTimeouts(connect_s=5, first_token_s=20, idle_s=20, total_s=60)
+
+
+def make(name: str, base: str, client: httpx.AsyncClient, timeouts: StreamTimeouts = RELAXED) -> Provider:
+    if name == "openai":
+        return OpenAIProvider(name=name, base_url=f"{base}/v1", api_key=KEY, client=client, timeouts=timeouts)
+    if name == "anthropic":
+        return AnthropicProvider(name=name, base_url=base, api_key=KEY, client=client, timeouts=timeouts)
+    return GeminiProvider(name=name, base_url=base, api_key=KEY, client=client, timeouts=timeouts)
+
+
+def job(name: str, text: str) -> chat_pb2.ProviderJob:
+    return chat_pb2.ProviderJob(
+        provider=name,
+        upstream_model=f"{name}-model",
+        max_output_tokens=100_000,
+        messages=[chat_pb2.PromptMessage(role="user", content=text)],
+    )
+
+
+@pytest.fixture(scope="module")
+async def server() -> AsyncIterator[FakeProviderServer]:
+    async with FakeProviderServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(server: FakeProviderServer) -> AsyncIterator[httpx.AsyncClient]:
+    server.app.requests.clear()
+    server.app.attempts.clear()
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+@pytest.fixture(params=["openai", "anthropic", "gemini"])
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def eventually(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.02)
+
+
+def last(server: FakeProviderServer) -> SeenRequest:
+    return server.app.requests[-1]
+
+
+async def test_a_long_answer_over_a_real_socket(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    provider = make(name, server.url, client)
+    async with aclosing(provider.stream(job(name, 'tell me [[fake {"tokens": 5000}]]'))) as stream:
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.text for c in chunks if isinstance(c, TextChunk)) == "".join(answer_tokens("tell me", 5000))
+    assert chunks[-2] == UsageReport(last(server).input_tokens, 5000)
+    assert last(server).completed and not last(server).client_closed
+
+
+async def test_a_finished_answer_leaves_the_connection_reusable(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    provider = make(name, server.url, client)
+    for _ in range(2):
+        async with aclosing(provider.stream(job(name, "hi"))) as stream:
+            assert [chunk async for chunk in stream]
+    first, second = server.app.requests
+    assert first.client_port == second.client_port, "the second request needed a new connection"
+
+
+async def test_a_connection_dropped_mid_stream_is_a_connection_error(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    provider = make(name, server.url, client)
+    received: list[Chunk] = []
+    with pytest.raises(ConnectionFailed) as caught:
+        async with aclosing(provider.stream(job(name, 'hi [[fake {"drop_after": 3}]]'))) as stream:
+            async for chunk in stream:
+                received.append(chunk)
+    assert [type(c) for c in received] == [TextChunk] * 3
+    assert caught.value.retryable and caught.value.fallback_worthy
+    assert KEY.get_secret_value() not in str(caught.value)
+
+
+async def test_no_first_token_in_time_times_out_and_closes_upstream(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    timeouts = StreamTimeouts(connect_s=5, first_token_s=0.3, idle_s=20, total_s=60)
+    provider = make(name, server.url, client, timeouts)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout) as caught:
+        async with aclosing(provider.stream(job(name, 'hi [[fake {"first_token_delay": 30}]]'))) as stream:
+            async for _ in stream:
+                pass
+    assert caught.value.phase == "first_token"
+    assert time.monotonic() - started < 15
+    await eventually(lambda: last(server).client_closed)
+
+
+async def test_a_stream_going_quiet_times_out(name: str, server: FakeProviderServer, client: httpx.AsyncClient) -> None:
+    # The first token comes at once, the second only after 10 s.
+    timeouts = StreamTimeouts(connect_s=5, first_token_s=20, idle_s=0.3, total_s=60)
+    provider = make(name, server.url, client, timeouts)
+    received: list[Chunk] = []
+    with pytest.raises(ProviderTimeout) as caught:
+        async with aclosing(provider.stream(job(name, 'hi [[fake {"tokens_per_s": 0.1}]]'))) as stream:
+            async for chunk in stream:
+                received.append(chunk)
+    assert caught.value.phase == "idle"
+    assert len(received) == 1
+    await eventually(lambda: last(server).client_closed)
+
+
+async def test_an_answer_over_its_total_time_times_out(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    timeouts = StreamTimeouts(connect_s=5, first_token_s=20, idle_s=20, total_s=0.5)
+    provider = make(name, server.url, client, timeouts)
+    with pytest.raises(ProviderTimeout) as caught:
+        async with aclosing(provider.stream(job(name, 'hi [[fake {"tokens_per_s": 20, "tokens": 1000}]]'))) as stream:
+            async for _ in stream:
+                pass
+    assert caught.value.phase == "total"
+
+
+async def test_closing_the_stream_early_closes_the_upstream_connection(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    provider = make(name, server.url, client)
+    stream = provider.stream(job(name, 'hi [[fake {"tokens_per_s": 5, "tokens": 500}]]'))
+    async with aclosing(stream):  # type: ignore[type-var]
+        async for chunk in stream:
+            if isinstance(chunk, TextChunk):
+                break
+    await eventually(lambda: last(server).client_closed)
+    assert not last(server).completed and last(server).tokens_sent < 500
+
+
+async def test_cancelling_the_consumer_closes_the_upstream_connection(
+    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+) -> None:
+    provider = make(name, server.url, client)
+    first_text = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in provider.stream(job(name, 'hi [[fake {"tokens_per_s": 5, "tokens": 500}]]')):
+            if isinstance(chunk, TextChunk):
+                first_text.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_text.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: last(server).client_closed)
+
+
+async def test_a_refused_connection_is_a_connection_error(name: str, client: httpx.AsyncClient) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nothing listens on the port any more.
+    provider = make(name, f"http://127.0.0.1:{port}", client)
+    with pytest.raises(ConnectionFailed):
+        async for _ in provider.stream(job(name, "hi")):
+            pass
+
+
+async def test_a_connect_timeout_names_its_phase(name: str) -> None:
+    def never_connects(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(never_connects)) as client:
+        with pytest.raises(ProviderTimeout) as caught:
+            async for _ in make(name, "http://fake", client).stream(job(name, "hi")):
+                pass
+    assert caught.value.phase == "connect" and caught.value.retryable
