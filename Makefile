@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/parley/v1/*.proto)
 
-.PHONY: install run test unit integration lint proto bench lock clean
+.PHONY: install run test unit integration lint proto bench lock clean k8s-check
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m parley_dev.run
 
-test: install lint
+test: install lint k8s-check
 	$(BIN)/python -m pytest tests
 
 unit: install
@@ -39,6 +39,12 @@ proto: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Builds every kustomization in deploy/k8s, validates it against the Kubernetes schemas offline,
+# checks every PARLEY_* variable against the services' settings classes and lints the Dockerfile.
+# Its tools (pinned in tools/k8s-check-requirements.txt) are installed into .venv/k8s-tools once.
+k8s-check: install
+	$(BIN)/python -m tools.k8s_check
 
 # Re-pins requirements.lock from what the venv holds (after changing pyproject.toml dependencies).
 lock:

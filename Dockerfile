@@ -1,0 +1,51 @@
+# One image for every Parley service; the command picks the service:
+#   python -m parley_gateway | parley_orchestrator | parley_worker | parley_history | parley_media
+# (deploy/k8s sets `command` per Deployment; the default runs the gateway.)
+#
+# Pin PYTHON_IMAGE by digest in CI (`--build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:…`)
+# for byte-for-byte reproducible builds.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: a virtualenv holding Parley and its pinned runtime dependencies -----------------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+RUN python -m venv /opt/parley
+
+WORKDIR /src
+# The lock file pins every third-party package; `-c` applies those pins to the runtime
+# dependencies only (the dev tools in the lock are not installed).
+COPY pyproject.toml requirements.lock ./
+COPY libs/ libs/
+COPY services/ services/
+RUN /opt/parley/bin/pip install --no-cache-dir -c requirements.lock . \
+    && /opt/parley/bin/pip check
+
+# --- runtime: the virtualenv on the same slim base, run as an unprivileged user ------------
+FROM ${PYTHON_IMAGE}
+
+# A fixed numeric uid/gid, so that Kubernetes' runAsNonRoot can verify it without resolving names.
+RUN groupadd --system --gid 10001 parley \
+    && useradd --system --uid 10001 --gid parley --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin parley
+
+COPY --from=build /opt/parley /opt/parley
+# The default model registry; Kubernetes mounts the ConfigMap parley-models over /etc/parley.
+COPY config/models.yaml /etc/parley/models.yaml
+
+# The root filesystem is read-only in Kubernetes: no bytecode writes, nothing buffered.
+ENV PATH=/opt/parley/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PARLEY_MODELS_FILE=/etc/parley/models.yaml
+
+WORKDIR /app
+USER 10001:10001
+
+# gateway HTTP, history gRPC, media gRPC
+EXPOSE 8080 50051 50052
+
+CMD ["python", "-m", "parley_gateway"]
