@@ -21,6 +21,8 @@ def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
     data: dict[str, Any] = {"response_id": event.response_id, "conversation_id": event.conversation_id}
     if kind == "meta":
         data.update(model=event.meta.model, user_message_id=event.meta.user_message_id)
+        if event.meta.fallback_from:
+            data.update(fallback_from=event.meta.fallback_from)
     elif kind == "delta":
         data.update(text=event.delta.text)
     elif kind == "usage":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 from redis.asyncio import Redis
 
 from parley_common.amqp import connect
@@ -21,27 +22,54 @@ from parley_common.topology import Topology
 from .consumers import ProviderJobConsumer
 from .leases import JobLease
 from .providers import Provider
+from .providers.anthropic import AnthropicProvider
 from .providers.demo import DemoProvider
+from .providers.gemini import GeminiProvider
+from .providers.http import StreamTimeouts
+from .providers.openai import OpenAIProvider
 from .resilience import RetryPolicy
 from .settings import WorkerSettings
 
 log = logging.getLogger("parley.worker")
 
 
-def build_providers(settings: WorkerSettings, registry: ModelRegistry) -> dict[str, Provider]:
+ADAPTERS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+}
+
+
+def build_providers(
+    settings: WorkerSettings, registry: ModelRegistry, client: httpx.AsyncClient
+) -> dict[str, Provider]:
     """The providers this worker serves, as the registry describes them."""
     unknown = set(settings.worker_providers) - set(registry.providers)
     if unknown:
         raise SystemExit(
             f"invalid configuration: PARLEY_WORKER_PROVIDERS names providers not in the registry: {sorted(unknown)}"
         )
+    timeouts = StreamTimeouts(
+        connect_s=settings.provider_connect_timeout_s,
+        first_token_s=settings.provider_first_token_timeout_s,
+        idle_s=settings.provider_idle_timeout_s,
+        total_s=settings.provider_total_timeout_s,
+    )
     providers: dict[str, Provider] = {}
     for name in settings.worker_providers:
         config = registry.providers[name]
         if config.kind == "demo":
             providers[name] = DemoProvider(settings.demo_first_token_delay_ms / 1000, settings.demo_tokens_per_s)
-        else:
-            raise SystemExit(f"invalid configuration: provider kind {config.kind!r} is not supported by this worker")
+            continue
+        if not config.base_url:
+            raise SystemExit(f"invalid configuration: provider {name!r} has no base_url in the model registry")
+        providers[name] = ADAPTERS[config.kind](
+            name=name,
+            base_url=config.base_url,
+            api_key=settings.provider_api_keys.get(name),
+            client=client,
+            timeouts=timeouts,
+        )
     return providers
 
 
@@ -50,7 +78,12 @@ async def serve(stop: asyncio.Event) -> None:
     setup_logging("provider-worker", settings.log_level)
     setup_telemetry("provider-worker")
     registry = settings.model_registry()
-    providers = build_providers(settings, registry)
+    # One connection pool for every upstream call of this process; timeouts are per phase (StreamTimeouts).
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.provider_total_timeout_s, connect=settings.provider_connect_timeout_s),
+        limits=httpx.Limits(max_connections=settings.worker_prefetch * 2, max_keepalive_connections=100),
+    )
+    providers = build_providers(settings, registry, client)
     topology = Topology(settings.namespace)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
@@ -99,6 +132,7 @@ async def serve(stop: asyncio.Event) -> None:
         await in_flight.drain(5.0)
     await connection.close()
     await redis.aclose()
+    await client.aclose()
 
 
 def main() -> None:

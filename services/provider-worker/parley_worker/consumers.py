@@ -4,6 +4,7 @@ token, obeys cancels, and publishes the completed (or interrupted) response."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -177,24 +178,27 @@ class ProviderJobConsumer:
         status = chat_pb2.RESPONSE_STATUS_COMPLETED
         retry = 0
         delay = 0.0
+        trimmed = False
         meta_sent = False
         while True:
             try:
                 if delay:
                     await asyncio.sleep(delay)
-                async for chunk in provider.stream(job):
-                    if not meta_sent:
-                        # The provider accepted the request: now the model is known for sure.
-                        await stream.emit(meta=self.meta(job))
-                        meta_sent = True
-                    if isinstance(chunk, TextChunk):
-                        if chunk.text:
-                            parts.append(chunk.text)
-                            await stream.emit(delta=chat_pb2.StreamDelta(text=chunk.text))
-                    elif isinstance(chunk, UsageReport):
-                        usage = self.usage(job.model, chunk)
-                    elif isinstance(chunk, Finish):
-                        finish_reason = chunk.reason
+                # aclosing: whatever ends the loop (an error, a cancel) closes the upstream connection now.
+                async with contextlib.aclosing(provider.stream(job)) as chunks:
+                    async for chunk in chunks:
+                        if not meta_sent:
+                            # The provider accepted the request: now the model is known for sure.
+                            await stream.emit(meta=self.meta(job))
+                            meta_sent = True
+                        if isinstance(chunk, TextChunk):
+                            if chunk.text:
+                                parts.append(chunk.text)
+                                await stream.emit(delta=chat_pb2.StreamDelta(text=chunk.text))
+                        elif isinstance(chunk, UsageReport):
+                            usage = self.usage(job.model, chunk)
+                        elif isinstance(chunk, Finish):
+                            finish_reason = chunk.reason
                 if not meta_sent:
                     await stream.emit(meta=self.meta(job))
                 await stream.emit(usage=usage)
@@ -207,6 +211,17 @@ class ProviderJobConsumer:
                     await stream.fail(ERROR_CODES.get(err.kind, "provider_error"), _message(err), True)
                     status, finish_reason = chat_pb2.RESPONSE_STATUS_INTERRUPTED, "error"
                     break
+                if err.kind == "context_length_exceeded" and not trimmed:
+                    shorter = drop_oldest_half(job)
+                    if shorter is not None:
+                        # The provider counts differently from our estimate: trim tighter, once.
+                        log.info("context too long; retrying with a shorter prompt", extra=extra)
+                        job, trimmed, delay = shorter, True, 0.0
+                        continue
+                if err.kind == "overloaded" and job.fallbacks:
+                    # An overloaded provider is better left alone: the next model at once.
+                    await self.hand_to_fallback(job, err)
+                    return
                 backoff = self.policy.backoff_s(retry + 1, err)
                 if backoff is not None:
                     retry += 1
@@ -301,6 +316,25 @@ class ProviderJobConsumer:
             mandatory=True,
         )
         await self.slots.release(job.user_id, job.response_id)
+
+
+def drop_oldest_half(job: chat_pb2.ProviderJob) -> chat_pb2.ProviderJob | None:
+    """The job with the older half of its conversation dropped (system prompt and the newest
+    message kept), or None when there is nothing left to drop."""
+    messages = list(job.messages)
+    system = [m for m in messages if m.role == "system"]
+    rest = [m for m in messages if m.role != "system"]
+    if len(rest) <= 1:
+        return None
+    keep = rest[len(rest) // 2 :]
+    # A conversation sent to a model starts with the user's turn.
+    while len(keep) > 1 and keep[0].role != "user":
+        keep = keep[1:]
+    shorter = chat_pb2.ProviderJob()
+    shorter.CopyFrom(job)
+    del shorter.messages[:]
+    shorter.messages.extend(system + keep)
+    return shorter
 
 
 def _message(err: ProviderError) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,6 @@ Chunk = TextChunk | UsageReport | Finish
 class Provider(Protocol):
     name: str
 
-    def stream(self, job: chat_pb2.ProviderJob) -> AsyncIterator[Chunk]:
+    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
         """Text chunks in order, then a UsageReport and a Finish."""
         ...

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from parley.v1 import chat_pb2
 
@@ -51,7 +51,7 @@ class DemoProvider:
         self.first_token_delay_s = first_token_delay_s
         self.tokens_per_s = tokens_per_s
 
-    async def stream(self, job: chat_pb2.ProviderJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
         pieces = _words(demo_answer(list(job.messages)))
         limit = job.max_output_tokens or len(pieces)
         start = time.monotonic() + self.first_token_delay_s

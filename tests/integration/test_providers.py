@@ -1,0 +1,314 @@
+"""Real provider wire formats through the whole system, against the fake provider server
+running as a real HTTP process: every format, every failure mode, cancellation.
+
+The fake is steered per request by a directive in the message (see parley_dev.fake_providers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from parley_dev.fake_providers import answer_tokens
+from parley_dev.infra import Infra, free_port
+from parley_dev.stack import Stack, StackConfig
+
+from .sse import Frame, frames, read_all, text_of
+
+KEY = "pk_test_providers_" + secrets.token_urlsafe(12)
+PRICES = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 10.0}
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("fake") / "fake.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "parley_dev.fake_providers", "--port", str(port)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"{url}/_fake/requests", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the fake provider server did not start") from None
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+def registry(fake_url: str) -> dict[str, Any]:
+    def model(provider: str, upstream: str, fallbacks: list[str] | None = None) -> dict[str, Any]:
+        return {
+            "provider": provider,
+            "upstream_model": upstream,
+            "context_window": 100_000,
+            "max_output_tokens": 4000,
+            **PRICES,
+            "fallbacks": fallbacks or [],
+        }
+
+    return {
+        "default_model": "demo",
+        "providers": {
+            "demo": {"kind": "demo"},
+            "openai": {"kind": "openai", "base_url": f"{fake_url}/v1"},
+            "anthropic": {"kind": "anthropic", "base_url": fake_url},
+            "gemini": {"kind": "gemini", "base_url": fake_url},
+            "local": {"kind": "openai", "base_url": f"{fake_url}/v1"},
+        },
+        "models": {
+            "demo": {**model("demo", "parley-demo-1"), "input_price_per_mtok": 0, "output_price_per_mtok": 0},
+            "gpt": model("openai", "gpt-test", ["claude"]),
+            "claude": model("anthropic", "claude-test"),
+            "gemini": model("gemini", "gemini-test"),
+            "local": model("local", "llama-test"),
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+async def pstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    workdir = tmp_path_factory.mktemp("provider-stack")
+    models_file = workdir / "models.json"  # JSON is YAML
+    models_file.write_text(json.dumps(registry(fake)))
+    stack = Stack(
+        StackConfig(
+            infra=infra,
+            namespace="tp" + uuid.uuid4().hex[:10],
+            workdir=workdir,
+            dev_api_key=KEY,
+            extra_env={
+                "PARLEY_MODELS_FILE": str(models_file),
+                "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "local"]',
+                "PARLEY_PROVIDER_API_KEYS": json.dumps(
+                    {"openai": "sk-test-openai", "anthropic": "sk-ant-test", "gemini": "g-test-key"}
+                ),
+                "PARLEY_PROVIDER_RETRY_BASE_S": "0.05",
+                "PARLEY_PROVIDER_FIRST_TOKEN_TIMEOUT_S": "1.5",
+                "PARLEY_PROVIDER_IDLE_TIMEOUT_S": "1.5",
+                "PARLEY_HEARTBEAT_S": "1",
+                # One SSE event per provider token, so tests can count them.
+                "PARLEY_COALESCE_MS": "0",
+            },
+        )
+    )
+    try:
+        await stack.start()
+    except Exception:
+        await stack.stop()
+        raise
+    yield stack
+    codes = await stack.stop()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+@pytest.fixture
+async def api(pstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=pstack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The fake's record of the requests it received (cleared per test)."""
+    async with httpx.AsyncClient(base_url=fake, timeout=10) as client:
+        await client.delete("/_fake/requests")
+        yield client
+
+
+async def turn(api: httpx.AsyncClient, model: str, content: str) -> tuple[str, str, list[Frame]]:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": content, "model": model}
+    ) as r:
+        assert r.status_code == 200, await r.aread()
+        return conversation, r.headers["x-parley-response-id"], await read_all(r)
+
+
+async def stored_answer(api: httpx.AsyncClient, conversation: str, response_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        data = (await api.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
+        found = [m for m in data if m["id"] == response_id]
+        if found or time.monotonic() > deadline:
+            assert found, f"answer {response_id} never reached history"
+            return found[0]
+        await asyncio.sleep(0.05)
+
+
+async def requests_seen(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
+    return list((await seen.get("/_fake/requests")).json())
+
+
+@pytest.mark.parametrize(
+    ("model", "fmt"), [("gpt", "openai"), ("claude", "anthropic"), ("gemini", "gemini"), ("local", "openai")]
+)
+async def test_each_wire_format_streams_the_providers_answer_with_its_usage(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient, model: str, fmt: str
+) -> None:
+    conversation, response_id, got = await turn(api, model, f"Tell me about {model}")
+    assert got[0].event == "meta" and got[-1].event == "done"
+    assert got[0].data["model"] == model
+    expected = "".join(answer_tokens(f"Tell me about {model}"))
+    assert text_of(got) == expected
+    assert sum(f.event == "delta" for f in got) > 3, "token by token"
+    (request,) = await requests_seen(seen)
+    assert request["format"] == fmt and request["model"] == {"local": "llama-test"}.get(model, f"{model}-test")
+    assert request["auth"] is (model != "local"), "keys go where configured, nowhere else"
+    usage = next(f.data for f in got if f.event == "usage")
+    assert (usage["input_tokens"], usage["output_tokens"]) == (request["input_tokens"], request["output_tokens"])
+    assert usage["cost_micros"] == round(usage["input_tokens"] * 2.0 + usage["output_tokens"] * 10.0)
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["content"] == expected and answer["status"] == "complete" and answer["model"] == model
+    assert answer["usage"] == {k: usage[k] for k in ("input_tokens", "output_tokens", "cost_micros")}
+
+
+async def test_429_with_retry_after_is_waited_out_and_retried(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
+    directive = '[[fake {"status": 429, "retry_after": 0.5, "times": 1, "key": "r429"}]]'
+    start = time.monotonic()
+    _, _, got = await turn(api, "gpt", f"rate limited {directive}")
+    assert got[-1].event == "done" and got[0].data["model"] == "gpt"
+    requests = await requests_seen(seen)
+    assert [r["status"] for r in requests] == [429, 200]
+    assert requests[1]["seen_at"] - requests[0]["seen_at"] >= 0.45, "retry-after was honoured"
+    assert time.monotonic() - start >= 0.45
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_server_error_before_the_first_token_is_retried(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient, status: int
+) -> None:
+    _, _, got = await turn(api, "gemini", f'flaky [[fake {{"status": {status}, "times": 1, "key": "s{status}"}}]]')
+    assert got[-1].event == "done"
+    assert [r["status"] for r in await requests_seen(seen)] == [status, 200]
+
+
+async def test_an_overloaded_model_falls_back_and_meta_says_so(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
+    conversation, response_id, got = await turn(api, "gpt", 'busy [[fake {"status": 529, "times": 1, "key": "o"}]]')
+    meta = got[0].data
+    assert got[0].event == "meta" and meta["model"] == "claude" and meta["fallback_from"] == "gpt"
+    assert got[-1].event == "done" and text_of(got)
+    formats = [(r["format"], r["status"]) for r in await requests_seen(seen)]
+    assert formats == [("openai", 529), ("anthropic", 200)], "an overloaded provider is not retried: the next model is"
+    assert (await stored_answer(api, conversation, response_id))["model"] == "claude"
+
+
+async def test_context_too_long_is_trimmed_and_retried_once(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    for i in range(3):
+        async with api.stream(
+            "POST", f"/v1/conversations/{conversation}/messages", json={"content": f"earlier {i}", "model": "claude"}
+        ) as r:
+            await read_all(r)
+    await seen.delete("/_fake/requests")
+    directive = '[[fake {"context_length_exceeded": true, "times": 1, "key": "ctx"}]]'
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": f"now {directive}", "model": "claude"}
+    ) as r:
+        got = await read_all(r)
+    assert got[-1].event == "done"
+    first, second = await requests_seen(seen)
+    assert first["status"] == 400 and second["status"] == 200
+    assert len(second["body"]["messages"]) < len(first["body"]["messages"])
+
+
+async def test_context_too_long_every_time_is_a_clear_error(api: httpx.AsyncClient) -> None:
+    _, _, got = await turn(api, "gemini", 'huge [[fake {"context_length_exceeded": true}]]')
+    assert got[-1].event == "error"
+    assert got[-1].data["code"] == "context_length_exceeded" and got[-1].data["retryable"] is False
+
+
+async def test_bad_credentials_are_not_retried(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
+    _, _, got = await turn(api, "gemini", 'who are you [[fake {"status": 401}]]')
+    assert got[-1].event == "error" and got[-1].data["code"] == "provider_auth_failed"
+    assert len(await requests_seen(seen)) == 1
+
+
+async def test_a_connection_dropped_mid_stream_ends_with_a_retryable_error_and_keeps_the_partial(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    conversation, response_id, got = await turn(api, "gpt", 'drop it [[fake {"drop_after": 4}]]')
+    assert got[-1].event == "error" and got[-1].data["retryable"] is True
+    partial = text_of(got)
+    assert sum(f.event == "delta" for f in got) == 4
+    assert len(await requests_seen(seen)) == 1, "never retried after text was shown"
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["status"] == "interrupted" and answer["content"] == partial
+
+
+async def test_an_error_event_mid_stream_is_not_retried(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
+    conversation, response_id, got = await turn(
+        api, "claude", 'overload later [[fake {"error_after": 3, "stream_error": "overloaded"}]]'
+    )
+    assert got[-1].event == "error" and got[-1].data["code"] == "provider_overloaded"
+    assert sum(f.event == "delta" for f in got) == 3
+    assert len(await requests_seen(seen)) == 1
+    assert (await stored_answer(api, conversation, response_id))["status"] == "interrupted"
+
+
+async def test_a_provider_that_never_sends_a_token_times_out(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
+    _, _, got = await turn(api, "gemini", 'hang [[fake {"first_token_delay": 30}]]')
+    assert got[-1].event == "error" and got[-1].data["code"] == "provider_timeout"
+    requests = await requests_seen(seen)
+    assert len(requests) == 3, "the first try and two retries"
+    assert all(r["client_closed"] for r in requests), "each timed-out call was hung up"
+
+
+async def test_slow_and_very_long_answers_stream_to_the_end(api: httpx.AsyncClient) -> None:
+    conversation, response_id, got = await turn(api, "local", 'long [[fake {"tokens": 1500, "tokens_per_s": 3000}]]')
+    assert got[-1].event == "done"
+    text = text_of(got)
+    assert text == "".join(answer_tokens("long", 1500))
+    assert (await stored_answer(api, conversation, response_id))["content"] == text
+    _, _, slow = await turn(api, "local", 'slow [[fake {"tokens": 6, "tokens_per_s": 4}]]')
+    assert slow[-1].event == "done" and sum(f.event == "delta" for f in slow) >= 2
+
+
+async def test_cancel_closes_the_upstream_connection_and_keeps_the_partial_answer(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    got: list[Frame] = []
+    async with api.stream(
+        "POST",
+        f"/v1/conversations/{conversation}/messages",
+        json={"content": 'go on [[fake {"tokens": 400, "tokens_per_s": 20}]]', "model": "claude"},
+    ) as r:
+        response_id = r.headers["x-parley-response-id"]
+        async for frame in frames(r):
+            got.append(frame)
+            if frame.event == "delta" and sum(f.event == "delta" for f in got) == 3:
+                cancelled_at = time.time()
+                reply = await api.post(f"/v1/responses/{response_id}/cancel")
+                assert reply.status_code == 202, (reply.text, got)
+            if frame.event in ("done", "error"):
+                break
+    assert got[-1].event == "done" and got[-1].data["finish_reason"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while True:
+        (request,) = await requests_seen(seen)
+        if request["client_closed"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert request["client_closed"] and request["closed_at"] - cancelled_at < 1.0
+    assert request["tokens_sent"] < 400
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["status"] == "interrupted" and answer["content"] == text_of(got)
