@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
-from . import ttft
+from . import streams, ttft
+
+BENCHMARKS = {"ttft": ttft.main, "streams": streams.main}
 
 
 def main() -> None:
-    asyncio.run(ttft.main())
+    """`python -m bench` runs them all; `python -m bench NAME…` only those."""
+    names = sys.argv[1:] or list(BENCHMARKS)
+    for name in names:
+        print(f"== {name}", flush=True)
+        asyncio.run(BENCHMARKS[name]())
 
 
 main()

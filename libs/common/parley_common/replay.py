@@ -29,8 +29,17 @@ def is_terminal(event: chat_pb2.StreamEvent) -> bool:
 class ReplayLog:
     """A bounded, expiring Redis Stream of one response's frames."""
 
-    def __init__(self, redis: Redis, namespace: str, ttl_s: int = 3600, max_frames: int = 50_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str,
+        ttl_s: int = 3600,
+        max_frames: int = 50_000,
+        follower: Redis | None = None,
+    ) -> None:
         self.redis = redis
+        # Blocking reads (follow) use their own client, so they never starve short commands.
+        self.follower = follower or redis
         self.namespace = namespace
         self.ttl_s = ttl_s
         self.max_frames = max_frames
@@ -90,7 +99,7 @@ class ReplayLog:
         key = self.key(response_id)
         last = f"0-{after_seq}"
         while True:
-            result: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await self.redis.xread(  # type: ignore[assignment]
+            result: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await self.follower.xread(  # type: ignore[assignment]
                 {key: last}, block=block_ms, count=500
             )
             if not result:

@@ -24,6 +24,10 @@ class CommonSettings(BaseSettings):
     namespace: str = Field(default="parley", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Connections for short Redis commands (callers wait for one when all are busy), and for
+    # blocking replay-log reads (one per stream being resumed or waited on).
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_max_followers: int = Field(default=10_000, ge=1, le=100_000)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # How long a service waits at start-up for the broker before giving up.
     connect_timeout_s: float = Field(default=30.0, gt=0, le=600)

@@ -13,12 +13,12 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 
 from parley_common.amqp import connect
 from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
 from parley_common.logs import setup_logging
+from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
@@ -44,7 +44,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.registry = registry
         app.state.api_keys = ApiKeys(settings.all_keys())
         app.state.history = HistoryClient(settings.history_grpc_target)
-        app.state.redis = Redis.from_url(settings.redis_url.get_secret_value())
+        app.state.redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
+        app.state.redis_followers = follower_client(settings.redis_url.get_secret_value(), settings.redis_max_followers)
         app.state.rate_limit = RequestRateLimit(app.state.redis, settings.namespace, settings.requests_per_minute)
         app.state.amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
         consume_channel = await app.state.amqp.channel()
@@ -56,7 +57,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             settings=settings,
             topology=topology,
             history=app.state.history,
-            replay=ReplayLog(app.state.redis, settings.namespace),
+            replay=ReplayLog(app.state.redis, settings.namespace, follower=app.state.redis_followers),
             slots=StreamSlots(app.state.redis, settings.namespace, settings.max_streams_per_user),
             cancellations=Cancellations(
                 app.state.redis, settings.namespace, await topology.declare_control_exchange(publish_channel)
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await app.state.amqp.close()
         await app.state.history.close()
         await app.state.redis.aclose()
+        await app.state.redis_followers.aclose()
 
     registry = settings.model_registry()
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)

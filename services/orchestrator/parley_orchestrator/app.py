@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from parley_common.amqp import connect
 from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
+from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
@@ -34,14 +33,15 @@ async def serve(stop: asyncio.Event) -> None:
     router = ModelRouter(registry)
     topology = Topology(settings.namespace)
     history = HistoryClient(settings.history_grpc_target)
-    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
+    followers = follower_client(settings.redis_url.get_secret_value(), settings.redis_max_followers)
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.orchestrator_prefetch)
     publish_channel = await connection.channel(publisher_confirms=True)
     reply_channel = await connection.channel(publisher_confirms=False)
     in_flight = InFlight()
-    replay = ReplayLog(redis, settings.namespace)
+    replay = ReplayLog(redis, settings.namespace, follower=followers)
     control_exchange = await topology.declare_control_exchange(publish_channel)
     cancellations = Cancellations(redis, settings.namespace, control_exchange)
     consumer = ChatRequestConsumer(
@@ -76,6 +76,7 @@ async def serve(stop: asyncio.Event) -> None:
     await connection.close()
     await history.close()
     await redis.aclose()
+    await followers.aclose()
 
 
 def main() -> None:

@@ -6,13 +6,13 @@ import asyncio
 import logging
 
 import httpx
-from redis.asyncio import Redis
 
 from parley_common.amqp import connect
 from parley_common.control import Cancellations
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.models import ModelRegistry
+from parley_common.redis_clients import command_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
@@ -85,7 +85,7 @@ async def serve(stop: asyncio.Event) -> None:
     )
     providers = build_providers(settings, registry, client)
     topology = Topology(settings.namespace)
-    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
