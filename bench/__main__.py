@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import streams, ttft
+from . import providers, streams, ttft
 
-BENCHMARKS = {"ttft": ttft.main, "streams": streams.main}
+BENCHMARKS = {"ttft": ttft.main, "streams": streams.main, "providers": providers.main}
 
 
 def main() -> None:

@@ -105,6 +105,7 @@ async def pstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
                 "PARLEY_HEARTBEAT_S": "1",
                 # One SSE event per provider token, so tests can count them.
                 "PARLEY_COALESCE_MS": "0",
+                "PARLEY_WORKER_COALESCE_MS": "0",
             },
         )
     )

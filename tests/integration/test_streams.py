@@ -32,7 +32,8 @@ async def test_a_client_that_drops_resumes_with_last_event_id(client: httpx.Asyn
         assert r.status_code == 200
         rest = await read_all(r)
     assert rest[0].id == last_id + 1, "every frame after Last-Event-ID, none twice"
-    assert [f.id for f in seen + rest] == list(range(1, len(seen) + len(rest) + 1))
+    ids = [f.id for f in seen + rest]
+    assert ids == sorted(set(ids)), "ids only grow (merged deltas carry the id of their last frame)"
     assert rest[-1].event == "done"
 
     # The whole answer, read again from the start, is the same text.

@@ -54,9 +54,13 @@ def envelope(
     idempotency_key: str,
     persistent: bool = True,
     expiration_s: float | None = None,
+    traced: bool = True,
 ) -> aio_pika.Message:
+    """`traced=False` leaves out the trace context: stream frames, sent by the thousand, belong
+    to the trace of the job that sends them and need no context of their own."""
     headers: dict[str, Any] = {"x-schema-version": SCHEMA_VERSION, "x-idempotency-key": idempotency_key}
-    inject_headers(headers)
+    if traced:
+        inject_headers(headers)
     return aio_pika.Message(
         body.SerializeToString(),
         content_type="application/x-protobuf",

@@ -8,6 +8,7 @@ The Redis entry id of a frame is `0-<seq>`, so "after Last-Event-ID" is an exclu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -139,6 +140,8 @@ class ResponseStream:
         self.reply_to = reply_to
         self.seq: int | None = None
         self.closed = False
+        # Frames are written one at a time: the log only accepts ids in increasing order.
+        self._lock = asyncio.Lock()
 
     @property
     def started(self) -> bool:
@@ -146,6 +149,10 @@ class ResponseStream:
 
     async def emit(self, **kind: Any) -> chat_pb2.StreamEvent:
         """Send one frame, e.g. `emit(delta=chat_pb2.StreamDelta(text="Hi"))`."""
+        async with self._lock:
+            return await self._emit(kind)
+
+    async def _emit(self, kind: dict[str, Any]) -> chat_pb2.StreamEvent:
         if self.closed:
             raise RuntimeError("stream already ended")
         if self.seq is None:
@@ -161,7 +168,11 @@ class ResponseStream:
             # mandatory=False: the reply queue is gone when its client left; the log still has it.
             await self.channel.default_exchange.publish(
                 envelope(
-                    event, message_type=STREAM_EVENT, idempotency_key=f"{self.response_id}:{self.seq}", persistent=False
+                    event,
+                    message_type=STREAM_EVENT,
+                    idempotency_key=f"{self.response_id}:{self.seq}",
+                    persistent=False,
+                    traced=False,
                 ),
                 routing_key=self.reply_to,
                 mandatory=False,

@@ -109,6 +109,7 @@ async def serve(stop: asyncio.Event) -> None:
             base_s=settings.provider_retry_base_s,
             max_retry_after_s=settings.provider_max_retry_after_s,
         ),
+        coalesce_s=settings.worker_coalesce_ms / 1000,
         reply_channel=reply_channel,
         publish_channel=publish_channel,
         events_exchange=events_exchange,

@@ -28,6 +28,7 @@ from parley_common.topology import (
     Topology,
 )
 
+from .batching import DeltaBatcher
 from .leases import JobLease
 from .providers import Finish, Provider, TextChunk, UsageReport
 from .providers.errors import ProviderError
@@ -61,6 +62,7 @@ class ProviderJobConsumer:
         slots: StreamSlots,
         lease: JobLease,
         policy: RetryPolicy,
+        coalesce_s: float,
         reply_channel: AbstractChannel,
         publish_channel: AbstractChannel,
         events_exchange: AbstractExchange,
@@ -74,6 +76,7 @@ class ProviderJobConsumer:
         self.slots = slots
         self.lease = lease
         self.policy = policy
+        self.coalesce_s = coalesce_s
         self.reply_channel = reply_channel
         self.publish_channel = publish_channel
         self.events_exchange = events_exchange
@@ -180,6 +183,7 @@ class ProviderJobConsumer:
         delay = 0.0
         trimmed = False
         meta_sent = False
+        batcher = DeltaBatcher(stream, self.coalesce_s)
         while True:
             try:
                 if delay:
@@ -194,17 +198,20 @@ class ProviderJobConsumer:
                         if isinstance(chunk, TextChunk):
                             if chunk.text:
                                 parts.append(chunk.text)
-                                await stream.emit(delta=chat_pb2.StreamDelta(text=chunk.text))
+                                await batcher.add(chunk.text)
                         elif isinstance(chunk, UsageReport):
                             usage = self.usage(job.model, chunk)
                         elif isinstance(chunk, Finish):
                             finish_reason = chunk.reason
                 if not meta_sent:
                     await stream.emit(meta=self.meta(job))
+                await batcher.close()
                 await stream.emit(usage=usage)
                 await stream.emit(done=chat_pb2.StreamDone(finish_reason=finish_reason))
                 break
             except ProviderError as err:
+                # Text already taken from the provider reaches the client before anything else.
+                await batcher.close()
                 extra = {"response_id": job.response_id, "kind": err.kind, "status": err.status, "model": job.model}
                 if parts:
                     log.warning("provider failed mid-stream", extra=extra)
@@ -242,6 +249,7 @@ class ProviderJobConsumer:
                     current.uncancel()
                 reason = self.cancel_reasons.get(job.response_id, SHUTDOWN)
                 status, finish_reason = chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled"
+                await batcher.close()
                 if reason == SHUTDOWN:
                     await stream.fail("worker_shutdown", "the worker stopped; send the message again", True)
                 else:
@@ -252,6 +260,7 @@ class ProviderJobConsumer:
                 break
             except Exception as exc:
                 log.exception("provider stream failed", extra={"response_id": job.response_id})
+                await batcher.close()
                 status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if parts else chat_pb2.RESPONSE_STATUS_FAILED
                 finish_reason = "error"
                 await stream.fail("provider_error", f"the model provider failed: {type(exc).__name__}", True)

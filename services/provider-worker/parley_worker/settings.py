@@ -12,6 +12,8 @@ class WorkerSettings(CommonSettings):
     worker_prefetch: int = Field(default=100, ge=1, le=5000)
     # Provider name -> API key, JSON in PARLEY_PROVIDER_API_KEYS. Never logged.
     provider_api_keys: dict[str, SecretStr] = {}
+    # After an answer's first token, tokens arriving within this window go out as one frame.
+    worker_coalesce_ms: int = Field(default=15, ge=0, le=1000)
     demo_first_token_delay_ms: int = Field(default=250, ge=0, le=60_000)
     demo_tokens_per_s: float = Field(default=50.0, gt=0, le=100_000)
     # Retries before the first token reached the client (never after).
