@@ -104,13 +104,21 @@ Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def grpc_errors(method: Handler) -> Handler:
-    """Decorate a gRPC servicer method: a ParleyError it raises becomes its gRPC status."""
+    """Decorate a gRPC servicer method: it runs in a server span continuing the caller's trace
+    (from the call metadata), and a ParleyError it raises becomes its gRPC status."""
+    from opentelemetry import trace
+
+    from .telemetry import context_from_metadata, tracer
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except ParleyError as err:
-            await context.abort(err.grpc_status, f"{err.code}: {err.message}")
+        parent = context_from_metadata(context.invocation_metadata())
+        with tracer(method.__module__).start_as_current_span(
+            method.__name__, context=parent, kind=trace.SpanKind.SERVER
+        ):
+            try:
+                return await method(self, request, context)
+            except ParleyError as err:
+                await context.abort(err.grpc_status, f"{err.code}: {err.message}")
 
     return wrapper

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.v1 import history_pb2, history_pb2_grpc
 
-from .errors import from_grpc
+from . import grpc_client
 
 T = TypeVar("T")
 
@@ -65,10 +65,7 @@ class HistoryClient:
         await self.channel.close()
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        try:
-            return await method(request, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as err:
-            raise from_grpc(err) from None
+        return await grpc_client.call("history", method, request, self.timeout_s)
 
     async def serving(self) -> bool:
         try:

@@ -7,6 +7,8 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from .telemetry import shutdown_telemetry
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,7 @@ def run_service(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(stop)
         log.info("stopped")
+        shutdown_telemetry()
 
     asyncio.run(main())
 

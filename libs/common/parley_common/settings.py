@@ -33,6 +33,11 @@ class CommonSettings(BaseSettings):
     connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
     # On SIGTERM: how long in-flight work may take before it is handed back.
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=600)
+    # OpenTelemetry: OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); empty = no export.
+    otlp_endpoint: str = ""
+    # Prometheus metrics of services without an HTTP server; 0 = not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # The model registry (see config/models.yaml).
     models_file: Path = DEFAULT_MODELS_FILE
 

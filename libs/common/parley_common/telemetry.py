@@ -1,27 +1,43 @@
-"""OpenTelemetry set-up and W3C trace-context propagation through AMQP headers.
+"""OpenTelemetry: one trace per chat turn, across HTTP, AMQP and gRPC.
 
-Spans are always created (they also give log lines their trace ids); they are exported only
-when an exporter is configured, so the default costs no network.
+The W3C trace context travels in AMQP message headers (envelope) and gRPC metadata
+(HistoryClient and the servicers' `grpc_errors`); FastAPI opens the HTTP server span itself.
+Spans are always made (they also give log lines their trace ids) and are exported over
+OTLP/HTTP only when PARLEY_OTLP_ENDPOINT is set, so the default costs no network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-_configured = False
+_provider: TracerProvider | None = None
 
 
-def setup_telemetry(service: str) -> None:
-    global _configured
-    if _configured:
+def setup_telemetry(service: str, otlp_endpoint: str = "") -> None:
+    """Install the tracer provider of this process; export to `otlp_endpoint` when given."""
+    global _provider
+    if _provider is not None:
         return
-    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service})))
-    _configured = True
+    _provider = TracerProvider(resource=Resource.create({"service.name": f"parley-{service}"}))
+    if otlp_endpoint:
+        # Imported only when exporting: it pulls in an HTTP stack the default does not need.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces", timeout=5)
+        _provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    trace.set_tracer_provider(_provider)
+
+
+def shutdown_telemetry() -> None:
+    """Export what is still buffered (at shutdown)."""
+    if _provider is not None:
+        _provider.shutdown()
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -39,3 +55,14 @@ def inject_headers(headers: dict[str, Any]) -> dict[str, Any]:
 def extract_context(headers: Mapping[str, Any] | None) -> context.Context:
     carrier = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (headers or {}).items()}
     return propagate.extract(carrier)
+
+
+def grpc_metadata() -> list[tuple[str, str]]:
+    """The current trace context as gRPC call metadata."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
+
+
+def context_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> context.Context:
+    return extract_context(dict(metadata or ()))

@@ -48,6 +48,8 @@ class Stack:
         self.gateway_port = config.gateway_port or free_port()
         self.history_port = free_port()
         self.media_port = free_port()
+        # Prometheus endpoints of the services that have no HTTP server of their own.
+        self.metrics_ports = {"orchestrator": free_port(), "provider-worker": free_port()}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
@@ -69,6 +71,8 @@ class Stack:
             PARLEY_DEV_API_KEY=self.config.dev_api_key,
             PYTHONUNBUFFERED="1",
         )
+        if service in self.metrics_ports:
+            env.update(PARLEY_METRICS_PORT=str(self.metrics_ports[service]))
         env.update(self.config.extra_env)
         env.update(overrides)
         return env

@@ -22,7 +22,7 @@ from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import setup_telemetry
+from parley_common.telemetry import setup_telemetry, shutdown_telemetry
 from parley_common.topology import Topology
 
 from .auth import ApiKeys
@@ -72,6 +72,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await app.state.history.close()
         await app.state.redis.aclose()
         await app.state.redis_followers.aclose()
+        shutdown_telemetry()
 
     registry = settings.model_registry()
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
@@ -117,7 +118,7 @@ class GatewayServer(uvicorn.Server):
 def main() -> None:
     settings = load_settings(GatewaySettings)
     setup_logging("gateway", settings.log_level)
-    setup_telemetry("gateway")
+    setup_telemetry("gateway", settings.otlp_endpoint)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

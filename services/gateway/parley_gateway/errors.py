@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from parley_common.errors import ParleyError
+from parley_common.metrics import BUDGET_REJECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParleyError)
     async def parley_error(_: Request, exc: ParleyError) -> JSONResponse:
+        if exc.http_status == 429:
+            BUDGET_REJECTIONS.labels(exc.code).inc()
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

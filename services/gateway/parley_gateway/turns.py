@@ -25,6 +25,7 @@ from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.control import Cancellations
 from parley_common.errors import InvalidRequest, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from parley_common.history_client import HistoryClient
+from parley_common.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
 from parley_common.replay import ReplayLog, is_terminal
 from parley_common.stream_slots import StreamSlots
 from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, STREAM_EVENT, Topology
@@ -53,6 +54,8 @@ class Feed:
     lagging: bool = False
     live: bool = True
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # When the turn was accepted (for time to first token).
+    created: float = field(default_factory=time.monotonic)
 
 
 def response_id_for(user_id: str, conversation_id: str, client_message_id: str) -> str:
@@ -304,6 +307,9 @@ class Turns:
 
     async def _relay(self, feed: Feed, response_id: str, conversation_id: str, after_seq: int) -> AsyncIterator[Out]:
         self.feeds.add(feed)
+        ACTIVE_STREAMS.inc()
+        measure_first_token = feed.live
+        model = ""
         last = after_seq
         now = time.monotonic()
         idle_since = now  # last frame from the backend
@@ -377,12 +383,18 @@ class Turns:
                     yield pending
                     last, pending = pending.seq, None
                 last = item.seq
-                sent_delta = sent_delta or item.WhichOneof("kind") == "delta"
+                kind = item.WhichOneof("kind")
+                if kind == "meta":
+                    model = item.meta.model
+                elif kind == "delta" and measure_first_token and not sent_delta:
+                    TIME_TO_FIRST_TOKEN.labels(model).observe(time.monotonic() - feed.created)
+                sent_delta = sent_delta or kind == "delta"
                 yield item
                 quiet_since = time.monotonic()
                 if is_terminal(item):
                     return
         finally:
+            ACTIVE_STREAMS.dec()
             self.feeds.discard(feed)
             if self.live.get(response_id) is feed:
                 del self.live[response_id]

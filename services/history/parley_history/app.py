@@ -32,7 +32,7 @@ log = logging.getLogger("parley.history")
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(HistorySettings)
     setup_logging("history", settings.log_level)
-    setup_telemetry("history")
+    setup_telemetry("history", settings.otlp_endpoint)
     try:
         store = await open_store(settings)
     except (SchemaNotCurrent, MigrationError, ParleyError) as exc:

@@ -19,7 +19,7 @@ log = logging.getLogger("parley.media")
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(MediaSettings)
     setup_logging("media", settings.log_level)
-    setup_telemetry("media")
+    setup_telemetry("media", settings.otlp_endpoint)
     server = GrpcServer(settings.media_grpc_host, settings.media_grpc_port, lambda _server: None)
     await server.start()
     await server.ready()

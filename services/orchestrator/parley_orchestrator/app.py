@@ -14,6 +14,7 @@ from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
+from parley_common.metrics import serve_metrics
 from parley_common.telemetry import setup_telemetry
 from parley_common.topology import Topology
 
@@ -28,7 +29,8 @@ log = logging.getLogger("parley.orchestrator")
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(OrchestratorSettings)
     setup_logging("orchestrator", settings.log_level)
-    setup_telemetry("orchestrator")
+    setup_telemetry("orchestrator", settings.otlp_endpoint)
+    serve_metrics(settings.metrics_host, settings.metrics_port)
     registry = settings.model_registry()
     router = ModelRouter(registry)
     topology = Topology(settings.namespace)

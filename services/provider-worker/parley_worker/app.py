@@ -11,6 +11,7 @@ from parley_common.amqp import connect
 from parley_common.control import Cancellations
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
+from parley_common.metrics import serve_metrics
 from parley_common.models import ModelRegistry
 from parley_common.redis_clients import command_client
 from parley_common.replay import ReplayLog
@@ -76,7 +77,8 @@ def build_providers(
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(WorkerSettings)
     setup_logging("provider-worker", settings.log_level)
-    setup_telemetry("provider-worker")
+    setup_telemetry("provider-worker", settings.otlp_endpoint)
+    serve_metrics(settings.metrics_host, settings.metrics_port)
     registry = settings.model_registry()
     # One connection pool for every upstream call of this process; timeouts are per phase (StreamTimeouts).
     client = httpx.AsyncClient(

@@ -15,6 +15,7 @@ from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.control import Cancellations
 from parley_common.lifecycle import InFlight
+from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND
 from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog, ResponseStream, is_terminal
 from parley_common.stream_slots import StreamSlots
@@ -184,34 +185,49 @@ class ProviderJobConsumer:
         trimmed = False
         meta_sent = False
         batcher = DeltaBatcher(stream, self.coalesce_s)
+        first_token_at = time.monotonic()
+        if job.created_at_ms:
+            QUEUE_WAIT.labels(job.provider).observe(max(0.0, time.time() - job.created_at_ms / 1000))
         while True:
             try:
                 if delay:
                     await asyncio.sleep(delay)
-                # aclosing: whatever ends the loop (an error, a cancel) closes the upstream connection now.
-                async with contextlib.aclosing(provider.stream(job)) as chunks:
-                    async for chunk in chunks:
-                        if not meta_sent:
-                            # The provider accepted the request: now the model is known for sure.
-                            await stream.emit(meta=self.meta(job))
-                            meta_sent = True
-                        if isinstance(chunk, TextChunk):
-                            if chunk.text:
-                                parts.append(chunk.text)
-                                await batcher.add(chunk.text)
-                        elif isinstance(chunk, UsageReport):
-                            usage = self.usage(job.model, chunk)
-                        elif isinstance(chunk, Finish):
-                            finish_reason = chunk.reason
+                # The provider call is a span of its own (one per attempt) in the turn's trace.
+                with tracer(__name__).start_as_current_span(
+                    "provider.stream",
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={"parley.provider": job.provider, "parley.model": job.upstream_model},
+                ):
+                    # aclosing: whatever ends the loop (an error, a cancel) closes the upstream connection now.
+                    async with contextlib.aclosing(provider.stream(job)) as chunks:
+                        async for chunk in chunks:
+                            if not meta_sent:
+                                # The provider accepted the request: now the model is known for sure.
+                                await stream.emit(meta=self.meta(job))
+                                meta_sent = True
+                            if isinstance(chunk, TextChunk):
+                                if chunk.text:
+                                    if not parts:
+                                        first_token_at = time.monotonic()
+                                    parts.append(chunk.text)
+                                    await batcher.add(chunk.text)
+                            elif isinstance(chunk, UsageReport):
+                                usage = self.usage(job.model, chunk)
+                            elif isinstance(chunk, Finish):
+                                finish_reason = chunk.reason
                 if not meta_sent:
                     await stream.emit(meta=self.meta(job))
                 await batcher.close()
                 await stream.emit(usage=usage)
                 await stream.emit(done=chat_pb2.StreamDone(finish_reason=finish_reason))
+                elapsed = time.monotonic() - first_token_at
+                if parts and usage.output_tokens > 1 and elapsed > 0:
+                    TOKENS_PER_SECOND.labels(job.model).observe(usage.output_tokens / elapsed)
                 break
             except ProviderError as err:
                 # Text already taken from the provider reaches the client before anything else.
                 await batcher.close()
+                PROVIDER_ERRORS.labels(job.provider, err.kind).inc()
                 extra = {"response_id": job.response_id, "kind": err.kind, "status": err.status, "model": job.model}
                 if parts:
                     log.warning("provider failed mid-stream", extra=extra)
