@@ -34,6 +34,10 @@ class Topology:
         return f"{self.namespace}.events"
 
     @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.dead-letters"
+
+    @property
     def control_exchange(self) -> str:
         return f"{self.namespace}.control"
 
@@ -58,6 +62,9 @@ class Topology:
 
     async def declare_events_exchange(self, channel: AbstractChannel) -> AbstractExchange:
         return await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    async def declare_dead_letter_queue(self, channel: AbstractChannel) -> AbstractQueue:
+        return await channel.declare_queue(self.dead_letter_queue, durable=True)
 
     async def declare_control_exchange(self, channel: AbstractChannel) -> AbstractExchange:
         return await channel.declare_exchange(self.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True)

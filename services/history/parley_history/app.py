@@ -12,6 +12,7 @@ import sys
 
 from parley.v1 import history_pb2_grpc
 from parley_common.amqp import connect
+from parley_common.dead_letters import DeadLetters
 from parley_common.errors import ParleyError
 from parley_common.grpc_server import GrpcServer
 from parley_common.lifecycle import InFlight, run_service
@@ -51,9 +52,11 @@ async def serve(stop: asyncio.Event) -> None:
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=settings.history_prefetch)
-    queue = await Topology(settings.namespace).declare_history_completed_queue(channel)
+    topology = Topology(settings.namespace)
+    queue = await topology.declare_history_completed_queue(channel)
     in_flight = InFlight()
-    consumer_tag = await queue.consume(CompletionConsumer(store, in_flight))
+    dead_letters = DeadLetters(await connection.channel(publisher_confirms=True), topology)
+    consumer_tag = await queue.consume(CompletionConsumer(store, in_flight, dead_letters, queue.name))
     await grpc_server.ready()
     log.info("ready")
 

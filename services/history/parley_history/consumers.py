@@ -9,6 +9,7 @@ from opentelemetry import trace
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, open_envelope
+from parley_common.dead_letters import DeadLetters
 from parley_common.errors import NotFound
 from parley_common.lifecycle import InFlight
 from parley_common.telemetry import extract_context, tracer
@@ -18,6 +19,10 @@ from .store import HistoryStore
 
 log = logging.getLogger(__name__)
 
+# A completion that cannot be stored is retried this often, this far apart, then dead-lettered.
+MAX_ATTEMPTS = 20
+RETRY_DELAY_S = 1.0
+
 STATUS = {
     chat_pb2.RESPONSE_STATUS_COMPLETED: history_pb2.MESSAGE_STATUS_COMPLETE,
     chat_pb2.RESPONSE_STATUS_INTERRUPTED: history_pb2.MESSAGE_STATUS_INTERRUPTED,
@@ -26,9 +31,11 @@ STATUS = {
 
 
 class CompletionConsumer:
-    def __init__(self, store: HistoryStore, in_flight: InFlight) -> None:
+    def __init__(self, store: HistoryStore, in_flight: InFlight, dead_letters: DeadLetters, queue: str) -> None:
         self.store = store
         self.in_flight = in_flight
+        self.dead_letters = dead_letters
+        self.queue = queue
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         with (
@@ -42,8 +49,10 @@ class CompletionConsumer:
             try:
                 event = open_envelope(message, chat_pb2.ResponseCompleted, RESPONSE_COMPLETED)
             except PoisonMessage as exc:
-                log.error("rejecting poison message", extra={"reason": str(exc), "message_id": message.message_id})
-                await message.reject(requeue=False)
+                await self.dead_letters.bury(message, self.queue, str(exc))
+                return
+            if not event.conversation_id:
+                await message.ack()  # a stateless answer (OpenAI-compatible API): nothing to store
                 return
             try:
                 await self.store.complete_message(
@@ -60,8 +69,11 @@ class CompletionConsumer:
             except NotFound:
                 # The conversation was deleted while the answer streamed: nothing to keep.
                 log.info("conversation gone, dropping response", extra={"response_id": event.response_id})
-            except Exception:
+            except Exception as exc:
                 log.exception("could not persist response, will retry", extra={"response_id": event.response_id})
-                await message.nack(requeue=True)
+                # Back to the end of the queue after a pause; after MAX_ATTEMPTS, to the dead letters.
+                await self.dead_letters.retry_later(
+                    message, self.queue, f"{type(exc).__name__}: {exc}", MAX_ATTEMPTS, RETRY_DELAY_S
+                )
                 return
             await message.ack()

@@ -9,6 +9,7 @@ import httpx
 
 from parley_common.amqp import connect
 from parley_common.control import Cancellations
+from parley_common.dead_letters import DeadLetters
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.metrics import serve_metrics
@@ -105,7 +106,7 @@ async def serve(stop: asyncio.Event) -> None:
         replay=ReplayLog(redis, settings.namespace),
         cancellations=Cancellations(redis, settings.namespace, None),
         slots=StreamSlots(redis, settings.namespace),
-        lease=JobLease(redis, settings.namespace),
+        lease=JobLease(redis, settings.namespace, ttl_s=settings.worker_lease_s),
         policy=RetryPolicy(
             max_retries=settings.provider_max_retries,
             base_s=settings.provider_retry_base_s,
@@ -116,6 +117,7 @@ async def serve(stop: asyncio.Event) -> None:
         publish_channel=publish_channel,
         events_exchange=events_exchange,
         in_flight=in_flight,
+        dead_letters=DeadLetters(publish_channel, topology),
     )
     control_queue = await topology.declare_control_queue(control_channel)
     await control_queue.consume(consumer.on_control)

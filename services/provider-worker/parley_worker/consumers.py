@@ -14,6 +14,7 @@ from opentelemetry import trace
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.control import Cancellations
+from parley_common.dead_letters import DeadLetters
 from parley_common.lifecycle import InFlight
 from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND
 from parley_common.models import ModelRegistry
@@ -68,7 +69,9 @@ class ProviderJobConsumer:
         publish_channel: AbstractChannel,
         events_exchange: AbstractExchange,
         in_flight: InFlight,
+        dead_letters: DeadLetters,
     ) -> None:
+        self.dead_letters = dead_letters
         self.providers = providers
         self.registry = registry
         self.topology = topology
@@ -123,8 +126,7 @@ class ProviderJobConsumer:
                 if provider is None:
                     raise PoisonMessage(f"this worker does not serve provider {job.provider!r}")
             except PoisonMessage as exc:
-                log.error("rejecting poison message", extra={"reason": str(exc), "message_id": message.message_id})
-                await message.reject(requeue=False)
+                await self.dead_letters.bury(message, message.routing_key or "", str(exc))
                 return
             task = asyncio.current_task()
             assert task is not None

@@ -1,0 +1,110 @@
+"""Faults the system survives: poison messages, a provider worker killed mid-answer or before it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aio_pika
+import httpx
+
+from parley.v1 import chat_pb2
+from parley_common.topology import PROVIDER_JOB, RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
+from parley_dev.stack import Stack
+
+from .sse import frames, read_all, text_of
+from .test_chat_turn import messages_of
+
+
+async def dead_letters(connection: aio_pika.abc.AbstractConnection, queue: str, want: int) -> list[dict]:
+    """The headers of the first `want` dead letters (waiting up to 10 s)."""
+    channel = await connection.channel()
+    dlq = await channel.declare_queue(queue, durable=True)
+    found: list[dict] = []
+    deadline = time.monotonic() + 10
+    while len(found) < want and time.monotonic() < deadline:
+        message = await dlq.get(fail=False, no_ack=True)
+        if message is None:
+            await asyncio.sleep(0.05)
+            continue
+        found.append(dict(message.headers or {}))
+    await channel.close()
+    return found
+
+
+async def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(
+    stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    topology = Topology(stack.config.namespace)
+    connection = await aio_pika.connect(stack.config.infra.amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"\xff not protobuf", type=PROVIDER_JOB, headers={"x-schema-version": SCHEMA_VERSION}),
+            routing_key=topology.provider_queue("demo"),
+        )
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                chat_pb2.ResponseCompleted(response_id="r_x").SerializeToString(),
+                type=RESPONSE_COMPLETED,
+                headers={"x-schema-version": 99},
+            ),
+            routing_key=topology.history_completed_queue,
+        )
+        buried = await dead_letters(connection, topology.dead_letter_queue, 2)
+    finally:
+        await connection.close()
+    reasons = sorted((h["x-parley-source-queue"], h["x-parley-dead-reason"]) for h in buried)
+    assert reasons[0][0] == topology.history_completed_queue and "schema version 99" in reasons[0][1]
+    assert reasons[1][0] == topology.provider_queue("demo") and "undecodable" in reasons[1][1]
+    # The consumers are alive and well.
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": "still ok"}) as r:
+        assert (await read_all(r))[-1].event == "done"
+
+
+async def _restart_worker(stack: Stack, **overrides: str) -> None:
+    stack.start_service("provider-worker", PARLEY_WORKER_LEASE_S="2", **overrides)
+    await stack.wait_ready()
+
+
+async def test_a_worker_killed_after_tokens_were_shown_ends_the_turn_interrupted(
+    stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    stack.stop_service("provider-worker")
+    await _restart_worker(stack)
+    seen = []
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": "die now"}) as r:
+        response_id = r.headers["x-parley-response-id"]
+        async for frame in frames(r):
+            seen.append(frame)
+            if frame.event == "delta" and sum(f.event == "delta" for f in seen) == 3:
+                stack.kill_service("provider-worker")
+                await _restart_worker(stack)
+            if frame.event in ("done", "error"):
+                break
+    assert seen[-1].event == "error" and seen[-1].data["code"] == "worker_lost" and seen[-1].data["retryable"]
+    shown = text_of(seen)
+    stored = await messages_of(client, conversation, 2)
+    answer = next(m for m in stored if m["id"] == response_id)
+    assert answer["status"] == "interrupted" and answer["content"] == shown, "no text repeated, none lost"
+
+
+async def test_a_worker_killed_before_the_first_token_has_its_job_redelivered_and_answered_once(
+    stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    stack.stop_service("provider-worker")
+    await _restart_worker(stack, PARLEY_DEMO_FIRST_TOKEN_DELAY_MS="3000")
+    turn = asyncio.create_task(_read_turn(client, conversation, "survive me"))
+    await asyncio.sleep(1.0)  # the job is with the worker, waiting for its first token
+    stack.kill_service("provider-worker")
+    await _restart_worker(stack)
+    frames_ = await turn
+    assert frames_[-1].event == "done"
+    assert text_of(frames_).startswith('You said: "survive me".')
+    stored = await messages_of(client, conversation, 2)
+    assert [m["role"] for m in stored] == ["assistant", "user"], "answered exactly once"
+
+
+async def _read_turn(client: httpx.AsyncClient, conversation: str, content: str) -> list:
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": content}) as r:
+        return await read_all(r)
