@@ -9,16 +9,21 @@ The Redis entry id of a frame is `0-<seq>`, so "after Last-Event-ID" is an exclu
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley.v1 import chat_pb2
 
 from .amqp import envelope
 from .topology import STREAM_EVENT
+
+log = logging.getLogger(__name__)
 
 TERMINAL_KINDS = frozenset({"done", "error"})
 
@@ -140,6 +145,7 @@ class ResponseStream:
         self.reply_to = reply_to
         self.seq: int | None = None
         self.closed = False
+        self.log_lost = False
         # Frames are written one at a time: the log only accepts ids in increasing order.
         self._lock = asyncio.Lock()
 
@@ -163,7 +169,16 @@ class ResponseStream:
         )
         self.closed = is_terminal(event)
         # The log first: a frame a client saw live is always in the log for a resume.
-        await self.replay.append(event)
+        try:
+            await self.replay.append(event)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis is down: the live stream goes on; only a resume of this stream may miss frames.
+            if not self.log_lost:
+                log.warning(
+                    "replay log unavailable; streaming live only",
+                    extra={"response_id": self.response_id, "error": str(exc)},
+                )
+            self.log_lost = True
         if self.reply_to:
             # mandatory=False: the reply queue is gone when its client left; the log still has it.
             await self.channel.default_exchange.publish(

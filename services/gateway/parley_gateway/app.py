@@ -66,6 +66,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             reply_queue=reply_queue.name,
         )
         await reply_queue.consume(app.state.turns.on_frame, no_ack=True)
+        app.state.amqp.reconnect_callbacks.add(app.state.turns.on_reconnect)
         log.info("ready", extra={"port": settings.port})
         yield
         await app.state.amqp.close()

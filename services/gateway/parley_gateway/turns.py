@@ -41,8 +41,14 @@ class _Shutdown:
     pass
 
 
+class _Wake:
+    pass
+
+
 SHUTDOWN: Final = _Shutdown()
-Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown
+# Makes a waiting relay look at its feed again (after the broker connection came back).
+WAKE: Final = _Wake()
+Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake
 
 
 @dataclass(eq=False)
@@ -155,6 +161,16 @@ class Turns:
             feed.queue.put_nowait(event)
         except asyncio.QueueFull:
             feed.lagging = True  # the relay picks up from the replay log
+
+    def on_reconnect(self, *_: object) -> None:
+        """The broker connection came back: frames sent meanwhile never reached the reply queue,
+        so every live stream continues from the replay log (which has them all)."""
+        for feed in list(self.live.values()):
+            feed.lagging = True
+            try:
+                feed.queue.put_nowait(WAKE)
+            except asyncio.QueueFull:
+                pass  # it has frames to read first; it checks `lagging` when they are done
 
     def shutdown(self) -> None:
         """Give every open stream its final event."""
@@ -351,6 +367,8 @@ class Turns:
                     if now - quiet_since >= self.settings.heartbeat_s:
                         yield HEARTBEAT_ITEM
                         quiet_since = now
+                    continue
+                if isinstance(item, _Wake):
                     continue
                 if isinstance(item, _Shutdown):
                     if pending is not None:

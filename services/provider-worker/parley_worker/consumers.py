@@ -10,6 +10,7 @@ import time
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 from opentelemetry import trace
+from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
@@ -342,7 +343,11 @@ class ProviderJobConsumer:
             routing_key=RK_RESPONSE_COMPLETED,
             mandatory=True,
         )
-        await self.slots.release(job.user_id, job.response_id)
+        try:
+            await self.slots.release(job.user_id, job.response_id)
+        except RedisError as exc:
+            # The slot expires by itself; the answer is what matters and it is safe.
+            log.warning("could not free the stream slot", extra={"response_id": job.response_id, "error": str(exc)})
 
 
 def drop_oldest_half(job: chat_pb2.ProviderJob) -> chat_pb2.ProviderJob | None:

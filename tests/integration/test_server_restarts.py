@@ -1,0 +1,91 @@
+"""The broker and Redis restarted under a running system: services reconnect, streams in
+flight finish or end with a retryable error, new turns work, no user message is lost.
+
+These restart the local servers (the machine's RabbitMQ and Redis); with testcontainers
+they are skipped, since the containers are not ours to restart here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import httpx
+import pytest
+
+from parley_dev.infra import Infra, ensure_local, reachable, stop_local
+from parley_dev.stack import Stack
+
+from .sse import Frame, frames, read_all
+from .test_chat_turn import messages_of
+
+
+@pytest.fixture
+def local_servers(infra: Infra) -> Infra:
+    if infra.source != "local":
+        pytest.skip("the servers are containers; restarting them is not wired")
+    return infra
+
+
+async def _turn_until(
+    client: httpx.AsyncClient, conversation: str, content: str, started: asyncio.Event
+) -> list[Frame]:
+    out: list[Frame] = []
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": content}) as r:
+        async for frame in frames(r):
+            out.append(frame)
+            if frame.event == "delta" and sum(f.event == "delta" for f in out) == 2:
+                started.set()
+            if frame.event in ("done", "error"):
+                break
+    return out
+
+
+def _restart_rabbitmq() -> None:
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+    subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+
+
+async def test_rabbitmq_restarted_mid_stream(
+    local_servers: Infra, stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    started = asyncio.Event()
+    turn = asyncio.create_task(_turn_until(client, conversation, "through a broker restart", started))
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.to_thread(_restart_rabbitmq)
+    ended = await asyncio.wait_for(turn, 90)
+    last = ended[-1]
+    assert last.event == "done" or (last.event == "error" and last.data["retryable"]), last
+    await stack.wait_ready(timeout_s=60)  # every consumer is back
+    async with client.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": "after the restart"}
+    ) as r:
+        after = await read_all(r)
+    assert after[-1].event == "done"
+    stored = await messages_of(client, conversation, 4, timeout_s=30)
+    users = [m["content"] for m in stored if m["role"] == "user"]
+    assert users == ["after the restart", "through a broker restart"], "no user message lost"
+
+
+async def test_redis_restarted_mid_stream(
+    local_servers: Infra, stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    started = asyncio.Event()
+    turn = asyncio.create_task(_turn_until(client, conversation, "through a redis restart", started))
+    await asyncio.wait_for(started.wait(), 30)
+    stop_local(local_servers.redis_url)
+    # While Redis is down: a clear, typed 503 (limits cannot be checked, so nothing is admitted).
+    down = await client.post(f"/v1/conversations/{conversation}/messages", json={"content": "while down"})
+    assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
+    ended = await asyncio.wait_for(turn, 60)
+    assert ended[-1].event == "done" or (ended[-1].event == "error" and ended[-1].data["retryable"]), ended[-1]
+    await asyncio.to_thread(ensure_local, local_servers.redis_url)  # starts it and waits until it answers
+    assert reachable(local_servers.redis_url)
+    async with client.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": "redis is back"}
+    ) as r:
+        after = await read_all(r)
+    assert after[-1].event == "done"
+    stored = await messages_of(client, conversation, 4, timeout_s=30)
+    users = [m["content"] for m in stored if m["role"] == "user"]
+    assert users == ["redis is back", "through a redis restart"]
