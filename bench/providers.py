@@ -14,20 +14,18 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from parley_dev.infra import free_port, provide
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.fake_providers import fake_provider_process
+from parley_dev.stack import Stack
 
 from .stats import summary_ms, write
+from .system import system
 
 STREAMS = 100
 TOKENS = 300
@@ -122,57 +120,32 @@ async def _cancel_delays(client: httpx.AsyncClient, fake: httpx.AsyncClient, con
 
 async def main() -> None:
     key = "pk_bench_" + secrets.token_urlsafe(18)
-    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-providers-"))
-    port = free_port()
-    fake_url = f"http://127.0.0.1:{port}"
-    log = open(workdir / "fake.log", "wb")
-    fake_process = subprocess.Popen(
-        [sys.executable, "-m", "parley_dev.fake_providers", "--port", str(port), "--log-level", "WARNING"],
-        stdout=log,
-        stderr=log,
-    )
-    models = {
-        "default_model": "demo",
-        "providers": {"demo": {"kind": "demo"}, "local": {"kind": "openai", "base_url": f"{fake_url}/v1"}},
-        "models": {
-            name: {
-                "provider": name,
-                "upstream_model": "llama-test",
-                "context_window": 100_000,
-                "max_output_tokens": 4000,
-                "input_price_per_mtok": 0,
-                "output_price_per_mtok": 0,
-            }
-            for name in ("demo", "local")
-        },
-    }
-    (workdir / "models.json").write_text(json.dumps(models))
-    try:
-        with provide() as infra:
-            stack = Stack(
-                StackConfig(
-                    infra=infra,
-                    namespace="bench" + uuid.uuid4().hex[:8],
-                    workdir=workdir,
-                    dev_api_key=key,
-                    extra_env={
-                        "PARLEY_MODELS_FILE": str(workdir / "models.json"),
-                        "PARLEY_WORKER_PROVIDERS": '["demo", "local"]',
-                        "PARLEY_LOG_LEVEL": "WARNING",
-                        "PARLEY_MAX_STREAMS_PER_USER": "1000",
-                        "PARLEY_REQUESTS_PER_MINUTE": "100000",
-                    },
-                )
-            )
-            await stack.start()
-            try:
-                result = await _measure(stack, key, fake_url)
-            finally:
-                await stack.stop()
-    finally:
-        fake_process.terminate()
-        fake_process.wait(10)
-        log.close()
+    logs = Path(tempfile.mkdtemp(prefix="parley-bench-fake-"))
+    with fake_provider_process(logs / "fake.log") as fake_url:
+        models = {
+            "default_model": "demo",
+            "providers": {"demo": {"kind": "demo"}, "local": {"kind": "openai", "base_url": f"{fake_url}/v1"}},
+            "models": {
+                name: {
+                    "provider": name,
+                    "upstream_model": "llama-test",
+                    "context_window": 100_000,
+                    "max_output_tokens": 4000,
+                    "input_price_per_mtok": 0,
+                    "output_price_per_mtok": 0,
+                }
+                for name in ("demo", "local")
+            },
+        }
+        (logs / "models.json").write_text(json.dumps(models))
+        extra_env = {
+            "PARLEY_MODELS_FILE": str(logs / "models.json"),
+            "PARLEY_WORKER_PROVIDERS": '["demo", "local"]',
+            "PARLEY_MAX_STREAMS_PER_USER": "1000",
+            "PARLEY_REQUESTS_PER_MINUTE": "100000",
+        }
+        async with system("providers", key, extra_env) as stack:
+            result = await _measure(stack, key, fake_url)
     print(f"wrote {write('providers', result)}")
 
 

@@ -10,19 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from parley_dev.infra import provide
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.stack import Stack
 
 from .sse_client import StreamResult, post_sse
 from .stats import percentile, summary_ms, write
+from .system import system
 
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 # Streams are opened over this many seconds (0: all at once, a burst); each lasts ~20 s, so
@@ -47,33 +45,16 @@ def _cpu_s(pid: int) -> float:
 
 async def main() -> None:
     key = "pk_bench_" + secrets.token_urlsafe(18)
-    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-streams-"))
-    with provide() as infra:
-        stack = Stack(
-            StackConfig(
-                infra=infra,
-                namespace="bench" + uuid.uuid4().hex[:8],
-                workdir=workdir,
-                dev_api_key=key,
-                extra_env={
-                    "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
-                    "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
-                    "PARLEY_WORKER_PREFETCH": "2000",
-                    "PARLEY_ORCHESTRATOR_PREFETCH": "2000",
-                    "PARLEY_MAX_STREAMS_PER_USER": "5000",
-                    "PARLEY_REQUESTS_PER_MINUTE": "100000",
-                    "PARLEY_LOG_LEVEL": "WARNING",
-                },
-            )
-        )
-        await stack.start()
-        try:
-            result = await _measure(stack, key)
-        except Exception:
-            print(f"benchmark failed; service logs are in {workdir / 'log'}")
-            raise
-        finally:
-            await stack.stop()
+    extra_env = {
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
+        "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
+        "PARLEY_WORKER_PREFETCH": "2000",
+        "PARLEY_ORCHESTRATOR_PREFETCH": "2000",
+        "PARLEY_MAX_STREAMS_PER_USER": "5000",
+        "PARLEY_REQUESTS_PER_MINUTE": "100000",
+    }
+    async with system("streams", key, extra_env) as stack:
+        result = await _measure(stack, key)
     path = write("streams", result)
     print(f"wrote {path}")
 

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from parley.v1 import chat_pb2
-from parley_dev.infra import provide
-from parley_dev.stack import Stack, StackConfig
 from parley_worker.providers import TextChunk
 from parley_worker.providers.demo import DemoProvider
 
 from .stats import summary_ms, write
+from .system import system
 
 REQUESTS = 200
 CONCURRENCY = (1, 50)
@@ -107,52 +103,33 @@ async def main() -> None:
         "demo_pace": {"first_token_delay_ms": FIRST_TOKEN_DELAY_MS, "tokens_per_s": TOKENS_PER_S},
         "runs": [],
     }
-    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-    with provide() as infra:
-        stack = Stack(
-            StackConfig(
-                infra=infra,
-                namespace="bench" + uuid.uuid4().hex[:8],
-                workdir=workdir,
-                dev_api_key=key,
-                extra_env={
-                    "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
-                    "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
-                    "PARLEY_LOG_LEVEL": "WARNING",
-                },
-            )
-        )
-        await stack.start()
-        try:
-            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-            async with httpx.AsyncClient(
-                base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
-            ) as client:
-                await through_parley(client, 10, 2)  # warm-up: connections, caches, JIT-free paths
-                for concurrency in CONCURRENCY:
-                    d_ttft, d_total = await direct(REQUESTS, concurrency)
-                    p_ttft, p_total = await through_parley(client, REQUESTS, concurrency)
-                    run: dict[str, Any] = {
-                        "concurrency": concurrency,
-                        "direct": {"ttft_ms": summary_ms(d_ttft), "total_ms": summary_ms(d_total)},
-                        "parley": {"ttft_ms": summary_ms(p_ttft), "total_ms": summary_ms(p_total)},
+    extra_env = {
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
+        "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
+    }
+    async with system("ttft", key, extra_env) as stack:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+        ) as client:
+            await through_parley(client, 10, 2)  # warm-up: connections, caches, JIT-free paths
+            for concurrency in CONCURRENCY:
+                d_ttft, d_total = await direct(REQUESTS, concurrency)
+                p_ttft, p_total = await through_parley(client, REQUESTS, concurrency)
+                run: dict[str, Any] = {
+                    "concurrency": concurrency,
+                    "direct": {"ttft_ms": summary_ms(d_ttft), "total_ms": summary_ms(d_total)},
+                    "parley": {"ttft_ms": summary_ms(p_ttft), "total_ms": summary_ms(p_total)},
+                }
+                for metric in ("ttft_ms", "total_ms"):
+                    run[f"added_{metric}"] = {
+                        p: round(run["parley"][metric][p] - run["direct"][metric][p], 2) for p in ("p50", "p95", "p99")
                     }
-                    for metric in ("ttft_ms", "total_ms"):
-                        run[f"added_{metric}"] = {
-                            p: round(run["parley"][metric][p] - run["direct"][metric][p], 2)
-                            for p in ("p50", "p95", "p99")
-                        }
-                        run[f"ratio_{metric.removesuffix('_ms')}"] = {
-                            p: round(run["parley"][metric][p] / run["direct"][metric][p], 3)
-                            for p in ("p50", "p95", "p99")
-                        }
-                    results["runs"].append(run)
-                    _print(run)
-        except Exception:
-            print(f"benchmark failed; service logs are in {workdir / 'log'}")
-            raise
-        finally:
-            await stack.stop()
+                    run[f"ratio_{metric.removesuffix('_ms')}"] = {
+                        p: round(run["parley"][metric][p] / run["direct"][metric][p], 3) for p in ("p50", "p95", "p99")
+                    }
+                results["runs"].append(run)
+                _print(run)
     path = write("ttft", results)
     print(f"wrote {path}")
 

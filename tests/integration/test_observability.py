@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from parley_dev.infra import Infra, free_port
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.stack import Stack, StackConfig, running
 
 from .sse import read_all
 
@@ -85,26 +85,19 @@ async def collector() -> AsyncIterator[tuple[Collector, str]]:
 async def ostack(
     infra: Infra, collector: tuple[Collector, str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    stack = Stack(
-        StackConfig(
-            infra=infra,
-            namespace="to" + uuid.uuid4().hex[:10],
-            workdir=tmp_path_factory.mktemp("otel-stack"),
-            dev_api_key=KEY,
-            extra_env={
-                "PARLEY_OTLP_ENDPOINT": collector[1],
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
-                "PARLEY_DEMO_TOKENS_PER_S": "500",
-            },
-        )
+    config = StackConfig(
+        infra=infra,
+        namespace="to" + uuid.uuid4().hex[:10],
+        workdir=tmp_path_factory.mktemp("otel-stack"),
+        dev_api_key=KEY,
+        extra_env={
+            "PARLEY_OTLP_ENDPOINT": collector[1],
+            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
+            "PARLEY_DEMO_TOKENS_PER_S": "500",
+        },
     )
-    try:
-        await stack.start()
-    except Exception:
-        await stack.stop()
-        raise
-    yield stack
-    await stack.stop()
+    async with running(config) as stack:
+        yield stack
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

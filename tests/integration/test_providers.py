@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from parley_dev.fake_providers import answer_tokens
-from parley_dev.infra import Infra, free_port
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.fake_providers import answer_tokens, fake_provider_process
+from parley_dev.infra import Infra
+from parley_dev.stack import Stack, StackConfig, running
 
 from .sse import Frame, frames, read_all, text_of
 
@@ -31,25 +29,8 @@ PRICES = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 10.0}
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("fake") / "fake.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "parley_dev.fake_providers", "--port", str(port)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/_fake/requests", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the fake provider server did not start") from None
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    with fake_provider_process(tmp_path_factory.mktemp("fake") / "fake.log") as url:
+        yield url
 
 
 def registry(fake_url: str) -> dict[str, Any]:
@@ -87,36 +68,29 @@ async def pstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
     workdir = tmp_path_factory.mktemp("provider-stack")
     models_file = workdir / "models.json"  # JSON is YAML
     models_file.write_text(json.dumps(registry(fake)))
-    stack = Stack(
-        StackConfig(
-            infra=infra,
-            namespace="tp" + uuid.uuid4().hex[:10],
-            workdir=workdir,
-            dev_api_key=KEY,
-            extra_env={
-                "PARLEY_MODELS_FILE": str(models_file),
-                "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "local"]',
-                "PARLEY_PROVIDER_API_KEYS": json.dumps(
-                    {"openai": "sk-test-openai", "anthropic": "sk-ant-test", "gemini": "g-test-key"}
-                ),
-                "PARLEY_PROVIDER_RETRY_BASE_S": "0.05",
-                "PARLEY_PROVIDER_FIRST_TOKEN_TIMEOUT_S": "1.5",
-                "PARLEY_PROVIDER_IDLE_TIMEOUT_S": "1.5",
-                "PARLEY_HEARTBEAT_S": "1",
-                # One SSE event per provider token, so tests can count them.
-                "PARLEY_COALESCE_MS": "0",
-                "PARLEY_WORKER_COALESCE_MS": "0",
-            },
-        )
+    config = StackConfig(
+        infra=infra,
+        namespace="tp" + uuid.uuid4().hex[:10],
+        workdir=workdir,
+        dev_api_key=KEY,
+        extra_env={
+            "PARLEY_MODELS_FILE": str(models_file),
+            "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "local"]',
+            "PARLEY_PROVIDER_API_KEYS": json.dumps(
+                {"openai": "sk-test-openai", "anthropic": "sk-ant-test", "gemini": "g-test-key"}
+            ),
+            "PARLEY_PROVIDER_RETRY_BASE_S": "0.05",
+            "PARLEY_PROVIDER_FIRST_TOKEN_TIMEOUT_S": "1.5",
+            "PARLEY_PROVIDER_IDLE_TIMEOUT_S": "1.5",
+            "PARLEY_HEARTBEAT_S": "1",
+            # One SSE event per provider token, so tests can count them.
+            "PARLEY_COALESCE_MS": "0",
+            "PARLEY_WORKER_COALESCE_MS": "0",
+        },
     )
-    try:
-        await stack.start()
-    except Exception:
-        await stack.stop()
-        raise
-    yield stack
-    codes = await stack.stop()
-    assert all(code == 0 for code in codes.values()), codes
+    async with running(config) as stack:
+        yield stack
+    assert all(code == 0 for code in stack.exit_codes.values()), stack.exit_codes
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -60,17 +61,24 @@ import logging
 import re
 import secrets
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from parley_common.logs import setup_logging
+
+from .infra import free_port
 
 log = logging.getLogger("parley_dev.fake_providers")
 
@@ -752,6 +760,33 @@ async def _serve(host: str, port: int) -> None:
     await server.start()
     log.info("fake providers ready on %s", server.url, extra={"url": server.url})
     await server.wait()
+
+
+@contextlib.contextmanager
+def fake_provider_process(log_path: Path, timeout_s: float = 20.0) -> Iterator[str]:
+    """The fake server as a real process of its own on a free port; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "parley_dev.fake_providers", "--port", str(port), "--log-level", "WARNING"],
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    httpx.get(f"{url}/_fake/requests", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"the fake provider server did not start; see {log_path}") from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,32 @@
+"""The whole system for a benchmark: servers, the five services, logs kept on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from parley_dev.infra import provide
+from parley_dev.stack import Stack, StackConfig, running
+
+
+@contextlib.asynccontextmanager
+async def system(name: str, key: str, extra_env: dict[str, str]) -> AsyncIterator[Stack]:
+    """Start everything in a namespace of its own; say where the logs are if it fails."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"parley-bench-{name}-"))
+    with provide() as infra:
+        config = StackConfig(
+            infra=infra,
+            namespace="bench" + uuid.uuid4().hex[:8],
+            workdir=workdir,
+            dev_api_key=key,
+            extra_env={"PARLEY_LOG_LEVEL": "WARNING", **extra_env},
+        )
+        try:
+            async with running(config) as stack:
+                yield stack
+        except Exception:
+            print(f"benchmark {name} failed; service logs are in {workdir / 'log'}")
+            raise
