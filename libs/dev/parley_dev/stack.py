@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -51,6 +53,8 @@ class Stack:
         # Prometheus endpoints of the services that have no HTTP server of their own.
         self.metrics_ports = {"orchestrator": free_port(), "provider-worker": free_port()}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # How each service exited when the stack was stopped (0 = a clean SIGTERM shutdown).
+        self.exit_codes: dict[str, int | None] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
     @property
@@ -166,7 +170,24 @@ class Stack:
     async def stop(self) -> dict[str, int | None]:
         # The edge first, the system of record last, as a rolling shutdown would.
         order = sorted(self.processes, key=lambda n: list(MODULES).index(n.split("@")[0]), reverse=True)
-        return {name: await asyncio.to_thread(self.stop_service, name) for name in order}
+        codes = {name: await asyncio.to_thread(self.stop_service, name) for name in order}
+        self.exit_codes.update(codes)
+        return codes
+
+
+@contextlib.asynccontextmanager
+async def running(config: StackConfig, timeout_s: float = 60.0) -> AsyncIterator[Stack]:
+    """The stack started and ready; stopped afterwards (also when starting failed)."""
+    stack = Stack(config)
+    try:
+        await stack.start(timeout_s)
+    except BaseException:
+        await stack.stop()
+        raise
+    try:
+        yield stack
+    finally:
+        await stack.stop()
 
 
 async def _consumers(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
