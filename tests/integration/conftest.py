@@ -45,6 +45,8 @@ async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Async
                 "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
                 "PARLEY_DEMO_TOKENS_PER_S": "40",
                 "PARLEY_HEARTBEAT_S": "1",
+                # Tests poll history quickly; the request rate limit has tests of its own.
+                "PARLEY_REQUESTS_PER_MINUTE": "100000",
             },
         )
     )

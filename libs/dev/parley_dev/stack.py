@@ -1,4 +1,8 @@
-"""The five Parley services as real processes, configured to share one namespace."""
+"""The five Parley services as real processes, configured to share one namespace.
+
+Object storage: the infra's S3 server, or PARLEY_S3_ENDPOINT from `extra_env`, or else a
+SeaweedFS the stack starts itself in `<workdir>/s3` and stops with the services.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley_common.topology import Topology
 
-from .infra import Infra, free_port
+from .infra import Infra, LocalS3, S3Endpoint, free_port
 
 MODULES = {
     "history": "parley_history",
@@ -56,6 +60,8 @@ class Stack:
         # How each service exited when the stack was stopped (0 = a clean SIGTERM shutdown).
         self.exit_codes: dict[str, int | None] = {}
         self._logs: dict[str, IO[bytes]] = {}
+        self.s3: S3Endpoint | None = config.infra.s3
+        self.local_s3: LocalS3 | None = None
 
     @property
     def base_url(self) -> str:
@@ -71,12 +77,20 @@ class Stack:
             PARLEY_HISTORY_GRPC_TARGET=f"127.0.0.1:{self.history_port}",
             PARLEY_HISTORY_SQLITE_PATH=str(self.workdir / "history.sqlite3"),
             PARLEY_MEDIA_GRPC_PORT=str(self.media_port),
+            PARLEY_MEDIA_GRPC_TARGET=f"127.0.0.1:{self.media_port}",
             PARLEY_PORT=str(self.gateway_port),
             PARLEY_DEV_API_KEY=self.config.dev_api_key,
             PYTHONUNBUFFERED="1",
         )
         if service in self.metrics_ports:
             env.update(PARLEY_METRICS_PORT=str(self.metrics_ports[service]))
+        if self.s3 is not None:
+            env.update(
+                PARLEY_S3_ENDPOINT=self.s3.url,
+                PARLEY_S3_ACCESS_KEY=self.s3.access_key,
+                PARLEY_S3_SECRET_KEY=self.s3.secret_key,
+                PARLEY_S3_REGION=self.s3.region,
+            )
         env.update(self.config.extra_env)
         env.update(overrides)
         return env
@@ -125,6 +139,9 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     async def start(self, timeout_s: float = 60.0) -> None:
+        if self.s3 is None and "PARLEY_S3_ENDPOINT" not in self.config.extra_env:
+            self.local_s3 = LocalS3(self.workdir / "s3", self.workdir / "log" / "s3.log")
+            self.s3 = await asyncio.to_thread(self.local_s3.start)
         for service in MODULES:
             self.start_service(service)
         await self.wait_ready(timeout_s)
@@ -172,6 +189,9 @@ class Stack:
         order = sorted(self.processes, key=lambda n: list(MODULES).index(n.split("@")[0]), reverse=True)
         codes = {name: await asyncio.to_thread(self.stop_service, name) for name in order}
         self.exit_codes.update(codes)
+        if self.local_s3 is not None:
+            await asyncio.to_thread(self.local_s3.stop)
+            self.local_s3 = None
         return codes
 
 

@@ -15,21 +15,24 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley_common.amqp import connect
+from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
 from parley_common.logs import setup_logging
+from parley_common.media_client import MediaClient
 from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry, shutdown_telemetry
 from parley_common.topology import Topology
+from parley_common.user_budgets import MonthlyUsage, UserBudgets, WithBudgetHeaders
 
 from .auth import ApiKeys
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestRateLimit
-from .routes import conversations, health, models, openai_compat, responses, sync
+from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens
 from .settings import GatewaySettings
 from .turns import Turns
 
@@ -44,9 +47,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.registry = registry
         app.state.api_keys = ApiKeys(settings.all_keys())
         app.state.history = HistoryClient(settings.history_grpc_target)
+        app.state.media = MediaClient(settings.media_grpc_target)
         app.state.redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
         app.state.redis_followers = follower_client(settings.redis_url.get_secret_value(), settings.redis_max_followers)
-        app.state.rate_limit = RequestRateLimit(app.state.redis, settings.namespace, settings.requests_per_minute)
+        app.state.user_budgets = UserBudgets(
+            MonthlyUsage(app.state.redis, settings.namespace),
+            plans=settings.plans,
+            user_plans=settings.user_plans,
+            default_plan=settings.default_plan,
+        )
+        # Every authenticated response carries the rate-limit and the monthly budget headers.
+        app.state.rate_limit = WithBudgetHeaders(
+            RequestRateLimit(app.state.redis, settings.namespace, settings.requests_per_minute), app.state.user_budgets
+        )
+        # Token counts load every model's encoding from the installed package (never the network).
+        await asyncio.to_thread(lambda: [counter_for_model(registry, name) for name in registry.models])
         app.state.amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
         consume_channel = await app.state.amqp.channel()
         publish_channel = await app.state.amqp.channel(publisher_confirms=True)
@@ -64,6 +79,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
             publish_channel=publish_channel,
             reply_queue=reply_queue.name,
+            user_budgets=app.state.user_budgets,
         )
         await reply_queue.consume(app.state.turns.on_frame, no_ack=True)
         app.state.amqp.reconnect_callbacks.add(app.state.turns.on_reconnect)
@@ -71,6 +87,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         yield
         await app.state.amqp.close()
         await app.state.history.close()
+        await app.state.media.close()
         await app.state.redis.aclose()
         await app.state.redis_followers.aclose()
         shutdown_telemetry()
@@ -84,7 +101,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(sync.router)
     app.include_router(models.router)
     app.include_router(openai_compat.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(tokens.router)
+    app.include_router(media.router)
+    app.include_router(images.router)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/v1/media": settings.max_upload_bytes + media.MULTIPART_OVERHEAD_BYTES},
+    )
     app.add_middleware(RateLimitHeaders)
     if settings.cors_origins:
         app.add_middleware(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.v1 import chat_pb2, history_pb2
+from parley.v1 import chat_pb2, history_pb2, media_pb2
 
 _CHANGE_TYPES = {
     history_pb2.CHANGE_KIND_CONVERSATION_CREATED: "conversation.created",
@@ -32,6 +32,11 @@ class RenameConversation(BaseModel):
     title: str = Field(max_length=200)
 
 
+MAX_MEDIA_PER_MESSAGE = 8
+MediaId = Annotated[str, Field(pattern=r"^med_[a-z0-9]{24}$")]
+_MEDIA_KINDS = {media_pb2.MEDIA_KIND_IMAGE: "image", media_pb2.MEDIA_KIND_VIDEO: "video"}
+
+
 class SendMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Length is checked against the configured limit in the route, for a clear 413.
@@ -42,6 +47,9 @@ class SendMessage(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     # While an answer streams in this conversation: wait for it ("queue") or cancel it ("replace").
     on_busy: Literal["queue", "replace"] = "queue"
+    # The user's own media (POST /v1/media) the model sees with this message.
+    media_ids: list[MediaId] = Field(default_factory=list, max_length=MAX_MEDIA_PER_MESSAGE)
+    image_detail: Literal["high", "low"] = "high"
 
 
 def usage_json(u: chat_pb2.Usage) -> dict[str, int]:
@@ -89,4 +97,72 @@ def sync_json(page: history_pb2.SyncResponse) -> dict[str, Any]:
         "data": [change_json(c) for c in page.changes],
         "next_cursor": page.next_cursor or None,
         "has_more": page.has_more,
+    }
+
+
+class CreateUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_type: str = Field(min_length=1, max_length=100)
+    # What the client means to send; more than the limit is refused now rather than after the PUT.
+    size_bytes: int = Field(default=0, ge=0)
+    filename: str = Field(default="", max_length=255)
+
+
+class ImageGeneration(BaseModel):
+    """OpenAI's image generation request. Other OpenAI parameters (quality, style, user, …) are
+    accepted and ignored, as OpenAI-compatible servers do; `model` too: the configured generator
+    draws every image."""
+
+    model_config = ConfigDict(extra="ignore")
+    prompt: str = Field(min_length=1, max_length=4000)
+    model: str | None = Field(default=None, max_length=64)
+    n: int = Field(default=1, ge=1, le=4)
+    size: str = Field(default="1024x1024", pattern=r"^(\d{2,4}x\d{2,4}|auto)$")
+    response_format: Literal["url", "b64_json"] = "url"
+
+
+def media_json(m: media_pb2.Media) -> dict[str, Any]:
+    """A media and its renditions, each with a presigned URL valid until `urls_expire_at_ms`."""
+    body: dict[str, Any] = {
+        "id": m.id,
+        "object": "media",
+        "kind": _MEDIA_KINDS.get(m.kind, "unknown"),
+        "mime_type": m.source_mime_type,
+        "width": m.width,
+        "height": m.height,
+        "size_bytes": m.source_size_bytes,
+        "origin": m.origin,
+        "created_at_ms": m.created_at_ms,
+        "urls_expire_at_ms": m.urls_expire_at_ms,
+        "renditions": {
+            r.name: {
+                "url": r.url,
+                "mime_type": r.mime_type,
+                "width": r.width,
+                "height": r.height,
+                "size_bytes": r.size_bytes,
+                **({"at_ms": r.at_ms} if r.name.startswith("frame-") else {}),
+            }
+            for r in m.renditions
+        },
+    }
+    if m.kind == media_pb2.MEDIA_KIND_VIDEO:
+        body["duration_ms"] = m.duration_ms
+    if m.frame_count > 1:
+        body["frame_count"] = m.frame_count
+    if m.origin == "generated":
+        body["prompt"] = m.prompt
+    return body
+
+
+def pending_upload_json(p: media_pb2.PendingUpload) -> dict[str, Any]:
+    return {
+        "id": p.media_id,
+        "object": "media.upload",
+        "upload_url": p.url,
+        "method": p.method,
+        "headers": dict(p.headers),
+        "expires_at_ms": p.expires_at_ms,
+        "max_bytes": p.max_bytes,
+        "complete_url": f"/v1/media/uploads/{p.media_id}/complete",
     }

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
+from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
 from parley_common.settings import CommonSettings
+from parley_common.user_budgets import DEFAULT_PLANS, PlanLimits
 
 
 class GatewaySettings(CommonSettings):
@@ -13,7 +15,11 @@ class GatewaySettings(CommonSettings):
     # The key of the user "dev" (what `make run` prints).
     dev_api_key: SecretStr | None = None
     history_grpc_target: str = "127.0.0.1:50051"
+    media_grpc_target: str = "127.0.0.1:50052"
     max_body_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    # Direct uploads (POST /v1/media) may be this large; every other body keeps max_body_bytes.
+    # The media service enforces its own PARLEY_MEDIA_MAX_UPLOAD_BYTES on the file itself.
+    max_upload_bytes: int = Field(default=20_000_000, ge=1024, le=500_000_000)
     max_content_chars: int = Field(default=32_000, ge=1, le=1_000_000)
     # No frame from the backend for this long ends a stream with a retryable error.
     stream_idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
@@ -32,6 +38,17 @@ class GatewaySettings(CommonSettings):
     coalesce_max_bytes: int = Field(default=4096, ge=1, le=1_000_000)
     # Frames one live stream may buffer for a slow client; past that it reads from the replay log.
     live_buffer_frames: int = Field(default=512, ge=16, le=100_000)
+    # How a prompt is assembled, for token counts before sending (POST /v1/tokens/count): the
+    # same variables, with the same values, as the orchestrator's.
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
+    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=500)
+    reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)
+    # Per-user monthly limits: plans by name (JSON, e.g. {"free": {"monthly_tokens": 100000,
+    # "monthly_cost_micros": 1000000}}; a limit left out is no limit), the plan of some users
+    # (JSON {"user id": "plan"}), and the plan of everyone else.
+    plans: dict[str, PlanLimits] = DEFAULT_PLANS
+    user_plans: dict[str, str] = {}
+    default_plan: str = "default"
 
     @model_validator(mode="after")
     def _some_key(self) -> GatewaySettings:
@@ -40,6 +57,14 @@ class GatewaySettings(CommonSettings):
         for user, key in self.all_keys().items():
             if len(key.get_secret_value()) < 16:
                 raise ValueError(f"the API key of user {user!r} is shorter than 16 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _known_plans(self) -> GatewaySettings:
+        named = [("PARLEY_DEFAULT_PLAN", self.default_plan)] + [(f"user {u!r}", p) for u, p in self.user_plans.items()]
+        for who, plan in named:
+            if plan not in self.plans:
+                raise ValueError(f"{who} names plan {plan!r}, which PARLEY_PLANS does not define")
         return self
 
     def all_keys(self) -> dict[str, SecretStr]:

@@ -23,6 +23,12 @@ def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
         data.update(model=event.meta.model, user_message_id=event.meta.user_message_id)
         if event.meta.fallback_from:
             data.update(fallback_from=event.meta.fallback_from)
+        # Older messages left out to fit the model's context window.
+        data.update(dropped_messages=event.meta.dropped_messages)
+        if event.meta.cached:
+            data.update(cached=True)
+    elif kind == "queued":
+        data.update(position=event.queued.position, estimated_wait_ms=event.queued.estimated_wait_ms)
     elif kind == "delta":
         data.update(text=event.delta.text)
     elif kind == "usage":
@@ -31,6 +37,11 @@ def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
         data.update(finish_reason=event.done.finish_reason)
     elif kind == "error":
         data.update(code=event.error.code, message=event.error.message, retryable=event.error.retryable)
+    elif kind == "image":
+        image = event.image
+        data.update(
+            media_id=image.media_id, url=image.url, mime_type=image.mime_type, width=image.width, height=image.height
+        )
     return kind, data
 
 

@@ -29,6 +29,7 @@ from parley_common.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
 from parley_common.replay import ReplayLog, is_terminal
 from parley_common.stream_slots import StreamSlots
 from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, STREAM_EVENT, Topology
+from parley_common.user_budgets import UserBudgets
 
 from .schemas import SendMessage
 from .settings import GatewaySettings
@@ -130,8 +131,11 @@ class Turns:
         cancellations: Cancellations,
         publish_channel: AbstractChannel,
         reply_queue: str,
+        user_budgets: UserBudgets | None = None,
     ) -> None:
         self.settings = settings
+        # Monthly per-user limits, checked before anything is published (None: no limits).
+        self.user_budgets = user_budgets
         self.topology = topology
         self.history = history
         self.replay = replay
@@ -222,6 +226,8 @@ class Turns:
             model=body.model or "",
             max_output_tokens=body.max_output_tokens or 0,
             on_busy=body.on_busy,
+            media_ids=body.media_ids,
+            image_detail=body.image_detail if body.media_ids else "",
         )
         return await self._launch(request)
 
@@ -251,6 +257,13 @@ class Turns:
 
     async def _launch(self, request: chat_pb2.ChatRequest) -> TurnStream:
         response_id = request.response_id
+        if self.user_budgets is not None:
+            try:
+                # Over the monthly limit: 429 user_budget_exceeded, and nothing reaches the bus.
+                await self.user_budgets.check(request.user_id)
+            except BaseException:
+                await self.replay.release(response_id)
+                raise
         in_use = await self.slots.acquire(request.user_id, response_id)
         if in_use >= 0:
             await self.replay.release(response_id)

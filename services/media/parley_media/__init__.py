@@ -1,5 +1,5 @@
-"""Media service: uploads, compression into object storage, media for providers.
+"""Media service: uploads, processing into object storage, images for prompts, image generation.
 
-This first version serves gRPC health only; the media API (proto/parley/v1/media.proto)
-arrives with the Media issue.
+grpc_api (MediaService) -> library (MediaLibrary) -> sniffing, images, video (on CpuPool
+threads), generators, objects (S3 through the minio SDK); records holds the key layout.
 """

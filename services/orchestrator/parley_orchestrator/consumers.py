@@ -1,25 +1,40 @@
-"""Consumes ChatRequests: persist the user message, load the conversation, publish a ProviderJob."""
+"""Consumes ChatRequests: persist the user message, load the conversation, pick the model, fit
+the context window, answer from the cache or wait for provider budget, publish a ProviderJob."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 from opentelemetry import trace
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.context import ContextPlan, plan_context_async
 from parley_common.control import Cancellations
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight
+from parley_common.prompt import build_prompt
 from parley_common.replay import ReplayLog, ResponseStream
 from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import extract_context, tracer
-from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, SCHEMA_VERSION, Topology
+from parley_common.topology import (
+    CHAT_REQUEST,
+    PROVIDER_JOB,
+    RESPONSE_COMPLETED,
+    RK_RESPONSE_COMPLETED,
+    SCHEMA_VERSION,
+    Topology,
+)
 
-from .prompt import build_prompt
+from .budget_queue import BudgetQueue
+from .image_turns import ImageTurns, image_prompt
+from .job_records import JobRecord, JobRecords
+from .media_refs import MediaRefs
+from .response_cache import CachedAnswer, ResponseCache, cache_key, is_deterministic
 from .routing import ModelRouter, Route
 from .settings import OrchestratorSettings
 from .turn_order import TurnOrder
@@ -48,9 +63,15 @@ class ChatRequestConsumer:
         turn_order: TurnOrder,
         cancellations: Cancellations,
         slots: StreamSlots,
+        budget_queue: BudgetQueue,
+        cache: ResponseCache,
+        records: JobRecords,
         publish_channel: AbstractChannel,
         reply_channel: AbstractChannel,
+        events_exchange: AbstractExchange,
         in_flight: InFlight,
+        media_refs: MediaRefs,
+        image_turns: ImageTurns,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -60,9 +81,15 @@ class ChatRequestConsumer:
         self.turn_order = turn_order
         self.cancellations = cancellations
         self.slots = slots
+        self.budget_queue = budget_queue
+        self.cache = cache
+        self.records = records
         self.publish_channel = publish_channel
         self.reply_channel = reply_channel
+        self.events_exchange = events_exchange
         self.in_flight = in_flight
+        self.media_refs = media_refs
+        self.image_turns = image_turns
         self.declared_providers: set[str] = set()
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
@@ -105,10 +132,11 @@ class ChatRequestConsumer:
 
     async def handle(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> bool:
         """Turn the request into a provider job; True when one was published."""
-        route = self.router.route(request.model)
+        # Another user's media id ends the turn here, before anything is stored or sent.
+        await self.media_refs.check(request)
         if not request.conversation_id:
             # Stateless (OpenAI-compatible): the prompt is the request's own messages.
-            return await self.publish_job(request, route, list(request.inline_messages))
+            return await self.answer(request, stream, list(request.inline_messages))
         created_at_ms = request.created_at_ms
         previous = await self.turn_order.enter(request.conversation_id, request.response_id)
         if previous is not None:
@@ -139,16 +167,121 @@ class ChatRequestConsumer:
             log.info("request already answered; replaying it", extra={"response_id": request.response_id})
             await replay_stored_answer(stream, answered)
             return False
-        if await self.cancellations.requested(request.response_id):
-            await stream.emit(meta=chat_pb2.StreamMeta(model=route.model, user_message_id=request.client_message_id))
-            await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
-            return False
-        return await self.publish_job(request, route, build_prompt(self.settings.system_prompt, context))
+        if (wanted := image_prompt(request.content)) is not None:
+            return await self.image_turns.run(request, stream, wanted, self.publish_completed)
+        return await self.answer(request, stream, build_prompt(self.settings.system_prompt, context))
 
-    async def publish_job(
-        self, request: chat_pb2.ChatRequest, route: Route, messages: list[chat_pb2.PromptMessage]
+    async def answer(
+        self, request: chat_pb2.ChatRequest, stream: ResponseStream, prompt: list[chat_pb2.PromptMessage]
     ) -> bool:
-        max_output = min(request.max_output_tokens or route.spec.max_output_tokens, route.spec.max_output_tokens)
+        """Route, fit, then the cache or the provider (after its budget); True when a job was published."""
+        prompt = await self.media_refs.attach(request, prompt)
+        route = self.router.route(request.model, prompt)
+        plan = await plan_context_async(
+            self.router.registry,
+            route.model,
+            prompt,
+            requested_max_output=request.max_output_tokens,
+            default_reserve=self.settings.reserved_output_tokens,
+        )
+        if plan.fit.dropped_messages or plan.fit.truncated_messages:
+            log.info(
+                "context trimmed to the window",
+                extra={
+                    "response_id": request.response_id,
+                    "model": route.model,
+                    "dropped": plan.fit.dropped_messages,
+                    "truncated": plan.fit.truncated_messages,
+                },
+            )
+        if await self.cancellations.requested(request.response_id):
+            await self.end_cancelled(request, stream, route)
+            return False
+        digest = ""
+        if self.cache.enabled and is_deterministic(request):
+            digest = cache_key(route.model, route.spec.upstream_model, plan.max_output_tokens, plan.fit.messages)
+            cached = await self.cache.get(digest)
+            if cached is not None:
+                log.info("answered from the cache", extra={"response_id": request.response_id, "model": route.model})
+                await self.serve_cached(request, stream, cached, plan)
+                return False
+        reserved = False
+        if not route.limits.unlimited:
+            admitted = await self.budget_queue.admit(
+                stream,
+                model=route.model,
+                limits=route.limits,
+                response_id=request.response_id,
+                user_id=request.user_id,
+                tokens=plan.reserved_tokens(),
+            )
+            if not admitted:
+                await self.end_cancelled(request, stream, route)
+                return False
+            reserved = True
+        try:
+            await self.records.put(request.response_id, JobRecord(route.model, plan.fit.input_tokens, reserved, digest))
+            return await self.publish_job(request, route, plan)
+        except BaseException:
+            if reserved:
+                # Nothing reached the provider: the reservation goes back at once.
+                await asyncio.shield(self.budget_queue.budget.release(route.model, request.response_id))
+            raise
+
+    async def end_cancelled(self, request: chat_pb2.ChatRequest, stream: ResponseStream, route: Route) -> None:
+        """Cancelled before reaching a provider: an empty answer, stored as interrupted like the worker's."""
+        await stream.emit(meta=chat_pb2.StreamMeta(model=route.model, user_message_id=request.client_message_id))
+        await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
+        await self.publish_completed(request, route.model, "", chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled")
+
+    async def serve_cached(
+        self, request: chat_pb2.ChatRequest, stream: ResponseStream, cached: CachedAnswer, plan: ContextPlan
+    ) -> None:
+        """Stream a cached answer like a fresh one, at no cost, and record it like the worker would."""
+        await stream.emit(
+            meta=chat_pb2.StreamMeta(
+                model=cached.model,
+                user_message_id=request.client_message_id,
+                dropped_messages=plan.fit.dropped_messages,
+                cached=True,
+            )
+        )
+        await stream.emit(delta=chat_pb2.StreamDelta(text=cached.content))
+        await stream.emit(usage=chat_pb2.Usage())
+        await stream.emit(done=chat_pb2.StreamDone(finish_reason=cached.finish_reason))
+        await self.publish_completed(
+            request, cached.model, cached.content, chat_pb2.RESPONSE_STATUS_COMPLETED, cached.finish_reason
+        )
+
+    async def publish_completed(
+        self,
+        request: chat_pb2.ChatRequest,
+        model: str,
+        content: str,
+        status: chat_pb2.ResponseStatus.ValueType,
+        finish_reason: str,
+    ) -> None:
+        """Announce an answer no worker produced (history stores it; its usage is zero)."""
+        completed = chat_pb2.ResponseCompleted(
+            version=SCHEMA_VERSION,
+            response_id=request.response_id,
+            user_id=request.user_id,
+            conversation_id=request.conversation_id,
+            user_message_id=request.client_message_id,
+            model=model,
+            content=content,
+            status=status,
+            usage=chat_pb2.Usage(),
+            finish_reason=finish_reason,
+            completed_at_ms=int(time.time() * 1000),
+        )
+        await self.events_exchange.publish(
+            envelope(completed, message_type=RESPONSE_COMPLETED, idempotency_key=request.response_id),
+            routing_key=RK_RESPONSE_COMPLETED,
+            mandatory=True,
+        )
+
+    async def publish_job(self, request: chat_pb2.ChatRequest, route: Route, plan: ContextPlan) -> bool:
         job = chat_pb2.ProviderJob(
             version=SCHEMA_VERSION,
             response_id=request.response_id,
@@ -158,12 +291,13 @@ class ChatRequestConsumer:
             model=route.model,
             provider=route.spec.provider,
             upstream_model=route.spec.upstream_model,
-            messages=messages,
-            max_output_tokens=max_output,
+            messages=plan.fit.messages,
+            max_output_tokens=plan.max_output_tokens,
             temperature=request.temperature if request.has_temperature else 1.0,
             reply_to=request.reply_to,
             created_at_ms=int(time.time() * 1000),
             fallbacks=route.fallbacks,
+            dropped_messages=plan.fit.dropped_messages,
         )
         if route.spec.provider not in self.declared_providers:
             await self.topology.declare_provider_queue(self.publish_channel, route.spec.provider)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2
 from parley_common.errors import InvalidRequest
+from parley_common.model_choice import choose_model
 from parley_common.models import ModelConfig, ModelRegistry
+
+from .budgets import BudgetLimits
 
 
 @dataclass(frozen=True)
@@ -15,13 +19,19 @@ class Route:
     spec: ModelConfig
     fallbacks: list[chat_pb2.ModelTarget]
 
+    @property
+    def limits(self) -> BudgetLimits:
+        return BudgetLimits(self.spec.requests_per_minute, self.spec.tokens_per_minute)
+
 
 class ModelRouter:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def route(self, requested: str) -> Route:
-        name = requested or self.registry.default_model
+    def route(self, requested: str, prompt: Sequence[chat_pb2.PromptMessage] = ()) -> Route:
+        """The requested model; with none, the one the registry's routing picks for this prompt
+        (parley_common.model_choice)."""
+        name = choose_model(self.registry, requested, prompt)
         spec = self.registry.models.get(name)
         if spec is None:
             raise InvalidRequest(f"unknown model {name!r}", code="unknown_model")

@@ -2,14 +2,24 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
 from parley_common.settings import CommonSettings
 
 
 class OrchestratorSettings(CommonSettings):
     history_grpc_target: str = "127.0.0.1:50051"
-    system_prompt: str = Field(default="You are Parley, a helpful assistant.", max_length=20_000)
-    # How many of the latest messages go into the prompt.
-    prompt_history_messages: int = Field(default=40, ge=1, le=500)
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
+    # How many of the latest messages a prompt starts from (trimming to the window may keep fewer).
+    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=500)
+    # Tokens kept free for the answer when the client sets no max_output_tokens (capped at the
+    # model's maximum); the prompt gets the rest of the context window.
+    reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)
     orchestrator_prefetch: int = Field(default=256, ge=1, le=5000)
     # A turn waits at most this long for the previous turn of its conversation to finish.
     turn_max_wait_s: float = Field(default=600.0, gt=0, le=3600)
+    # A request over its model's provider budget waits at most this long for its turn, then
+    # fails with the retryable `provider_budget_timeout`; it asks for its turn this often.
+    budget_max_wait_s: float = Field(default=120.0, gt=0, le=3600)
+    budget_poll_s: float = Field(default=0.2, ge=0.01, le=5)
+    # Deterministic answers (temperature 0) are served from the cache for this long; 0 turns it off.
+    response_cache_ttl_s: int = Field(default=3600, ge=0, le=30 * 24 * 3600)

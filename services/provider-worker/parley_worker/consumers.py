@@ -175,7 +175,11 @@ class ProviderJobConsumer:
 
     def meta(self, job: chat_pb2.ProviderJob) -> chat_pb2.StreamMeta:
         return chat_pb2.StreamMeta(
-            model=job.model, user_message_id=job.user_message_id, fallback_from=job.fallback_from, provider=job.provider
+            model=job.model,
+            user_message_id=job.user_message_id,
+            fallback_from=job.fallback_from,
+            provider=job.provider,
+            dropped_messages=job.dropped_messages,
         )
 
     async def stream_answer(self, job: chat_pb2.ProviderJob, provider: Provider, stream: ResponseStream) -> None:

@@ -1,0 +1,165 @@
+"""The gRPC client of the media service, used by the gateway and the orchestrator.
+
+Failed calls raise the typed ParleyError the server meant (NotFound for another user's media,
+InvalidRequest for an unusable file, PayloadTooLarge past the size limit, …). Idempotent calls
+are retried by gRPC itself when the service is briefly unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from parley.v1 import chat_pb2, media_pb2, media_pb2_grpc
+
+from . import grpc_client
+from .errors import from_grpc
+from .telemetry import grpc_metadata
+
+T = TypeVar("T")
+
+# Upload bytes go in messages of this size (the service takes at most 1 MiB a chunk).
+UPLOAD_CHUNK_BYTES = 256 * 1024
+# Replies carry prompt images inline (the service caps them well below this).
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+_IDEMPOTENT = ["CompleteUpload", "GetMedia", "DeleteMedia", "CheckMedia", "ResolveImages"]
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "parley.v1.MediaService", "method": m} for m in _IDEMPOTENT],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+class MediaClient:
+    def __init__(self, target: str, timeout_s: float = 30.0, processing_timeout_s: float = 180.0) -> None:
+        self.channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
+            ],
+        )
+        self.stub = media_pb2_grpc.MediaServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout_s = timeout_s
+        # Calls that process a file or generate an image (an upload also waits for its bytes).
+        self.processing_timeout_s = processing_timeout_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, timeout_s: float | None = None) -> T:
+        return await grpc_client.call("media", method, request, timeout_s or self.timeout_s)
+
+    async def serving(self) -> bool:
+        try:
+            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def upload(
+        self,
+        user_id: str,
+        content_type: str,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        declared_size: int = 0,
+    ) -> media_pb2.Media:
+        """Stream a file to the service as it arrives; an error raised by `chunks` (the client
+        went away, the body limit) cancels the call and propagates."""
+        call = self.stub.Upload(timeout=self.processing_timeout_s, metadata=grpc_metadata())
+        try:
+            try:
+                start = media_pb2.UploadStart(
+                    user_id=user_id, content_type=content_type, filename=filename, declared_size=declared_size
+                )
+                await call.write(media_pb2.UploadChunk(start=start))
+                async for piece in chunks:
+                    for offset in range(0, len(piece), UPLOAD_CHUNK_BYTES):
+                        await call.write(media_pb2.UploadChunk(data=piece[offset : offset + UPLOAD_CHUNK_BYTES]))
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the service ended the call early (it refused the file): its status says why
+            return await call
+        except grpc.aio.AioRpcError as err:
+            raise from_grpc(err) from None
+        finally:
+            if not call.done():
+                call.cancel()
+
+    async def create_upload(
+        self, user_id: str, content_type: str, size_bytes: int, filename: str = ""
+    ) -> media_pb2.PendingUpload:
+        return await self._call(
+            self.stub.CreateUpload,
+            media_pb2.CreateUploadRequest(
+                user_id=user_id, content_type=content_type, size_bytes=size_bytes, filename=filename
+            ),
+        )
+
+    async def complete_upload(self, user_id: str, media_id: str) -> media_pb2.Media:
+        return await self._call(
+            self.stub.CompleteUpload,
+            media_pb2.CompleteUploadRequest(user_id=user_id, media_id=media_id),
+            self.processing_timeout_s,
+        )
+
+    async def get_media(self, user_id: str, media_id: str) -> media_pb2.Media:
+        return await self._call(self.stub.GetMedia, media_pb2.GetMediaRequest(user_id=user_id, media_id=media_id))
+
+    async def delete_media(self, user_id: str, media_id: str) -> None:
+        await self._call(self.stub.DeleteMedia, media_pb2.DeleteMediaRequest(user_id=user_id, media_id=media_id))
+
+    async def check_media(self, user_id: str, media_ids: list[str]) -> None:
+        """NotFound (code media_not_found) unless every id is media of this user."""
+        await self._call(self.stub.CheckMedia, media_pb2.CheckMediaRequest(user_id=user_id, media_ids=media_ids))
+
+    async def resolve_images(
+        self,
+        user_id: str,
+        media_ids: list[str],
+        detail: str = "high",
+        delivery: media_pb2.ImageDelivery.ValueType = media_pb2.IMAGE_DELIVERY_INLINE,
+    ) -> list[chat_pb2.ImagePart]:
+        reply = await self._call(
+            self.stub.ResolveImages,
+            media_pb2.ResolveImagesRequest(user_id=user_id, media_ids=media_ids, detail=detail, delivery=delivery),
+        )
+        return list(reply.images)
+
+    async def generate_image(
+        self, user_id: str, prompt: str, size: str = "", idempotency_key: str = "", include_data: bool = False
+    ) -> media_pb2.GeneratedImage:
+        return await self._call(
+            self.stub.GenerateImage,
+            media_pb2.GenerateImageRequest(
+                user_id=user_id,
+                prompt=prompt,
+                size=size,
+                idempotency_key=idempotency_key,
+                include_data=include_data,
+            ),
+            self.processing_timeout_s,
+        )
+
+
+__all__ = ["MediaClient"]

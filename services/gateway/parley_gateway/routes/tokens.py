@@ -1,0 +1,85 @@
+"""POST /v1/tokens/count: what a draft message would cost, before it is sent.
+
+The prompt is assembled exactly as the orchestrator will assemble it (the system prompt, the
+conversation's latest messages, the draft), routed to the model the orchestrator would pick,
+counted with that model's encoding and fitted to its context window.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley.v1 import history_pb2
+from parley_common.context import plan_context_async
+from parley_common.errors import InvalidRequest, PayloadTooLarge
+from parley_common.model_choice import choose_model
+from parley_common.models import ModelRegistry
+from parley_common.prompt import build_prompt
+
+from ..auth import current_user
+from ..settings import GatewaySettings
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+
+class CountTokens(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The conversation the draft would be sent in; none for a new one.
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=128)
+    content: str
+    model: str | None = Field(default=None, max_length=64)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
+
+
+@router.post("/tokens/count")
+async def count_tokens(
+    request: Request, user: Annotated[str, Depends(current_user)], body: CountTokens
+) -> dict[str, Any]:
+    """Input tokens of the assembled context with the draft, the output reserve, and the cost.
+
+    `estimated` is true when the model's own tokenizer is not available offline (the count
+    uses the nearest one) or is not public (Anthropic, Gemini). Costs are in micro-dollars:
+    `input_cost_micros` for the prompt, `cost_estimate_micros` for the prompt plus the
+    longest answer allowed (an upper bound).
+    """
+    settings: GatewaySettings = request.app.state.turns.settings
+    registry: ModelRegistry = request.app.state.registry
+    if not body.content.strip():
+        raise InvalidRequest("content is empty", code="empty_content")
+    if len(body.content) > settings.max_content_chars:
+        raise PayloadTooLarge(
+            f"content is longer than {settings.max_content_chars} characters", code="content_too_long"
+        )
+    newest_first = [history_pb2.Message(role="user", content=body.content)]
+    if body.conversation_id is not None:
+        history = request.app.state.history
+        earlier = settings.prompt_history_messages - 1
+        if earlier > 0:
+            page = await history.get_messages(user, body.conversation_id, limit=earlier)
+            newest_first.extend(page.messages)
+        else:
+            await history.get_conversation(user, body.conversation_id)  # ownership: 404 otherwise
+    prompt = build_prompt(settings.system_prompt, newest_first)
+    model = choose_model(registry, body.model or "", prompt)
+    plan = await plan_context_async(
+        registry,
+        model,
+        prompt,
+        requested_max_output=body.max_output_tokens or 0,
+        default_reserve=settings.reserved_output_tokens,
+    )
+    input_cost = plan.spec.cost_micros(plan.fit.input_tokens, 0)
+    return {
+        "model": model,
+        "input_tokens": plan.fit.input_tokens,
+        "estimated": plan.estimated,
+        "max_output_tokens": plan.max_output_tokens,
+        "context_window": plan.spec.context_window,
+        "dropped_messages": plan.fit.dropped_messages,
+        "truncated": plan.fit.truncated_messages > 0,
+        "input_cost_micros": input_cost,
+        "cost_estimate_micros": plan.spec.cost_micros(plan.fit.input_tokens, plan.max_output_tokens),
+    }

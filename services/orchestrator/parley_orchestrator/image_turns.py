@@ -1,0 +1,88 @@
+"""Chat turns that ask for a picture: drawn by the media service's image generator instead of
+answered by a language model.
+
+A message asks for a picture when it starts (any case, after leading spaces) with one of:
+
+    /image <prompt>     /imagine <prompt>     draw <prompt>
+    generate|create|make an image|a picture of <prompt>
+
+("draw" alone is the one that can misfire: "draw conclusions from …" asks for a picture too;
+"/image" is the unambiguous form for clients to offer.)
+
+The rest of the message is the prompt. The stream gets `meta` (model "images"), an `image`
+frame (media id, presigned URL, type, size), a `delta` whose text names the media, `usage`
+(zero tokens) and `done`; that text is the assistant message stored in history, so a client
+reading history later finds the media id and fetches fresh URLs with GET /v1/media/{id}.
+The response id is the generation's idempotency key: a redelivered request gets the same image.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from parley.v1 import chat_pb2
+from parley_common.errors import ParleyError, RateLimited, Unavailable
+from parley_common.media_client import MediaClient
+from parley_common.replay import ResponseStream
+
+log = logging.getLogger(__name__)
+
+IMAGE_MODEL = "images"
+_ASKS_FOR_IMAGE = re.compile(
+    r"^\s*(?:/image|/imagine|draw|(?:generate|create|make)\s+(?:an?\s+)?(?:image|picture)\s+of)"
+    r"\s+(?P<prompt>\S.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+PublishCompleted = Callable[[chat_pb2.ChatRequest, str, str, "chat_pb2.ResponseStatus.ValueType", str], Awaitable[None]]
+
+
+def image_prompt(content: str) -> str | None:
+    """The picture a message asks for, or None when it asks for none."""
+    match = _ASKS_FOR_IMAGE.match(content)
+    return match.group("prompt").strip() if match else None
+
+
+def answer_text(prompt: str, image: chat_pb2.StreamImage) -> str:
+    short = prompt if len(prompt) <= 200 else prompt[:199] + "…"
+    return f'Here is an image of "{short}" ({image.width}x{image.height}, media {image.media_id}).'
+
+
+class ImageTurns:
+    def __init__(self, media: MediaClient) -> None:
+        self.media = media
+
+    async def run(
+        self,
+        request: chat_pb2.ChatRequest,
+        stream: ResponseStream,
+        prompt: str,
+        publish_completed: PublishCompleted,
+    ) -> bool:
+        """Generate, stream and record the answer. False: no provider job was published."""
+        await stream.emit(meta=chat_pb2.StreamMeta(model=IMAGE_MODEL, user_message_id=request.client_message_id))
+        try:
+            generated = await self.media.generate_image(request.user_id, prompt, idempotency_key=request.response_id)
+        except ParleyError as err:
+            log.warning("image generation failed", extra={"response_id": request.response_id, "code": err.code})
+            await stream.fail(err.code, err.message, isinstance(err, Unavailable | RateLimited))
+            await publish_completed(request, IMAGE_MODEL, "", chat_pb2.RESPONSE_STATUS_FAILED, "error")
+            return False
+        high = next((r for r in generated.media.renditions if r.name == "high"), None)
+        image = chat_pb2.StreamImage(
+            media_id=generated.media.id,
+            url=high.url if high else "",
+            mime_type=high.mime_type if high else "",
+            width=high.width if high else generated.media.width,
+            height=high.height if high else generated.media.height,
+        )
+        text = answer_text(prompt, image)
+        await stream.emit(image=image)
+        await stream.emit(delta=chat_pb2.StreamDelta(text=text))
+        await stream.emit(usage=chat_pb2.Usage())
+        await stream.emit(done=chat_pb2.StreamDone(finish_reason="stop"))
+        await publish_completed(request, IMAGE_MODEL, text, chat_pb2.RESPONSE_STATUS_COMPLETED, "stop")
+        log.info("image turn answered", extra={"response_id": request.response_id, "media_id": image.media_id})
+        return False

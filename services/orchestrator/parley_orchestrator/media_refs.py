@@ -1,0 +1,65 @@
+"""Media a chat request references (`ChatRequest.media_ids`): checked before anything of the
+turn is stored, then resolved through the media service into the images of the prompt.
+
+The images go on the prompt's last user message, the one that referenced them; providers
+get the compressed derivative ("high": at most 2048 px, or "low"), never an original. A media
+id that is not the user's own is a 404-style error (media_not_found) before anything is
+stored or sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from parley.v1 import chat_pb2, media_pb2
+from parley_common.media_client import MediaClient
+from parley_common.settings import CommonSettings
+
+_DELIVERY = {"inline": media_pb2.IMAGE_DELIVERY_INLINE, "url": media_pb2.IMAGE_DELIVERY_URL}
+
+
+class MediaRefSettings(CommonSettings):
+    media_grpc_target: str = "127.0.0.1:50052"
+    # inline: the image bytes travel with the job (works with private object storage and every
+    # provider); url: a presigned URL the provider fetches (object storage must be reachable
+    # from the provider's side, i.e. PARLEY_S3_PUBLIC_ENDPOINT is public).
+    media_prompt_delivery: Literal["inline", "url"] = "inline"
+
+
+def with_images(
+    messages: Sequence[chat_pb2.PromptMessage], images: Sequence[chat_pb2.ImagePart]
+) -> list[chat_pb2.PromptMessage]:
+    """The prompt with `images` added to its last user message (a new user message when it has none)."""
+    out = list(messages)
+    for index in range(len(out) - 1, -1, -1):
+        if out[index].role == "user":
+            copy = chat_pb2.PromptMessage()
+            copy.CopyFrom(out[index])
+            copy.images.extend(images)
+            out[index] = copy
+            return out
+    out.append(chat_pb2.PromptMessage(role="user", images=images))
+    return out
+
+
+class MediaRefs:
+    def __init__(self, media: MediaClient, delivery: Literal["inline", "url"] = "inline") -> None:
+        self.media = media
+        self.delivery = _DELIVERY[delivery]
+
+    async def check(self, request: chat_pb2.ChatRequest) -> None:
+        """NotFound (media_not_found) unless every referenced id is media of the request's user."""
+        if request.media_ids:
+            await self.media.check_media(request.user_id, list(request.media_ids))
+
+    async def attach(
+        self, request: chat_pb2.ChatRequest, prompt: list[chat_pb2.PromptMessage]
+    ) -> list[chat_pb2.PromptMessage]:
+        """The prompt with the request's images on its last user message."""
+        if not request.media_ids:
+            return prompt
+        images = await self.media.resolve_images(
+            request.user_id, list(request.media_ids), request.image_detail or "high", self.delivery
+        )
+        return with_images(prompt, images)

@@ -1,0 +1,81 @@
+"""Exact-match response cache for deterministic requests.
+
+A request is deterministic when it asks for temperature 0. Its answer is then a function of
+the model, the prompt the model gets (after trimming) and the output limit, and the key is
+the SHA-256 of exactly those. The cache is filled from the ResponseCompleted of such a
+request (completions.py): the orchestrator keeps the key in the response's job record when
+it publishes the job. A hit is streamed like any answer (meta, delta, usage, done) with zero
+usage and cost, and no provider is called. Entries expire after `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from parley.v1 import chat_pb2
+
+
+def is_deterministic(request: chat_pb2.ChatRequest) -> bool:
+    return bool(request.has_temperature and request.temperature == 0.0)
+
+
+def cache_key(
+    model: str, upstream_model: str, max_output_tokens: int, messages: Sequence[chat_pb2.PromptMessage]
+) -> str:
+    """The same model, the same prompt, the same output limit: the same key."""
+    canonical = {
+        "model": model,
+        "upstream_model": upstream_model,
+        "max_output_tokens": max_output_tokens,
+        "messages": [
+            {
+                "role": m.role,
+                "content": m.content,
+                "images": [
+                    [i.media_id, i.url, hashlib.sha256(i.data).hexdigest(), i.mime_type, i.detail] for i in m.images
+                ],
+            }
+            for m in messages
+        ],
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    model: str
+    content: str
+    finish_reason: str
+
+
+class ResponseCache:
+    def __init__(self, redis: Redis, namespace: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0
+
+    def key(self, digest: str) -> str:
+        return f"{self.namespace}:response-cache:{digest}"
+
+    async def get(self, digest: str) -> CachedAnswer | None:
+        raw = await self.redis.get(self.key(digest))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return CachedAnswer(model=data["model"], content=data["content"], finish_reason=data["finish_reason"])
+
+    async def put(self, digest: str, answer: CachedAnswer) -> None:
+        value = json.dumps({"model": answer.model, "content": answer.content, "finish_reason": answer.finish_reason})
+        await self.redis.set(self.key(digest), value, ex=self.ttl_s)
+
+
+__all__ = ["CachedAnswer", "ResponseCache", "cache_key", "is_deterministic"]

@@ -1,0 +1,367 @@
+"""Provider budgets, monthly user limits, routing, token counts and the response cache, through
+the whole system: the five services as processes, with tiny budgets, and the fake provider
+server as a real HTTP process whose request log shows every call a provider received."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from parley.v1 import chat_pb2
+from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
+from parley_common.tokens import counter_for
+from parley_dev.infra import Infra, free_port
+from parley_dev.stack import Stack, StackConfig
+
+from .sse import Frame, frames, read_all, text_of
+
+KEY = "pk_test_budgets_" + secrets.token_urlsafe(12)
+CAROL_KEY = "pk_test_carol_" + secrets.token_urlsafe(12)
+MAX_WAIT_S = 4
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("fake-budgets") / "fake.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "parley_dev.fake_providers", "--port", str(port)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"{url}/_fake/requests", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the fake provider server did not start") from None
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+def registry(fake_url: str) -> dict[str, Any]:
+    def fake_model(upstream: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "provider": "openai",
+            "upstream_model": upstream,
+            "context_window": 16_000,
+            "max_output_tokens": 2000,
+            "input_price_per_mtok": 2.0,
+            "output_price_per_mtok": 10.0,
+            **extra,
+        }
+
+    return {
+        "default_model": "demo",
+        "providers": {"demo": {"kind": "demo"}, "openai": {"kind": "openai", "base_url": f"{fake_url}/v1"}},
+        "models": {
+            "demo": {
+                "provider": "demo",
+                "upstream_model": "parley-demo-1",
+                "context_window": 8192,
+                "max_output_tokens": 1024,
+                "input_price_per_mtok": 0,
+                "output_price_per_mtok": 0,
+            },
+            "fake": fake_model("fake-test"),
+            "fake-mini": fake_model("mini-test"),
+            # One request at a time: each reserves its prompt and 2,000 output tokens.
+            "tight": fake_model("tight-test", tokens_per_minute=2600),
+            "blocked": fake_model("blocked-test", requests_per_minute=1),
+            # Room for the system prompt and a few short turns, 100 tokens kept for the answer.
+            "narrow": fake_model("narrow-test", context_window=300, max_output_tokens=100),
+        },
+        "routing": {"simple": "fake-mini", "strong": "demo", "simple_max_chars": 80, "simple_max_history": 2},
+    }
+
+
+@pytest.fixture(scope="module")
+async def bstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    workdir = tmp_path_factory.mktemp("budget-stack")
+    models_file = workdir / "models.json"  # JSON is YAML
+    models_file.write_text(json.dumps(registry(fake)))
+    stack = Stack(
+        StackConfig(
+            infra=infra,
+            namespace="tq" + uuid.uuid4().hex[:10],
+            workdir=workdir,
+            dev_api_key=KEY,
+            extra_env={
+                "PARLEY_MODELS_FILE": str(models_file),
+                "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
+                "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
+                "PARLEY_API_KEYS": json.dumps({"carol": CAROL_KEY}),
+                "PARLEY_PLANS": json.dumps({"default": {"monthly_tokens": 10_000_000}, "tiny": {"monthly_tokens": 1}}),
+                "PARLEY_USER_PLANS": json.dumps({"carol": "tiny"}),
+                "PARLEY_BUDGET_MAX_WAIT_S": str(MAX_WAIT_S),
+                "PARLEY_BUDGET_POLL_S": "0.05",
+                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
+                "PARLEY_DEMO_TOKENS_PER_S": "200",
+                "PARLEY_HEARTBEAT_S": "1",
+            },
+        )
+    )
+    try:
+        await stack.start()
+    except Exception:
+        await stack.stop()
+        raise
+    yield stack
+    codes = await stack.stop()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def client_for(stack: Stack, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+@pytest.fixture
+async def api(bstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(bstack, KEY) as client:
+        yield client
+
+
+@pytest.fixture
+async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The fake provider's record of the calls it received (cleared per test)."""
+    async with httpx.AsyncClient(base_url=fake, timeout=10) as client:
+        await client.delete("/_fake/requests")
+        yield client
+
+
+async def provider_calls(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
+    return list((await seen.get("/_fake/requests")).json())
+
+
+async def new_conversation(api: httpx.AsyncClient) -> str:
+    reply = await api.post("/v1/conversations", json={})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+async def turn(
+    api: httpx.AsyncClient, content: str, model: str | None = None, on_frame: asyncio.Event | None = None
+) -> list[Frame]:
+    conversation = await new_conversation(api)
+    body: dict[str, Any] = {"content": content, **({"model": model} if model else {})}
+    got: list[Frame] = []
+    async with api.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as r:
+        assert r.status_code == 200, await r.aread()
+        async for frame in frames(r):
+            got.append(frame)
+            if on_frame is not None:
+                on_frame.set()
+            if frame.event in ("done", "error"):
+                break
+    return got
+
+
+async def test_requests_over_the_provider_budget_wait_in_line_and_complete_once_it_frees(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    first_started = asyncio.Event()
+    # About a second of streaming, while the others find the budget taken.
+    first = asyncio.create_task(
+        turn(api, 'slow one [[fake {"tokens": 20, "tokens_per_s": 20}]]', "tight", first_started)
+    )
+    await first_started.wait()
+    second_queued = asyncio.Event()
+    # Half a second: the third waits behind it at the head of the queue.
+    second = asyncio.create_task(
+        turn(api, 'second one [[fake {"tokens": 10, "tokens_per_s": 20}]]', "tight", second_queued)
+    )
+    await second_queued.wait()
+    third = await turn(api, "third one", "tight")
+    first_frames, second_frames = await first, await second
+
+    assert first_frames[0].event == "meta" and first_frames[-1].event == "done"
+    queued = [f for f in second_frames if f.event == "queued"]
+    assert second_frames[0].event == "queued" and queued[0].data["position"] == 1
+    assert "estimated_wait_ms" in queued[0].data
+    third_positions = [f.data["position"] for f in third if f.event == "queued"]
+    assert third_positions[0] == 2 and third_positions[-1] == 1, "the position is updated as it moves"
+    for got in (second_frames, third):
+        assert got[-1].event == "done" and text_of(got)
+        kinds = [f.event for f in got]
+        assert kinds.index("meta") > max(i for i, k in enumerate(kinds) if k == "queued")
+    # The provider got them one after the other, in order.
+    calls = await provider_calls(seen)
+    assert [c["body"]["messages"][-1]["content"].split()[0] for c in calls] == ["slow", "second", "third"]
+
+
+async def test_a_request_that_waits_too_long_gets_a_clear_retryable_error(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    done = await turn(api, "the only one this minute", "blocked")
+    assert done[-1].event == "done"
+    started = time.monotonic()
+    waited = await turn(api, "one too many", "blocked")
+    assert waited[0].event == "queued" and waited[-1].event == "error"
+    assert waited[-1].data["code"] == "provider_budget_timeout" and waited[-1].data["retryable"] is True
+    assert time.monotonic() - started >= MAX_WAIT_S - 0.5
+    assert len(await provider_calls(seen)) == 1, "the request that timed out never reached the provider"
+
+
+async def test_a_user_over_the_monthly_limit_gets_429_and_the_provider_no_call(
+    bstack: Stack, api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    async with client_for(bstack, CAROL_KEY) as carol:
+        first = await turn(carol, "my one question this month", "fake")
+        assert first[-1].event == "done"
+        # Usage is charged when the answer completes: wait until it shows.
+        deadline = time.monotonic() + 15
+        while (remaining := (await carol.get("/v1/models")).headers["x-budget-tokens-remaining"]) != "0":
+            assert time.monotonic() < deadline, f"usage never charged ({remaining} left)"
+            await asyncio.sleep(0.05)
+        calls_before = len(await provider_calls(seen))
+        conversation = await new_conversation(carol)
+        refused = await carol.post(f"/v1/conversations/{conversation}/messages", json={"content": "one more?"})
+        assert refused.status_code == 429
+        error = refused.json()["error"]
+        assert error["code"] == "user_budget_exceeded" and "resets at" in error["message"]
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.headers["x-budget-tokens-remaining"] == "0" and refused.headers["x-budget-plan"] == "tiny"
+        openai_style = await carol.post(
+            "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "and now?"}]}
+        )
+        assert openai_style.status_code == 429
+        await asyncio.sleep(0.3)
+        assert len(await provider_calls(seen)) == calls_before, "nothing reached a provider"
+        stored = (await carol.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
+        assert stored == [], "nothing was stored either"
+    # Other users are not affected, and see their own budget.
+    models = await api.get("/v1/models")
+    assert int(models.headers["x-budget-tokens-remaining"]) > 0 and models.headers["x-budget-plan"] == "default"
+
+
+async def test_a_model_is_picked_by_the_query_when_none_is_named(api: httpx.AsyncClient) -> None:
+    simple = await turn(api, "What is the capital of France?")
+    assert simple[0].data["model"] == "fake-mini" and simple[-1].event == "done"
+    code = await turn(api, "Why does this fail?\n```python\nprint(1/0)\n```")
+    assert code[0].data["model"] == "demo" and code[-1].event == "done"
+    pinned = await turn(api, "What is the capital of Spain?", "fake")
+    assert pinned[0].data["model"] == "fake"
+
+
+async def test_token_counts_before_sending_match_the_assembled_context(api: httpx.AsyncClient) -> None:
+    conversation = await new_conversation(api)
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": "hello there", "model": "demo"}
+    ) as r:
+        answer = text_of(await read_all(r))
+    deadline = time.monotonic() + 10
+    while len((await api.get(f"/v1/conversations/{conversation}/messages")).json()["data"]) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    reply = await api.post(
+        "/v1/tokens/count", json={"conversation_id": conversation, "content": "and what next?", "model": "demo"}
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    counter = counter_for("demo", "cl100k_base")
+    expected = counter.prompt(
+        [
+            chat_pb2.PromptMessage(role="system", content=DEFAULT_SYSTEM_PROMPT),
+            chat_pb2.PromptMessage(role="user", content="hello there"),
+            chat_pb2.PromptMessage(role="assistant", content=answer),
+            chat_pb2.PromptMessage(role="user", content="and what next?"),
+        ]
+    )
+    assert body["input_tokens"] == expected and body["estimated"] is False
+    assert (body["model"], body["max_output_tokens"], body["dropped_messages"]) == ("demo", 1024, 0)
+    assert body["cost_estimate_micros"] == 0
+    priced = (await api.post("/v1/tokens/count", json={"content": "What is 2+2?", "max_output_tokens": 100})).json()
+    assert priced["model"] == "fake-mini", "routed as the message would be"
+    assert priced["input_cost_micros"] == round(priced["input_tokens"] * 2.0)
+    assert priced["cost_estimate_micros"] == round(priced["input_tokens"] * 2.0 + 100 * 10.0)
+    missing = await api.post("/v1/tokens/count", json={"conversation_id": "nope", "content": "hi"})
+    assert missing.status_code == 404
+
+
+async def test_a_long_conversation_is_trimmed_to_the_window_newest_turns_kept(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    conversation = await new_conversation(api)
+    for i in range(6):
+        content = f"Turn {i}: " + "tell me more about budgets and windows " * 3
+        async with api.stream(
+            "POST", f"/v1/conversations/{conversation}/messages", json={"content": content, "model": "narrow"}
+        ) as r:
+            assert (await read_all(r))[-1].event == "done"
+    draft = {"conversation_id": conversation, "content": "Turn 6: and the last one?", "model": "narrow"}
+    counted = (await api.post("/v1/tokens/count", json=draft)).json()
+    assert counted["dropped_messages"] > 0 and counted["input_tokens"] <= 300 - 100
+    calls = await provider_calls(seen)
+    last = calls[-1]["body"]["messages"]
+    assert len(last) < 1 + 2 * 5 + 1, "older turns were left out"
+    assert last[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, "the system prompt is always kept"
+    assert last[-1]["content"].startswith("Turn 5:") and last[1]["role"] == "user", "the newest turns, whole"
+    assert calls[-1]["body"]["max_tokens"] == 100
+    # The provider's own count of the prompt stays within the window too.
+    assert calls[-1]["input_tokens"] + 100 <= 300
+
+
+async def cache_entries(stack: Stack, infra: Infra) -> int:
+    redis = Redis.from_url(infra.redis_url)
+    try:
+        return len([k async for k in redis.scan_iter(f"{stack.config.namespace}:response-cache:*")])
+    finally:
+        await redis.aclose()
+
+
+async def test_a_deterministic_request_is_answered_from_the_cache_without_a_provider_call(
+    bstack: Stack, infra: Infra, api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    body = {
+        "model": "fake",
+        "temperature": 0,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "cache me " + uuid.uuid4().hex},
+        ],
+    }
+    before = await cache_entries(bstack, infra)
+    first = await api.post("/v1/chat/completions", json=body)
+    assert first.status_code == 200, first.text
+    assert len(await provider_calls(seen)) == 1
+    deadline = time.monotonic() + 10
+    while await cache_entries(bstack, infra) == before:  # filled when the answer's completion is processed
+        assert time.monotonic() < deadline, "the cache was never filled"
+        await asyncio.sleep(0.05)
+
+    second = await api.post("/v1/chat/completions", json=body)
+    assert second.status_code == 200, second.text
+    content = first.json()["choices"][0]["message"]["content"]
+    assert second.json()["choices"][0]["message"]["content"] == content
+    assert second.json()["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert len(await provider_calls(seen)) == 1, "the cache hit made no provider call"
+    # It was still streamed, frame by frame, like any answer.
+    response_id = "r_" + second.json()["id"].removeprefix("chatcmpl-")
+    async with api.stream("GET", f"/v1/responses/{response_id}/events") as r:
+        replayed = await read_all(r)
+    assert [f.event for f in replayed] == ["meta", "delta", "usage", "done"]
+    assert replayed[0].data["cached"] is True and replayed[2].data["cost_micros"] == 0
+
+    async with api.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        chunks = [line async for line in r.aiter_lines() if line.startswith("data: {")]
+    streamed = "".join(json.loads(c[6:])["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert streamed == content and len(await provider_calls(seen)) == 1
+
+    creative = await api.post("/v1/chat/completions", json={**body, "temperature": 0.7})
+    assert creative.status_code == 200
+    assert len(await provider_calls(seen)) == 2, "only temperature 0 is served from the cache"

@@ -1,0 +1,266 @@
+"""Media in chat turns, as a client sees them: an uploaded image reaches the provider in its own
+wire format (at most 2048 px), another user's media is refused before anything is sent, and
+image generation, in a chat turn and through the OpenAI-compatible endpoint.
+
+The wire-format tests run their own stack whose worker calls the real OpenAI, Anthropic and
+Gemini adapters against the fake provider server, which records every request body."""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from PIL import Image
+
+from parley_dev.fake_providers import FakeProviderServer
+from parley_dev.infra import Infra
+from parley_dev.stack import Stack, StackConfig
+
+from ..unit.test_media_images import photo_jpeg
+from .conftest import DEV_KEY
+from .sse import Frame, read_all, text_of
+from .test_isolation_and_errors import assert_error
+
+ALICE_KEY = "pk_test_alice_" + secrets.token_urlsafe(18)
+MALLORY_KEY = "pk_test_mallory_" + secrets.token_urlsafe(18)
+FAKE_PROVIDERS = {"fake-openai": "openai", "fake-anthropic": "anthropic", "fake-gemini": "gemini"}
+VISION_MODELS = {"vision-openai": "fake-openai", "vision-claude": "fake-anthropic", "vision-gemini": "fake-gemini"}
+
+
+async def send(client: httpx.AsyncClient, conversation: str, **body: Any) -> list[Frame]:
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as reply:
+        assert reply.status_code == 200, await reply.aread()
+        return await read_all(reply)
+
+
+async def new_conversation(client: httpx.AsyncClient) -> str:
+    reply = await client.post("/v1/conversations", json={"title": "media"})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+async def upload_photo(client: httpx.AsyncClient, data: bytes) -> str:
+    reply = await client.post("/v1/media", files={"file": ("photo.jpg", data, "image/jpeg")})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+# Through the shared stack (demo model): ownership and image generation.
+
+
+async def test_a_message_may_carry_my_image_but_not_someone_elses(
+    client: httpx.AsyncClient, bob: httpx.AsyncClient, conversation: str
+) -> None:
+    media_id = await upload_photo(client, photo_jpeg(1600, 1200, 1))
+    frames = await send(client, conversation, content="What is in this photo?", media_ids=[media_id])
+    assert frames[-1].event == "done", frames[-1]
+    bobs = await new_conversation(bob)
+    refused = await send(bob, bobs, content="And in mine?", media_ids=[media_id])
+    assert [f.event for f in refused] == ["error"]
+    assert refused[-1].data["code"] == "media_not_found" and refused[-1].data["retryable"] is False
+    # Refused before anything was stored: bob's conversation is still empty.
+    assert (await bob.get(f"/v1/conversations/{bobs}/messages")).json()["data"] == []
+    assert_error(
+        await client.post(f"/v1/conversations/{conversation}/messages", json={"content": "x", "media_ids": ["nope"]}),
+        400,
+        "invalid_request",
+    )
+
+
+async def test_a_chat_turn_can_ask_for_an_image(client: httpx.AsyncClient, conversation: str) -> None:
+    frames = await send(client, conversation, content="/image a red fox in the snow")
+    kinds = [f.event for f in frames]
+    assert kinds == ["meta", "image", "delta", "usage", "done"], kinds
+    image = frames[1].data
+    assert image["media_id"].startswith("med_") and image["mime_type"] == "image/webp"
+    assert (image["width"], image["height"]) == (1024, 1024)
+    async with httpx.AsyncClient() as anyone:
+        picture = await anyone.get(image["url"])
+    assert picture.status_code == 200 and Image.open(io.BytesIO(picture.content)).size == (1024, 1024)
+    assert image["media_id"] in text_of(frames)
+    media = await client.get(f"/v1/media/{image['media_id']}")
+    assert media.status_code == 200 and media.json()["origin"] == "generated"
+    assert media.json()["prompt"] == "a red fox in the snow"
+    messages = (await client.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
+    answer = next(m for m in messages if m["role"] == "assistant" and image["media_id"] in m["content"])
+    assert answer["model"] == "images" and answer["status"] == "complete"
+
+
+async def test_openai_sdk_generates_images(stack: Stack) -> None:
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url + "/v1", api_key=DEV_KEY, max_retries=0)
+    try:
+        by_url = await sdk.images.generate(prompt="a lighthouse at dusk", size="512x512", response_format="url")
+        assert by_url.data and by_url.data[0].url
+        async with httpx.AsyncClient() as anyone:
+            fetched = await anyone.get(by_url.data[0].url)
+        assert Image.open(io.BytesIO(fetched.content)).size == (512, 512)
+        inline = await sdk.images.generate(prompt="a lighthouse at dusk", n=2, response_format="b64_json")
+        assert inline.data is not None and len(inline.data) == 2
+        decoded = Image.open(io.BytesIO(base64.b64decode(inline.data[0].b64_json or "")))
+        assert decoded.format == "WEBP" and decoded.size == (1024, 1024)
+        with pytest.raises(openai.BadRequestError):
+            await sdk.images.generate(prompt="x", size="99999x1")
+    finally:
+        await sdk.close()
+
+
+# A stack of its own, whose worker speaks the providers' real wire formats to the fake server.
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[FakeProviderServer]:
+    server = FakeProviderServer()
+    await server.start()
+    yield server
+    server.request_stop()
+    await server.wait()
+
+
+@pytest.fixture(scope="module")
+async def vision_stack(
+    infra: Infra, fake: FakeProviderServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("vision-stack")
+    base_urls = {"openai": fake.url + "/v1", "anthropic": fake.url, "gemini": fake.url}
+    registry = {
+        "default_model": "demo",
+        "providers": {
+            "demo": {"kind": "demo"},
+            **{name: {"kind": kind, "base_url": base_urls[kind]} for name, kind in FAKE_PROVIDERS.items()},
+        },
+        "models": {
+            "demo": _model("demo"),
+            **{model: _model(provider) for model, provider in VISION_MODELS.items()},
+        },
+    }
+    models_file = workdir / "models.yaml"
+    models_file.write_text(yaml.safe_dump(registry))
+    stack = Stack(
+        StackConfig(
+            infra=infra,
+            namespace="t" + uuid.uuid4().hex[:10],
+            workdir=workdir,
+            dev_api_key=ALICE_KEY,
+            extra_env={
+                "PARLEY_API_KEYS": f'{{"mallory": "{MALLORY_KEY}"}}',
+                "PARLEY_MODELS_FILE": str(models_file),
+                "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai", "fake-anthropic", "fake-gemini"]',
+                "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "k1", "fake-anthropic": "k2", "fake-gemini": "k3"}',
+                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
+            },
+        )
+    )
+    try:
+        await stack.start()
+    except Exception:
+        await stack.stop()
+        raise
+    yield stack
+    codes = await stack.stop()
+    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+def _model(provider: str) -> dict[str, Any]:
+    return {
+        "provider": provider,
+        "upstream_model": "parley-demo-1" if provider == "demo" else "vision-test-1",
+        "context_window": 128_000,
+        "max_output_tokens": 256,
+        "input_price_per_mtok": 0,
+        "output_price_per_mtok": 0,
+    }
+
+
+async def seen_requests(fake: FakeProviderServer) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        reply = await client.get("/_fake/requests")
+    requests: list[dict[str, Any]] = reply.json()
+    return requests
+
+
+def decoded_picture(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def images_in(body: dict[str, Any], wire: str) -> list[tuple[str, str, Image.Image]]:
+    """(mime type, detail, picture) of every image in the last user turn of a request body."""
+    found: list[tuple[str, str, Image.Image]] = []
+    if wire == "openai":
+        for part in body["messages"][-1]["content"]:
+            if part.get("type") == "image_url":
+                header, _, data = part["image_url"]["url"].partition(",")
+                mime = header.removeprefix("data:").removesuffix(";base64")
+                found.append((mime, part["image_url"].get("detail", ""), decoded_picture(data)))
+    elif wire == "anthropic":
+        for block in body["messages"][-1]["content"]:
+            if block.get("type") == "image":
+                source = block["source"]
+                assert source["type"] == "base64"
+                found.append((source["media_type"], "", decoded_picture(source["data"])))
+    else:
+        for part in body["contents"][-1]["parts"]:
+            if "inlineData" in part:
+                inline = part["inlineData"]
+                found.append((inline["mimeType"], "", decoded_picture(inline["data"])))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("model", "wire"), [("vision-openai", "openai"), ("vision-claude", "anthropic"), ("vision-gemini", "gemini")]
+)
+async def test_the_provider_receives_the_image_in_its_own_wire_format(
+    vision_stack: Stack, fake: FakeProviderServer, model: str, wire: str
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
+    ) as alice:
+        media_id = await upload_photo(alice, photo_jpeg(4000, 3000, 6))
+        conversation = await new_conversation(alice)
+        marker = uuid.uuid4().hex
+        frames = await send(
+            alice, conversation, content=f"Describe this photo {marker}", model=model, media_ids=[media_id]
+        )
+        assert frames[-1].event == "done", frames[-1]
+        low = await send(
+            alice, conversation, content=f"And small {marker}", model=model, media_ids=[media_id], image_detail="low"
+        )
+        assert low[-1].event == "done", low[-1]
+    requests = [r for r in await seen_requests(fake) if marker in str(r["body"])]
+    assert len(requests) == 2, [r["path"] for r in requests]
+    assert all(r["format"] == wire for r in requests)
+    ((mime, detail, picture),) = images_in(requests[0]["body"], wire)
+    assert mime == "image/webp" and picture.format == "WEBP"
+    assert picture.size == (1536, 2048), "not the upright 2048 px rendition"
+    if wire == "openai":
+        assert detail == "high"
+    ((_, low_detail, small),) = images_in(requests[1]["body"], wire)
+    assert small.size == (768, 1024)
+    if wire == "openai":
+        assert low_detail == "low"
+
+
+async def test_another_users_media_never_reaches_a_provider(vision_stack: Stack, fake: FakeProviderServer) -> None:
+    async with (
+        httpx.AsyncClient(base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as alice,
+        httpx.AsyncClient(
+            base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {MALLORY_KEY}"}
+        ) as mallory,
+    ):
+        media_id = await upload_photo(alice, photo_jpeg(800, 600, 1))
+        conversation = await new_conversation(mallory)
+        marker = uuid.uuid4().hex
+        frames = await send(
+            mallory, conversation, content=f"steal {marker}", model="vision-openai", media_ids=[media_id]
+        )
+        assert frames[-1].event == "error" and frames[-1].data["code"] == "media_not_found"
+        assert_error(await mallory.get(f"/v1/media/{media_id}"), 404, "media_not_found")
+    assert not [r for r in await seen_requests(fake) if marker in str(r["body"])]

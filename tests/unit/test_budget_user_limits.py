@@ -1,0 +1,68 @@
+"""Monthly user limits: the arithmetic (the Redis ledger is exercised in tests/integration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from parley.v1 import chat_pb2
+from parley_common.user_budgets import BudgetStatus, MonthlySpend, PlanLimits, month_of
+from parley_orchestrator.response_cache import cache_key, is_deterministic
+
+
+def ts(*args: int) -> float:
+    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()  # type: ignore[misc]
+
+
+def test_months_are_utc_calendar_months_and_reset_on_the_first() -> None:
+    assert month_of(ts(2026, 11, 27, 3, 0)) == ("2026-11", int(ts(2026, 12, 1)))
+    assert month_of(ts(2026, 12, 31, 23, 59, 59)) == ("2026-12", int(ts(2027, 1, 1)))
+    assert month_of(ts(2027, 1, 1)) == ("2027-01", int(ts(2027, 2, 1)))
+
+
+def status(tokens: int, cost: int, limits: PlanLimits) -> BudgetStatus:
+    return BudgetStatus(plan="free", limits=limits, spent=MonthlySpend(tokens, cost), reset_at=1_800_000_000)
+
+
+def test_a_limit_is_exhausted_once_it_is_reached_not_before() -> None:
+    limits = PlanLimits(monthly_tokens=1000, monthly_cost_micros=500)
+    assert status(999, 499, limits).exhausted() is None
+    assert status(1000, 0, limits).exhausted() == "tokens"
+    assert status(1500, 0, limits).tokens_remaining == 0, "an overshoot shows as nothing left"
+    assert status(0, 500, limits).exhausted() == "cost"
+    assert status(10**12, 10**12, PlanLimits()).exhausted() is None, "no limit set: never exhausted"
+
+
+def test_headers_say_what_is_left_and_when_it_resets() -> None:
+    headers = status(250, 100, PlanLimits(monthly_tokens=1000, monthly_cost_micros=500)).headers()
+    assert headers == {
+        "X-Budget-Plan": "free",
+        "X-Budget-Reset": "1800000000",
+        "X-Budget-Tokens-Remaining": "750",
+        "X-Budget-Cost-Remaining-Micros": "400",
+    }
+    assert "X-Budget-Tokens-Remaining" not in status(0, 0, PlanLimits(monthly_cost_micros=5)).headers()
+
+
+def test_plan_limits_reject_negative_values() -> None:
+    with pytest.raises(ValueError):
+        PlanLimits(monthly_tokens=-1)
+
+
+def test_only_temperature_zero_is_deterministic() -> None:
+    assert is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=True))
+    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=False))
+    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.2, has_temperature=True))
+
+
+def test_the_cache_key_is_the_model_the_prompt_and_the_output_limit() -> None:
+    prompt = [chat_pb2.PromptMessage(role="system", content="s"), chat_pb2.PromptMessage(role="user", content="q")]
+    key = cache_key("m", "up-m", 100, prompt)
+    assert key == cache_key("m", "up-m", 100, list(prompt))
+    assert key != cache_key("m2", "up-m", 100, prompt)
+    assert key != cache_key("m", "up-m", 101, prompt)
+    other = [prompt[0], chat_pb2.PromptMessage(role="user", content="q ")]
+    assert key != cache_key("m", "up-m", 100, other)
+    with_image = [prompt[0], chat_pb2.PromptMessage(role="user", content="q", images=[chat_pb2.ImagePart(data=b"x")])]
+    assert key != cache_key("m", "up-m", 100, with_image)
