@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import providers, streams, ttft
+from . import history, orchestrator, providers, streams, ttft
 
-BENCHMARKS = {"ttft": ttft.main, "streams": streams.main, "providers": providers.main}
+BENCHMARKS = {
+    "ttft": ttft.main,
+    "streams": streams.main,
+    "providers": providers.main,
+    "history": history.main,
+    "orchestrator": orchestrator.main,
+}
 
 
 def main() -> None:
