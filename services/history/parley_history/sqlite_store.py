@@ -27,7 +27,9 @@ from .store import (
     cursor_int,
     decode_cursor,
     encode_cursor,
+    final_answer,
     message_change_kind,
+    new_message,
     wall_clock_ms,
 )
 
@@ -195,14 +197,7 @@ class SqliteHistoryStore:
     async def append_message(
         self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, now_ms: int
     ) -> tuple[history_pb2.Message, bool]:
-        message = history_pb2.Message(
-            id=message_id,
-            conversation_id=conversation_id,
-            role=role,
-            content=content,
-            status=history_pb2.MESSAGE_STATUS_COMPLETE,
-            created_at_ms=now_ms,
-        )
+        message = new_message(conversation_id, message_id, role, content, now_ms)
         return await self._run(self._store_message, user_id, message)
 
     async def complete_message(
@@ -217,19 +212,7 @@ class SqliteHistoryStore:
         usage: chat_pb2.Usage,
         now_ms: int,
     ) -> history_pb2.Message:
-        message = history_pb2.Message(
-            id=message_id,
-            conversation_id=conversation_id,
-            role="assistant",
-            content=content,
-            status=status,
-            model=model,
-            reply_to_id=reply_to_id,
-            usage=chat_pb2.Usage(
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
-            ),
-            created_at_ms=now_ms,
-        )
+        message = final_answer(conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms)
         stored, _ = await self._run(self._store_message, user_id, message)
         return stored
 

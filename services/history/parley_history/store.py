@@ -137,3 +137,42 @@ def message_change_kind(role: str) -> history_pb2.ChangeKind.ValueType:
 CONVERSATION_KINDS = frozenset(
     {history_pb2.CHANGE_KIND_CONVERSATION_CREATED, history_pb2.CHANGE_KIND_CONVERSATION_RENAMED}
 )
+
+
+def new_message(conversation_id: str, message_id: str, role: str, content: str, now_ms: int) -> history_pb2.Message:
+    """A user (or system) message as every store keeps it."""
+    return history_pb2.Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        role=role,
+        content=content,
+        status=history_pb2.MESSAGE_STATUS_COMPLETE,
+        usage=chat_pb2.Usage(),
+        created_at_ms=now_ms,
+    )
+
+
+def final_answer(
+    conversation_id: str,
+    message_id: str,
+    reply_to_id: str,
+    content: str,
+    status: history_pb2.MessageStatus.ValueType,
+    model: str,
+    usage: chat_pb2.Usage,
+    now_ms: int,
+) -> history_pb2.Message:
+    """An assistant message in its final state, as every store keeps it."""
+    return history_pb2.Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        role="assistant",
+        content=content,
+        status=status,
+        model=model,
+        reply_to_id=reply_to_id,
+        usage=chat_pb2.Usage(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
+        ),
+        created_at_ms=now_ms,
+    )
