@@ -32,7 +32,7 @@ from .auth import ApiKeys
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestRateLimit
-from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens
+from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, web
 from .settings import GatewaySettings
 from .turns import Turns
 
@@ -104,6 +104,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(media.router)
     app.include_router(images.router)
+    web.install(app)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

@@ -268,7 +268,7 @@ class Turns:
         if in_use >= 0:
             await self.replay.release(response_id)
             raise RateLimited(
-                f"{in_use} answers are already being generated for you; wait for one to finish",
+                f"you already have {in_use} answers being generated, the most at once; wait for one to finish",
                 code="too_many_streams",
                 headers={"Retry-After": "1"},
             )

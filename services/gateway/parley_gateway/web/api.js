@@ -1,0 +1,129 @@
+// The Parley HTTP API, one method per endpoint. Failures become ApiError carrying the server's
+// `{"error": {"code", "message"}}`; a request that never reached the server has status 0.
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfterS = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfterS = retryAfterS;
+  }
+
+  /** Worth trying again unchanged: the network, or a server that is restarting. */
+  get retryable() {
+    return this.status === 0 || this.status === 502 || this.status === 503 || this.status === 504;
+  }
+
+  /** One plain sentence for the user, with the code for support. */
+  describe() {
+    const wait = this.retryAfterS ? ` Try again in ${this.retryAfterS} s.` : "";
+    return `${this.message} (${this.code}).${wait}`;
+  }
+}
+
+async function errorFrom(response) {
+  const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  let code = `http_${response.status}`;
+  let message = response.statusText || "the server refused the request";
+  try {
+    const body = await response.json();
+    code = body.error?.code ?? code;
+    message = body.error?.message ?? message;
+  } catch {
+    // Not JSON (a proxy's page, say): keep the status line.
+  }
+  return new ApiError(response.status, code, message, Number.isNaN(retryAfter) ? null : retryAfter);
+}
+
+function withQuery(path, params) {
+  const given = Object.entries(params).filter(([, value]) => value !== null && value !== undefined && value !== "");
+  const query = new URLSearchParams(given);
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+const id = (value) => encodeURIComponent(value);
+
+export class Api {
+  /** `onUnauthorized` is called when the server no longer accepts the key. */
+  constructor(key, onUnauthorized = () => {}) {
+    this.key = key;
+    this.onUnauthorized = onUnauthorized;
+  }
+
+  /** The parsed JSON answer, or the Response itself with `raw` (for event streams). */
+  async request(method, path, { body, headers = {}, signal, raw = false } = {}) {
+    const init = { method, signal, cache: "no-store", headers: { Authorization: `Bearer ${this.key}`, ...headers } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new ApiError(0, "network_error", "Parley cannot be reached; check your connection");
+    }
+    if (!response.ok) {
+      const error = await errorFrom(response);
+      if (response.status === 401) this.onUnauthorized(error);
+      throw error;
+    }
+    if (raw) return response;
+    return response.status === 204 ? null : response.json();
+  }
+
+  models() {
+    return this.request("GET", "/v1/models");
+  }
+
+  listConversations(cursor, limit = 20) {
+    return this.request("GET", withQuery("/v1/conversations", { cursor, limit }));
+  }
+
+  createConversation(title = "") {
+    return this.request("POST", "/v1/conversations", { body: { title } });
+  }
+
+  renameConversation(conversationId, title) {
+    return this.request("PATCH", `/v1/conversations/${id(conversationId)}`, { body: { title } });
+  }
+
+  deleteConversation(conversationId) {
+    return this.request("DELETE", `/v1/conversations/${id(conversationId)}`);
+  }
+
+  /** Newest first; `before` is the `next_cursor` of the previous page. */
+  listMessages(conversationId, before, limit = 30) {
+    return this.request("GET", withQuery(`/v1/conversations/${id(conversationId)}/messages`, { before, limit }));
+  }
+
+  /** The answer as an event stream (a Response); the response id is in X-Parley-Response-Id. */
+  sendMessage(conversationId, message, signal) {
+    return this.request("POST", `/v1/conversations/${id(conversationId)}/messages`, {
+      body: message,
+      headers: { Accept: "text/event-stream" },
+      signal,
+      raw: true,
+    });
+  }
+
+  /** The frames of a response after `lastEventId`, then its live tail. */
+  resumeResponse(responseId, lastEventId, signal) {
+    return this.request("GET", `/v1/responses/${id(responseId)}/events`, {
+      headers: { Accept: "text/event-stream", "Last-Event-ID": String(lastEventId) },
+      signal,
+      raw: true,
+    });
+  }
+
+  cancelResponse(responseId) {
+    return this.request("POST", `/v1/responses/${id(responseId)}/cancel`);
+  }
+
+  /** Changes oldest first since `since`: {data, next_cursor, has_more}. */
+  sync(since, limit = 200) {
+    return this.request("GET", withQuery("/v1/sync", { since, limit }));
+  }
+}

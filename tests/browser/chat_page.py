@@ -1,0 +1,131 @@
+"""The web client as a user sees it: what the browser tests do and read, by role and label."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.async_api import Locator, Page, expect
+
+expect.set_options(timeout=20_000)
+
+# Records, in the page, every length the newest answer's text has had (a MutationObserver sees
+# each change to the DOM, however briefly it lasted), and every text the message list showed.
+RECORDER = """() => {
+  window.__lengths = [];
+  window.__shown = [];
+  const list = document.getElementById("messages");
+  const record = () => {
+    const answers = list.querySelectorAll(".message.assistant .text");
+    const last = answers[answers.length - 1];
+    const length = last ? last.textContent.length : 0;
+    if (window.__lengths.at(-1) !== length) window.__lengths.push(length);
+    window.__shown.push(list.textContent);
+  };
+  new MutationObserver(record).observe(list, { childList: true, subtree: true, characterData: true });
+}"""
+
+
+class ChatPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.messages = page.locator("#messages")
+        self.composer = page.get_by_label("Message", exact=True)
+        self.notice = page.locator("#notice")
+        self.conversations = page.get_by_role("navigation", name="Conversations")
+
+    async def sign_in(self, key: str, path: str = "/") -> None:
+        await self.page.goto(path)
+        await self.page.get_by_label("API key").fill(key)
+        await self.page.get_by_role("button", name="Sign in").click()
+        refused = self.page.locator("#sign-in-error").filter(has_text="(")
+        await expect(self.page.get_by_role("button", name="Sign out").or_(refused)).to_be_visible()
+        assert not await refused.is_visible(), f"sign-in refused: {await refused.text_content()}"
+        await expect(self.page.locator("#workspace")).to_have_attribute("aria-busy", "false")
+
+    def conversation(self, title: str) -> Locator:
+        return self.conversations.locator("button.open", has_text=title)
+
+    async def new_chat(self) -> None:
+        count = await self.conversations.locator("li").count()
+        await self.page.get_by_role("button", name="New conversation").click()
+        await expect(self.conversations.locator("li")).to_have_count(count + 1)
+        await expect(self.page.locator("#empty")).to_have_text("No messages yet. Ask anything.")
+
+    async def send(self, text: str) -> None:
+        await self.composer.fill(text)
+        await self.composer.press("Enter")
+
+    def answers(self) -> Locator:
+        return self.messages.locator(".message.assistant")
+
+    def last_answer(self) -> Locator:
+        return self.answers().last
+
+    async def answer_text(self) -> str:
+        return await self.last_answer().locator(".text").text_content() or ""
+
+    async def wait_for_answer_text(self) -> None:
+        """Until the newest answer shows some text (it is streaming)."""
+        await expect(self.last_answer().locator(".text")).not_to_have_text("")
+
+    async def wait_for_status(self, status: str) -> None:
+        await expect(self.last_answer()).to_have_attribute("data-status", status)
+
+    async def record(self) -> None:
+        await self.page.evaluate(RECORDER)
+
+    async def lengths(self) -> list[int]:
+        return list(await self.page.evaluate("() => window.__lengths"))
+
+    async def shown(self) -> list[str]:
+        return list(await self.page.evaluate("() => window.__shown"))
+
+    async def current_conversation_id(self) -> str:
+        return str(await self.page.evaluate("() => decodeURIComponent(location.hash.slice(1))"))
+
+    async def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(path), full_page=True, animations="disabled")
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 20.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout_s:.0f}s: {what or check}")
+        await asyncio.sleep(0.1)
+
+
+async def saved_answer(api: httpx.AsyncClient, conversation_id: str, status: str = "complete") -> dict[str, Any]:
+    """The newest assistant message in history, once it is saved with `status`."""
+
+    async def check() -> dict[str, Any] | None:
+        reply = await api.get(f"/v1/conversations/{conversation_id}/messages", params={"limit": 5})
+        if reply.status_code == 503:
+            return None  # a dependency is restarting or busy: ask again
+        reply.raise_for_status()
+        answers = [m for m in reply.json()["data"] if m["role"] == "assistant"]
+        return answers[0] if answers and answers[0]["status"] == status else None
+
+    found: dict[str, Any] = await eventually(check, what=f"a saved {status} answer in {conversation_id}")
+    return found
+
+
+async def complete_turn(api: httpx.AsyncClient, conversation_id: str, content: str, **extra: Any) -> None:
+    """Send a message through the API and read its whole answer."""
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation_id}/messages", json={"content": content, **extra}
+    ) as reply:
+        assert reply.status_code == 200, await reply.aread()
+        async for line in reply.aiter_lines():
+            if line.startswith("event: done") or line.startswith("event: error"):
+                break

@@ -1,0 +1,123 @@
+"""The web client in a real headless Chromium, against the five services as real processes.
+
+Chromium is Debian's (`/usr/bin/chromium`; `.ci/run` installs it). Playwright drives it over
+CDP and downloads no browser of its own; it starts Chromium with a fresh `--user-data-dir`,
+and every test gets a fresh browser context (no cookies, storage or cache from another test).
+
+The stack here runs the demo model slowly (about 4 s an answer), so that a test can act
+while an answer streams: stop it, switch conversation, drop the connection.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from parley_dev.infra import Infra, provide
+from parley_dev.stack import Stack, StackConfig
+
+DEV_KEY = "pk_browser_" + secrets.token_urlsafe(18)
+FRANK_KEY = "pk_browser_frank_" + secrets.token_urlsafe(18)
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # This machine's network is closed: without these, Chromium keeps dialling Google's hosts.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives the web client in a real headless Chromium")
+
+
+def chromium_executable() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="package")
+def infra() -> Iterator[Infra]:
+    with provide() as found:
+        yield found
+
+
+@pytest.fixture(scope="package")
+async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    s = Stack(
+        StackConfig(
+            infra=infra,
+            namespace="b" + uuid.uuid4().hex[:10],
+            workdir=tmp_path_factory.mktemp("browser-stack"),
+            dev_api_key=DEV_KEY,
+            extra_env={
+                "PARLEY_API_KEYS": f'{{"frank": "{FRANK_KEY}"}}',
+                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "150",
+                "PARLEY_DEMO_TOKENS_PER_S": "12",
+                "PARLEY_HEARTBEAT_S": "1",
+                # A stopped gateway must not wait long for streams whose clients went away.
+                "PARLEY_SHUTDOWN_GRACE_S": "3",
+            },
+        )
+    )
+    try:
+        await s.start()
+    except Exception:
+        await s.stop()
+        raise
+    yield s
+    codes = await s.stop()
+    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+@pytest.fixture(scope="package")
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("Chromium is not installed: `apt-get install -y chromium` (.ci/run installs it)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def context(browser: Browser, stack: Stack) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(base_url=stack.base_url, viewport={"width": 1280, "height": 800})
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    await ctx.close()
+
+
+@pytest.fixture
+async def page(context: BrowserContext) -> AsyncIterator[Page]:
+    """A tab; the test fails if the page throws or the Content-Security-Policy blocks anything."""
+    tab = await context.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    tab.on(
+        "console",
+        lambda message: problems.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    yield tab
+    assert not problems, problems
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as another device of the dev user would use it."""
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {DEV_KEY}"}, timeout=30.0
+    ) as client:
+        yield client

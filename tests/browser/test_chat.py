@@ -1,0 +1,109 @@
+"""Signing in, streaming an answer token by token, stopping one, switching conversations."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from parley_dev.stack import Stack
+
+from .chat_page import ChatPage, eventually, saved_answer
+from .conftest import DEV_KEY, SCREENSHOTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+# Long enough that the demo model's answer (which quotes it) takes a few seconds.
+PROMPT = "Please explain, in a few friendly sentences, how streaming answers travel from the model to my screen"
+
+
+async def test_sign_in_and_watch_the_answer_stream_token_by_token(
+    page: Page, stack: Stack, api: httpx.AsyncClient
+) -> None:
+    chat = ChatPage(page)
+    reply = await page.goto("/")
+    assert reply is not None
+    policy = reply.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "unsafe-inline" not in policy
+
+    await page.get_by_label("API key").fill("pk_not_a_real_key_000000")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#sign-in-error")).to_contain_text("invalid_api_key")
+
+    await chat.sign_in(DEV_KEY)
+    await expect(page.get_by_role("combobox", name="Model", exact=True)).to_have_value("demo")
+    await chat.new_chat()
+    await chat.record()
+    # Markup in a message is text, never HTML.
+    prompt = f'{PROMPT} <b>bold</b> <img src="x" onerror="window.__pwned = 1">'
+    await chat.send(prompt)
+    await chat.wait_for_answer_text()
+    await expect(chat.last_answer()).to_have_attribute("aria-busy", "true")
+    await chat.wait_for_status("complete")
+    await expect(chat.last_answer()).to_have_attribute("aria-busy", "false")
+
+    lengths = await chat.lengths()
+    assert len(set(lengths) - {0}) >= 3, f"the answer did not grow token by token: {lengths}"
+    assert lengths == sorted(lengths), f"the answer's text shrank or was replaced: {lengths}"
+
+    conversation_id = await chat.current_conversation_id()
+    saved = await saved_answer(api, conversation_id)
+    assert await chat.answer_text() == saved["content"], "the page shows exactly the saved answer, once"
+    await expect(chat.last_answer().locator(".meta")).to_contain_text("tokens in")
+    await expect(chat.messages.locator(".message.user .text")).to_have_text(prompt)
+    assert await chat.messages.locator("b, img").count() == 0
+    assert await page.evaluate("() => window.__pwned") is None
+    # The conversation is named after its first message.
+    await expect(chat.conversation("Please explain")).to_be_visible()
+    await chat.screenshot(SCREENSHOTS / "desktop-answer.png")
+
+
+async def test_stop_keeps_the_partial_answer_marked_interrupted(page: Page, api: httpx.AsyncClient) -> None:
+    chat = ChatPage(page)
+    await chat.sign_in(DEV_KEY)
+    await chat.new_chat()
+    await chat.send(PROMPT + " (then stop)")
+    await chat.wait_for_answer_text()
+    await expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    await page.get_by_role("button", name="Stop").click()
+
+    await chat.wait_for_status("interrupted")
+    await expect(chat.last_answer().locator(".meta")).to_contain_text("Interrupted")
+    partial = await chat.answer_text()
+    saved = await saved_answer(api, await chat.current_conversation_id(), status="interrupted")
+    assert partial, "the text that had arrived stays"
+    assert partial == saved["content"]
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    await expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+
+
+async def test_switching_conversation_mid_stream_keeps_the_answer_in_its_own(
+    page: Page, api: httpx.AsyncClient
+) -> None:
+    await api.post("/v1/conversations", json={"title": "Quiet conversation"})
+    chat = ChatPage(page)
+    await chat.sign_in(DEV_KEY)
+    await chat.new_chat()
+    busy = await chat.current_conversation_id()
+    await chat.send(PROMPT + " (switch away)")
+    await chat.wait_for_answer_text()
+    seen_before_switching = await chat.answer_text()
+
+    await chat.conversation("Quiet conversation").click()
+    await expect(page.locator("#conversation-title")).to_have_text("Quiet conversation")
+    await chat.record()  # from now on, every text the message list shows
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    saved = await saved_answer(api, busy)
+    # ...and the page has read that answer to its end, in the background.
+    await eventually(
+        lambda: page.evaluate("() => sessionStorage.getItem('parley.liveResponses') === '{}'"),
+        what="the page finished reading the other answer",
+    )
+    assert len(seen_before_switching) < len(saved["content"]), "the switch happened mid-stream"
+    assert not any("You said" in text or "switch away" in text for text in await chat.shown())
+    assert await chat.messages.locator(".message").count() == 0
+
+    await page.locator(f'[data-conversation="{busy}"] button.open').click()
+    await chat.wait_for_status("complete")
+    assert await chat.answer_text() == saved["content"]
+    await expect(chat.answers()).to_have_count(1)
