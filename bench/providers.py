@@ -141,8 +141,6 @@ async def main() -> None:
         extra_env = {
             "PARLEY_MODELS_FILE": str(logs / "models.json"),
             "PARLEY_WORKER_PROVIDERS": '["demo", "local"]',
-            "PARLEY_MAX_STREAMS_PER_USER": "1000",
-            "PARLEY_REQUESTS_PER_MINUTE": "100000",
         }
         async with system("providers", key, extra_env) as stack:
             result = await _measure(stack, key, fake_url)

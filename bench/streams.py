@@ -50,8 +50,6 @@ async def main() -> None:
         "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
         "PARLEY_WORKER_PREFETCH": "2000",
         "PARLEY_ORCHESTRATOR_PREFETCH": "2000",
-        "PARLEY_MAX_STREAMS_PER_USER": "5000",
-        "PARLEY_REQUESTS_PER_MINUTE": "100000",
     }
     async with system("streams", key, extra_env) as stack:
         result = await _measure(stack, key)

@@ -22,7 +22,13 @@ async def system(name: str, key: str, extra_env: dict[str, str]) -> AsyncIterato
             namespace="bench" + uuid.uuid4().hex[:8],
             workdir=workdir,
             dev_api_key=key,
-            extra_env={"PARLEY_LOG_LEVEL": "WARNING", **extra_env},
+            # Benchmarks measure the pipeline, not the per-user limits.
+            extra_env={
+                "PARLEY_LOG_LEVEL": "WARNING",
+                "PARLEY_MAX_STREAMS_PER_USER": "5000",
+                "PARLEY_REQUESTS_PER_MINUTE": "1000000",
+                **extra_env,
+            },
         )
         try:
             async with running(config) as stack:

@@ -36,7 +36,7 @@ class CommonSettings(BaseSettings):
     # OpenTelemetry: OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); empty = no export.
     otlp_endpoint: str = ""
     # Prometheus metrics of services without an HTTP server; 0 = not served.
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # The model registry (see config/models.yaml).
     models_file: Path = DEFAULT_MODELS_FILE

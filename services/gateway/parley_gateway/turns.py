@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
@@ -46,10 +47,17 @@ class _Wake:
     pass
 
 
+class _LogUnavailable:
+    pass
+
+
 SHUTDOWN: Final = _Shutdown()
+# The replay log could not be read (Redis down): the relay ends the stream with a notice.
+LOG_UNAVAILABLE: Final = _LogUnavailable()
+LOG_READ_ATTEMPTS = 5
 # Makes a waiting relay look at its feed again (after the broker connection came back).
 WAKE: Final = _Wake()
-Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake
+Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable
 
 
 @dataclass(eq=False)
@@ -309,17 +317,26 @@ class Turns:
         """Feed frames after `after_seq` from the replay log, then its live tail."""
 
         async def pump() -> None:
-            for event in await self.replay.read_after(response_id, after_seq):
-                await feed.queue.put(event)
-                if is_terminal(event):
-                    return
             last = after_seq
             block_ms = int(self.settings.heartbeat_s * 1000)
-            async for event in self.replay.follow(response_id, last, block_ms=block_ms):
-                if event is not None and event.seq > after_seq:
-                    await feed.queue.put(event)
-                    if is_terminal(event):
-                        return
+            for attempt in range(1, LOG_READ_ATTEMPTS + 1):
+                try:
+                    for event in await self.replay.read_after(response_id, last):
+                        await feed.queue.put(event)
+                        last = event.seq
+                        if is_terminal(event):
+                            return
+                    async for followed in self.replay.follow(response_id, last, block_ms=block_ms):
+                        if followed is not None and followed.seq > last:
+                            await feed.queue.put(followed)
+                            last = followed.seq
+                            if is_terminal(followed):
+                                return
+                except RedisError as exc:
+                    # A broken pooled connection (Redis restarted) fails once, then reconnects.
+                    log.warning("replay log read failed", extra={"response_id": response_id, "error": str(exc)})
+                    await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+            await feed.queue.put(LOG_UNAVAILABLE)
 
         feed.tasks.append(asyncio.create_task(pump()))
 
@@ -383,6 +400,16 @@ class Turns:
                     continue
                 if isinstance(item, _Wake):
                     continue
+                if isinstance(item, _LogUnavailable):
+                    if pending is not None:
+                        yield pending
+                    yield Notice(
+                        response_id,
+                        conversation_id,
+                        "replay_unavailable",
+                        "the stream cannot be read right now; resume with Last-Event-ID shortly",
+                    )
+                    return
                 if isinstance(item, _Shutdown):
                     if pending is not None:
                         yield pending

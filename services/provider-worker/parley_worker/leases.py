@@ -52,6 +52,7 @@ class JobLease:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Bounded: a renewal cancelled while it waits for a pooled Redis connection may not
+            # finish at once, and the job must not wait for it.
+            await asyncio.wait([task], timeout=1.0)
             await self.redis.delete(key)
