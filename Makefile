@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/parley/v1/*.proto)
 
-.PHONY: install run test unit integration lint proto bench lock clean k8s-check
+.PHONY: install run test unit integration browser-test lint proto bench load lock clean k8s-check
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest tests/integration
 
+# The web client in headless Chromium (Debian's /usr/bin/chromium; .ci/run installs it). `make test` runs these too.
+browser-test: install
+	$(BIN)/python -m pytest tests/browser
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,6 +43,11 @@ proto: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# A bounded load test on loopback (not in CI): 40 users, 120 conversations, 10 minutes by default
+# (LOAD_DURATION_S, LOAD_USERS; e.g. LOAD_DURATION_S=60 make load). Writes bench/results/load.json.
+load: install
+	$(BIN)/python -m bench.load
 
 # Builds every kustomization in deploy/k8s, validates it against the Kubernetes schemas offline,
 # checks every PARLEY_* variable against the services' settings classes and lints the Dockerfile.

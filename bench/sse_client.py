@@ -4,8 +4,10 @@ the load generator little CPU (the point is to measure the gateway, not the clie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 
@@ -80,3 +82,111 @@ async def post_sse(
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+@dataclass
+class TurnResult:
+    """One chat turn as a client sees it: what came back, and how it ended."""
+
+    status: int = 0
+    # The `code` of a JSON error body (status != 200) or of an `error` event.
+    error_code: str = ""
+    response_id: str = ""
+    # Seconds from the start of the request to: the response headers, the first event of any
+    # kind (`meta`, from the orchestrator), the first `delta` (from the provider worker).
+    headers_s: float | None = None
+    first_event_s: float | None = None
+    first_delta_s: float | None = None
+    # Set when the stream ended with `done` or `error` (None: the connection ended first).
+    total_s: float | None = None
+    last_event: str = ""
+    text: list[str] = field(default_factory=list)
+
+
+async def send_turn(host: str, port: int, path: str, token: str, body: dict[str, object]) -> TurnResult:
+    """POST a message and read its SSE answer to the end, keeping error codes (HTTP or event).
+
+    Unlike `post_sse`, a non-200 answer's JSON body is read for its error code, and the
+    `error` event's code is kept, so a load test can count failures by cause.
+    """
+    payload = json.dumps(body).encode()
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, port)
+    result = TurnResult()
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        if not status_line:
+            return result
+        result.status = int(status_line.split()[1])
+        chunked = False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "x-parley-response-id":
+                result.response_id = value
+        result.headers_s = time.perf_counter() - start
+        if result.status != 200:
+            async with contextlib.aclosing(_body(reader, chunked)) as pieces:
+                raw = b"".join([piece async for piece in pieces])
+            try:
+                result.error_code = str(json.loads(raw)["error"]["code"])
+            except (ValueError, KeyError, TypeError):
+                result.error_code = "unparsed"
+            return result
+        buffer = b""
+        event = ""
+        async with contextlib.aclosing(_body(reader, chunked)) as pieces:
+            async for piece in pieces:
+                buffer += piece
+                while b"\n" in buffer:
+                    raw_line, _, buffer = buffer.partition(b"\n")
+                    line_s = raw_line.decode().rstrip("\r")
+                    if line_s.startswith("event: "):
+                        event = line_s[7:]
+                        if result.first_event_s is None:
+                            result.first_event_s = time.perf_counter() - start
+                    elif line_s.startswith("data: ") and event == "delta":
+                        if result.first_delta_s is None:
+                            result.first_delta_s = time.perf_counter() - start
+                        result.text.append(json.loads(line_s[6:])["text"])
+                    elif line_s.startswith("data: ") and event == "error":
+                        result.error_code = str(json.loads(line_s[6:]).get("code", "unparsed"))
+                    elif line_s == "":
+                        if event:
+                            result.last_event = event
+                        if event in ("done", "error"):
+                            result.total_s = time.perf_counter() - start
+                            return result
+                        event = ""
+        return result
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _body(reader: asyncio.StreamReader, chunked: bool) -> AsyncGenerator[bytes, None]:
+    """The body's bytes as they arrive (chunked or read to the end of the connection)."""
+    while True:
+        if chunked:
+            size_line = await reader.readline()
+            if not size_line:
+                return
+            size = int(size_line.strip() or b"0", 16)
+            if size == 0:
+                return
+            data = await reader.readexactly(size + 2)
+            yield data[:-2]
+        else:
+            data = await reader.read(65536)
+            if not data:
+                return
+            yield data
