@@ -21,7 +21,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from parley_dev.infra import Infra, provide
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.stack import Stack, StackConfig, running
 
 DEV_KEY = "pk_browser_" + secrets.token_urlsafe(18)
 FRANK_KEY = "pk_browser_frank_" + secrets.token_urlsafe(18)
@@ -55,30 +55,23 @@ def infra() -> Iterator[Infra]:
 
 @pytest.fixture(scope="package")
 async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack(
-        StackConfig(
-            infra=infra,
-            namespace="b" + uuid.uuid4().hex[:10],
-            workdir=tmp_path_factory.mktemp("browser-stack"),
-            dev_api_key=DEV_KEY,
-            extra_env={
-                "PARLEY_API_KEYS": f'{{"frank": "{FRANK_KEY}"}}',
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "150",
-                "PARLEY_DEMO_TOKENS_PER_S": "12",
-                "PARLEY_HEARTBEAT_S": "1",
-                # A stopped gateway must not wait long for streams whose clients went away.
-                "PARLEY_SHUTDOWN_GRACE_S": "3",
-            },
-        )
+    config = StackConfig(
+        infra=infra,
+        namespace="b" + uuid.uuid4().hex[:10],
+        workdir=tmp_path_factory.mktemp("browser-stack"),
+        dev_api_key=DEV_KEY,
+        extra_env={
+            "PARLEY_API_KEYS": f'{{"frank": "{FRANK_KEY}"}}',
+            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "150",
+            "PARLEY_DEMO_TOKENS_PER_S": "12",
+            "PARLEY_HEARTBEAT_S": "1",
+            # A stopped gateway must not wait long for streams whose clients went away.
+            "PARLEY_SHUTDOWN_GRACE_S": "3",
+        },
     )
-    try:
-        await s.start()
-    except Exception:
-        await s.stop()
-        raise
-    yield s
-    codes = await s.stop()
-    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+    async with running(config) as s:
+        yield s
+    assert all(code == 0 for code in s.exit_codes.values()), f"unclean exits: {s.exit_codes}"
 
 
 @pytest.fixture(scope="package")

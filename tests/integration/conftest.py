@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from parley_dev.infra import Infra, provide
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.stack import Stack, StackConfig, running
 
 DEV_KEY = "pk_test_" + secrets.token_urlsafe(18)
 BOB_KEY = "pk_test_bob_" + secrets.token_urlsafe(18)
@@ -33,32 +33,25 @@ def infra() -> Iterator[Infra]:
 @pytest.fixture(scope="session")
 async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("stack")
-    s = Stack(
-        StackConfig(
-            infra=infra,
-            namespace="t" + uuid.uuid4().hex[:10],
-            workdir=workdir,
-            dev_api_key=DEV_KEY,
-            extra_env={
-                "PARLEY_API_KEYS": f'{{"bob": "{BOB_KEY}"}}',
-                # About 1 s per demo answer: slow enough to act mid-stream, fast enough for CI.
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
-                "PARLEY_DEMO_TOKENS_PER_S": "40",
-                "PARLEY_HEARTBEAT_S": "1",
-                # Tests poll history quickly; the request rate limit has tests of its own.
-                "PARLEY_REQUESTS_PER_MINUTE": "100000",
-            },
-        )
+    config = StackConfig(
+        infra=infra,
+        namespace="t" + uuid.uuid4().hex[:10],
+        workdir=workdir,
+        dev_api_key=DEV_KEY,
+        extra_env={
+            "PARLEY_API_KEYS": f'{{"bob": "{BOB_KEY}"}}',
+            # About 1 s per demo answer: slow enough to act mid-stream, fast enough for CI.
+            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
+            "PARLEY_DEMO_TOKENS_PER_S": "40",
+            "PARLEY_HEARTBEAT_S": "1",
+            # Tests poll history quickly; the request rate limit has tests of its own.
+            "PARLEY_REQUESTS_PER_MINUTE": "100000",
+        },
     )
-    try:
-        await s.start()
-    except Exception:
-        await s.stop()
-        raise
-    yield s
-    codes = await s.stop()
+    async with running(config) as s:
+        yield s
     # Every service must stop cleanly on SIGTERM.
-    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+    assert all(code == 0 for code in s.exit_codes.values()), f"unclean exits: {s.exit_codes}"
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +19,8 @@ from redis.asyncio import Redis
 from parley.v1 import chat_pb2
 from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
 from parley_common.tokens import counter_for
-from parley_dev.infra import Infra, free_port
+from parley_dev.fake_providers import fake_provider_process
+from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
 
 from .sse import Frame, frames, read_all, text_of
@@ -33,25 +32,8 @@ MAX_WAIT_S = 4
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("fake-budgets") / "fake.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "parley_dev.fake_providers", "--port", str(port)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/_fake/requests", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the fake provider server did not start") from None
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    with fake_provider_process(tmp_path_factory.mktemp("fake-budgets") / "fake.log") as url:
+        yield url
 
 
 def registry(fake_url: str) -> dict[str, Any]:
