@@ -12,79 +12,6 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class StreamResult:
-    status: int = 0
-    first_delta_s: float | None = None
-    total_s: float | None = None
-    events: int = 0
-    last_event: str = ""
-    text: list[str] = field(default_factory=list)
-
-
-async def post_sse(
-    host: str, port: int, path: str, token: str, body: dict[str, object], first_delta_only: bool = False
-) -> StreamResult:
-    """POST and read the SSE answer to its end (or only to its first delta, then hang up)."""
-    payload = json.dumps(body).encode()
-    start = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, port)
-    result = StreamResult()
-    try:
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-            + payload
-        )
-        await writer.drain()
-        status_line = await reader.readline()
-        result.status = int(status_line.split()[1])
-        chunked = False
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
-                chunked = True
-        buffer = b""
-        event = ""
-        while True:
-            if chunked:
-                size_line = await reader.readline()
-                if not size_line:
-                    break
-                size = int(size_line.strip() or b"0", 16)
-                if size == 0:
-                    break
-                data = await reader.readexactly(size + 2)
-                buffer += data[:-2]
-            else:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                buffer += data
-            while b"\n" in buffer:
-                raw, _, buffer = buffer.partition(b"\n")
-                line_s = raw.decode().rstrip("\r")
-                if line_s.startswith("event: "):
-                    event = line_s[7:]
-                elif line_s.startswith("data: ") and event == "delta":
-                    if result.first_delta_s is None:
-                        result.first_delta_s = time.perf_counter() - start
-                        if first_delta_only:
-                            return result
-                    result.text.append(json.loads(line_s[6:])["text"])
-                elif line_s == "":
-                    if event:
-                        result.events += 1
-                        result.last_event = event
-                    if event in ("done", "error"):
-                        result.total_s = time.perf_counter() - start
-                        return result
-                    event = ""
-        return result
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
-@dataclass
 class TurnResult:
     """One chat turn as a client sees it: what came back, and how it ended."""
 
@@ -100,15 +27,15 @@ class TurnResult:
     # Set when the stream ended with `done` or `error` (None: the connection ended first).
     total_s: float | None = None
     last_event: str = ""
+    events: int = 0
     text: list[str] = field(default_factory=list)
 
 
-async def send_turn(host: str, port: int, path: str, token: str, body: dict[str, object]) -> TurnResult:
-    """POST a message and read its SSE answer to the end, keeping error codes (HTTP or event).
-
-    Unlike `post_sse`, a non-200 answer's JSON body is read for its error code, and the
-    `error` event's code is kept, so a load test can count failures by cause.
-    """
+async def send_turn(
+    host: str, port: int, path: str, token: str, body: dict[str, object], first_delta_only: bool = False
+) -> TurnResult:
+    """POST a message and read its SSE answer to the end (or only to its first delta, then hang
+    up), keeping error codes: a non-200 answer's JSON code, or the `error` event's code."""
     payload = json.dumps(body).encode()
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, port)
@@ -156,12 +83,15 @@ async def send_turn(host: str, port: int, path: str, token: str, body: dict[str,
                     elif line_s.startswith("data: ") and event == "delta":
                         if result.first_delta_s is None:
                             result.first_delta_s = time.perf_counter() - start
+                            if first_delta_only:
+                                return result
                         result.text.append(json.loads(line_s[6:])["text"])
                     elif line_s.startswith("data: ") and event == "error":
                         result.error_code = str(json.loads(line_s[6:]).get("code", "unparsed"))
                     elif line_s == "":
                         if event:
                             result.last_event = event
+                            result.events += 1
                         if event in ("done", "error"):
                             result.total_s = time.perf_counter() - start
                             return result

@@ -18,7 +18,7 @@ import httpx
 
 from parley_dev.stack import Stack
 
-from .sse_client import StreamResult, post_sse
+from .sse_client import TurnResult, send_turn
 from .stats import percentile, summary_ms, write
 from .system import system
 
@@ -67,7 +67,7 @@ async def _measure(stack: Stack, key: str) -> dict[str, Any]:
             conversations.append(reply.json()["id"])
 
     def turn(i: int, first_delta_only: bool = False) -> Any:
-        return post_sse(
+        return send_turn(
             "127.0.0.1",
             port,
             f"/v1/conversations/{conversations[i]}/messages",
@@ -77,7 +77,7 @@ async def _measure(stack: Stack, key: str) -> dict[str, Any]:
         )
 
     # The baseline: one stream at a time, to its first token (the rest generates on, unread).
-    single: list[StreamResult] = []
+    single: list[TurnResult] = []
     for i in range(SINGLE_RUNS):
         single.append(await turn(STREAMS + i, first_delta_only=True))
     single_ttft = [r.first_delta_s for r in single if r.first_delta_s is not None]
