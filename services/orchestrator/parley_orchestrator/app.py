@@ -28,7 +28,7 @@ from .completions import CompletionConsumer, declare_completions_queue
 from .consumers import ChatRequestConsumer
 from .image_turns import ImageTurns
 from .job_records import JobRecords
-from .media_refs import MediaRefs, MediaRefSettings
+from .media_refs import MediaRefs
 from .response_cache import ResponseCache
 from .routing import ModelRouter
 from .settings import OrchestratorSettings
@@ -39,7 +39,6 @@ log = logging.getLogger("parley.orchestrator")
 
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(OrchestratorSettings)
-    media_settings = load_settings(MediaRefSettings)
     setup_logging("orchestrator", settings.log_level)
     setup_telemetry("orchestrator", settings.otlp_endpoint)
     serve_metrics(settings.metrics_host, settings.metrics_port)
@@ -47,7 +46,7 @@ async def serve(stop: asyncio.Event) -> None:
     router = ModelRouter(registry)
     topology = Topology(settings.namespace)
     history = HistoryClient(settings.history_grpc_target)
-    media = MediaClient(media_settings.media_grpc_target)
+    media = MediaClient(settings.media_grpc_target)
     redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
     followers = follower_client(settings.redis_url.get_secret_value(), settings.redis_max_followers)
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
@@ -92,7 +91,7 @@ async def serve(stop: asyncio.Event) -> None:
         reply_channel=reply_channel,
         events_exchange=events_exchange,
         in_flight=in_flight,
-        media_refs=MediaRefs(media, media_settings.media_prompt_delivery),
+        media_refs=MediaRefs(media, settings.media_prompt_delivery),
         image_turns=ImageTurns(media),
     )
     completions = await declare_completions_queue(topology, consume_channel)

@@ -14,17 +14,8 @@ from typing import Literal
 
 from parley.v1 import chat_pb2, media_pb2
 from parley_common.media_client import MediaClient
-from parley_common.settings import CommonSettings
 
 _DELIVERY = {"inline": media_pb2.IMAGE_DELIVERY_INLINE, "url": media_pb2.IMAGE_DELIVERY_URL}
-
-
-class MediaRefSettings(CommonSettings):
-    media_grpc_target: str = "127.0.0.1:50052"
-    # inline: the image bytes travel with the job (works with private object storage and every
-    # provider); url: a presigned URL the provider fetches (object storage must be reachable
-    # from the provider's side, i.e. PARLEY_S3_PUBLIC_ENDPOINT is public).
-    media_prompt_delivery: Literal["inline", "url"] = "inline"
 
 
 def with_images(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
@@ -23,3 +25,9 @@ class OrchestratorSettings(CommonSettings):
     budget_poll_s: float = Field(default=0.2, ge=0.01, le=5)
     # Deterministic answers (temperature 0) are served from the cache for this long; 0 turns it off.
     response_cache_ttl_s: int = Field(default=3600, ge=0, le=30 * 24 * 3600)
+    # The media service, which resolves a message's media ids into images.
+    media_grpc_target: str = "127.0.0.1:50052"
+    # inline: the image bytes travel with the job (works with private object storage and every
+    # provider); url: a presigned URL the provider fetches (object storage must be reachable
+    # from the provider's side, i.e. PARLEY_S3_PUBLIC_ENDPOINT is public).
+    media_prompt_delivery: Literal["inline", "url"] = "inline"
