@@ -25,8 +25,10 @@ be 6,000-9,000 frames/s at 30 tokens/s, hopelessly saturated. Measured with 60 s
        80            240     26.5           186      922 / 3,158     3.5% (Redis restarted by someone else)
 
 Past 40 users throughput stops growing and the extra users only queue (open streams and
-first-token time climb): 40 keeps the machine busy without drowning it. LOAD_USERS=200
-gives the 600 conversations and few hundred streams a bigger machine should carry.
+first-token time climb): 40 keeps the machine busy without drowning it. On a quiet machine
+(a 120 s run, others using ~4%) 40 users gave 31 turns/s once steady, 57 open streams, TTFT
+p50 / p99 254 / 801 ms, the machine ~80% busy. LOAD_USERS=200 gives the 600 conversations
+and few hundred streams a bigger machine should carry.
 
 Reported: turns completed per second, errors by cause (HTTP status and code, `error` events,
 timeouts, cut connections), time to first token (request sent → first `delta`; also to the

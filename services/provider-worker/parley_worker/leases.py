@@ -42,17 +42,23 @@ class JobLease:
         """Renew the lease while the body runs; release it afterwards."""
         key = self.key(response_id, attempt)
 
+        done = asyncio.Event()
+
         async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.ttl_ms / 3000)
-                await self.redis.pexpire(key, self.ttl_ms)
+            # Stopped by the event, not only by cancel(): redis-py can lose a cancel that lands
+            # inside a command (seen under load), and the loop must still end.
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), self.ttl_ms / 3000)
+                if not done.is_set():
+                    await self.redis.pexpire(key, self.ttl_ms)
 
         task = asyncio.create_task(renew())
         try:
             yield
         finally:
+            done.set()
             task.cancel()
-            # Bounded: a renewal cancelled while it waits for a pooled Redis connection may not
-            # finish at once, and the job must not wait for it.
+            # Bounded: the job never waits on a renewal stuck in a Redis call.
             await asyncio.wait([task], timeout=1.0)
             await self.redis.delete(key)
