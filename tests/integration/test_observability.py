@@ -133,7 +133,14 @@ async def test_a_chat_turn_is_one_connected_trace_and_the_metrics_move(
         deadline = time.monotonic() + 15
         while True:
             turn = [s for s in spans if s.trace_id == trace_id]
-            if {s.service for s in turn} >= wanted and any(s.name == "history.persist_response" for s in turn):
+            ids = {s.span_id for s in turn}
+            # Spans arrive in batches, a parent often after its children: wait until all are here.
+            connected = all(s.parent_id in ids for s in turn if s.service != "parley-gateway")
+            if (
+                {s.service for s in turn} >= wanted
+                and any(s.name == "history.persist_response" for s in turn)
+                and connected
+            ):
                 break
             assert time.monotonic() < deadline, f"spans of the turn: {sorted({(s.service, s.name) for s in turn})}"
             await asyncio.sleep(0.1)

@@ -220,7 +220,19 @@ class LocalS3:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self, wait_s: float = 60.0) -> S3Endpoint:
+    def start(self, wait_s: float = 60.0, attempts: int = 3) -> S3Endpoint:
+        """Start the server on free ports; a port taken between choosing and binding it (by
+        another process, or one of SeaweedFS's own derived ports) means a retry on new ones."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(wait_s)
+            except InfraUnavailable:
+                self.stop()
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, wait_s: float) -> S3Endpoint:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         access_key, secret_key = "PK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
         identities = self.data_dir / "s3-identities.json"
