@@ -148,12 +148,19 @@ async def test_a_waiter_that_stops_asking_loses_its_place(redis: Redis) -> None:
 async def test_the_wait_estimate_follows_the_window(redis: Redis) -> None:
     budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=30)
     limits = BudgetLimits(requests_per_minute=2, tokens_per_minute=None)
-    for rid in ("r1", "r2"):
-        assert (await budget.acquire("m", limits, rid, "ann", 1)).admitted
+    assert (await budget.acquire("m", limits, "r1", "ann", 1)).admitted
+    await asyncio.sleep(0.3)
+    assert (await budget.acquire("m", limits, "r2", "ann", 1)).admitted
+    started = time.monotonic()
     first = await budget.acquire("m", limits, "r3", "bob", 1)
     second = await budget.acquire("m", limits, "r4", "cy", 1)
-    assert first.position == 1 and 25_000 <= first.wait_ms <= 30_000, "when r1 leaves the window"
-    assert second.position == 2 and first.wait_ms <= second.wait_ms <= 30_000, "when r2 leaves it"
+    between_ms = (time.monotonic() - started) * 1000
+    assert first.position == 1 and 25_000 <= first.wait_ms <= 29_800, "when r1 leaves the window"
+    assert second.position == 2 and second.wait_ms <= 30_000, "when r2 leaves it"
+    # Estimates are taken at two moments at most `between_ms` apart; r2 leaves the window
+    # at least 300 ms after r1, so the second waiter's estimate is that much later, less
+    # the time that passed between the two questions (and a millisecond of rounding each).
+    assert second.wait_ms >= first.wait_ms + 300 - between_ms - 2
 
 
 async def test_a_users_usage_is_charged_once_per_response(redis: Redis) -> None:
