@@ -118,6 +118,9 @@ async def test_bob_cannot_rename_delete_or_sync_devs_conversations(
 ) -> None:
     async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": "mine"}) as r:
         await read_all(r)
+    # The gateway just saw this conversation to be dev's: that says nothing about bob.
+    sent = await bob.post(f"/v1/conversations/{conversation}/messages", json={"content": "let me in"})
+    assert_error(sent, 404, "conversation_not_found")
     renamed = await bob.patch(f"/v1/conversations/{conversation}", json={"title": "bob's"})
     assert_error(renamed, 404, "conversation_not_found")
     assert_error(await bob.delete(f"/v1/conversations/{conversation}"), 404, "conversation_not_found")

@@ -9,8 +9,11 @@ import time
 
 import httpx
 
+from parley.v1 import history_pb2
+from parley_common.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt
 from parley_dev.infra import free_port
 from parley_dev.stack import Stack
+from parley_worker.providers.demo import demo_answer
 
 from .conftest import DEV_KEY
 from .sse import Frame, frames, read_all, text_of
@@ -177,6 +180,29 @@ async def test_a_second_message_queues_behind_the_first_and_never_interleaves(
         ("assistant", "complete"),
     ]
     assert [m["content"] for m in reversed(stored)][:3] == ["first question", text_of(first_frames), "second question"]
+
+
+async def test_a_message_sent_right_after_an_answer_is_not_queued_and_sees_that_answer(
+    client: httpx.AsyncClient, conversation: str
+) -> None:
+    first = await _turn(client, conversation, "first question")
+    second = await _turn(client, conversation, "second question")
+    assert first[-1].event == "done" and second[-1].event == "done"
+    assert "queued" not in [f.event for f in second], "nothing was running: the client is not told to wait"
+    stored = await messages_of(client, conversation, 4)
+    oldest_first = list(reversed(stored))
+    assert [m["role"] for m in oldest_first] == ["user", "assistant", "user", "assistant"]
+    assert oldest_first[1]["content"] == text_of(first)
+    # The demo model's answer is a function of the whole prompt: the second answer is the one
+    # for a prompt that holds the first question and its answer.
+    prompt = build_prompt(
+        DEFAULT_SYSTEM_PROMPT,
+        [
+            history_pb2.Message(role=m["role"], content=m["content"], status=history_pb2.MESSAGE_STATUS_COMPLETE)
+            for m in stored[1:]
+        ],
+    )
+    assert text_of(second) == demo_answer(prompt)
 
 
 async def test_replace_cancels_the_running_answer_first(client: httpx.AsyncClient, conversation: str) -> None:

@@ -153,6 +153,12 @@ class ResponseStream:
     def started(self) -> bool:
         return self.seq is not None
 
+    def continue_after(self, seq: int) -> None:
+        """Number the next frame after `seq`, the newest frame the caller has read from the log
+        (saves asking the log again; only for a caller that alone writes this stream now)."""
+        if self.seq is None:
+            self.seq = seq
+
     async def emit(self, **kind: Any) -> chat_pb2.StreamEvent:
         """Send one frame, e.g. `emit(delta=chat_pb2.StreamDelta(text="Hi"))`."""
         async with self._lock:

@@ -10,6 +10,7 @@ shutdown, and drops frames the client already has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -98,6 +99,35 @@ HEARTBEAT_ITEM: Final = Heartbeat()
 Out: TypeAlias = chat_pb2.StreamEvent | Notice | Heartbeat
 
 
+class OwnedConversations:
+    """Conversations this gateway recently saw to be their user's, so a follow-up message
+    skips the ownership call to history. Only ownership is remembered, and a conversation
+    never changes owner, so this cannot let one user into another's conversation; a deletion
+    on another gateway is seen here within `ttl_s` — until then the orchestrator (whose
+    history call checks ownership again) ends the turn with a `conversation_not_found` error
+    event instead of this gateway answering 404."""
+
+    def __init__(self, ttl_s: float = 60.0, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._until: dict[tuple[str, str], float] = {}
+
+    def knows(self, user_id: str, conversation_id: str) -> bool:
+        until = self._until.get((user_id, conversation_id))
+        return until is not None and until > time.monotonic()
+
+    def remember(self, user_id: str, conversation_id: str) -> None:
+        if len(self._until) >= self.max_entries:
+            # Oldest first (dicts keep insertion order): drop the older half at once.
+            for key in list(self._until)[: self.max_entries // 2]:
+                del self._until[key]
+        self._until.pop((user_id, conversation_id), None)
+        self._until[(user_id, conversation_id)] = time.monotonic() + self.ttl_s
+
+    def forget(self, user_id: str, conversation_id: str) -> None:
+        self._until.pop((user_id, conversation_id), None)
+
+
 class TurnStream:
     """What a route returns: the response id (known before the first frame) and its events."""
 
@@ -152,6 +182,7 @@ class Turns:
         self.publish_channel = publish_channel
         self.reply_queue = reply_queue
         self.feeds: set[Feed] = set()
+        self.owned = OwnedConversations()
         # Live turns started here, by response id: frames arriving on this gateway's reply
         # queue are handed to them.
         self.live: dict[str, Feed] = {}
@@ -208,19 +239,23 @@ class Turns:
             )
         message_id = body.client_message_id or "m_" + uuid.uuid4().hex
         response_id = response_id_for(user_id, conversation_id, message_id)
-        # Both in one round trip's time; the ownership check gives a wrong conversation its 404.
-        ownership = asyncio.ensure_future(self.history.get_conversation(user_id, conversation_id))
-        try:
+        if self.owned.knows(user_id, conversation_id):
             claimed = await self.replay.claim(response_id, user_id)
-        except BaseException:
-            ownership.cancel()
-            raise
-        try:
-            await ownership
-        except BaseException:
-            if claimed:
-                await self.replay.release(response_id)
-            raise
+        else:
+            # Both in one round trip's time; the ownership check gives a wrong conversation its 404.
+            ownership = asyncio.ensure_future(self.history.get_conversation(user_id, conversation_id))
+            try:
+                claimed = await self.replay.claim(response_id, user_id)
+            except BaseException:
+                ownership.cancel()
+                raise
+            try:
+                await ownership
+            except BaseException:
+                if claimed:
+                    await self.replay.release(response_id)
+                raise
+            self.owned.remember(user_id, conversation_id)
         if not claimed:
             # The client sent this message before: attach to that response instead of a second one.
             return self.resume_claimed(response_id, conversation_id, after_seq=0)
@@ -265,14 +300,24 @@ class Turns:
 
     async def _launch(self, request: chat_pb2.ChatRequest) -> TurnStream:
         response_id = request.response_id
-        if self.user_budgets is not None:
-            try:
-                # Over the monthly limit: 429 user_budget_exceeded, and nothing reaches the bus.
+        # The monthly budget and a stream slot, both in one round trip's time. Over the monthly
+        # limit: 429 user_budget_exceeded, and nothing reaches the bus.
+        slot = asyncio.ensure_future(self.slots.acquire(request.user_id, response_id))
+        try:
+            if self.user_budgets is not None:
                 await self.user_budgets.check(request.user_id)
-            except BaseException:
-                await self.replay.release(response_id)
-                raise
-        in_use = await self.slots.acquire(request.user_id, response_id)
+        except BaseException:
+            # Not cancelled: the slot may be taken in Redis already; give it back once known.
+            with contextlib.suppress(Exception):
+                if await slot < 0:
+                    await self.slots.release(request.user_id, response_id)
+            await self.replay.release(response_id)
+            raise
+        try:
+            in_use = await slot
+        except BaseException:
+            await self.replay.release(response_id)
+            raise
         if in_use >= 0:
             await self.replay.release(response_id)
             raise RateLimited(

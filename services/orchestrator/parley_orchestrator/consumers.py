@@ -140,9 +140,12 @@ class ChatRequestConsumer:
         created_at_ms = request.created_at_ms
         previous = await self.turn_order.enter(request.conversation_id, request.response_id)
         if previous is not None:
-            await stream.emit(queued=chat_pb2.StreamQueued(position=1))
             await self.turn_order.wait_for(
-                previous, request.user_id, request.conversation_id, replace=request.on_busy == "replace"
+                previous,
+                request.user_id,
+                request.conversation_id,
+                replace=request.on_busy == "replace",
+                on_queued=lambda: stream.emit(queued=chat_pb2.StreamQueued(position=1)),
             )
             # The message takes its place in the transcript after the answer it waited for.
             created_at_ms = int(time.time() * 1000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -52,19 +53,33 @@ class TurnOrder:
         previous = raw.decode() if isinstance(raw, bytes) else None
         return None if previous in (None, response_id) else previous
 
-    async def wait_for(self, previous: str, user_id: str, conversation_id: str, replace: bool) -> None:
-        """Return once `previous` has finished and its answer is stored (or is known to be lost)."""
+    async def wait_for(
+        self,
+        previous: str,
+        user_id: str,
+        conversation_id: str,
+        replace: bool,
+        on_queued: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Return once `previous` has finished and its answer is stored (or is known to be lost).
+
+        `on_queued` runs only when the previous turn is still running: a message sent after
+        the answer before it ended (the usual case) is not shown as queued.
+        """
         deadline = time.monotonic() + self.max_wait_s
-        if replace and not await self.replay.finished(previous):
-            await self.cancellations.request(previous, user_id, "replaced")
-        try:
-            async with asyncio.timeout(self.max_wait_s):
-                await self._until_terminal(previous)
-        except TimeoutError:
-            raise Unavailable(
-                "the previous answer in this conversation is still running", code="conversation_busy"
-            ) from None
         frames = await self.replay.read_after(previous, 0)
+        if not (frames and is_terminal(frames[-1])) and not await self.replay.finished(previous):
+            if replace:
+                await self.cancellations.request(previous, user_id, "replaced")
+            await on_queued()
+            try:
+                async with asyncio.timeout(self.max_wait_s):
+                    await self._until_terminal(previous)
+            except TimeoutError:
+                raise Unavailable(
+                    "the previous answer in this conversation is still running", code="conversation_busy"
+                ) from None
+            frames = await self.replay.read_after(previous, 0)
         if not any(f.WhichOneof("kind") == "meta" for f in frames):
             return  # it ended before reaching a model (an error): no answer will be stored
         # The answer is persisted from the bus a moment after its last frame.

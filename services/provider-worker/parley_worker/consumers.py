@@ -156,6 +156,8 @@ class ProviderJobConsumer:
             return
         async with self.lease.held(job.response_id, job.attempt):
             earlier = await self.replay.read_after(job.response_id, 0)
+            # The lease makes this worker the stream's only writer from here on.
+            stream.continue_after(earlier[-1].seq if earlier else 0)
             if any(is_terminal(e) for e in earlier):
                 log.info("job already finished; dropping", extra={"response_id": job.response_id})
                 return

@@ -63,6 +63,8 @@ async def rename_conversation(
 
 @router.delete("/{conversation_id}", status_code=204, response_class=Response)
 async def delete_conversation(request: Request, user: User, conversation_id: ConversationId) -> Response:
+    turns: Turns = request.app.state.turns
+    turns.owned.forget(user, conversation_id)
     await request.app.state.history.delete_conversation(user, conversation_id)
     return Response(status_code=204)
 
