@@ -155,6 +155,11 @@ async def test_a_chat_turn_is_one_connected_trace_and_the_metrics_move(
         after_gateway = (await client.get("/metrics")).text
         after_worker = (await client.get(worker_metrics)).text
         assert (await client.get(orchestrator_metrics)).status_code == 200
+        for service in ("orchestrator", "provider-worker"):
+            ops = f"http://127.0.0.1:{ostack.metrics_ports[service]}"
+            assert (await client.get(f"{ops}/healthz")).status_code == 200
+            ready = await client.get(f"{ops}/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready", (service, ready.text)
     ttft = "parley_time_to_first_token_seconds_count"
     assert metric(after_gateway, ttft, 'model="demo"') == metric(before_gateway, ttft, 'model="demo"') + 1
     assert "parley_active_streams" in after_gateway

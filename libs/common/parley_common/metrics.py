@@ -1,13 +1,13 @@
 """Prometheus metrics, named once for every service.
 
 The gateway serves them at /metrics; services without an HTTP server (orchestrator, provider
-worker) serve them on PARLEY_METRICS_PORT when it is set. Each process exports the series
-it moves.
+worker) serve them on their operations port (PARLEY_METRICS_PORT, see ops_server.py) when it
+is set. Each process exports the series it moves.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -38,9 +38,3 @@ ACTIVE_STREAMS = Gauge("parley_active_streams", "SSE streams open on this gatewa
 PROVIDER_ERRORS = Counter(
     "parley_provider_errors_total", "Failed provider calls, by provider and error kind.", ["provider", "kind"]
 )
-
-
-def serve_metrics(host: str, port: int) -> None:
-    """Expose this process's metrics over HTTP (for processes that have no HTTP server)."""
-    if port:
-        start_http_server(port, addr=host)

@@ -13,7 +13,7 @@ from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.media_client import MediaClient
-from parley_common.metrics import serve_metrics
+from parley_common.ops_server import OpsServer, broker_check, redis_check
 from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
@@ -41,7 +41,8 @@ async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(OrchestratorSettings)
     setup_logging("orchestrator", settings.log_level)
     setup_telemetry("orchestrator", settings.otlp_endpoint)
-    serve_metrics(settings.metrics_host, settings.metrics_port)
+    ops = OpsServer("orchestrator", settings.metrics_host, settings.metrics_port)
+    await ops.start()
     registry = settings.model_registry()
     router = ModelRouter(registry)
     topology = Topology(settings.namespace)
@@ -111,7 +112,12 @@ async def serve(stop: asyncio.Event) -> None:
     consumer_tag = await queue.consume(consumer)
     log.info("ready", extra={"models": sorted(registry.models)})
 
+    ops.add_check("broker", broker_check(connection))
+    ops.add_check("redis", redis_check(redis))
+    ops.mark_ready()
+
     await stop.wait()
+    ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await queue.cancel(consumer_tag)
     await completions.cancel(completions_tag)
@@ -121,6 +127,7 @@ async def serve(stop: asyncio.Event) -> None:
     await history.close()
     await media.close()
     await redis.aclose()
+    await ops.stop()
     await followers.aclose()
 
 

@@ -12,8 +12,8 @@ from parley_common.control import Cancellations
 from parley_common.dead_letters import DeadLetters
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
-from parley_common.metrics import serve_metrics
 from parley_common.models import ModelRegistry
+from parley_common.ops_server import OpsServer, broker_check, redis_check
 from parley_common.redis_clients import command_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
@@ -79,7 +79,8 @@ async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(WorkerSettings)
     setup_logging("provider-worker", settings.log_level)
     setup_telemetry("provider-worker", settings.otlp_endpoint)
-    serve_metrics(settings.metrics_host, settings.metrics_port)
+    ops = OpsServer("provider-worker", settings.metrics_host, settings.metrics_port)
+    await ops.start()
     registry = settings.model_registry()
     # One connection pool for every upstream call of this process; timeouts are per phase (StreamTimeouts).
     client = httpx.AsyncClient(
@@ -127,7 +128,12 @@ async def serve(stop: asyncio.Event) -> None:
         consuming.append((queue, await queue.consume(consumer)))
     log.info("ready", extra={"providers": sorted(providers)})
 
+    ops.add_check("broker", broker_check(connection))
+    ops.add_check("redis", redis_check(redis))
+    ops.mark_ready()
+
     await stop.wait()
+    ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
     for queue, tag in consuming:
         await queue.cancel(tag)
@@ -137,6 +143,7 @@ async def serve(stop: asyncio.Event) -> None:
         await in_flight.drain(5.0)
     await connection.close()
     await redis.aclose()
+    await ops.stop()
     await client.aclose()
 
 
