@@ -138,15 +138,14 @@ class ChatRequestConsumer:
             # Stateless (OpenAI-compatible): the prompt is the request's own messages.
             return await self.answer(request, stream, list(request.inline_messages))
         created_at_ms = request.created_at_ms
-        previous = await self.turn_order.enter(request.conversation_id, request.response_id)
-        if previous is not None:
-            await self.turn_order.wait_for(
-                previous,
-                request.user_id,
-                request.conversation_id,
-                replace=request.on_busy == "replace",
-                on_queued=lambda: stream.emit(queued=chat_pb2.StreamQueued(position=1)),
-            )
+        waited = await self.turn_order.take_turn(
+            request.user_id,
+            request.conversation_id,
+            request.response_id,
+            replace=request.on_busy == "replace",
+            on_queued=lambda: stream.emit(queued=chat_pb2.StreamQueued(position=1)),
+        )
+        if waited:
             # The message takes its place in the transcript after the answer it waited for.
             created_at_ms = int(time.time() * 1000)
         appended = await self.history.append_message(

@@ -10,18 +10,22 @@ streams and their history never interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from parley.v1 import history_pb2
 from parley_common.control import Cancellations
-from parley_common.errors import Unavailable
+from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
 from parley_common.replay import ReplayLog, is_terminal
 
 # How long to wait for a finished answer to appear in history before going on without it.
 HISTORY_WAIT_S = 10.0
+# How many of the newest messages are looked through for the previous answer.
+RECENT = 10
 
 
 class TurnOrder:
@@ -53,6 +57,34 @@ class TurnOrder:
         previous = raw.decode() if isinstance(raw, bytes) else None
         return None if previous in (None, response_id) else previous
 
+    async def take_turn(
+        self,
+        user_id: str,
+        conversation_id: str,
+        response_id: str,
+        replace: bool,
+        on_queued: Callable[[], Awaitable[object]],
+    ) -> bool:
+        """enter(), then wait_for() the turn before, if any; True when there was one.
+
+        The conversation's latest stored messages are asked for at once, alongside: in the
+        usual case (the answer before ended and was stored a while ago) that one read is all
+        the waiting takes.
+        """
+        recent = asyncio.ensure_future(self.history.get_messages(user_id, conversation_id, limit=RECENT))
+        try:
+            previous = await self.enter(conversation_id, response_id)
+            if previous is None:
+                return False
+            await self.wait_for(previous, user_id, conversation_id, replace, on_queued, recent)
+            return True
+        finally:
+            if recent.done():
+                if not recent.cancelled():
+                    recent.exception()  # read, so an unused failure is not logged as unretrieved
+            else:
+                recent.cancel()
+
     async def wait_for(
         self,
         previous: str,
@@ -60,11 +92,14 @@ class TurnOrder:
         conversation_id: str,
         replace: bool,
         on_queued: Callable[[], Awaitable[object]],
+        recent: Awaitable[history_pb2.GetMessagesResponse] | None = None,
     ) -> None:
         """Return once `previous` has finished and its answer is stored (or is known to be lost).
 
         `on_queued` runs only when the previous turn is still running: a message sent after
-        the answer before it ended (the usual case) is not shown as queued.
+        the answer before it ended (the usual case) is not shown as queued. `recent`, when
+        given, is a read of the latest messages started earlier (a message once stored stays
+        stored, so finding the answer there is as good as finding it now).
         """
         deadline = time.monotonic() + self.max_wait_s
         frames = await self.replay.read_after(previous, 0)
@@ -84,8 +119,12 @@ class TurnOrder:
             return  # it ended before reaching a model (an error): no answer will be stored
         # The answer is persisted from the bus a moment after its last frame.
         deadline = min(deadline, time.monotonic() + HISTORY_WAIT_S)
+        if recent is not None:
+            with contextlib.suppress(ParleyError):  # read again below, where a failure counts
+                if any(m.id == previous for m in (await recent).messages):
+                    return
         while time.monotonic() < deadline:
-            page = await self.history.get_messages(user_id, conversation_id, limit=10)
+            page = await self.history.get_messages(user_id, conversation_id, limit=RECENT)
             if any(m.id == previous for m in page.messages):
                 return
             if not await self.redis.exists(self.replay.owner_key(previous)):
