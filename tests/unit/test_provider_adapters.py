@@ -339,3 +339,31 @@ async def test_unreadable_events_are_a_server_error(name: str) -> None:
     async with httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(ServerError):
             await collect(FACTORIES[name]("http://fake", client), job(name, "hi"))
+
+
+def test_anthropic_and_gemini_get_alternating_turns_opening_with_the_user() -> None:
+    P = chat_pb2.PromptMessage
+    messages = [
+        P(role="system", content="be brief"),
+        P(role="assistant", content="orphan answer"),
+        P(role="user", content="one"),
+        P(role="user", content="two"),
+        P(role="assistant", content=""),
+        P(role="assistant", content="reply"),
+        P(role="user", content="three"),
+    ]
+    claude = chat_pb2.ProviderJob(provider="anthropic", upstream_model="m", messages=messages)
+    body = anthropic_wire.request_body(claude)
+    assert body["system"] == "be brief"
+    assert [(t["role"], [b["text"] for b in t["content"]]) for t in body["messages"]] == [
+        ("user", ["one", "two"]),
+        ("assistant", ["reply"]),
+        ("user", ["three"]),
+    ], "an answer whose question was trimmed away goes; same-role neighbours become one turn"
+    gemini = gemini_wire.request_body(chat_pb2.ProviderJob(provider="gemini", upstream_model="m", messages=messages))
+    assert gemini["systemInstruction"] == {"parts": [{"text": "be brief"}]}
+    assert [(t["role"], [p["text"] for p in t["parts"]]) for t in gemini["contents"]] == [
+        ("user", ["one", "two"]),
+        ("model", ["reply"]),
+        ("user", ["three"]),
+    ]

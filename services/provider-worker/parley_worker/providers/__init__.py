@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from parley.v1 import chat_pb2
 
@@ -34,3 +34,33 @@ class Provider(Protocol):
     def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
         """Text chunks in order, then a UsageReport and a Finish."""
         ...
+
+
+def alternating_turns(
+    messages: Iterable[chat_pb2.PromptMessage],
+    assistant_role: str,
+    content_key: str,
+    parts_of: Callable[[chat_pb2.PromptMessage, str], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The conversation as strictly alternating turns, for APIs that require it (Anthropic,
+    Gemini): system messages left out (they go in a field of their own), empty ones skipped,
+    same-role neighbours merged into one turn, and opening with the user: both APIs refuse
+    a conversation that starts with the model, and trimming can leave an answer whose
+    question was cut (alone it is of little use, so it goes too). `parts_of(message, role)`
+    gives a message's content parts in the API's format; each turn is
+    {"role": role, content_key: parts}."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role = assistant_role if message.role == "assistant" else "user"
+        parts = parts_of(message, role)
+        if not parts:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1][content_key].extend(parts)
+        else:
+            turns.append({"role": role, content_key: parts})
+    while turns and turns[0]["role"] == assistant_role:
+        turns.pop(0)
+    return turns

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
 
-from . import Chunk, Finish, TextChunk, UsageReport
+from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
 from .http import StreamTimeouts, body_json, drain, event_json, guard_stream, inline_image, open_sse
 from .sse import ServerSentEvent
@@ -81,22 +81,7 @@ def _blocks(message: chat_pb2.PromptMessage, role: str, provider: str) -> list[d
 def request_body(job: chat_pb2.ProviderJob, *, provider: str = "anthropic") -> dict[str, Any]:
     """The Messages API request for a job."""
     system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content.strip())
-    turns: list[dict[str, Any]] = []
-    for message in job.messages:
-        if message.role == "system":
-            continue
-        role = "assistant" if message.role == "assistant" else "user"
-        blocks = _blocks(message, role, provider)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    # The conversation must open with the user. Trimming can leave an answer whose question
-    # was cut; alone it is of little use, so it goes too.
-    while turns and turns[0]["role"] == "assistant":
-        turns.pop(0)
+    turns = alternating_turns(job.messages, "assistant", "content", lambda m, role: _blocks(m, role, provider))
     body: dict[str, Any] = {
         "model": job.upstream_model,
         "max_tokens": job.max_output_tokens or DEFAULT_MAX_TOKENS,

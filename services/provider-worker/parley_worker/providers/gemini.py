@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
 
-from . import Chunk, Finish, TextChunk, UsageReport
+from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns
 from .errors import (
     BadRequest,
     ConnectionFailed,
@@ -72,19 +72,7 @@ def _parts(message: chat_pb2.PromptMessage, role: str, provider: str) -> list[di
 def request_body(job: chat_pb2.ProviderJob, *, provider: str = "gemini") -> dict[str, Any]:
     """The streamGenerateContent request for a job (the model is in the URL)."""
     system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content)
-    contents: list[dict[str, Any]] = []
-    for message in job.messages:
-        if message.role == "system":
-            continue
-        role = "model" if message.role == "assistant" else "user"
-        parts = _parts(message, role, provider)
-        if not parts:
-            continue
-        # Turns alternate; same-role neighbours become one turn.
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+    contents = alternating_turns(job.messages, "model", "parts", lambda m, role: _parts(m, role, provider))
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
