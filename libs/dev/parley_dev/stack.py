@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import aio_pika
 import grpc
@@ -34,6 +36,12 @@ MODULES = {
     "provider-worker": "parley_worker",
     "gateway": "parley_gateway",
 }
+
+
+def origin_of(url: str) -> str:
+    """`http://127.0.0.1:8333` of `http://127.0.0.1:8333/some/path`."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @dataclass
@@ -92,6 +100,11 @@ class Stack:
                 PARLEY_S3_REGION=self.s3.region,
             )
         env.update(self.config.extra_env)
+        if service == "gateway" and "PARLEY_IMAGE_ORIGINS" not in env:
+            # The web client shows images from where the media service presigns their URLs.
+            presigned_for = env.get("PARLEY_S3_PUBLIC_ENDPOINT") or env.get("PARLEY_S3_ENDPOINT")
+            if presigned_for:
+                env["PARLEY_IMAGE_ORIGINS"] = json.dumps([origin_of(presigned_for)])
         env.update(overrides)
         return env
 

@@ -104,7 +104,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(media.router)
     app.include_router(images.router)
-    web.install(app)
+    web.install(app, settings.image_origins)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

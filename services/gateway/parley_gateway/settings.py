@@ -1,10 +1,16 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+import re
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
 from parley_common.settings import CommonSettings
 from parley_common.user_budgets import DEFAULT_PLANS, PlanLimits
+
+# Host (a name, IPv4 or [IPv6]) and port: nothing that could end or extend a CSP directive.
+_ORIGIN_CHARS = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 
 class GatewaySettings(CommonSettings):
@@ -32,6 +38,10 @@ class GatewaySettings(CommonSettings):
     requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     # Browser origins allowed to call the API (CORS); empty = none.
     cors_origins: list[str] = []
+    # Origins the web client may show images from (its Content-Security-Policy img-src), JSON:
+    # the object store that media URLs are presigned for, i.e. the media service's
+    # PARLEY_S3_PUBLIC_ENDPOINT, or its PARLEY_S3_ENDPOINT when that is unset.
+    image_origins: list[str] = []
     # Deltas that arrive close together go out as one SSE event: after the first delta,
     # text is held at most this long, or until this many bytes are waiting.
     coalesce_ms: int = Field(default=20, ge=0, le=1000)
@@ -49,6 +59,26 @@ class GatewaySettings(CommonSettings):
     plans: dict[str, PlanLimits] = DEFAULT_PLANS
     user_plans: dict[str, str] = {}
     default_plan: str = "default"
+
+    @field_validator("image_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        origins = []
+        for value in values:
+            parsed = urlparse(value.strip())
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.hostname
+                or parsed.path not in ("", "/")
+                or parsed.params
+                or parsed.query
+                or parsed.fragment
+                or "@" in parsed.netloc
+                or not _ORIGIN_CHARS.fullmatch(parsed.netloc)
+            ):
+                raise ValueError(f"{value!r} is not an origin like https://media.example.com or http://127.0.0.1:9000")
+            origins.append(f"{parsed.scheme}://{parsed.netloc.lower()}")
+        return origins
 
     @model_validator(mode="after")
     def _some_key(self) -> GatewaySettings:
