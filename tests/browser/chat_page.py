@@ -92,6 +92,21 @@ class ChatPage:
         path.parent.mkdir(parents=True, exist_ok=True)
         await self.page.screenshot(path=str(path), full_page=True, animations="disabled")
 
+    async def attach(self, *paths: Path) -> None:
+        """Pick files with the "Attach image" button's file chooser."""
+        async with self.page.expect_file_chooser() as chooser:
+            await self.page.get_by_role("button", name="Attach image").click()
+        await (await chooser.value).set_files(list(paths))
+
+    def attachments(self) -> Locator:
+        """The chips of the images attached to the next message."""
+        return self.page.get_by_role("list", name="Attached images").locator("li")
+
+
+async def image_loaded(image: Locator) -> bool:
+    """The <img> has decoded pixels (it did not fail, and is not still loading)."""
+    return bool(await image.evaluate("(img) => img.complete && img.naturalWidth > 0"))
+
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 20.0, what: str = "") -> Any:
     """Poll `check` until it returns something truthy, or fail after `timeout_s`."""

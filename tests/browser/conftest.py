@@ -5,11 +5,15 @@ CDP and downloads no browser of its own; it starts Chromium with a fresh `--user
 and every test gets a fresh browser context (no cookies, storage or cache from another test).
 
 The stack here runs the demo model slowly (about 4 s an answer), so that a test can act
-while an answer streams: stop it, switch conversation, drop the connection.
+while an answer streams: stop it, switch conversation, drop the connection. It also offers
+ECHO_MODEL, served by the fake provider server (parley_dev.fake_providers), which says any text
+a test asks for: its `[[fake {"echo": true}]]` directive answers with the message verbatim.
+The default model stays the demo.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import uuid
@@ -18,14 +22,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from parley_dev.fake_providers import FakeProviderServer
 from parley_dev.infra import Infra, provide
 from parley_dev.stack import Stack, StackConfig, running
 
 DEV_KEY = "pk_browser_" + secrets.token_urlsafe(18)
 FRANK_KEY = "pk_browser_frank_" + secrets.token_urlsafe(18)
 SCREENSHOTS = Path(__file__).parent / "screenshots"
+ECHO_MODEL = "fake-echo"
+# Monthly limits (the page shows what is left): the dev user's plan has room for every test
+# here many times over; frank's has no limit. Everyone else keeps the default plan.
+PLANS = {
+    "default": {"monthly_tokens": 10_000_000, "monthly_cost_micros": 50_000_000},
+    "browser": {"monthly_tokens": 5_000_000, "monthly_cost_micros": 25_000_000},
+    "unlimited": {},
+}
+USER_PLANS = {"dev": "browser", "frank": "unlimited"}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -54,19 +69,50 @@ def infra() -> Iterator[Infra]:
 
 
 @pytest.fixture(scope="package")
-async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def fake_provider() -> AsyncIterator[FakeProviderServer]:
+    async with FakeProviderServer() as server:
+        yield server
+
+
+def models_file(workdir: Path, fake: FakeProviderServer) -> Path:
+    """The repository's model registry (the demo model, the default) plus ECHO_MODEL."""
+    registry = yaml.safe_load((Path(__file__).parents[2] / "config" / "models.yaml").read_text())
+    registry["providers"]["fake-openai"] = {"kind": "openai", "base_url": fake.url + "/v1"}
+    registry["models"][ECHO_MODEL] = {
+        "provider": "fake-openai",
+        "upstream_model": "echo-1",
+        "context_window": 32_000,
+        "max_output_tokens": 4096,
+        "input_price_per_mtok": 0,
+        "output_price_per_mtok": 0,
+    }
+    path = workdir / "models.yaml"
+    path.write_text(yaml.safe_dump(registry))
+    return path
+
+
+@pytest.fixture(scope="package")
+async def stack(
+    infra: Infra, fake_provider: FakeProviderServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    workdir = tmp_path_factory.mktemp("browser-stack")
     config = StackConfig(
         infra=infra,
         namespace="b" + uuid.uuid4().hex[:10],
-        workdir=tmp_path_factory.mktemp("browser-stack"),
+        workdir=workdir,
         dev_api_key=DEV_KEY,
         extra_env={
+            "PARLEY_MODELS_FILE": str(models_file(workdir, fake_provider)),
+            "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai"]',
+            "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "sk-fake"}',
             "PARLEY_API_KEYS": f'{{"frank": "{FRANK_KEY}"}}',
             "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "150",
             "PARLEY_DEMO_TOKENS_PER_S": "12",
             "PARLEY_HEARTBEAT_S": "1",
             # A stopped gateway must not wait long for streams whose clients went away.
             "PARLEY_SHUTDOWN_GRACE_S": "3",
+            "PARLEY_PLANS": json.dumps(PLANS),
+            "PARLEY_USER_PLANS": json.dumps(USER_PLANS),
         },
     )
     async with running(config) as s:

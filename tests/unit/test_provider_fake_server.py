@@ -89,6 +89,18 @@ async def test_the_directive_is_not_part_of_the_answer(client: httpx.AsyncClient
     assert text == "".join(answer_tokens("hi"))
 
 
+async def test_echo_answers_with_the_message_verbatim(client: httpx.AsyncClient) -> None:
+    message = "# Title\n\n```py\nprint('<b>')\n```\n\n- one\n-  two"
+    response = await client.post("/v1/chat/completions", json=openai_body(f'{message}\n[[fake {{"echo": true}}]]'))
+    deltas = [
+        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in response.text.splitlines()
+        if line.startswith("data: {")
+    ]
+    assert "".join(deltas) == message
+    assert len([d for d in deltas if d]) == 9, "one event per word, as with any answer"
+
+
 async def test_it_runs_as_a_module_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(

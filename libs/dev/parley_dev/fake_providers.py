@@ -39,6 +39,8 @@ message's text (it is removed before the answer is derived):
     first_token_delay  float  seconds between the stream's opening events and the first token
     tokens_per_s  float  pace of the tokens (default: as fast as possible)
     tokens        int    answer with exactly this many tokens instead of the usual answer
+    echo          bool   answer with the message's own text (the directive removed), verbatim:
+                         line breaks and spacing kept, so a test can make a model say anything
     drop_after    int    close the connection abruptly after this many tokens (real server only:
                          httpx's ASGITransport cannot show a half-sent body)
     error_after   int    after this many tokens send the provider's in-stream error event...
@@ -101,6 +103,7 @@ class Directive(BaseModel):
     first_token_delay: float = Field(default=0.0, ge=0)
     tokens_per_s: float | None = Field(default=None, gt=0)
     tokens: int | None = Field(default=None, ge=0)
+    echo: bool = False
     drop_after: int | None = Field(default=None, ge=0)
     error_after: int | None = Field(default=None, ge=0)
     stream_error: str = Field(default="overloaded", pattern="^(overloaded|server_error|rate_limited)$")
@@ -614,7 +617,10 @@ async def _send_stream(fmt: Format, stream: Stream, send: Send, gone: asyncio.Ev
         seen.completed = True
         return True
 
-    tokens = answer_tokens(stream.turn.last_user, plan.tokens)
+    if plan.echo:
+        tokens = _TOKEN.findall(stream.turn.last_user)
+    else:
+        tokens = answer_tokens(stream.turn.last_user, plan.tokens)
     cut = stream.turn.max_tokens is not None and len(tokens) > stream.turn.max_tokens
     if cut:
         tokens = tokens[: stream.turn.max_tokens]

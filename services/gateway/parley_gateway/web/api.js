@@ -44,11 +44,33 @@ function withQuery(path, params) {
 
 const id = (value) => encodeURIComponent(value);
 
+/**
+ * The user's monthly budget from an answer's X-Budget-* headers: {plan, resetAt (epoch s),
+ * tokensRemaining, costRemainingMicros} (null: no such limit), or null without the headers.
+ */
+export function budgetOf(headers) {
+  const plan = headers.get("X-Budget-Plan");
+  if (plan === null) return null;
+  const number = (name) => {
+    const value = Number.parseInt(headers.get(name) ?? "", 10);
+    return Number.isNaN(value) ? null : value;
+  };
+  return {
+    plan,
+    resetAt: number("X-Budget-Reset"),
+    tokensRemaining: number("X-Budget-Tokens-Remaining"),
+    costRemainingMicros: number("X-Budget-Cost-Remaining-Micros"),
+  };
+}
+
 export class Api {
   /** `onUnauthorized` is called when the server no longer accepts the key. */
   constructor(key, onUnauthorized = () => {}) {
     this.key = key;
     this.onUnauthorized = onUnauthorized;
+    this.budget = null; // the newest budgetOf() an answer carried
+    this.onBudget = () => {}; // (budget) after every answer that carried one
+    this.onReachable = () => {}; // (true) an answer came, (false) the server could not be reached
   }
 
   /** The parsed JSON answer, or the Response itself with `raw` (for event streams). */
@@ -63,7 +85,14 @@ export class Api {
       response = await fetch(path, init);
     } catch (err) {
       if (err.name === "AbortError") throw err;
+      this.onReachable(false);
       throw new ApiError(0, "network_error", "Parley cannot be reached; check your connection");
+    }
+    this.onReachable(true);
+    const budget = budgetOf(response.headers);
+    if (budget) {
+      this.budget = budget;
+      this.onBudget(budget);
     }
     if (!response.ok) {
       const error = await errorFrom(response);
@@ -122,8 +151,62 @@ export class Api {
     return this.request("POST", `/v1/responses/${id(responseId)}/cancel`);
   }
 
+  /** What a draft would cost: {input_tokens, estimated, cost_estimate_micros, ...} (POST /v1/tokens/count). */
+  countTokens(draft, signal) {
+    return this.request("POST", "/v1/tokens/count", { body: draft, signal });
+  }
+
   /** Changes oldest first since `since`: {data, next_cursor, has_more}. */
   sync(since, limit = 200) {
     return this.request("GET", withQuery("/v1/sync", { since, limit }));
+  }
+
+  /**
+   * Uploads a file (POST /v1/media, multipart field `file`); resolves with the media. Sent with
+   * XMLHttpRequest, which unlike fetch reports upload progress: `onProgress(sentBytes, totalBytes)`.
+   * `signal` aborts it (an AbortError).
+   */
+  uploadMedia(blob, filename, { onProgress = () => {}, signal } = {}) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", "/v1/media");
+      xhr.setRequestHeader("Authorization", `Bearer ${this.key}`);
+      xhr.responseType = "json";
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onProgress(event.loaded, event.total);
+      });
+      xhr.addEventListener("load", () => {
+        if (xhr.status >= 200 && xhr.status < 300) {
+          resolve(xhr.response);
+          return;
+        }
+        const retryAfter = Number.parseInt(xhr.getResponseHeader("Retry-After") ?? "", 10);
+        const error = new ApiError(
+          xhr.status,
+          xhr.response?.error?.code ?? `http_${xhr.status}`,
+          xhr.response?.error?.message ?? (xhr.statusText || "the server refused the upload"),
+          Number.isNaN(retryAfter) ? null : retryAfter,
+        );
+        if (xhr.status === 401) this.onUnauthorized(error);
+        reject(error);
+      });
+      xhr.addEventListener("error", () => {
+        reject(new ApiError(0, "network_error", "the upload did not reach Parley; check your connection"));
+      });
+      xhr.addEventListener("abort", () => reject(new DOMException("the upload was cancelled", "AbortError")));
+      if (signal?.aborted) {
+        reject(new DOMException("the upload was cancelled", "AbortError"));
+        return;
+      }
+      signal?.addEventListener("abort", () => xhr.abort(), { once: true });
+      const form = new FormData();
+      form.append("file", blob, filename);
+      xhr.send(form);
+    });
+  }
+
+  /** A media with fresh presigned URLs (they expire: ask again for new ones). */
+  getMedia(mediaId) {
+    return this.request("GET", `/v1/media/${id(mediaId)}`);
   }
 }

@@ -2,9 +2,14 @@
 // This module wires the page together; the pieces live in modules named for what they do.
 
 import { Api, ApiError } from "./api.js";
+import { Attachments } from "./attach.js";
+import { BudgetView } from "./budget.js";
 import { ConversationList, UNTITLED } from "./conversations.js";
 import { byId } from "./dom.js";
+import { DraftEstimate } from "./estimate.js";
+import { promptOf, useMediaApi } from "./media.js";
 import { session } from "./session.js";
+import { HistoryStore, registerServiceWorker } from "./store.js";
 import { ResponseStream } from "./stream.js";
 import { SyncLoop } from "./sync.js";
 import { messagesFromPage, ThreadView, upsertMessage } from "./thread.js";
@@ -17,6 +22,9 @@ let sync = null;
 let currentId = null;
 const threads = new Map(); // conversation id -> {messages (oldest first), olderCursor}
 const streams = new Map(); // conversation id -> the ResponseStream generating an answer there
+let saved = null; // the signed-in key's saved history (store.js), null where there is none
+let reachable = true; // false from a request that could not reach the server until one does
+let showingSaved = false; // the page shows saved history: the server could not be reached
 
 const conversations = new ConversationList(byId("conversation-list"), byId("more-conversations"), {
   open: (id) => {
@@ -35,6 +43,25 @@ const view = new ThreadView({
   empty: byId("empty"),
 });
 const input = byId("composer-input");
+const attachments = new Attachments({
+  api: () => api,
+  button: byId("attach"),
+  input: byId("attach-input"),
+  list: byId("attachment-list"),
+  message: byId("attach-message"),
+  dropZone: byId("composer"),
+  pasteTarget: input,
+});
+attachments.addEventListener("change", () => updateComposer());
+const budget = new BudgetView(byId("budget"));
+const estimate = new DraftEstimate({
+  input,
+  form: byId("composer"),
+  modelSelect: byId("model"),
+  output: byId("estimate"),
+  count: (draft, signal) => api.countTokens(draft, signal),
+  context: () => (api ? { conversation_id: currentId, model: pickedModel() } : null),
+});
 
 // notices
 
@@ -52,21 +79,48 @@ function clearNotice() {
 
 function updateConnection() {
   const reconnecting = [...streams.values()].some((s) => s.status === "reconnecting");
-  const text = !navigator.onLine ? "Offline" : reconnecting ? "Reconnecting…" : "Online";
+  const offline = !navigator.onLine || (!reachable && !reconnecting);
+  const text = offline ? "Offline" : reconnecting ? "Reconnecting…" : "Online";
   const node = byId("connection");
   if (node.textContent !== text) node.textContent = text;
   node.dataset.state = text === "Online" ? "online" : "offline";
+  byId("offline-note").hidden = !showingSaved;
 }
 
 // signing in and out
 
-async function signIn(key) {
+/** `remembered`: the key this tab signed in with before a reload (it may open saved history offline). */
+async function signIn(key, remembered = false) {
   const candidate = new Api(key, (error) => {
     if (api === candidate) signOut(error.describe());
   });
-  const models = await candidate.models();
+  candidate.onBudget = (answer) => {
+    if (api === candidate) budget.show(answer);
+  };
+  candidate.onReachable = (yes) => {
+    if (api === candidate) setReachable(yes);
+  };
+  let models;
+  let store = null;
+  try {
+    models = await candidate.models();
+    reachable = true;
+  } catch (error) {
+    // Reloaded without the server: the saved history of this key, if there is any.
+    store = remembered && error.status === 0 ? await HistoryStore.open(key) : null;
+    models = await store?.meta("models");
+    if (!models) {
+      await store?.destroy();
+      throw error;
+    }
+    reachable = false;
+  }
   session.signIn(key);
   api = candidate;
+  saved = store ?? (await HistoryStore.open(key));
+  if (reachable) saved?.saveMeta("models", models);
+  if (candidate.budget) budget.show(candidate.budget);
+  useMediaApi(api);
   byId("sign-in").hidden = true;
   byId("workspace").hidden = false;
   byId("workspace").setAttribute("aria-busy", "true");
@@ -89,6 +143,15 @@ async function signIn(key) {
 }
 
 function signOut(message = "") {
+  // Signing out forgets this key's saved history (and a refused key's).
+  const key = api?.key ?? session.apiKey();
+  if (saved) saved.destroy().catch(() => {});
+  else if (key) HistoryStore.destroy(key).catch(() => {});
+  saved = null;
+  showingSaved = false;
+  reachable = true;
+  budget.clear();
+  estimate.clear();
   sync?.stop();
   sync = null;
   for (const stream of streams.values()) stream.close();
@@ -97,6 +160,8 @@ function signOut(message = "") {
   conversations.clear();
   currentId = null;
   api = null;
+  attachments.clear();
+  useMediaApi(null);
   session.signOut();
   history.replaceState(null, "", location.pathname);
   clearNotice();
@@ -118,9 +183,11 @@ function fillModels(models) {
 
 async function loadMoreConversations() {
   try {
-    conversations.addPage(await api.listConversations(conversations.nextCursor));
+    const page = await api.listConversations(conversations.nextCursor);
+    conversations.addPage(page);
+    saved?.saveConversations(page.data);
   } catch (error) {
-    showNotice(error);
+    if (!(await showSavedConversations(error))) showNotice(error);
   }
 }
 
@@ -128,6 +195,7 @@ async function newConversation() {
   try {
     const conversation = await api.createConversation("");
     conversations.upsert(conversation);
+    saved?.saveConversations([conversation]);
     await openConversation(conversation.id);
     return conversation.id;
   } catch (error) {
@@ -143,6 +211,8 @@ function titleOf(id) {
 async function openConversation(id) {
   currentId = id;
   history.replaceState(null, "", `#${encodeURIComponent(id)}`);
+  saved?.opened(id);
+  estimate.refresh();
   conversations.select(id);
   updateComposer();
   let thread = threads.get(id);
@@ -167,7 +237,17 @@ async function openConversation(id) {
 
 /** The newest page of history, with what happened here while it loaded on top. */
 async function loadThread(id, thread) {
-  const page = await api.listMessages(id, null, HISTORY_PAGE);
+  let page;
+  try {
+    page = await api.listMessages(id, null, HISTORY_PAGE);
+  } catch (error) {
+    // The server cannot be reached: the saved messages, if this conversation has some.
+    const kept = error.status === 0 ? await saved?.messages(id) : null;
+    if (!kept) throw error;
+    page = { data: kept.reverse(), next_cursor: null }; // newest first, as the API pages
+    thread.saved = true;
+    showSaved();
+  }
   const meanwhile = thread.messages;
   thread.messages = messagesFromPage(page);
   thread.olderCursor = page.next_cursor;
@@ -178,6 +258,7 @@ async function loadThread(id, thread) {
   }
   const stream = streams.get(id);
   if (stream) reflect(stream);
+  if (!thread.saved) saved?.saveMessages(id, thread.messages);
 }
 
 async function loadOlder() {
@@ -201,7 +282,9 @@ async function loadOlder() {
 
 async function renameConversation(id, title) {
   try {
-    conversations.upsert(await api.renameConversation(id, title));
+    const renamed = await api.renameConversation(id, title);
+    conversations.upsert(renamed);
+    saved?.saveConversations([renamed]);
     if (currentId === id) byId("conversation-title").textContent = titleOf(id);
   } catch (error) {
     showNotice(error);
@@ -225,6 +308,7 @@ function forgetConversation(id, why = "") {
   streams.delete(id);
   threads.delete(id);
   conversations.remove(id);
+  saved?.removeConversation(id);
   if (currentId === id) {
     currentId = null;
     history.replaceState(null, "", location.pathname);
@@ -239,11 +323,13 @@ function forgetConversation(id, why = "") {
 function applyChange(change) {
   const id = change.conversation_id;
   if (change.type === "conversation.deleted") {
+    saved?.removeConversation(id);
     if (conversations.get(id)) forgetConversation(id, "This conversation was deleted elsewhere.");
     return;
   }
   if (change.conversation) {
     conversations.offer(change.conversation);
+    if (conversations.get(id)) saved?.saveConversations([conversations.get(id)]);
     if (currentId === id) byId("conversation-title").textContent = titleOf(id);
   }
   if (change.message) {
@@ -251,10 +337,12 @@ function applyChange(change) {
     const thread = threads.get(id);
     const live = streams.get(id);
     // The answer streaming here is ahead of history; it settles itself when it ends.
+    if (!thread) saved?.addMessage(id, change.message);
     if (!thread || (live && live.responseId === change.message.id)) return;
     // Older than the pages loaded so far: it appears when the user loads older messages.
     if (thread.olderCursor && change.message.created_at_ms < (thread.messages[0]?.created_at_ms ?? 0)) return;
     const message = upsertMessage(thread.messages, { ...change.message, key: change.message.id });
+    if (!thread.saved) saved?.addMessage(id, change.message);
     if (view.thread === thread) view.update(message);
   }
 }
@@ -268,6 +356,7 @@ function userMessageOf(stream) {
     id: stream.clientMessageId,
     role: "user",
     content: stream.content,
+    media: stream.media,
     status: unsent ? "unsent" : "complete",
     created_at_ms: stream.startedAt,
   };
@@ -279,6 +368,7 @@ function answerOf(stream) {
     id: stream.responseId,
     role: "assistant",
     content: stream.text,
+    images: stream.images.map((image) => ({ ...image, alt: promptOf(stream.content) })),
     status: stream.status,
     usage: stream.usage,
     model: stream.model,
@@ -311,6 +401,8 @@ function track(stream) {
     conversations.touch(stream.conversationId);
     updateComposer();
     updateConnection();
+    keepConversation(stream.conversationId);
+    budget.afterAnswer(() => api?.models());
     if (stream.error?.code === "response_not_found") {
       // Its replay log is gone: history has the answer.
       threads.delete(stream.conversationId);
@@ -333,7 +425,8 @@ async function send(content) {
   const id = currentId ?? (await newConversation());
   if (!id || streams.has(id)) return;
   clearNotice();
-  const stream = new ResponseStream(api, { conversationId: id, content, model: pickedModel() });
+  const media = attachments.take();
+  const stream = new ResponseStream(api, { conversationId: id, content, model: pickedModel(), media });
   track(stream);
   reflect(stream);
   conversations.touch(id);
@@ -352,9 +445,76 @@ function pickedModel() {
 
 function updateComposer() {
   const streaming = currentId !== null && streams.has(currentId);
-  byId("send").disabled = streaming;
+  // An image still uploading (or failed) holds the message back.
+  byId("send").disabled = streaming || attachments.pending;
   byId("stop").disabled = !streaming;
   if (!streaming && document.activeElement === byId("stop")) input.focus();
+}
+
+// saved history: read without the server (store.js keeps it, sw.js keeps the app's files)
+
+function showSaved() {
+  showingSaved = true;
+  updateConnection();
+}
+
+function setReachable(yes) {
+  if (reachable === yes) return;
+  reachable = yes;
+  updateConnection();
+  if (yes) leaveSavedHistory();
+}
+
+/** The server cannot be reached at sign-in: the saved conversation list instead. */
+async function showSavedConversations(error) {
+  if (error.status !== 0 || !saved || conversations.items.length) return false;
+  const list = await saved.conversations();
+  if (!list.length) return false;
+  conversations.addPage({ data: list, next_cursor: null });
+  showSaved();
+  return true;
+}
+
+/** Saves a conversation as it is now: its place in the list and the messages held here. */
+function keepConversation(id) {
+  const conversation = conversations.get(id);
+  if (conversation) saved?.saveConversations([conversation]);
+  const thread = threads.get(id);
+  if (thread && !thread.saved) saved?.saveMessages(id, thread.messages);
+}
+
+/** The server answers again: what was shown from saved history comes from it now. */
+async function leaveSavedHistory() {
+  if (!showingSaved || !api) return;
+  showingSaved = false;
+  updateConnection();
+  try {
+    const page = await api.listConversations(null);
+    conversations.addPage(page);
+    saved?.saveConversations(page.data);
+  } catch (error) {
+    if (error.status === 0) {
+      showSaved(); // gone again
+      return;
+    }
+    showNotice(error);
+  }
+  for (const [id, thread] of [...threads]) {
+    if (!thread.saved) continue;
+    if (id !== currentId) {
+      threads.delete(id); // loaded again when opened
+      continue;
+    }
+    delete thread.saved;
+    try {
+      await loadThread(id, thread);
+    } catch (error) {
+      if (error.status !== 0) showNotice(error);
+      continue;
+    }
+    if (view.thread === thread) view.show(titleOf(id), thread);
+  }
+  sync?.now();
 }
 
 // the page
@@ -403,6 +563,11 @@ byId("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const content = input.value.trim();
   if (!content || byId("send").disabled) return;
+  if (!navigator.onLine || !reachable) {
+    showNotice("You are offline: the message was not sent. It stays in the box; send it once Parley can be reached.");
+    sync?.now(); // (it may be back: then the next try goes out)
+    return;
+  }
   input.value = "";
   send(content);
 });
@@ -421,9 +586,10 @@ window.addEventListener("online", () => {
 });
 window.addEventListener("offline", updateConnection);
 
+registerServiceWorker();
 const remembered = session.apiKey();
 if (remembered) {
-  signIn(remembered).catch((error) => {
+  signIn(remembered, true).catch((error) => {
     signOut(error instanceof ApiError ? error.describe() : String(error));
     if (!(error instanceof ApiError && error.status === 401)) byId("api-key").value = remembered;
   });

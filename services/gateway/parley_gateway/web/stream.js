@@ -18,14 +18,20 @@ export function newMessageId() {
 
 export class ResponseStream extends EventTarget {
   /**
-   * A new turn: `{conversationId, content, model}`. To pick up an answer already being
+   * A new turn: `{conversationId, content, model, media}` (`media`: uploaded media, as
+   * POST /v1/media returned them, sent as `media_ids`). To pick up an answer already being
    * generated (after a reload), also pass its `responseId` and `clientMessageId`.
    */
-  constructor(api, { conversationId, content, model = null, clientMessageId = newMessageId(), responseId = null }) {
+  constructor(
+    api,
+    { conversationId, content, model = null, media = [], clientMessageId = newMessageId(), responseId = null },
+  ) {
     super();
     this.api = api;
     this.conversationId = conversationId;
     this.content = content;
+    this.media = media;
+    this.images = []; // pictures the answer drew: {mediaId, url, mimeType, width, height}
     this.model = model;
     this.clientMessageId = clientMessageId;
     this.responseId = responseId;
@@ -85,6 +91,7 @@ export class ResponseStream extends EventTarget {
 
   body() {
     const body = { content: this.content, client_message_id: this.clientMessageId };
+    if (this.media.length) body.media_ids = this.media.map((media) => media.id);
     if (this.model) body.model = this.model;
     return body;
   }
@@ -128,8 +135,15 @@ export class ResponseStream extends EventTarget {
         if (id === null && data.retryable) return "resume";
         this.finish(this.text ? "interrupted" : "failed", new ApiError(200, data.code, data.message));
         break;
+      case "image":
+        this.images = [
+          ...this.images,
+          { mediaId: data.media_id, url: data.url, mimeType: data.mime_type, width: data.width, height: data.height },
+        ];
+        this.update({ status: "streaming" });
+        break;
       default:
-        break; // kinds this client does not show (images arrive with the media issue)
+        break; // kinds this client does not show
     }
     return "applied";
   }

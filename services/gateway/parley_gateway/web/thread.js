@@ -1,8 +1,12 @@
 // The messages of the open conversation. A message is
 // {key, id, role, content, status, usage, model, error, created_at_ms}; `key` stays the same
-// while a streaming answer learns its server id. Text is set with textContent only.
+// while a streaming answer learns its server id. Text is set with textContent only. Images
+// (`media` of a user message sent here, `images` of a live answer) go in `.media`: media.js.
 
 import { el } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
+import { showMedia } from "./media.js";
+import { Typewriters } from "./typewriter.js";
 
 const STATUS_TEXT = {
   sending: "Sending…",
@@ -51,13 +55,19 @@ export class ThreadView {
     this.title = title;
     this.empty = empty;
     this.thread = null;
+    // An answer's text is markdown, typed out while it streams (typewriter.js).
+    this.typewriters = new Typewriters((element, text, live) => {
+      const stick = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < 48;
+      renderMarkdown(element, text, { partial: live });
+      if (stick && element.isConnected) this.scroller.scrollTop = this.scroller.scrollHeight;
+    });
   }
 
   /** Shows a conversation's thread ({messages, olderCursor}), or nothing when `thread` is null. */
   show(title, thread) {
     this.thread = thread;
     this.title.textContent = title;
-    this.list.replaceChildren(...(thread?.messages ?? []).map((m) => this.node(m)));
+    this.list.replaceChildren(...(thread?.messages ?? []).map((m) => this.node(m, true)));
     this.olderButton.hidden = !thread?.olderCursor;
     this.empty.textContent = thread ? "No messages yet. Ask anything." : "Loading…";
     this.empty.hidden = Boolean(thread?.messages.length);
@@ -67,7 +77,7 @@ export class ThreadView {
   /** Older messages were added at the top: keep what the reader was looking at in place. */
   showOlder() {
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
-    this.list.replaceChildren(...this.thread.messages.map((m) => this.node(m)));
+    this.list.replaceChildren(...this.thread.messages.map((m) => this.node(m, true)));
     this.olderButton.hidden = !this.thread.olderCursor;
     this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
   }
@@ -88,21 +98,30 @@ export class ThreadView {
     if (stick) this.scroller.scrollTop = this.scroller.scrollHeight;
   }
 
-  node(message) {
+  /** A message's element; `whole`: its text appears at once, even while it streams. */
+  node(message, whole = false) {
     const node = el(
       "li",
       { class: `message ${message.role}`, "data-key": message.key },
       el("p", { class: "author" }, message.role === "user" ? "You" : "Parley"),
       el("div", { class: "text" }),
+      el("div", { class: "media", hidden: true }),
       el("p", { class: "meta" }),
     );
-    this.fill(node, message);
+    this.fill(node, message, whole);
     return node;
   }
 
-  fill(node, message) {
-    node.querySelector(".text").textContent = message.content;
+  fill(node, message, whole = false) {
+    const text = node.querySelector(".text");
+    if (message.role === "assistant") {
+      const live = LIVE.has(message.status);
+      this.typewriters.show(message.key, text, message.content ?? "", { live, whole });
+    } else {
+      text.textContent = message.content;
+    }
     node.dataset.status = message.status;
+    showMedia(node.querySelector(".media"), message);
     node.setAttribute("aria-busy", String(LIVE.has(message.status)));
     const parts = [];
     if (message.stopping && LIVE.has(message.status)) parts.push("Stopping…");
