@@ -9,7 +9,7 @@ import aio_pika
 import httpx
 
 from parley.v1 import chat_pb2
-from parley_common.topology import PROVIDER_JOB, RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
+from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
 from parley_dev.stack import Stack
 
 from .sse import frames, read_all, text_of
@@ -51,12 +51,17 @@ async def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(
             ),
             routing_key=topology.history_completed_queue,
         )
-        buried = await dead_letters(connection, topology.dead_letter_queue, 2)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"\x00\x01 garbage", type=CHAT_REQUEST, headers={"x-schema-version": SCHEMA_VERSION}),
+            routing_key=topology.requests_queue,
+        )
+        buried = await dead_letters(connection, topology.dead_letter_queue, 3)
     finally:
         await connection.close()
-    reasons = sorted((h["x-parley-source-queue"], h["x-parley-dead-reason"]) for h in buried)
-    assert reasons[0][0] == topology.history_completed_queue and "schema version 99" in reasons[0][1]
-    assert reasons[1][0] == topology.provider_queue("demo") and "undecodable" in reasons[1][1]
+    reasons = {h["x-parley-source-queue"]: h["x-parley-dead-reason"] for h in buried}
+    assert "schema version 99" in reasons[topology.history_completed_queue]
+    assert "undecodable" in reasons[topology.provider_queue("demo")]
+    assert "undecodable" in reasons[topology.requests_queue], "a chat request the orchestrator cannot read"
     # The consumers are alive and well.
     async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": "still ok"}) as r:
         assert (await read_all(r))[-1].event == "done"

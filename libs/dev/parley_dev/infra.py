@@ -63,18 +63,45 @@ def reachable(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def docker_available(socket_path: str = "/var/run/docker.sock") -> bool:
-    """True when a Docker engine answers on its local socket (the docker client alone is not enough)."""
-    if not os.path.exists(socket_path):
-        return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(socket_path)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return b"200 OK" in sock.recv(1024)
-    except OSError:
-        return False
+def _docker_ping(sock: socket.socket) -> bool:
+    sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+    return b"200 OK" in sock.recv(1024)
+
+
+def docker_endpoints() -> list[str]:
+    """Where a Docker engine may listen, as testcontainers looks for it: DOCKER_HOST when set
+    (unix:// or tcp://), else the system socket and the rootless one."""
+    if host := os.environ.get("DOCKER_HOST", "").strip():
+        return [host]
+    candidates = ["unix:///var/run/docker.sock"]
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(f"unix://{runtime}/docker.sock")
+    return candidates
+
+
+def docker_available(endpoints: list[str] | None = None) -> bool:
+    """True when a Docker engine answers (the docker client alone is not enough)."""
+    for endpoint in docker_endpoints() if endpoints is None else endpoints:
+        parsed = urlparse(endpoint)
+        try:
+            if parsed.scheme == "unix":
+                if not os.path.exists(parsed.path):
+                    continue
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(2.0)
+                    sock.connect(parsed.path)
+                    if _docker_ping(sock):
+                        return True
+            elif parsed.scheme in ("tcp", "http", "https") and parsed.hostname:
+                port = parsed.port or (2376 if os.environ.get("DOCKER_TLS_VERIFY") else 2375)
+                with socket.create_connection((parsed.hostname, port), timeout=2.0) as sock:
+                    if os.environ.get("DOCKER_TLS_VERIFY") or parsed.scheme == "https":
+                        return True  # a TLS engine answers; testcontainers speaks TLS to it
+                    if _docker_ping(sock):
+                        return True
+        except OSError:
+            continue
+    return False
 
 
 _LOCAL_STOP = {

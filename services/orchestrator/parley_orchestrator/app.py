@@ -94,6 +94,7 @@ async def serve(stop: asyncio.Event) -> None:
         in_flight=in_flight,
         media_refs=MediaRefs(media, settings.media_prompt_delivery),
         image_turns=ImageTurns(media),
+        dead_letters=DeadLetters(publish_channel, topology),
     )
     completions = await declare_completions_queue(topology, consume_channel)
     completions_tag = await completions.consume(

@@ -14,6 +14,7 @@ from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.context import ContextPlan, plan_context_async
 from parley_common.control import Cancellations
+from parley_common.dead_letters import DeadLetters
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight
@@ -72,8 +73,10 @@ class ChatRequestConsumer:
         in_flight: InFlight,
         media_refs: MediaRefs,
         image_turns: ImageTurns,
+        dead_letters: DeadLetters,
     ) -> None:
         self.settings = settings
+        self.dead_letters = dead_letters
         self.topology = topology
         self.history = history
         self.router = router
@@ -104,8 +107,8 @@ class ChatRequestConsumer:
             try:
                 request = open_envelope(message, chat_pb2.ChatRequest, CHAT_REQUEST)
             except PoisonMessage as exc:
-                log.error("rejecting poison message", extra={"reason": str(exc), "message_id": message.message_id})
-                await message.reject(requeue=False)
+                # To the dead-letter queue with the reason, never redelivered.
+                await self.dead_letters.bury(message, self.topology.requests_queue, str(exc))
                 return
             stream = ResponseStream(
                 channel=self.reply_channel,
