@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/parley/v1/*.proto)
 
-.PHONY: install run test unit integration browser-test lint proto bench load lock clean k8s-check
+.PHONY: install run test unit integration browser-test browser-deps lint proto bench load lock clean k8s-check image
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m parley_dev.run
 
-test: install lint k8s-check
+test: install browser-deps lint k8s-check
 	$(BIN)/python -m pytest tests
 
 unit: install
@@ -27,9 +27,20 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest tests/integration
 
-# The web client in headless Chromium (Debian's /usr/bin/chromium; .ci/run installs it). `make test` runs these too.
-browser-test: install
+# The web client in headless Chromium (Debian's /usr/bin/chromium, never a downloaded browser).
+# `make test` runs these too.
+browser-test: install browser-deps
 	$(BIN)/python -m pytest tests/browser
+
+# Debian's Chromium for the browser tests, installed with apt when missing (as root); without it
+# the browser tests skip and say so.
+browser-deps:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+	    || echo "could not install chromium: the browser tests will be skipped" >&2; \
+	else echo "chromium is missing and cannot be installed here: the browser tests will be skipped" >&2; fi
 
 lint: install
 	$(BIN)/ruff check .
@@ -54,6 +65,12 @@ load: install
 # Its tools (pinned in tools/k8s-check-requirements.txt) are installed into .venv/k8s-tools once.
 k8s-check: install
 	$(BIN)/python -m tools.k8s_check
+
+# The one container image of every service (Dockerfile), tagged with the commit; needs a Docker engine.
+IMAGE ?= parley
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image needs a Docker engine, and none answers here" >&2; exit 1; }
+	docker build -t $(IMAGE):$$(git describe --always --dirty 2>/dev/null || echo dev) -t $(IMAGE):latest .
 
 # Re-pins requirements.lock from what the venv holds (after changing pyproject.toml dependencies).
 lock:

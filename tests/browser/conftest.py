@@ -1,6 +1,6 @@
 """The web client in a real headless Chromium, against the five services as real processes.
 
-Chromium is Debian's (`/usr/bin/chromium`; `.ci/run` installs it). Playwright drives it over
+Chromium is Debian's (`/usr/bin/chromium`; `make test` installs it when missing). Playwright drives it over
 CDP and downloads no browser of its own; it starts Chromium with a fresh `--user-data-dir`,
 and every test gets a fresh browser context (no cookies, storage or cache from another test).
 
@@ -124,7 +124,7 @@ async def stack(
 async def browser() -> AsyncIterator[Browser]:
     executable = chromium_executable()
     if executable is None:
-        pytest.skip("Chromium is not installed: `apt-get install -y chromium` (.ci/run installs it)")
+        pytest.skip("Chromium is not installed: `apt-get install -y chromium` (`make test` installs it as root)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         yield launched
