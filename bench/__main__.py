@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import history, orchestrator, providers, streams, ttft
+from . import history, media, orchestrator, providers, streams, ttft
 
 BENCHMARKS = {
     "ttft": ttft.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "providers": providers.main,
     "history": history.main,
     "orchestrator": orchestrator.main,
+    "media": media.main,
 }
 
 

@@ -211,3 +211,33 @@ def test_types_come_from_the_bytes_and_a_lying_content_type_is_refused() -> None
     with pytest.raises(InvalidRequest) as declared:
         check_declared("application/pdf")
     assert declared.value.code == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(orientation: int) -> None:
+    # A 300x200 picture, as a camera would store it for each orientation: red in the upright
+    # top-left corner, blue in the upright bottom-right. Processing must put them back there.
+    upright = Image.new("RGB", (3000, 2000), (128, 128, 128))
+    ImageDraw.Draw(upright).rectangle((0, 0, 599, 399), fill=(255, 0, 0))
+    ImageDraw.Draw(upright).rectangle((2400, 1600, 2999, 1999), fill=(0, 0, 255))
+    undo = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }
+    stored = upright.transpose(undo[orientation]) if orientation in undo else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    result = process_image(buffer.getvalue(), JPEG, LIMITS)
+    assert (result.width, result.height) == (3000, 2000)
+    high = opened(result.renditions[0].data).convert("RGB")
+    assert high.size == (2048, 1365)
+    red, blue = high.getpixel((40, 40)), high.getpixel((2000, 1330))
+    assert red[0] > 200 and red[2] < 60, (orientation, red)
+    assert blue[2] > 200 and blue[0] < 60, (orientation, blue)

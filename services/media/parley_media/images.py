@@ -91,7 +91,13 @@ def process_image(data: bytes, file_type: FileType, limits: ImageLimits) -> Proc
                 source.draft(None, (target[1], target[0]) if orientation in _SWAPS_AXES else target)
             icc = source.info.get("icc_profile")
             source.load()
-            picture = ImageOps.exif_transpose(source)
+            if source.mode in _RESIZABLE_FIRST:
+                # Shrink to the largest rendition first (the box is square, so turning the
+                # picture upright afterwards gives the same result), then turn and convert the
+                # small copy: no second full-size copy of a 12 MP photo.
+                picture = _upright(_shrink(source, limits.high_px), orientation)
+            else:
+                picture = ImageOps.exif_transpose(source)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         # Unreadable, truncated, or inconsistent: Pillow says which in `exc`.
         raise InvalidRequest(f"the {file_type.mime_type} file cannot be read: {exc}", code="corrupt_image") from None
@@ -127,6 +133,25 @@ def encode(name: str, picture: Image.Image, limits: ImageLimits, at_ms: int = 0)
         clean.save(buffer, "JPEG", quality=limits.quality, optimize=True, progressive=True)
         mime_type = "image/jpeg"
     return Encoded(name, buffer.getvalue(), mime_type, clean.width, clean.height, at_ms)
+
+
+# Modes a Lanczos resize handles as they are (palette and bilevel images are converted first).
+_RESIZABLE_FIRST = frozenset({"RGB", "RGBA", "L", "LA"})
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(picture: Image.Image, orientation: int) -> Image.Image:
+    method = _UPRIGHT.get(orientation)
+    return picture if method is None else picture.transpose(method)
 
 
 def _shrink(picture: Image.Image, box: int) -> Image.Image:
