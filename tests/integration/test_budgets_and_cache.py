@@ -222,6 +222,8 @@ async def test_a_user_over_the_monthly_limit_gets_429_and_the_provider_no_call(
             "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "and now?"}]}
         )
         assert openai_style.status_code == 429
+        picture = await carol.post("/v1/images/generations", json={"prompt": "a cat on a mat"})
+        assert picture.status_code == 429 and picture.json()["error"]["code"] == "user_budget_exceeded"
         await asyncio.sleep(0.3)
         assert len(await provider_calls(seen)) == calls_before, "nothing reached a provider"
         stored = (await carol.get(f"/v1/conversations/{conversation}/messages")).json()["data"]

@@ -39,6 +39,9 @@ def image_item(generated: media_pb2.GeneratedImage, response_format: str) -> dic
 @router.post("/generations")
 async def generate_images(request: Request, user: User, body: ImageGeneration) -> dict[str, Any]:
     media: MediaClient = request.app.state.media
+    if request.app.state.user_budgets is not None:
+        # A user whose monthly limit is used up gets 429 user_budget_exceeded, like a chat turn.
+        await request.app.state.user_budgets.check(user)
     size = "" if body.size == "auto" else body.size
     generated = await asyncio.gather(
         *(
