@@ -34,6 +34,23 @@ async def upload(client: httpx.AsyncClient, data: bytes, content_type: str, name
     return await client.post("/v1/media", files={"file": (name, data, content_type)})
 
 
+def stored_objects(stack: Stack, user: str = "dev") -> set[str]:
+    """Every object kept for `user` in the bucket: media and their renditions, pending uploads."""
+    assert stack.s3 is not None
+    owner = Minio(
+        stack.s3.url.removeprefix("http://"),
+        access_key=stack.s3.access_key,
+        secret_key=stack.s3.secret_key,
+        secure=False,
+        region="us-east-1",
+    )
+    return {
+        str(o.object_name)
+        for prefix in (f"users/{user}/", f"uploads/{user}/")
+        for o in owner.list_objects("parley-media", prefix=prefix, recursive=True)
+    }
+
+
 async def test_a_photo_upload_is_oriented_stripped_and_fitted(client: httpx.AsyncClient) -> None:
     reply = await upload(client, JPEG_PHOTO, "image/jpeg")
     assert reply.status_code == 201, reply.text
@@ -79,7 +96,7 @@ async def test_a_presigned_upload_goes_straight_to_object_storage(
     assert (await client.post(pending["complete_url"])).json()["id"] == media["id"]
 
 
-async def test_presigned_uploads_are_checked_like_direct_ones(client: httpx.AsyncClient) -> None:
+async def test_presigned_uploads_are_checked_like_direct_ones(stack: Stack, client: httpx.AsyncClient) -> None:
     assert_error(
         await client.post("/v1/media/uploads", json={"content_type": "image/jpeg", "size_bytes": 21_000_000}),
         413,
@@ -99,6 +116,8 @@ async def test_presigned_uploads_are_checked_like_direct_ones(client: httpx.Asyn
     async with httpx.AsyncClient(timeout=60) as storage:
         await storage.put(big["upload_url"], content=b"\xff\xd8\xff" + os.urandom(21_000_000), headers=big["headers"])
     assert_error(await client.post(big["complete_url"]), 413, "payload_too_large")
+    kept = stored_objects(stack)
+    assert not {k for k in kept if pending["id"] in k or big["id"] in k}, "a refused upload left objects behind"
 
 
 @pytest.mark.parametrize(
@@ -113,12 +132,15 @@ async def test_presigned_uploads_are_checked_like_direct_ones(client: httpx.Asyn
     ],
 )
 async def test_unusable_files_get_a_clear_4xx_and_nothing_is_stored(
-    client: httpx.AsyncClient, name: str, data: bytes, content_type: str, status: int, code: str
+    stack: Stack, client: httpx.AsyncClient, name: str, data: bytes, content_type: str, status: int, code: str
 ) -> None:
+    before = stored_objects(stack)
     assert_error(await upload(client, data, content_type), status, code)
+    assert stored_objects(stack) == before
 
 
-async def test_a_21_mb_upload_is_refused_while_it_is_read(client: httpx.AsyncClient) -> None:
+async def test_a_21_mb_upload_is_refused_while_it_is_read(stack: Stack, client: httpx.AsyncClient) -> None:
+    before = stored_objects(stack)
     big = b"\xff\xd8\xff\xe0" + os.urandom(21_000_000)
     assert_error(await upload(client, big, "image/jpeg"), 413, "payload_too_large")
 
@@ -129,6 +151,7 @@ async def test_a_21_mb_upload_is_refused_while_it_is_read(client: httpx.AsyncCli
     # Raw, without a Content-Length: the limit stops it at the 20 MB mark.
     streamed = await client.post("/v1/media", content=chunks(), headers={"content-type": "image/jpeg"})
     assert_error(streamed, 413, "payload_too_large")
+    assert stored_objects(stack) == before
 
 
 async def test_another_user_can_neither_see_nor_use_my_media(client: httpx.AsyncClient, bob: httpx.AsyncClient) -> None:
