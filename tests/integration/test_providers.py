@@ -287,3 +287,32 @@ async def test_cancel_closes_the_upstream_connection_and_keeps_the_partial_answe
     assert request["tokens_sent"] < 400
     answer = await stored_answer(api, conversation, response_id)
     assert answer["status"] == "interrupted" and answer["content"] == text_of(got)
+
+
+async def test_a_server_error_that_outlasts_the_retries_falls_back_to_the_next_model(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    key = "x500-" + uuid.uuid4().hex[:8]
+    conversation, response_id, got = await turn(
+        api, "gpt", f'still broken [[fake {{"status": 500, "times": 3, "key": "{key}"}}]]'
+    )
+    meta = got[0].data
+    assert got[0].event == "meta" and meta["model"] == "claude" and meta["fallback_from"] == "gpt"
+    assert got[-1].event == "done" and text_of(got) == "".join(answer_tokens("still broken"))
+    formats = [(r["format"], r["status"]) for r in await requests_seen(seen)]
+    assert formats == [("openai", 500)] * 3 + [("anthropic", 200)], "the first try and two retries, then the fallback"
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["model"] == "claude" and answer["status"] == "complete"
+
+
+async def test_a_turn_that_fails_before_any_token_is_stored_as_failed_with_its_error_code(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # Gemini has no fallback in this registry: a 5xx on every try ends the turn.
+    conversation, response_id, got = await turn(api, "gemini", 'always down [[fake {"status": 500}]]')
+    assert not any(f.event == "delta" for f in got)
+    assert got[-1].event == "error"
+    assert got[-1].data["code"] == "provider_error" and got[-1].data["retryable"] is True
+    assert [r["status"] for r in await requests_seen(seen)] == [500] * 3
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["status"] == "failed" and answer["content"] == "" and answer["model"] == "gemini"

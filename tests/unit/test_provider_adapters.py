@@ -213,7 +213,8 @@ async def test_an_error_event_mid_stream_becomes_a_typed_error(
         async with aclosing(provider.stream(job(name, f"hi [[fake {json.dumps(directive)}]]"))) as stream:  # type: ignore[type-var]
             async for chunk in stream:
                 received.append(chunk)
-    assert len(received) == 2 and all(isinstance(c, TextChunk) for c in received)
+    # Anthropic reports the prompt's tokens before the text (a UsageReport); the text is what counts here.
+    assert [c for c in received if not isinstance(c, UsageReport)] == [TextChunk("Fake"), TextChunk(" answer")]
     assert caught.value.status is None
     assert "mid-stream" in str(caught.value)
 
@@ -367,3 +368,30 @@ def test_anthropic_and_gemini_get_alternating_turns_opening_with_the_user() -> N
         ("model", ["reply"]),
         ("user", ["three"]),
     ]
+
+
+async def test_an_anthropic_answer_cut_short_still_reports_the_prompts_tokens(
+    client: httpx.AsyncClient, fake: FakeProviderApp
+) -> None:
+    # message_start carries the input tokens; they are reported at once, so the worker (which
+    # keeps the last UsageReport) bills a cancelled or failed answer for the prompt it sent.
+    provider = FACTORIES["anthropic"]("http://fake", client)
+    cancelled: list[Chunk] = []
+    async with aclosing(provider.stream(job("anthropic", "What is Parley?"))) as stream:  # type: ignore[type-var]
+        async for chunk in stream:
+            cancelled.append(chunk)
+            if isinstance(chunk, TextChunk):
+                break  # the user cancels after the first token: the worker stops reading
+    input_tokens = fake.requests[-1].input_tokens
+    assert input_tokens > 0
+    assert [c for c in cancelled if isinstance(c, UsageReport)] == [UsageReport(input_tokens, 1)]
+    assert isinstance(cancelled[-1], TextChunk), "the usage came before the text, not after"
+
+    failed: list[Chunk] = []
+    directive = {"error_after": 2, "stream_error": "overloaded"}
+    with pytest.raises(Overloaded):
+        async with aclosing(provider.stream(job("anthropic", f"hi [[fake {json.dumps(directive)}]]"))) as stream:  # type: ignore[type-var]
+            async for chunk in stream:
+                failed.append(chunk)
+    usage = [c for c in failed if isinstance(c, UsageReport)]
+    assert usage == [UsageReport(fake.requests[-1].input_tokens, 1)] and usage[0].input_tokens > 0

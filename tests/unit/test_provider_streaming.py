@@ -106,7 +106,8 @@ async def test_a_connection_dropped_mid_stream_is_a_connection_error(
         async with aclosing(provider.stream(job(name, 'hi [[fake {"drop_after": 3}]]'))) as stream:
             async for chunk in stream:
                 received.append(chunk)
-    assert [type(c) for c in received] == [TextChunk] * 3
+    # Anthropic's early UsageReport (the prompt's tokens) aside, the three tokens arrived.
+    assert [type(c) for c in received if not isinstance(c, UsageReport)] == [TextChunk] * 3
     assert caught.value.retryable and caught.value.fallback_worthy
     assert KEY.get_secret_value() not in str(caught.value)
 
@@ -136,7 +137,7 @@ async def test_a_stream_going_quiet_times_out(name: str, server: FakeProviderSer
             async for chunk in stream:
                 received.append(chunk)
     assert caught.value.phase == "idle"
-    assert len(received) == 1
+    assert sum(isinstance(c, TextChunk) for c in received) == 1
     await eventually(lambda: last(server).client_closed)
 
 

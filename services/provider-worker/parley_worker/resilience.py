@@ -27,11 +27,18 @@ class RetryPolicy:
             if error.retry_after_s > self.max_retry_after_s:
                 return None
             return error.retry_after_s
-        # Exponential backoff with full jitter.
+        # Exponential backoff with "equal jitter": a random wait between half the ceiling and
+        # the ceiling, so retries spread out but never come back at once.
         ceiling = min(self.max_backoff_s, self.base_s * 2 ** (retry - 1))
         return (rng or random).uniform(ceiling / 2, ceiling)
 
     @staticmethod
     def falls_back(error: ProviderError) -> bool:
-        """Overload and server failures move to the next model of the chain."""
+        """Whether a failure that outlasted its retries moves to the next model of the chain.
+
+        Provider trouble (`fallback_worthy`: overload, 5xx, unreadable answers, timeouts,
+        dropped connections) does, and so does a rate limit: the next model has a limit of
+        its own, and answering there beats failing the turn (see providers/errors.py).
+        A request the provider refused (bad request, credentials, too long) does not.
+        """
         return error.fallback_worthy or error.kind == "rate_limited"

@@ -32,7 +32,12 @@ class Provider(Protocol):
     name: str
 
     def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        """Text chunks in order, then a UsageReport and a Finish."""
+        """Text chunks in order, then a UsageReport and a Finish.
+
+        A UsageReport may also come earlier (Anthropic reports the prompt's tokens before
+        the first text): each replaces the one before, so a stream cancelled or cut off
+        midway still carries the usage known so far, and the last one is the final count.
+        """
         ...
 
 

@@ -28,7 +28,18 @@ from parley.v1 import chat_pb2
 
 from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
-from .http import StreamTimeouts, body_json, drain, event_json, guard_stream, inline_image, open_sse
+from .http import (
+    StreamTimeouts,
+    body_json,
+    drain,
+    event_json,
+    field_count,
+    field_object,
+    field_text,
+    guard_stream,
+    inline_image,
+    open_sse,
+)
 from .sse import ServerSentEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -120,10 +131,11 @@ def _stream_error(error: Any, provider: str) -> ProviderError:
     return error_for(kind, f"{provider}: error mid-stream: {message}", provider=provider)
 
 
-def _input_tokens(usage: dict[str, Any]) -> int:
+def _input_tokens(usage: dict[str, Any], provider: str) -> int:
     # Cached prompt tokens are counted apart from `input_tokens`; the prompt is all three.
     return sum(
-        int(usage.get(key) or 0) for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        field_count(usage.get(key), f"usage.{key}", provider=provider)
+        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
 
 
@@ -168,34 +180,44 @@ class AnthropicProvider:
                 yield chunk
 
     async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
+        name = self.name
         input_tokens = output_tokens = 0
         stop_reason: str | None = None
         stopped = False
         async for event in events:
-            payload = event_json(event, provider=self.name)
+            payload = event_json(event, provider=name)
             kind = payload.get("type") or event.event
             if kind == "content_block_delta":
-                delta = payload.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield TextChunk(str(delta["text"]))
+                delta = field_object(payload.get("delta"), "content_block_delta.delta", provider=name)
+                if delta.get("type") == "text_delta":
+                    text = field_text(delta.get("text"), "content_block_delta.delta.text", provider=name)
+                    if text:
+                        yield TextChunk(text)
             elif kind == "message_start":
-                usage = (payload.get("message") or {}).get("usage") or {}
-                input_tokens = _input_tokens(usage)
-                output_tokens = int(usage.get("output_tokens") or 0)
+                message = field_object(payload.get("message"), "message_start.message", provider=name)
+                usage = field_object(message.get("usage"), "message_start.message.usage", provider=name)
+                input_tokens = _input_tokens(usage, name)
+                output_tokens = field_count(usage.get("output_tokens"), "usage.output_tokens", provider=name)
+                # Reported at once: an answer cancelled or cut off mid-stream still cost its prompt.
+                yield UsageReport(input_tokens=input_tokens, output_tokens=output_tokens)
             elif kind == "message_delta":
-                stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
-                usage = payload.get("usage") or {}
+                delta = field_object(payload.get("delta"), "message_delta.delta", provider=name)
+                stop_reason = field_text(
+                    delta.get("stop_reason"), "message_delta.delta.stop_reason", provider=name
+                ) or (stop_reason)
+                usage = field_object(payload.get("usage"), "message_delta.usage", provider=name)
                 # Cumulative counts; input counts appear here too in newer API versions.
-                output_tokens = int(usage.get("output_tokens") or output_tokens)
+                if usage.get("output_tokens") is not None:
+                    output_tokens = field_count(usage["output_tokens"], "usage.output_tokens", provider=name)
                 if usage.get("input_tokens") is not None:
-                    input_tokens = _input_tokens(usage)
+                    input_tokens = _input_tokens(usage, name)
             elif kind == "message_stop":
                 stopped = True
                 await drain(events)
                 break
             elif kind == "error":
-                raise _stream_error(payload.get("error"), self.name)
+                raise _stream_error(payload.get("error"), name)
         if not stopped:
-            raise ConnectionFailed(f"{self.name}: the stream ended before the answer was finished", provider=self.name)
+            raise ConnectionFailed(f"{name}: the stream ended before the answer was finished", provider=name)
         yield UsageReport(input_tokens=input_tokens, output_tokens=output_tokens)
         yield Finish(_STOP.get(stop_reason or "end_turn", "stop"))

@@ -1,19 +1,33 @@
 """What can go wrong talking to a model provider, as one small hierarchy of typed errors.
 
-    ProviderError                 kind                     from                              retry  fall back
-     ├── RateLimited              rate_limited             429                               yes    no
-     ├── Overloaded               overloaded               529, 503, an "overloaded" event   yes    yes
-     ├── ServerError              server_error             500, 502, 504, other 5xx          yes    yes
-     ├── ContextLengthExceeded    context_length_exceeded  400 saying the prompt is too long no     no
-     ├── BadRequest               bad_request              other 4xx                         no     no
-     ├── AuthenticationFailed     auth                     401, 403                          no     no
-     ├── ProviderTimeout          timeout                  connect, first token, idle, total yes    yes
-     └── ConnectionFailed         connection               refused, dropped mid-stream       yes    yes
+    ProviderError                 kind                     from                               retry  fall back
+     ├── RateLimited              rate_limited             429                                yes    after retries
+     ├── Overloaded               overloaded               529, 503, an "overloaded" event    yes    at once
+     ├── ServerError              server_error             500, 502, 504, other 5xx           yes    after retries
+     │    └── BadResponse         bad_response             an event that is not what the API  yes    after retries
+     │                                                     documents (502-like)
+     ├── ContextLengthExceeded    context_length_exceeded  400 saying the prompt is too long  no     no
+     ├── BadRequest               bad_request              other 4xx                          no     no
+     ├── AuthenticationFailed     auth                     401, 403                           no     no
+     ├── ProviderTimeout          timeout                  connect, first token, idle, total  yes    after retries
+     └── ConnectionFailed         connection               refused, dropped mid-stream        yes    after retries
 
 `retryable`: the same request may succeed later (after `retry_after_s` when the provider
 said how long). `fallback_worthy`: the provider itself is in trouble, so another model in
-the fallback chain is a better bet than waiting. A rate limit is ours, not the provider's,
-so it is retried but does not fall back; a too-long prompt needs a tighter trim, not a retry.
+the fallback chain is a better bet than failing the turn. Retries and fallbacks happen
+only before the first token reached the client (resilience.RetryPolicy); an overloaded
+provider is left alone at once, the others are retried first.
+
+A rate limit is ours, not the provider's, so it is not `fallback_worthy`: it is retried,
+honouring the wait the provider asked for. But one that outlasts its retries (or asks for a
+wait longer than RetryPolicy.max_retry_after_s) does fall back (RetryPolicy.falls_back):
+the next model of the chain has a limit of its own, and answering on it beats failing the
+turn. A too-long prompt needs a tighter trim, not a retry.
+
+A BadResponse is the provider answering 200 with something the adapter cannot read (an
+unparsable event, a field of the wrong type): a server-side fault like a 502 from a
+gateway, so it is a ServerError (`except ServerError` catches it) of a kind of its own,
+reported to the client as `provider_bad_response`, and retried like one.
 
 Messages never carry the API key: adapters build them from status codes and the provider's
 own error text, and `redact` removes the key should a provider echo it.
@@ -33,6 +47,7 @@ ErrorKind = Literal[
     "rate_limited",
     "overloaded",
     "server_error",
+    "bad_response",
     "context_length_exceeded",
     "bad_request",
     "auth",
@@ -42,9 +57,11 @@ ErrorKind = Literal[
 TimeoutPhase = Literal["connect", "first_token", "idle", "total"]
 
 RETRYABLE_KINDS: frozenset[ErrorKind] = frozenset(
-    {"rate_limited", "overloaded", "server_error", "timeout", "connection"}
+    {"rate_limited", "overloaded", "server_error", "bad_response", "timeout", "connection"}
 )
-FALLBACK_KINDS: frozenset[ErrorKind] = frozenset({"overloaded", "server_error", "connection", "timeout"})
+FALLBACK_KINDS: frozenset[ErrorKind] = frozenset(
+    {"overloaded", "server_error", "bad_response", "connection", "timeout"}
+)
 
 
 class ProviderError(Exception):
@@ -98,6 +115,13 @@ class ServerError(ProviderError):
         self, message: str, *, status: int | None = 500, retry_after_s: float | None = None, provider: str = ""
     ) -> None:
         super().__init__(message, kind="server_error", status=status, retry_after_s=retry_after_s, provider=provider)
+
+
+class BadResponse(ServerError):
+    """A 200 answer whose events break the provider's documented format."""
+
+    def __init__(self, message: str, *, status: int | None = None, provider: str = "") -> None:
+        ProviderError.__init__(self, message, kind="bad_response", status=status, provider=provider)
 
 
 class ContextLengthExceeded(ProviderError):
@@ -169,6 +193,8 @@ def error_for(
         return Overloaded(message, status=status, retry_after_s=retry_after_s, provider=provider)
     if kind == "server_error":
         return ServerError(message, status=status, retry_after_s=retry_after_s, provider=provider)
+    if kind == "bad_response":
+        return BadResponse(message, status=status, provider=provider)
     if kind == "context_length_exceeded":
         return ContextLengthExceeded(message, status=status, provider=provider)
     if kind == "auth":

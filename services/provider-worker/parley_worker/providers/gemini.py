@@ -40,7 +40,18 @@ from .errors import (
     kind_for_status,
     parse_duration,
 )
-from .http import StreamTimeouts, body_json, event_json, guard_stream, inline_image, open_sse
+from .http import (
+    StreamTimeouts,
+    body_json,
+    event_json,
+    field_count,
+    field_list,
+    field_object,
+    field_text,
+    guard_stream,
+    inline_image,
+    open_sse,
+)
 from .sse import ServerSentEvent
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
@@ -96,7 +107,8 @@ def _error_object(payload: Any) -> Any:
 
 def _retry_delay(error: dict[str, Any]) -> float | None:
     # A 429 says how long to wait in google.rpc.RetryInfo: {"retryDelay": "22s"}.
-    for detail in error.get("details") or ():
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else ():
         if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
             return parse_duration(str(detail.get("retryDelay") or ""))
     return None
@@ -104,8 +116,10 @@ def _retry_delay(error: dict[str, Any]) -> float | None:
 
 def _key_invalid(error: dict[str, Any]) -> bool:
     # A bad key is a 400 INVALID_ARGUMENT whose google.rpc.ErrorInfo says API_KEY_INVALID.
+    details = error.get("details")
     return any(
-        isinstance(detail, dict) and detail.get("reason") == "API_KEY_INVALID" for detail in error.get("details") or ()
+        isinstance(detail, dict) and detail.get("reason") == "API_KEY_INVALID"
+        for detail in (details if isinstance(details, list) else ())
     )
 
 
@@ -127,7 +141,7 @@ def _stream_error(error: Any, provider: str) -> ProviderError:
     if not isinstance(error, dict):
         return error_for("server_error", f"{provider}: error mid-stream: {error}", provider=provider)
     code = error.get("code")
-    status = code if isinstance(code, int) else 500
+    status = code if isinstance(code, int) and not isinstance(code, bool) else 500
     message = f"{error.get('status') or ''}: {error.get('message') or ''}"
     kind = kind_for_status(status, context_length_exceeded=bool(_CONTEXT_TEXT.search(message)))
     return error_for(
@@ -179,31 +193,38 @@ class GeminiProvider:
                 yield chunk
 
     async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
+        name = self.name
         finish: str | None = None
-        usage: dict[str, Any] = {}
+        input_tokens = output_tokens = 0
         async for event in events:
-            payload = event_json(event, provider=self.name)
-            if "error" in payload:
-                raise _stream_error(payload["error"], self.name)
-            if isinstance(payload.get("usageMetadata"), dict):
-                usage = payload["usageMetadata"]
-            if (payload.get("promptFeedback") or {}).get("blockReason"):
+            payload = event_json(event, provider=name)
+            if payload.get("error") is not None:
+                raise _stream_error(payload["error"], name)
+            if payload.get("usageMetadata") is not None:
+                usage = field_object(payload["usageMetadata"], "usageMetadata", provider=name)
+                input_tokens = field_count(usage.get("promptTokenCount"), "promptTokenCount", provider=name)
+                # Thinking is billed as output.
+                output_tokens = field_count(
+                    usage.get("candidatesTokenCount"), "candidatesTokenCount", provider=name
+                ) + field_count(usage.get("thoughtsTokenCount"), "thoughtsTokenCount", provider=name)
+            feedback = field_object(payload.get("promptFeedback"), "promptFeedback", provider=name)
+            if feedback.get("blockReason"):
                 finish = "content_filter"
-            candidates = payload.get("candidates") or ()
+            candidates = field_list(payload.get("candidates"), "candidates", provider=name)
             if not candidates:
                 continue
-            candidate = candidates[0]
-            for part in (candidate.get("content") or {}).get("parts") or ():
+            candidate = field_object(candidates[0], "candidates[0]", provider=name)
+            content = field_object(candidate.get("content"), "candidates[0].content", provider=name)
+            for item in field_list(content.get("parts"), "candidates[0].content.parts", provider=name):
+                part = field_object(item, "parts[]", provider=name)
+                text = field_text(part.get("text"), "parts[].text", provider=name)
                 # Thought summaries are not part of the answer.
-                if part.get("text") and not part.get("thought"):
-                    yield TextChunk(str(part["text"]))
-            reason = candidate.get("finishReason")
+                if text and not part.get("thought"):
+                    yield TextChunk(text)
+            reason = field_text(candidate.get("finishReason"), "candidates[0].finishReason", provider=name)
             if reason:
-                finish = "content_filter" if reason in _FILTERED else _FINISH.get(str(reason), "stop")
+                finish = "content_filter" if reason in _FILTERED else _FINISH.get(reason, "stop")
         if finish is None:
-            raise ConnectionFailed(f"{self.name}: the stream ended before the answer was finished", provider=self.name)
-        yield UsageReport(
-            input_tokens=int(usage.get("promptTokenCount") or 0),
-            output_tokens=int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0),
-        )
+            raise ConnectionFailed(f"{name}: the stream ended before the answer was finished", provider=name)
+        yield UsageReport(input_tokens=input_tokens, output_tokens=output_tokens)
         yield Finish(finish)

@@ -24,7 +24,19 @@ from parley.v1 import chat_pb2
 
 from . import Chunk, Finish, TextChunk, UsageReport
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
-from .http import StreamTimeouts, body_json, drain, event_json, guard_stream, inline_image, open_sse
+from .http import (
+    StreamTimeouts,
+    body_json,
+    drain,
+    event_json,
+    field_count,
+    field_list,
+    field_object,
+    field_text,
+    guard_stream,
+    inline_image,
+    open_sse,
+)
 from .sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -162,39 +174,46 @@ class OpenAIProvider:
         self, events: AsyncIterator[ServerSentEvent], job: chat_pb2.ProviderJob
     ) -> AsyncGenerator[Chunk, None]:
         finish: str | None = None
-        usage: dict[str, Any] | None = None
+        usage: UsageReport | None = None
         done = False
+        name = self.name
         async for event in events:
             if event.data.strip() == "[DONE]":
                 done = True
                 await drain(events)
                 break
-            payload = event_json(event, provider=self.name)
-            if "error" in payload:
-                raise _stream_error(payload["error"], self.name)
-            if isinstance(payload.get("usage"), dict):
-                usage = payload["usage"]
-            for choice in payload.get("choices") or ():
+            payload = event_json(event, provider=name)
+            if payload.get("error") is not None:
+                raise _stream_error(payload["error"], name)
+            # Compatible servers send `"usage": null` on every chunk but the last.
+            if payload.get("usage") is not None:
+                counts = field_object(payload["usage"], "usage", provider=name)
+                usage = UsageReport(
+                    input_tokens=field_count(counts.get("prompt_tokens"), "usage.prompt_tokens", provider=name),
+                    output_tokens=field_count(
+                        counts.get("completion_tokens"), "usage.completion_tokens", provider=name
+                    ),
+                )
+            for item in field_list(payload.get("choices"), "choices", provider=name):
+                choice = field_object(item, "choices[]", provider=name)
                 if choice.get("index", 0) != 0:
                     continue
-                text = (choice.get("delta") or {}).get("content")
+                delta = field_object(choice.get("delta"), "choices[].delta", provider=name)
+                text = field_text(delta.get("content"), "choices[].delta.content", provider=name)
                 if text:
                     yield TextChunk(text)
-                if choice.get("finish_reason"):
-                    finish = str(choice["finish_reason"])
+                reason = field_text(choice.get("finish_reason"), "choices[].finish_reason", provider=name)
+                if reason:
+                    finish = reason
         if finish is None and not done:
-            raise ConnectionFailed(f"{self.name}: the stream ended before the answer was finished", provider=self.name)
+            raise ConnectionFailed(f"{name}: the stream ended before the answer was finished", provider=name)
         if usage is None:
             if not self._warned_no_usage:
                 self._warned_no_usage = True
                 log.warning(
                     "provider sent no token usage; reporting 0 input and 0 output tokens",
-                    extra={"provider": self.name, "upstream_model": job.upstream_model},
+                    extra={"provider": name, "upstream_model": job.upstream_model},
                 )
-            yield UsageReport(input_tokens=0, output_tokens=0)
-        else:
-            yield UsageReport(
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-            )
+            usage = UsageReport(input_tokens=0, output_tokens=0)
+        yield usage
         yield Finish(_FINISH.get(finish or "stop", "stop"))
