@@ -44,6 +44,25 @@ def output_reserve(spec: ModelConfig, requested_max_output: int, default_reserve
     return max(1, min(requested_max_output or default_reserve, spec.max_output_tokens, spec.context_window - 64))
 
 
+def prompt_token_budget(
+    registry: ModelRegistry, requested_model: str, *, requested_max_output: int, default_reserve: int
+) -> int:
+    """Tokens the prompt may use: the model's context window less its output reserve.
+
+    With no model named, the largest among the models routing may pick (it picks after seeing
+    the prompt). An unknown model gets 1: the turn fails with unknown_model before any use.
+    """
+    if requested_model:
+        names = [requested_model]
+    elif registry.routing is not None:
+        names = [registry.routing.simple, registry.routing.strong or registry.default_model]
+    else:
+        names = [registry.default_model]
+    specs = [registry.models[n] for n in names if n in registry.models]
+    budgets = [s.context_window - output_reserve(s, requested_max_output, default_reserve) for s in specs]
+    return max(budgets, default=1)
+
+
 def counter_for_model(registry: ModelRegistry, model: str) -> TokenCounter:
     spec = registry.models[model]
     return counter_for(registry.providers[spec.provider].kind, spec.tokenizer)
@@ -90,4 +109,11 @@ async def plan_context_async(
     )
 
 
-__all__ = ["ContextPlan", "counter_for_model", "output_reserve", "plan_context", "plan_context_async"]
+__all__ = [
+    "ContextPlan",
+    "counter_for_model",
+    "output_reserve",
+    "plan_context",
+    "plan_context_async",
+    "prompt_token_budget",
+]

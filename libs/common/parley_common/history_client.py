@@ -102,6 +102,7 @@ class HistoryClient:
         content: str,
         created_at_ms: int,
         context_limit: int = 0,
+        context_token_budget: int = 0,
     ) -> history_pb2.AppendMessageResponse:
         return await self._call(
             self.stub.AppendMessage,
@@ -113,6 +114,7 @@ class HistoryClient:
                 content=content,
                 created_at_ms=created_at_ms,
                 context_limit=context_limit,
+                context_token_budget=context_token_budget,
             ),
         )
 

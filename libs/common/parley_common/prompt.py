@@ -6,15 +6,27 @@ the same way, so a count shown to a user is the count of the prompt that is sent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from parley.v1 import chat_pb2, history_pb2
 
+from .tokens import NEAREST_SHIPPED, TOKENS_PER_MESSAGE, counter_for
+
 DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant."
-# How many of the latest stored messages a prompt starts from (trimming may keep fewer).
-DEFAULT_HISTORY_MESSAGES = 40
+# The most stored messages a prompt starts from. Which of them it starts from is decided by
+# tokens: the newest ones until the model's window (less the output reserve) is full.
+DEFAULT_HISTORY_MESSAGES = 1000
+# The cap history accepts on a context's message count, whatever the caller asks for.
+MAX_CONTEXT_MESSAGES = 2000
 # Tokens kept free for the answer when the client sets no max_output_tokens.
 DEFAULT_RESERVED_OUTPUT_TOKENS = 2000
+
+
+def left_out(message: history_pb2.Message) -> bool:
+    """A stored message a prompt leaves out: a failed or empty assistant answer."""
+    return message.role == "assistant" and (message.status == history_pb2.MESSAGE_STATUS_FAILED or not message.content)
 
 
 def build_prompt(system_prompt: str, newest_first: Sequence[history_pb2.Message]) -> list[chat_pb2.PromptMessage]:
@@ -25,10 +37,94 @@ def build_prompt(system_prompt: str, newest_first: Sequence[history_pb2.Message]
     """
     prompt = [chat_pb2.PromptMessage(role="system", content=system_prompt)] if system_prompt else []
     for message in reversed(newest_first):
-        if message.role == "assistant" and (message.status == history_pb2.MESSAGE_STATUS_FAILED or not message.content):
+        if left_out(message):
             continue
         prompt.append(chat_pb2.PromptMessage(role=message.role, content=message.content))
     return prompt
 
 
-__all__ = ["DEFAULT_HISTORY_MESSAGES", "DEFAULT_RESERVED_OUTPUT_TOKENS", "DEFAULT_SYSTEM_PROMPT", "build_prompt"]
+def stored_message_tokens(message: history_pb2.Message) -> int:
+    """What a stored message adds to a prompt: its chat-format tokens in cl100k_base, 0 when the
+    prompt leaves it out.
+
+    This is the orchestrator's own count of the message (every model is counted with
+    cl100k_base, the only encoding shipped; parley_common.tokens), images aside: those are
+    attached later and only add tokens. So a context collected until these counts reach the
+    prompt's budget never holds fewer messages than the fitted prompt can take.
+    """
+    if left_out(message):
+        return 0
+    counter = counter_for("openai", NEAREST_SHIPPED)
+    return TOKENS_PER_MESSAGE + counter.text(message.role) + counter.text(message.content)
+
+
+# Pages of stored messages: a small first one (most turns need no more), then large ones.
+FIRST_PAGE = 50
+NEXT_PAGE = 200
+# Pages with more text than this are counted in a worker thread, off the event loop.
+_THREAD_CHARS = 16_000
+
+PageFetch = Callable[[str, int], Awaitable[tuple[Sequence[history_pb2.Message], str]]]
+
+
+@dataclass(frozen=True)
+class CollectedContext:
+    newest_first: list[history_pb2.Message]
+    tokens: int  # stored_message_tokens of them all
+    complete: bool  # they reach back to the conversation's first message
+
+
+def _page_tokens(page: Sequence[history_pb2.Message]) -> list[int]:
+    return [stored_message_tokens(m) for m in page]
+
+
+async def collect_context(
+    fetch: PageFetch,
+    *,
+    token_budget: int,
+    max_messages: int,
+    newest: Sequence[history_pb2.Message] = (),
+) -> CollectedContext:
+    """The latest messages, newest first: `newest` (not stored yet, e.g. a draft), then stored
+    ones paged backwards with `fetch(before_cursor, limit) -> (page, next_cursor)`, until their
+    tokens reach `token_budget` (the message that reaches it included; 0 = no budget), or
+    `max_messages` (at most MAX_CONTEXT_MESSAGES) are held, or the conversation starts.
+
+    The gateway's token count and the history service's context for the orchestrator both
+    use it, so a count shown before sending is the count of what is sent.
+    """
+    cap = max(1, min(max_messages or MAX_CONTEXT_MESSAGES, MAX_CONTEXT_MESSAGES))
+    held = list(newest)[:cap]
+    tokens = sum(_page_tokens(held))
+    cursor = ""
+    limit = FIRST_PAGE
+    while len(held) < cap and not (token_budget and tokens >= token_budget):
+        page, cursor = await fetch(cursor, min(limit, cap - len(held)))
+        page = list(page)
+        counts = (
+            await asyncio.to_thread(_page_tokens, page)
+            if sum(len(m.content) for m in page) > _THREAD_CHARS
+            else _page_tokens(page)
+        )
+        for index, (message, count) in enumerate(zip(page, counts, strict=True)):
+            held.append(message)
+            tokens += count
+            if token_budget and tokens >= token_budget:
+                return CollectedContext(held, tokens, complete=not cursor and index == len(page) - 1)
+        if not cursor:
+            return CollectedContext(held, tokens, complete=True)
+        limit = NEXT_PAGE
+    return CollectedContext(held, tokens, complete=False)
+
+
+__all__ = [
+    "DEFAULT_HISTORY_MESSAGES",
+    "DEFAULT_RESERVED_OUTPUT_TOKENS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "MAX_CONTEXT_MESSAGES",
+    "CollectedContext",
+    "build_prompt",
+    "collect_context",
+    "left_out",
+    "stored_message_tokens",
+]

@@ -51,7 +51,7 @@ class GatewaySettings(CommonSettings):
     # How a prompt is assembled, for token counts before sending (POST /v1/tokens/count): the
     # same variables, with the same values, as the orchestrator's.
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
-    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=500)
+    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=2000)
     reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)
     # Per-user monthly limits: plans by name (JSON, e.g. {"free": {"monthly_tokens": 100000,
     # "monthly_cost_micros": 1000000}}; a limit left out is no limit), the plan of some users

@@ -23,8 +23,8 @@ def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
         data.update(model=event.meta.model, user_message_id=event.meta.user_message_id)
         if event.meta.fallback_from:
             data.update(fallback_from=event.meta.fallback_from)
-        # Older messages left out to fit the model's context window.
-        data.update(dropped_messages=event.meta.dropped_messages)
+        # Older messages left out to fit the model's context window, and messages cut short to fit it.
+        data.update(dropped_messages=event.meta.dropped_messages, truncated_messages=event.meta.truncated_messages)
         if event.meta.cached:
             data.update(cached=True)
     elif kind == "queued":

@@ -9,6 +9,7 @@ import grpc
 
 from parley.v1 import history_pb2, history_pb2_grpc
 from parley_common.errors import InvalidRequest, grpc_errors
+from parley_common.prompt import collect_context
 
 from .store import HistoryStore
 
@@ -97,12 +98,18 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             request.content,
             _now_ms(request.created_at_ms),
         )
-        latest: list[history_pb2.Message] = []
-        if request.context_limit:
-            latest, _ = await self.store.get_messages(
-                request.user_id, request.conversation_id, "", request.context_limit
-            )
-        return history_pb2.AppendMessageResponse(message=message, created=created, context=latest)
+        if not (request.context_limit or request.context_token_budget):
+            return history_pb2.AppendMessageResponse(message=message, created=created)
+
+        async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+            return await self.store.get_messages(request.user_id, request.conversation_id, before, limit)
+
+        latest = await collect_context(
+            fetch, token_budget=request.context_token_budget, max_messages=request.context_limit
+        )
+        return history_pb2.AppendMessageResponse(
+            message=message, created=created, context=latest.newest_first, context_complete=latest.complete
+        )
 
     @grpc_errors
     async def CompleteMessage(

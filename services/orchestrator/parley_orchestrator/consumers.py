@@ -4,6 +4,7 @@ the context window, answer from the cache or wait for provider budget, publish a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -12,7 +13,7 @@ from opentelemetry import trace
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
-from parley_common.context import ContextPlan, plan_context_async
+from parley_common.context import ContextPlan, plan_context_async, prompt_token_budget
 from parley_common.control import Cancellations
 from parley_common.dead_letters import DeadLetters
 from parley_common.errors import ParleyError, Unavailable
@@ -158,7 +159,15 @@ class ChatRequestConsumer:
             "user",
             request.content,
             created_at_ms,
+            # The newest messages until the model's window less the output reserve is full
+            # (fit_context then drops what does not fit), at most this many.
             context_limit=self.settings.prompt_history_messages,
+            context_token_budget=prompt_token_budget(
+                self.router.registry,
+                request.model,
+                requested_max_output=request.max_output_tokens,
+                default_reserve=self.settings.reserved_output_tokens,
+            ),
         )
         if not appended.created and appended.message.content != request.content:
             log.warning(
@@ -174,12 +183,23 @@ class ChatRequestConsumer:
             return False
         if (wanted := image_prompt(request.content)) is not None:
             return await self.image_turns.run(request, stream, wanted, self.publish_completed)
-        return await self.answer(request, stream, build_prompt(self.settings.system_prompt, context))
+        prompt = build_prompt(self.settings.system_prompt, context)
+        return await self.answer(request, stream, prompt, older_unseen=not appended.context_complete)
 
     async def answer(
-        self, request: chat_pb2.ChatRequest, stream: ResponseStream, prompt: list[chat_pb2.PromptMessage]
+        self,
+        request: chat_pb2.ChatRequest,
+        stream: ResponseStream,
+        prompt: list[chat_pb2.PromptMessage],
+        *,
+        older_unseen: bool = False,
     ) -> bool:
-        """Route, fit, then the cache or the provider (after its budget); True when a job was published."""
+        """Route, fit, then the cache or the provider (after its budget); True when a job was published.
+
+        `older_unseen`: the conversation has messages older than those in `prompt`. Dropped
+        messages are counted among those in `prompt` (history stops at the first one past the
+        window's budget, so that one is counted), and are at least 1 when older ones exist.
+        """
         prompt = await self.media_refs.attach(request, prompt)
         route = self.router.route(request.model, prompt)
         plan = await plan_context_async(
@@ -189,6 +209,8 @@ class ChatRequestConsumer:
             requested_max_output=request.max_output_tokens,
             default_reserve=self.settings.reserved_output_tokens,
         )
+        if older_unseen and not plan.fit.dropped_messages:
+            plan = dataclasses.replace(plan, fit=dataclasses.replace(plan.fit, dropped_messages=1))
         if plan.fit.dropped_messages or plan.fit.truncated_messages:
             log.info(
                 "context trimmed to the window",
@@ -248,6 +270,7 @@ class ChatRequestConsumer:
                 model=cached.model,
                 user_message_id=request.client_message_id,
                 dropped_messages=plan.fit.dropped_messages,
+                truncated_messages=plan.fit.truncated_messages,
                 cached=True,
             )
         )
@@ -303,6 +326,7 @@ class ChatRequestConsumer:
             created_at_ms=int(time.time() * 1000),
             fallbacks=route.fallbacks,
             dropped_messages=plan.fit.dropped_messages,
+            truncated_messages=plan.fit.truncated_messages,
         )
         if route.spec.provider not in self.declared_providers:
             await self.topology.declare_provider_queue(self.publish_channel, route.spec.provider)

@@ -4,15 +4,21 @@ from typing import Literal
 
 from pydantic import Field
 
-from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
+from parley_common.prompt import (
+    DEFAULT_HISTORY_MESSAGES,
+    DEFAULT_RESERVED_OUTPUT_TOKENS,
+    DEFAULT_SYSTEM_PROMPT,
+    MAX_CONTEXT_MESSAGES,
+)
 from parley_common.settings import CommonSettings
 
 
 class OrchestratorSettings(CommonSettings):
     history_grpc_target: str = "127.0.0.1:50051"
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
-    # How many of the latest messages a prompt starts from (trimming to the window may keep fewer).
-    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=500)
+    # The most stored messages a prompt starts from: the newest ones until the model's context
+    # window less the output reserve is full, at most this many (trimming may keep fewer).
+    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=MAX_CONTEXT_MESSAGES)
     # Tokens kept free for the answer when the client sets no max_output_tokens (capped at the
     # model's maximum); the prompt gets the rest of the context window.
     reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)

@@ -183,6 +183,7 @@ class ProviderJobConsumer:
             fallback_from=job.fallback_from,
             provider=job.provider,
             dropped_messages=job.dropped_messages,
+            truncated_messages=job.truncated_messages,
         )
 
     async def stream_answer(self, job: chat_pb2.ProviderJob, provider: Provider, stream: ResponseStream) -> None:

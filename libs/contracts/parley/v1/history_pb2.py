@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from parley.v1 import chat_pb2 as parley_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/history.proto\x12\tparley.v1\x1a\x14parley/v1/chat.proto\"h\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x05 \x01(\x03\"\xd3\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x06 \x01(\t\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0breply_to_id\x18\t \x01(\t\";\n\x19\x43reateConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"B\n\x16GetConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"J\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"`\n\x19ListConversationsResponse\x12.\n\rconversations\x18\x01 \x03(\x0b\x32\x17.parley.v1.Conversation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xa1\x01\n\x14\x41ppendMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rcontext_limit\x18\x07 \x01(\r\"r\n\x15\x41ppendMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12#\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x12.parley.v1.Message\"\xef\x01\n\x16\x43ompleteMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0breply_to_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1f\n\x05usage\x18\x08 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x17\n\x0f\x63ompleted_at_ms\x18\t \x01(\x03\"]\n\x12GetMessagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"P\n\x13GetMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"T\n\x19RenameConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\"E\n\x19\x44\x65leteConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"\xbf\x01\n\x06\x43hange\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.parley.v1.ChangeKind\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x15\n\rchanged_at_ms\x18\x03 \x01(\x03\x12/\n\x0c\x63onversation\x18\x04 \x01(\x0b\x32\x17.parley.v1.ConversationH\x00\x12%\n\x07message\x18\x05 \x01(\x0b\x32\x12.parley.v1.MessageH\x00\x42\x08\n\x06\x65ntity\"<\n\x0bSyncRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"Y\n\x0cSyncResponse\x12\"\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x11.parley.v1.Change\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08*\x87\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17MESSAGE_STATUS_COMPLETE\x10\x01\x12\x1e\n\x1aMESSAGE_STATUS_INTERRUPTED\x10\x02\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x03*\xdd\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12$\n CHANGE_KIND_CONVERSATION_CREATED\x10\x01\x12$\n CHANGE_KIND_CONVERSATION_RENAMED\x10\x02\x12$\n CHANGE_KIND_CONVERSATION_DELETED\x10\x03\x12\x1d\n\x19\x43HANGE_KIND_MESSAGE_ADDED\x10\x04\x12!\n\x1d\x43HANGE_KIND_MESSAGE_COMPLETED\x10\x05\x32\xf1\x05\n\x0eHistoryService\x12S\n\x12\x43reateConversation\x12$.parley.v1.CreateConversationRequest\x1a\x17.parley.v1.Conversation\x12M\n\x0fGetConversation\x12!.parley.v1.GetConversationRequest\x1a\x17.parley.v1.Conversation\x12^\n\x11ListConversations\x12#.parley.v1.ListConversationsRequest\x1a$.parley.v1.ListConversationsResponse\x12R\n\rAppendMessage\x12\x1f.parley.v1.AppendMessageRequest\x1a .parley.v1.AppendMessageResponse\x12H\n\x0f\x43ompleteMessage\x12!.parley.v1.CompleteMessageRequest\x1a\x12.parley.v1.Message\x12L\n\x0bGetMessages\x12\x1d.parley.v1.GetMessagesRequest\x1a\x1e.parley.v1.GetMessagesResponse\x12S\n\x12RenameConversation\x12$.parley.v1.RenameConversationRequest\x1a\x17.parley.v1.Conversation\x12\x61\n\x12\x44\x65leteConversation\x12$.parley.v1.DeleteConversationRequest\x1a%.parley.v1.DeleteConversationResponse\x12\x37\n\x04Sync\x12\x16.parley.v1.SyncRequest\x1a\x17.parley.v1.SyncResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/history.proto\x12\tparley.v1\x1a\x14parley/v1/chat.proto\"h\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x05 \x01(\x03\"\xd3\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x06 \x01(\t\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0breply_to_id\x18\t \x01(\t\";\n\x19\x43reateConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"B\n\x16GetConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"J\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"`\n\x19ListConversationsResponse\x12.\n\rconversations\x18\x01 \x03(\x0b\x32\x17.parley.v1.Conversation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xbf\x01\n\x14\x41ppendMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rcontext_limit\x18\x07 \x01(\r\x12\x1c\n\x14\x63ontext_token_budget\x18\x08 \x01(\r\"\x8c\x01\n\x15\x41ppendMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12#\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x12.parley.v1.Message\x12\x18\n\x10\x63ontext_complete\x18\x04 \x01(\x08\"\xef\x01\n\x16\x43ompleteMessageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0breply_to_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.parley.v1.MessageStatus\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1f\n\x05usage\x18\x08 \x01(\x0b\x32\x10.parley.v1.Usage\x12\x17\n\x0f\x63ompleted_at_ms\x18\t \x01(\x03\"]\n\x12GetMessagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"P\n\x13GetMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"T\n\x19RenameConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\"E\n\x19\x44\x65leteConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"\xbf\x01\n\x06\x43hange\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.parley.v1.ChangeKind\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x15\n\rchanged_at_ms\x18\x03 \x01(\x03\x12/\n\x0c\x63onversation\x18\x04 \x01(\x0b\x32\x17.parley.v1.ConversationH\x00\x12%\n\x07message\x18\x05 \x01(\x0b\x32\x12.parley.v1.MessageH\x00\x42\x08\n\x06\x65ntity\"<\n\x0bSyncRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"Y\n\x0cSyncResponse\x12\"\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x11.parley.v1.Change\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08has_more\x18\x03 \x01(\x08*\x87\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17MESSAGE_STATUS_COMPLETE\x10\x01\x12\x1e\n\x1aMESSAGE_STATUS_INTERRUPTED\x10\x02\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x03*\xdd\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12$\n CHANGE_KIND_CONVERSATION_CREATED\x10\x01\x12$\n CHANGE_KIND_CONVERSATION_RENAMED\x10\x02\x12$\n CHANGE_KIND_CONVERSATION_DELETED\x10\x03\x12\x1d\n\x19\x43HANGE_KIND_MESSAGE_ADDED\x10\x04\x12!\n\x1d\x43HANGE_KIND_MESSAGE_COMPLETED\x10\x05\x32\xf1\x05\n\x0eHistoryService\x12S\n\x12\x43reateConversation\x12$.parley.v1.CreateConversationRequest\x1a\x17.parley.v1.Conversation\x12M\n\x0fGetConversation\x12!.parley.v1.GetConversationRequest\x1a\x17.parley.v1.Conversation\x12^\n\x11ListConversations\x12#.parley.v1.ListConversationsRequest\x1a$.parley.v1.ListConversationsResponse\x12R\n\rAppendMessage\x12\x1f.parley.v1.AppendMessageRequest\x1a .parley.v1.AppendMessageResponse\x12H\n\x0f\x43ompleteMessage\x12!.parley.v1.CompleteMessageRequest\x1a\x12.parley.v1.Message\x12L\n\x0bGetMessages\x12\x1d.parley.v1.GetMessagesRequest\x1a\x1e.parley.v1.GetMessagesResponse\x12S\n\x12RenameConversation\x12$.parley.v1.RenameConversationRequest\x1a\x17.parley.v1.Conversation\x12\x61\n\x12\x44\x65leteConversation\x12$.parley.v1.DeleteConversationRequest\x1a%.parley.v1.DeleteConversationResponse\x12\x37\n\x04Sync\x12\x16.parley.v1.SyncRequest\x1a\x17.parley.v1.SyncResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.history_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGESTATUS']._serialized_start=1917
-  _globals['_MESSAGESTATUS']._serialized_end=2052
-  _globals['_CHANGEKIND']._serialized_start=2055
-  _globals['_CHANGEKIND']._serialized_end=2276
+  _globals['_MESSAGESTATUS']._serialized_start=1974
+  _globals['_MESSAGESTATUS']._serialized_end=2109
+  _globals['_CHANGEKIND']._serialized_start=2112
+  _globals['_CHANGEKIND']._serialized_end=2333
   _globals['_CONVERSATION']._serialized_start=60
   _globals['_CONVERSATION']._serialized_end=164
   _globals['_MESSAGE']._serialized_start=167
@@ -49,27 +49,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=585
   _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=681
   _globals['_APPENDMESSAGEREQUEST']._serialized_start=684
-  _globals['_APPENDMESSAGEREQUEST']._serialized_end=845
-  _globals['_APPENDMESSAGERESPONSE']._serialized_start=847
-  _globals['_APPENDMESSAGERESPONSE']._serialized_end=961
-  _globals['_COMPLETEMESSAGEREQUEST']._serialized_start=964
-  _globals['_COMPLETEMESSAGEREQUEST']._serialized_end=1203
-  _globals['_GETMESSAGESREQUEST']._serialized_start=1205
-  _globals['_GETMESSAGESREQUEST']._serialized_end=1298
-  _globals['_GETMESSAGESRESPONSE']._serialized_start=1300
-  _globals['_GETMESSAGESRESPONSE']._serialized_end=1380
-  _globals['_RENAMECONVERSATIONREQUEST']._serialized_start=1382
-  _globals['_RENAMECONVERSATIONREQUEST']._serialized_end=1466
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1468
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1537
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1539
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1567
-  _globals['_CHANGE']._serialized_start=1570
-  _globals['_CHANGE']._serialized_end=1761
-  _globals['_SYNCREQUEST']._serialized_start=1763
-  _globals['_SYNCREQUEST']._serialized_end=1823
-  _globals['_SYNCRESPONSE']._serialized_start=1825
-  _globals['_SYNCRESPONSE']._serialized_end=1914
-  _globals['_HISTORYSERVICE']._serialized_start=2279
-  _globals['_HISTORYSERVICE']._serialized_end=3032
+  _globals['_APPENDMESSAGEREQUEST']._serialized_end=875
+  _globals['_APPENDMESSAGERESPONSE']._serialized_start=878
+  _globals['_APPENDMESSAGERESPONSE']._serialized_end=1018
+  _globals['_COMPLETEMESSAGEREQUEST']._serialized_start=1021
+  _globals['_COMPLETEMESSAGEREQUEST']._serialized_end=1260
+  _globals['_GETMESSAGESREQUEST']._serialized_start=1262
+  _globals['_GETMESSAGESREQUEST']._serialized_end=1355
+  _globals['_GETMESSAGESRESPONSE']._serialized_start=1357
+  _globals['_GETMESSAGESRESPONSE']._serialized_end=1437
+  _globals['_RENAMECONVERSATIONREQUEST']._serialized_start=1439
+  _globals['_RENAMECONVERSATIONREQUEST']._serialized_end=1523
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1525
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1594
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1596
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1624
+  _globals['_CHANGE']._serialized_start=1627
+  _globals['_CHANGE']._serialized_end=1818
+  _globals['_SYNCREQUEST']._serialized_start=1820
+  _globals['_SYNCREQUEST']._serialized_end=1880
+  _globals['_SYNCRESPONSE']._serialized_start=1882
+  _globals['_SYNCRESPONSE']._serialized_end=1971
+  _globals['_HISTORYSERVICE']._serialized_start=2336
+  _globals['_HISTORYSERVICE']._serialized_end=3089
 # @@protoc_insertion_point(module_scope)

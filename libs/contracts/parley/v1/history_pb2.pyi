@@ -105,7 +105,7 @@ class ListConversationsResponse(_message.Message):
     def __init__(self, conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class AppendMessageRequest(_message.Message):
-    __slots__ = ("user_id", "conversation_id", "message_id", "role", "content", "created_at_ms", "context_limit")
+    __slots__ = ("user_id", "conversation_id", "message_id", "role", "content", "created_at_ms", "context_limit", "context_token_budget")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class AppendMessageRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     conversation_id: str
     message_id: str
@@ -120,17 +121,20 @@ class AppendMessageRequest(_message.Message):
     content: str
     created_at_ms: int
     context_limit: int
-    def __init__(self, user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., context_limit: _Optional[int] = ...) -> None: ...
+    context_token_budget: int
+    def __init__(self, user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., context_limit: _Optional[int] = ..., context_token_budget: _Optional[int] = ...) -> None: ...
 
 class AppendMessageResponse(_message.Message):
-    __slots__ = ("message", "created", "context")
+    __slots__ = ("message", "created", "context", "context_complete")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     message: Message
     created: bool
     context: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., created: _Optional[bool] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    context_complete: bool
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., created: _Optional[bool] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., context_complete: _Optional[bool] = ...) -> None: ...
 
 class CompleteMessageRequest(_message.Message):
     __slots__ = ("user_id", "conversation_id", "message_id", "reply_to_id", "content", "status", "model", "usage", "completed_at_ms")

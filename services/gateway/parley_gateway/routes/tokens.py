@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.v1 import history_pb2
-from parley_common.context import plan_context_async
+from parley_common.context import plan_context_async, prompt_token_budget
 from parley_common.errors import InvalidRequest, PayloadTooLarge
 from parley_common.model_choice import choose_model
 from parley_common.models import ModelRegistry
-from parley_common.prompt import build_prompt
+from parley_common.prompt import build_prompt, collect_context
 
 from ..auth import current_user
 from ..settings import GatewaySettings
@@ -53,15 +53,34 @@ async def count_tokens(
         raise PayloadTooLarge(
             f"content is longer than {settings.max_content_chars} characters", code="content_too_long"
         )
-    newest_first = [history_pb2.Message(role="user", content=body.content)]
+    draft = history_pb2.Message(role="user", content=body.content)
+    newest_first = [draft]
+    older_unseen = False
     if body.conversation_id is not None:
         history = request.app.state.history
-        earlier = settings.prompt_history_messages - 1
-        if earlier > 0:
-            page = await history.get_messages(user, body.conversation_id, limit=earlier)
-            newest_first.extend(page.messages)
-        else:
-            await history.get_conversation(user, body.conversation_id)  # ownership: 404 otherwise
+        conversation_id = body.conversation_id
+        if settings.prompt_history_messages > 1:
+            # The orchestrator's selection: the newest messages until the window less the
+            # output reserve is full, at most prompt_history_messages (the draft included).
+
+            async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+                page = await history.get_messages(user, conversation_id, before=before, limit=limit)
+                return list(page.messages), page.next_cursor
+
+            collected = await collect_context(
+                fetch,
+                token_budget=prompt_token_budget(
+                    registry,
+                    body.model or "",
+                    requested_max_output=body.max_output_tokens or 0,
+                    default_reserve=settings.reserved_output_tokens,
+                ),
+                max_messages=settings.prompt_history_messages,
+                newest=[draft],
+            )
+            newest_first, older_unseen = collected.newest_first, not collected.complete
+        if len(newest_first) == 1:
+            await history.get_conversation(user, conversation_id)  # ownership: 404 otherwise
     prompt = build_prompt(settings.system_prompt, newest_first)
     model = choose_model(registry, body.model or "", prompt)
     plan = await plan_context_async(
@@ -78,7 +97,8 @@ async def count_tokens(
         "estimated": plan.estimated,
         "max_output_tokens": plan.max_output_tokens,
         "context_window": plan.spec.context_window,
-        "dropped_messages": plan.fit.dropped_messages,
+        # Among the messages considered (see the orchestrator), and at least 1 when older ones exist.
+        "dropped_messages": plan.fit.dropped_messages or int(older_unseen),
         "truncated": plan.fit.truncated_messages > 0,
         "input_cost_micros": input_cost,
         "cost_estimate_micros": plan.spec.cost_micros(plan.fit.input_tokens, plan.max_output_tokens),

@@ -1,0 +1,102 @@
+"""The orchestrator's context from AppendMessage: the newest messages up to a token budget.
+
+Run through the gRPC servicer on every store backend (the servicer pages the store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.v1 import chat_pb2, history_pb2
+from parley_common.prompt import MAX_CONTEXT_MESSAGES, stored_message_tokens
+from parley_history.grpc_api import HistoryServicer
+from parley_history.store import HistoryStore
+
+from .conftest import BUCKET_MS
+
+START_MS = 1_700_000_000_000
+
+
+class CallContext:
+    """What the servicer reads of a gRPC call: its (empty) metadata."""
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+
+async def conversation_of(store: HistoryStore, user: str, conversation: str, count: int) -> None:
+    await store.create_conversation(user, conversation, "", START_MS)
+    for i in range(count):
+        role = "user" if i % 2 == 0 else "assistant"
+        text = f"message {i:03d}: " + "the quick brown fox jumps over the lazy dog " * (1 + i % 3)
+        await store.append_message(user, conversation, f"m{i:03d}", role, text, START_MS + i * BUCKET_MS // 3)
+
+
+async def append(
+    store: HistoryStore, user: str, conversation: str, *, limit: int = 0, budget: int = 0
+) -> history_pb2.AppendMessageResponse:
+    request = history_pb2.AppendMessageRequest(
+        user_id=user,
+        conversation_id=conversation,
+        message_id="m119",
+        role="user",
+        content="message 119: the newest question",
+        created_at_ms=START_MS + 119 * BUCKET_MS // 3,
+        context_limit=limit,
+        context_token_budget=budget,
+    )
+    reply: history_pb2.AppendMessageResponse = await HistoryServicer(store).AppendMessage(request, CallContext())
+    return reply
+
+
+async def test_a_large_budget_fills_past_40_messages_newest_first(store: HistoryStore, ns: str) -> None:
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await conversation_of(store, alice, c1, 119)
+    reply = await append(store, alice, c1, limit=1000, budget=100_000)
+    assert [m.id for m in reply.context] == [f"m{i:03d}" for i in reversed(range(120))]
+    assert reply.context_complete
+
+
+async def test_a_small_budget_stops_at_the_message_that_reaches_it(store: HistoryStore, ns: str) -> None:
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await conversation_of(store, alice, c1, 119)
+    reply = await append(store, alice, c1, limit=1000, budget=300)
+    ids = [m.id for m in reply.context]
+    assert 1 < len(ids) < 40 and ids == [f"m{i:03d}" for i in reversed(range(120 - len(ids), 120))]
+    counts = [stored_message_tokens(m) for m in reply.context]
+    # Every message that could fit is there, and the one that does not (so the caller knows).
+    assert sum(counts[:-1]) < 300 <= sum(counts)
+    assert not reply.context_complete
+
+
+async def test_the_message_cap_holds_whatever_the_budget(store: HistoryStore, ns: str) -> None:
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await conversation_of(store, alice, c1, 119)
+    capped = await append(store, alice, c1, limit=73, budget=100_000)
+    assert [m.id for m in capped.context] == [f"m{i:03d}" for i in reversed(range(120 - 73, 120))]
+    assert not capped.context_complete
+    # Without a budget, context_limit alone still means "the latest this many" (past one page).
+    legacy = await append(store, alice, c1, limit=40)
+    assert [m.id for m in legacy.context] == [f"m{i:03d}" for i in reversed(range(80, 120))]
+    assert len((await append(store, alice, c1, limit=MAX_CONTEXT_MESSAGES + 5)).context) == 120
+
+
+async def test_answers_a_prompt_leaves_out_cost_nothing(store: HistoryStore, ns: str) -> None:
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await store.create_conversation(alice, c1, "", START_MS)
+    await store.append_message(alice, c1, "m000", "user", "first " * 400, START_MS)
+    for i in range(1, 119):
+        await store.complete_message(
+            alice,
+            c1,
+            f"m{i:03d}",
+            "m000",
+            "broken " * 50,
+            history_pb2.MESSAGE_STATUS_FAILED,
+            "demo",
+            chat_pb2.Usage(),
+            START_MS + i,
+        )
+    reply = await append(store, alice, c1, limit=1000, budget=200)
+    # 118 failed answers add nothing: the context reaches the first question, which ends it.
+    assert len(reply.context) == 120 and reply.context[-1].id == "m000"
