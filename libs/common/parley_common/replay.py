@@ -9,6 +9,7 @@ The Redis entry id of a frame is `0-<seq>`, so "after Last-Event-ID" is an exclu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from parley.v1 import chat_pb2
 
 from .amqp import envelope
+from .settings import CommonSettings
 from .topology import STREAM_EVENT
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,13 @@ def is_terminal(event: chat_pb2.StreamEvent) -> bool:
 
 
 class ReplayLog:
-    """A bounded, expiring Redis Stream of one response's frames."""
+    """A bounded, expiring Redis Stream of one response's frames, and the response's owner.
+
+    While the answer is being generated, the log is kept `ttl_s` after its newest frame; once
+    its terminal frame (done/error) is in, the log and the owner record are kept only
+    `finished_ttl_s` more: long enough to resume a finished answer. At most `max_frames` are
+    kept (older ones are trimmed; frame numbers stay contiguous, so a gap shows a trim).
+    """
 
     def __init__(
         self,
@@ -42,13 +50,27 @@ class ReplayLog:
         ttl_s: int = 3600,
         max_frames: int = 50_000,
         follower: Redis | None = None,
+        finished_ttl_s: int = 900,
     ) -> None:
         self.redis = redis
         # Blocking reads (follow) use their own client, so they never starve short commands.
         self.follower = follower or redis
         self.namespace = namespace
         self.ttl_s = ttl_s
+        self.finished_ttl_s = min(finished_ttl_s, ttl_s)
         self.max_frames = max_frames
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: CommonSettings, follower: Redis | None = None) -> ReplayLog:
+        """The log with the retention of PARLEY_REPLAY_TTL_S, _FINISHED_TTL_S and _MAX_FRAMES."""
+        return cls(
+            redis,
+            settings.namespace,
+            ttl_s=settings.replay_ttl_s,
+            max_frames=settings.replay_max_frames,
+            follower=follower,
+            finished_ttl_s=settings.replay_finished_ttl_s,
+        )
 
     def key(self, response_id: str) -> str:
         return f"{self.namespace}:replay:{response_id}"
@@ -56,22 +78,44 @@ class ReplayLog:
     def owner_key(self, response_id: str) -> str:
         return f"{self.namespace}:response-owner:{response_id}"
 
-    async def claim(self, response_id: str, user_id: str) -> bool:
-        """Record who owns a response; False when it was claimed before (a repeated request)."""
-        return bool(await self.redis.set(self.owner_key(response_id), user_id, ex=self.ttl_s, nx=True))
+    async def claim(self, response_id: str, user_id: str, conversation_id: str = "") -> bool:
+        """Record who owns a response (and its conversation, "" for none); False when it was
+        claimed before (a repeated request)."""
+        record = json.dumps([user_id, conversation_id])
+        return bool(await self.redis.set(self.owner_key(response_id), record, ex=self.ttl_s, nx=True))
 
     async def release(self, response_id: str) -> None:
         await self.redis.delete(self.owner_key(response_id))
 
-    async def owner(self, response_id: str) -> str | None:
+    async def owner_record(self, response_id: str) -> tuple[str, str] | None:
+        """(user id, conversation id) of a response, or None when it is unknown (or expired)."""
         value = await self.redis.get(self.owner_key(response_id))
-        return value.decode() if isinstance(value, bytes) else value
+        if value is None:
+            return None
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, list) and len(record) == 2 and all(isinstance(v, str) for v in record):
+            return record[0], record[1]
+        return text, ""  # a record written before conversation ids were kept: the user id alone
+
+    async def owner(self, response_id: str) -> str | None:
+        record = await self.owner_record(response_id)
+        return record[0] if record is not None else None
 
     async def append(self, event: chat_pb2.StreamEvent) -> None:
         key = self.key(event.response_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(key, {"e": event.SerializeToString()}, id=f"0-{event.seq}", maxlen=self.max_frames)
-            pipe.expire(key, self.ttl_s)
+            if is_terminal(event):
+                # Finished: kept only long enough to resume; the owner record goes with it, so a
+                # response is never known to have an owner but no frames.
+                pipe.expire(key, self.finished_ttl_s)
+                pipe.expire(self.owner_key(event.response_id), self.finished_ttl_s)
+            else:
+                pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
     async def last_seq(self, response_id: str) -> int:

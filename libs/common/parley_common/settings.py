@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .models import DEFAULT_MODELS_FILE, ModelRegistry
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", frozen=True)
+    # Inputs stay out of validation errors: a bad value may be (or sit next to) a secret.
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     # Prefix of every exchange, queue and Redis key, so that several systems (a dev run and a
     # test run) can share one broker and one Redis without seeing each other's traffic.
@@ -28,6 +29,13 @@ class CommonSettings(BaseSettings):
     # blocking replay-log reads (one per stream being resumed or waited on).
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     redis_max_followers: int = Field(default=10_000, ge=1, le=100_000)
+    # The replay log of a response (what a client resumes from with Last-Event-ID): kept this
+    # long after its newest frame while the answer is being generated, this long once it ended
+    # (enough to resume a finished answer), and at most this many frames (older ones are dropped;
+    # a resume from before the oldest kept frame ends with a `replay_truncated` error).
+    replay_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    replay_finished_ttl_s: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    replay_max_frames: int = Field(default=50_000, ge=100, le=10_000_000)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # How long a service waits at start-up for the broker before giving up.
     connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
@@ -40,6 +48,12 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # The model registry (see config/models.yaml).
     models_file: Path = DEFAULT_MODELS_FILE
+
+    @model_validator(mode="after")
+    def _replay_retention(self) -> Self:
+        if self.replay_finished_ttl_s > self.replay_ttl_s:
+            raise ValueError("PARLEY_REPLAY_FINISHED_TTL_S is longer than PARLEY_REPLAY_TTL_S")
+        return self
 
     def model_registry(self) -> ModelRegistry:
         """The registry, or exit(2) saying what is wrong with it."""

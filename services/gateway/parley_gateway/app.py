@@ -72,7 +72,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             settings=settings,
             topology=topology,
             history=app.state.history,
-            replay=ReplayLog(app.state.redis, settings.namespace, follower=app.state.redis_followers),
+            replay=ReplayLog.from_settings(app.state.redis, settings, follower=app.state.redis_followers),
             slots=StreamSlots(app.state.redis, settings.namespace, settings.max_streams_per_user),
             cancellations=Cancellations(
                 app.state.redis, settings.namespace, await topology.declare_control_exchange(publish_channel)

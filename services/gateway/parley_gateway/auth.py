@@ -1,22 +1,60 @@
-"""Bearer API keys -> user ids. Keys are held only as SHA-256 digests."""
+"""Bearer API keys -> user ids. Keys are held only as SHA-256 digests.
+
+A configured key (PARLEY_API_KEYS, PARLEY_DEV_API_KEY) is either the key itself or its digest
+written `sha256:<64 hex digits>` (the SHA-256 of the key's UTF-8 bytes; `python -m
+parley_gateway hash-key` prints it), so production configuration need not hold keys at all.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 from fastapi import Request
 from pydantic import SecretStr
 
 from parley_common.errors import Unauthenticated
 
+DIGEST_PREFIX = "sha256:"
+_DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
+# The shortest key accepted, in configuration or by `hash-key`.
+MIN_KEY_CHARS = 16
+
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def key_digest(key: str) -> str:
+    """The configuration form of a key's digest: `sha256:<64 lowercase hex digits>`."""
+    return DIGEST_PREFIX + _digest(key).hex()
+
+
+def is_digest(value: str) -> bool:
+    """True when a configured value is meant as a digest (it may still be malformed)."""
+    return value.lower().startswith(DIGEST_PREFIX)
+
+
+def configured_digest(value: str) -> bytes:
+    """The digest of a configured value: a key, or `sha256:<64 hex>`; ValueError when neither.
+
+    The message never repeats the value."""
+    if is_digest(value):
+        if not _DIGEST.fullmatch(value):
+            raise ValueError(f"a digest must be written {DIGEST_PREFIX}<64 hex digits> (the SHA-256 of the key)")
+        return bytes.fromhex(value[len(DIGEST_PREFIX) :])
+    if len(value) < MIN_KEY_CHARS:
+        raise ValueError(
+            f"an API key must be at least {MIN_KEY_CHARS} characters (or given as its {DIGEST_PREFIX} digest)"
+        )
+    return _digest(value)
+
+
 class ApiKeys:
     def __init__(self, keys: dict[str, SecretStr]) -> None:
-        self._users = {_digest(key.get_secret_value()): user for user, key in keys.items()}
+        # Looked up by digest: what the lookup's timing depends on is the SHA-256 of the
+        # presented key, which tells an attacker nothing about any configured key.
+        self._users = {configured_digest(key.get_secret_value()): user for user, key in keys.items()}
 
     def user_for(self, authorization: str | None) -> str:
         if not authorization:

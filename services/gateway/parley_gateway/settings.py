@@ -9,6 +9,8 @@ from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTP
 from parley_common.settings import CommonSettings
 from parley_common.user_budgets import DEFAULT_PLANS, PlanLimits
 
+from .auth import configured_digest
+
 # Host (a name, IPv4 or [IPv6]) and port: nothing that could end or extend a CSP directive.
 _ORIGIN_CHARS = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
@@ -16,9 +18,11 @@ _ORIGIN_CHARS = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 class GatewaySettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    # user id -> API key, JSON in PARLEY_API_KEYS. Keys are kept only as SHA-256 hashes.
+    # user id -> API key, JSON in PARLEY_API_KEYS. Each value is the key (at least 16
+    # characters) or its digest `sha256:<64 hex>` (`python -m parley_gateway hash-key` prints
+    # it), so production configuration can hold digests only. Keys are kept only as digests.
     api_keys: dict[str, SecretStr] = {}
-    # The key of the user "dev" (what `make run` prints).
+    # The key of the user "dev" (what `make run` prints), or its digest.
     dev_api_key: SecretStr | None = None
     history_grpc_target: str = "127.0.0.1:50051"
     media_grpc_target: str = "127.0.0.1:50052"
@@ -80,13 +84,33 @@ class GatewaySettings(CommonSettings):
             origins.append(f"{parsed.scheme}://{parsed.netloc.lower()}")
         return origins
 
+    @field_validator("api_keys")
+    @classmethod
+    def _key_forms(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for user, key in keys.items():
+            try:
+                configured_digest(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"the API key of user {user!r}: {exc}") from None
+        return keys
+
+    @field_validator("dev_api_key")
+    @classmethod
+    def _dev_key_form(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            configured_digest(key.get_secret_value())
+        return key
+
     @model_validator(mode="after")
     def _some_key(self) -> GatewaySettings:
         if not self.api_keys and self.dev_api_key is None:
             raise ValueError("no API key configured: set PARLEY_DEV_API_KEY or PARLEY_API_KEYS")
+        users: dict[bytes, str] = {}
         for user, key in self.all_keys().items():
-            if len(key.get_secret_value()) < 16:
-                raise ValueError(f"the API key of user {user!r} is shorter than 16 characters")
+            digest = configured_digest(key.get_secret_value())
+            if digest in users:
+                raise ValueError(f"users {users[digest]!r} and {user!r} have the same API key")
+            users[digest] = user
         return self
 
     @model_validator(mode="after")

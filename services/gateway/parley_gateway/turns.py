@@ -52,13 +52,21 @@ class _LogUnavailable:
     pass
 
 
+@dataclass(frozen=True)
+class _Truncated:
+    """Frames after `after_seq` are no longer in the log: the oldest kept is `oldest_seq`."""
+
+    after_seq: int
+    oldest_seq: int
+
+
 SHUTDOWN: Final = _Shutdown()
 # The replay log could not be read (Redis down): the relay ends the stream with a notice.
 LOG_UNAVAILABLE: Final = _LogUnavailable()
 LOG_READ_ATTEMPTS = 5
 # Makes a waiting relay look at its feed again (after the broker connection came back).
 WAKE: Final = _Wake()
-Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable
+Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable | _Truncated
 
 
 @dataclass(eq=False)
@@ -240,12 +248,12 @@ class Turns:
         message_id = body.client_message_id or "m_" + uuid.uuid4().hex
         response_id = response_id_for(user_id, conversation_id, message_id)
         if self.owned.knows(user_id, conversation_id):
-            claimed = await self.replay.claim(response_id, user_id)
+            claimed = await self.replay.claim(response_id, user_id, conversation_id)
         else:
             # Both in one round trip's time; the ownership check gives a wrong conversation its 404.
             ownership = asyncio.ensure_future(self.history.get_conversation(user_id, conversation_id))
             try:
-                claimed = await self.replay.claim(response_id, user_id)
+                claimed = await self.replay.claim(response_id, user_id, conversation_id)
             except BaseException:
                 ownership.cancel()
                 raise
@@ -348,9 +356,11 @@ class Turns:
     # resuming and cancelling
 
     async def resume(self, user_id: str, response_id: str, after_seq: int) -> TurnStream:
-        if await self.replay.owner(response_id) != user_id:
+        record = await self.replay.owner_record(response_id)
+        if record is None or record[0] != user_id:
             raise NotFound("response not found", code="response_not_found")
-        return self.resume_claimed(response_id, "", after_seq)
+        # Known before the first frame, so even a notice sent before it names the conversation.
+        return self.resume_claimed(response_id, record[1], after_seq)
 
     def resume_claimed(self, response_id: str, conversation_id: str, after_seq: int) -> TurnStream:
         feed = self._new_feed()
@@ -367,11 +377,19 @@ class Turns:
             for attempt in range(1, LOG_READ_ATTEMPTS + 1):
                 try:
                     for event in await self.replay.read_after(response_id, last):
+                        if event.seq > last + 1:
+                            # Frames are numbered without gaps: the ones between were trimmed (or
+                            # never written, while Redis was down).
+                            await feed.queue.put(_Truncated(last, event.seq))
+                            return
                         await feed.queue.put(event)
                         last = event.seq
                         if is_terminal(event):
                             return
                     async for followed in self.replay.follow(response_id, last, block_ms=block_ms):
+                        if followed is not None and followed.seq > last + 1:
+                            await feed.queue.put(_Truncated(last, followed.seq))
+                            return
                         if followed is not None and followed.seq > last:
                             await feed.queue.put(followed)
                             last = followed.seq
@@ -453,6 +471,19 @@ class Turns:
                         conversation_id,
                         "replay_unavailable",
                         "the stream cannot be read right now; resume with Last-Event-ID shortly",
+                    )
+                    return
+                if isinstance(item, _Truncated):
+                    if pending is not None:
+                        yield pending
+                    yield Notice(
+                        response_id,
+                        conversation_id,
+                        "replay_truncated",
+                        f"frames {item.after_seq + 1} to {item.oldest_seq - 1} of this response are no longer kept, "
+                        f"so it cannot be resumed after frame {item.after_seq}; "
+                        "the answer is stored in the conversation's history when it ends",
+                        retryable=False,
                     )
                     return
                 if isinstance(item, _Shutdown):

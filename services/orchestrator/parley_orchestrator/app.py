@@ -56,7 +56,7 @@ async def serve(stop: asyncio.Event) -> None:
     publish_channel = await connection.channel(publisher_confirms=True)
     reply_channel = await connection.channel(publisher_confirms=False)
     in_flight = InFlight()
-    replay = ReplayLog(redis, settings.namespace, follower=followers)
+    replay = ReplayLog.from_settings(redis, settings, follower=followers)
     control_exchange = await topology.declare_control_exchange(publish_channel)
     cancellations = Cancellations(redis, settings.namespace, control_exchange)
     # Load every model's encoding now (from the installed package, never the network), not on a first turn.

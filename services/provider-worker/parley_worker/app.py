@@ -104,7 +104,7 @@ async def serve(stop: asyncio.Event) -> None:
         providers=providers,
         registry=registry,
         topology=topology,
-        replay=ReplayLog(redis, settings.namespace),
+        replay=ReplayLog.from_settings(redis, settings),
         cancellations=Cancellations(redis, settings.namespace, None),
         slots=StreamSlots(redis, settings.namespace),
         lease=JobLease(redis, settings.namespace, ttl_s=settings.worker_lease_s),
