@@ -2,9 +2,14 @@
 #   python -m parley_gateway | parley_orchestrator | parley_worker | parley_history | parley_media
 # (deploy/k8s sets `command` per Deployment; the default runs the gateway.)
 #
-# Pin PYTHON_IMAGE by digest in CI (`--build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:…`)
-# for byte-for-byte reproducible builds.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base image is pinned to a full patch release (Python 3.11.14 on Debian 12 bookworm), so a
+# rebuild does not silently move to another Python. Its digest is not pinned here: this
+# repository is written and checked offline, where digests cannot be looked up. Pin it in CI
+# for byte-for-byte reproducible builds, with the digest `docker buildx imagetools inspect
+# python:3.11.14-slim-bookworm` prints:
+#   --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:…
+# Move the tag to a newer 3.11 patch release for security fixes (and run `make test` on it).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # --- build: a virtualenv holding Parley and its pinned runtime dependencies -----------------
 FROM ${PYTHON_IMAGE} AS build

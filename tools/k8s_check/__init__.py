@@ -14,7 +14,8 @@ checked offline.
      `envFrom`) is a field of that service's settings class (PARLEY_ + the field name;
      CommonSettings' fields apply to every service), set once, and the settings validate with
      those values (secret values replaced by placeholders); no other container gets PARLEY_*;
-   - the ports the settings serve on are the container's named ports, bound beyond loopback;
+   - the ports the settings serve on are the container's named ports, bound beyond loopback
+     (not for initContainers, which serve nothing: e.g. `python -m parley_history migrate`);
    - terminationGracePeriodSeconds covers preStop + PARLEY_SHUTDOWN_GRACE_S + a margin;
    - the hardened securityContext, requests and limits, a writable /tmp;
    - the model registry (PARLEY_MODELS_FILE) comes from a mounted ConfigMap, validates, and each

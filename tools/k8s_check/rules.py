@@ -70,6 +70,8 @@ class ParleyContainer:
     module: str
     settings: BaseSettings | None = None
     registry_text: str | None = None
+    # An initContainer (e.g. `python -m parley_history migrate`): runs to completion, serves nothing.
+    init: bool = False
 
 
 def port_problems(pc: ParleyContainer) -> list[str]:
@@ -78,7 +80,7 @@ def port_problems(pc: ParleyContainer) -> list[str]:
     ports = {p.get("name"): p.get("containerPort") for p in pc.container.get("ports") or []}
     numbers = set(ports.values())
     service = SERVICES[pc.module]
-    if pc.settings is not None and service.port_field is not None:
+    if pc.settings is not None and service.port_field is not None and not pc.init:
         served = getattr(pc.settings, service.port_field)
         env_name = "PARLEY_" + service.port_field.upper()
         if ports.get(service.port_name) != served:
@@ -369,7 +371,8 @@ def manifest_problems(objects: list[Manifest], readme: str | None = None) -> lis
             settings, env_issues = env_problems(where, module, env)
             problems.extend(env_issues)
             if module in SERVICES:
-                containers.append(ParleyContainer(where, obj, pod, container, module, settings))
+                init = any(container is c for c in pod.get("initContainers") or [])
+                containers.append(ParleyContainer(where, obj, pod, container, module, settings, init=init))
     for pc in containers:
         problems.extend(port_problems(pc))
         problems.extend(grace_problems(pc))
