@@ -52,6 +52,8 @@ def registry(fake_url: str) -> dict[str, Any]:
             "anthropic": {"kind": "anthropic", "base_url": fake_url},
             "gemini": {"kind": "gemini", "base_url": fake_url},
             "local": {"kind": "openai", "base_url": f"{fake_url}/v1"},
+            # Nothing listens at the provider's own address: its model says where it is served.
+            "cluster": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
         },
         "models": {
             "demo": {**model("demo", "parley-demo-1"), "input_price_per_mtok": 0, "output_price_per_mtok": 0},
@@ -59,6 +61,7 @@ def registry(fake_url: str) -> dict[str, Any]:
             "claude": model("anthropic", "claude-test"),
             "gemini": model("gemini", "gemini-test"),
             "local": model("local", "llama-test"),
+            "vllm": {**model("cluster", "qwen-test"), "base_url": f"{fake_url}/v1"},
         },
     }
 
@@ -75,7 +78,7 @@ async def pstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
         dev_api_key=KEY,
         extra_env={
             "PARLEY_MODELS_FILE": str(models_file),
-            "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "local"]',
+            "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "local", "cluster"]',
             "PARLEY_PROVIDER_API_KEYS": json.dumps(
                 {"openai": "sk-test-openai", "anthropic": "sk-ant-test", "gemini": "g-test-key"}
             ),
@@ -316,3 +319,17 @@ async def test_a_turn_that_fails_before_any_token_is_stored_as_failed_with_its_e
     assert [r["status"] for r in await requests_seen(seen)] == [500] * 3
     answer = await stored_answer(api, conversation, response_id)
     assert answer["status"] == "failed" and answer["content"] == "" and answer["model"] == "gemini"
+
+
+async def test_a_model_served_at_its_own_base_url_is_called_there(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": "hello vllm", "model": "vllm"}
+    ) as r:
+        got = await read_all(r)
+    assert got[-1].event == "done", got[-1]
+    assert got[0].data["model"] == "vllm" and text_of(got)
+    (request,) = await requests_seen(seen)
+    assert request["model"] == "qwen-test", "the model's own server got the call, not its provider's"

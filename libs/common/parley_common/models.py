@@ -35,6 +35,9 @@ class ModelConfig(BaseModel):
     # request over them waits its turn. None: no limit.
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
+    # Where this model is served, when not at its provider's base_url: e.g. several vLLM or
+    # llama.cpp servers, one model each, behind one OpenAI-compatible provider entry.
+    base_url: str = Field(default="", max_length=2048, pattern=r"^(https?://\S+)?$")
 
     def cost_micros(self, input_tokens: int, output_tokens: int) -> int:
         """Cost in micro-dollars: prices are dollars per million tokens, so 1 token = price micro-dollars."""
@@ -71,6 +74,8 @@ class ModelRegistry(BaseModel):
                 raise ValueError(f"model name {name!r} is not allowed")
             if model.provider not in self.providers:
                 raise ValueError(f"model {name!r} names unknown provider {model.provider!r}")
+            if model.base_url and self.providers[model.provider].kind == "demo":
+                raise ValueError(f"model {name!r} sets a base_url, but its provider is the demo model")
             for fallback in model.fallbacks:
                 if fallback not in self.models or fallback == name:
                     raise ValueError(f"model {name!r} falls back to unknown model {fallback!r}")

@@ -23,7 +23,7 @@ from parley_common.topology import Topology
 
 from .consumers import ProviderJobConsumer
 from .leases import JobLease
-from .providers import Provider
+from .providers import Provider, model_client_key
 from .providers.anthropic import AnthropicProvider
 from .providers.demo import DemoProvider
 from .providers.gemini import GeminiProvider
@@ -63,15 +63,20 @@ def build_providers(
         if config.kind == "demo":
             providers[name] = DemoProvider(settings.demo_first_token_delay_ms / 1000, settings.demo_tokens_per_s)
             continue
-        if not config.base_url:
+        # A model served at a base_url of its own gets a client of its own (model_client_key).
+        served_at = {model_client_key(name, model): spec.base_url for model, spec in registry.models.items()}
+        served_at = {key: url for key, url in served_at.items() if url and key.startswith(f"{name}@")}
+        if not config.base_url and len(served_at) < sum(m.provider == name for m in registry.models.values()):
             raise SystemExit(f"invalid configuration: provider {name!r} has no base_url in the model registry")
-        providers[name] = ADAPTERS[config.kind](
-            name=name,
-            base_url=config.base_url,
-            api_key=settings.provider_api_keys.get(name),
-            client=client,
-            timeouts=timeouts,
-        )
+        for key, base_url in [(name, config.base_url), *served_at.items()]:
+            if base_url:
+                providers[key] = ADAPTERS[config.kind](
+                    name=name,
+                    base_url=base_url,
+                    api_key=settings.provider_api_keys.get(name),
+                    client=client,
+                    timeouts=timeouts,
+                )
     return providers
 
 

@@ -33,7 +33,7 @@ from parley_common.topology import (
 
 from .batching import DeltaBatcher
 from .leases import JobLease
-from .providers import Finish, Provider, TextChunk, UsageReport
+from .providers import Finish, Provider, TextChunk, UsageReport, model_client_key
 from .providers.errors import ProviderError
 from .resilience import RetryPolicy
 
@@ -124,7 +124,10 @@ class ProviderJobConsumer:
         ):
             try:
                 job = open_envelope(message, chat_pb2.ProviderJob, PROVIDER_JOB)
-                provider = self.providers.get(job.provider)
+                # A model served at a base_url of its own has a client of its own.
+                provider = self.providers.get(model_client_key(job.provider, job.model)) or self.providers.get(
+                    job.provider
+                )
                 if provider is None:
                     raise PoisonMessage(f"this worker does not serve provider {job.provider!r}")
             except PoisonMessage as exc:

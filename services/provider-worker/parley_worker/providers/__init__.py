@@ -69,3 +69,9 @@ def alternating_turns(
     while turns and turns[0]["role"] == assistant_role:
         turns.pop(0)
     return turns
+
+
+def model_client_key(provider: str, model: str) -> str:
+    """The key, among a worker's provider clients, of the client for one model that is served at
+    a base_url of its own (the registry's per-model `base_url`)."""
+    return f"{provider}@{model}"
