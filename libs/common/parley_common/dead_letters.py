@@ -9,11 +9,14 @@ the message's headers (`x-parley-dead-reason`, `x-parley-source-queue`, `x-parle
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from .topology import Topology
 
@@ -72,3 +75,37 @@ class DeadLetters:
             self._copy(message, **{ATTEMPTS_HEADER: attempts}), routing_key=source_queue
         )
         await message.ack()
+
+
+class Deliveries:
+    """How many times a message was delivered without being acknowledged, counted in Redis
+    (classic queues keep no count): a message whose handling kills its consumer (a crash, an
+    out-of-memory kill) comes back after every restart, and would forever; after
+    `max_deliveries` it goes to the dead-letter queue instead. A first delivery costs nothing:
+    only redelivered messages are counted. If Redis cannot be reached the message is handled
+    (the count is a guard, not a gate)."""
+
+    def __init__(self, redis: Redis, namespace: str, max_deliveries: int = 5, ttl_s: int = 86_400) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.max_deliveries = max_deliveries
+        self.ttl_s = ttl_s
+
+    def key(self, message: AbstractIncomingMessage) -> str:
+        identity = message.message_id or hashlib.sha256(message.body).hexdigest()
+        return f"{self.namespace}:deliveries:{identity}"
+
+    async def exceeded(self, message: AbstractIncomingMessage) -> int | None:
+        """The number of deliveries when it is over the maximum, else None."""
+        if not message.redelivered:
+            return None
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(self.key(message))
+                pipe.expire(self.key(message), self.ttl_s)
+                redeliveries, _ = await pipe.execute()
+        except RedisError as exc:  # a guard, not a gate: never block work on it
+            log.warning("cannot count deliveries", extra={"error": str(exc), "id": message.message_id})
+            return None
+        deliveries = int(redeliveries) + 1
+        return deliveries if deliveries > self.max_deliveries else None

@@ -8,7 +8,7 @@ import logging
 from parley_common.amqp import connect
 from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters
+from parley_common.dead_letters import DeadLetters, Deliveries
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
@@ -95,6 +95,7 @@ async def serve(stop: asyncio.Event) -> None:
         media_refs=MediaRefs(media, settings.media_prompt_delivery),
         image_turns=ImageTurns(media),
         dead_letters=DeadLetters(publish_channel, topology),
+        deliveries=Deliveries(redis, settings.namespace),
     )
     completions = await declare_completions_queue(topology, consume_channel)
     completions_tag = await completions.consume(

@@ -15,7 +15,7 @@ from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.context import ContextPlan, plan_context_async, prompt_token_budget
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters
+from parley_common.dead_letters import DeadLetters, Deliveries
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight
@@ -75,9 +75,11 @@ class ChatRequestConsumer:
         media_refs: MediaRefs,
         image_turns: ImageTurns,
         dead_letters: DeadLetters,
+        deliveries: Deliveries,
     ) -> None:
         self.settings = settings
         self.dead_letters = dead_letters
+        self.deliveries = deliveries
         self.topology = topology
         self.history = history
         self.router = router
@@ -110,6 +112,10 @@ class ChatRequestConsumer:
             except PoisonMessage as exc:
                 # To the dead-letter queue with the reason, never redelivered.
                 await self.dead_letters.bury(message, self.topology.requests_queue, str(exc))
+                return
+            if (count := await self.deliveries.exceeded(message)) is not None:
+                reason = f"delivered {count} times without being acknowledged: its handling stops the orchestrator"
+                await self.dead_letters.bury(message, self.topology.requests_queue, reason)
                 return
             stream = ResponseStream(
                 channel=self.reply_channel,

@@ -9,7 +9,7 @@ import httpx
 
 from parley_common.amqp import connect
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters
+from parley_common.dead_letters import DeadLetters, Deliveries
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.models import ModelRegistry
@@ -124,6 +124,7 @@ async def serve(stop: asyncio.Event) -> None:
         events_exchange=events_exchange,
         in_flight=in_flight,
         dead_letters=DeadLetters(publish_channel, topology),
+        deliveries=Deliveries(redis, settings.namespace),
     )
     control_queue = await topology.declare_control_queue(control_channel)
     await control_queue.consume(consumer.on_control)

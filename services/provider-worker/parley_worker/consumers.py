@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters
+from parley_common.dead_letters import DeadLetters, Deliveries
 from parley_common.lifecycle import InFlight
 from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND
 from parley_common.models import ModelRegistry
@@ -72,8 +72,10 @@ class ProviderJobConsumer:
         events_exchange: AbstractExchange,
         in_flight: InFlight,
         dead_letters: DeadLetters,
+        deliveries: Deliveries,
     ) -> None:
         self.dead_letters = dead_letters
+        self.deliveries = deliveries
         self.providers = providers
         self.registry = registry
         self.topology = topology
@@ -132,6 +134,11 @@ class ProviderJobConsumer:
                     raise PoisonMessage(f"this worker does not serve provider {job.provider!r}")
             except PoisonMessage as exc:
                 await self.dead_letters.bury(message, message.routing_key or "", str(exc))
+                return
+            if (count := await self.deliveries.exceeded(message)) is not None:
+                # A worker that died mid-job is redelivered once or twice; this one keeps killing them.
+                reason = f"delivered {count} times without being acknowledged: its handling stops the worker"
+                await self.dead_letters.bury(message, message.routing_key or "", reason)
                 return
             task = asyncio.current_task()
             assert task is not None
