@@ -76,6 +76,19 @@ async def test_a_message_may_carry_my_image_but_not_someone_elses(
     )
 
 
+async def test_a_drafts_token_count_includes_its_images(client: httpx.AsyncClient, bob: httpx.AsyncClient) -> None:
+    media_id = await upload_photo(client, photo_jpeg(1600, 1200, 1))
+    draft = {"content": "What is in this photo?", "model": "demo"}
+    plain = (await client.post("/v1/tokens/count", json=draft)).json()
+    high = (await client.post("/v1/tokens/count", json={**draft, "media_ids": [media_id]})).json()
+    low = (await client.post("/v1/tokens/count", json={**draft, "media_ids": [media_id], "image_detail": "low"})).json()
+    # The demo model counts images by OpenAI's rule: 1600x1200 is scaled to 1024x768, so
+    # 2x2 tiles of 170 tokens + 85; "low" is a flat 85.
+    assert high["input_tokens"] - plain["input_tokens"] == 765
+    assert low["input_tokens"] - plain["input_tokens"] == 85
+    assert_error(await bob.post("/v1/tokens/count", json={**draft, "media_ids": [media_id]}), 404, "media_not_found")
+
+
 async def test_a_chat_turn_can_ask_for_an_image(client: httpx.AsyncClient, conversation: str) -> None:
     frames = await send(client, conversation, content="/image a red fox in the snow")
     kinds = [f.event for f in frames]

@@ -117,6 +117,22 @@ async def collect_context(
     return CollectedContext(held, tokens, complete=False)
 
 
+def with_images(
+    messages: Sequence[chat_pb2.PromptMessage], images: Sequence[chat_pb2.ImagePart]
+) -> list[chat_pb2.PromptMessage]:
+    """The prompt with `images` added to its last user message (a new user message when it has none)."""
+    out = list(messages)
+    for index in range(len(out) - 1, -1, -1):
+        if out[index].role == "user":
+            copy = chat_pb2.PromptMessage()
+            copy.CopyFrom(out[index])
+            copy.images.extend(images)
+            out[index] = copy
+            return out
+    out.append(chat_pb2.PromptMessage(role="user", images=images))
+    return out
+
+
 __all__ = [
     "DEFAULT_HISTORY_MESSAGES",
     "DEFAULT_RESERVED_OUTPUT_TOKENS",
@@ -127,4 +143,5 @@ __all__ = [
     "collect_context",
     "left_out",
     "stored_message_tokens",
+    "with_images",
 ]

@@ -9,29 +9,13 @@ stored or sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 from parley.v1 import chat_pb2, media_pb2
 from parley_common.media_client import MediaClient
+from parley_common.prompt import with_images
 
 _DELIVERY = {"inline": media_pb2.IMAGE_DELIVERY_INLINE, "url": media_pb2.IMAGE_DELIVERY_URL}
-
-
-def with_images(
-    messages: Sequence[chat_pb2.PromptMessage], images: Sequence[chat_pb2.ImagePart]
-) -> list[chat_pb2.PromptMessage]:
-    """The prompt with `images` added to its last user message (a new user message when it has none)."""
-    out = list(messages)
-    for index in range(len(out) - 1, -1, -1):
-        if out[index].role == "user":
-            copy = chat_pb2.PromptMessage()
-            copy.CopyFrom(out[index])
-            copy.images.extend(images)
-            out[index] = copy
-            return out
-    out.append(chat_pb2.PromptMessage(role="user", images=images))
-    return out
 
 
 class MediaRefs:

@@ -7,19 +7,21 @@ counted with that model's encoding and fitted to its context window.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.v1 import history_pb2
+from parley.v1 import history_pb2, media_pb2
 from parley_common.context import plan_context_async, prompt_token_budget
 from parley_common.errors import InvalidRequest, PayloadTooLarge
+from parley_common.media_client import MediaClient
 from parley_common.model_choice import choose_model
 from parley_common.models import ModelRegistry
-from parley_common.prompt import build_prompt, collect_context
+from parley_common.prompt import build_prompt, collect_context, with_images
 
 from ..auth import current_user
+from ..schemas import MAX_MEDIA_PER_MESSAGE, MediaId
 from ..settings import GatewaySettings
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -32,6 +34,9 @@ class CountTokens(BaseModel):
     content: str
     model: str | None = Field(default=None, max_length=64)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    # Images the draft would carry (the user's own media), counted by the model's image rule.
+    media_ids: list[MediaId] = Field(default_factory=list, max_length=MAX_MEDIA_PER_MESSAGE)
+    image_detail: Literal["high", "low"] = "high"
 
 
 @router.post("/tokens/count")
@@ -82,6 +87,12 @@ async def count_tokens(
         if len(newest_first) == 1:
             await history.get_conversation(user, conversation_id)  # ownership: 404 otherwise
     prompt = build_prompt(settings.system_prompt, newest_first)
+    if body.media_ids:
+        # The same images the orchestrator would attach (their sizes are what counts); another
+        # user's media id is a 404 here as it would be when sending.
+        media: MediaClient = request.app.state.media
+        images = await media.resolve_images(user, list(body.media_ids), body.image_detail, media_pb2.IMAGE_DELIVERY_URL)
+        prompt = with_images(prompt, images)
     model = choose_model(registry, body.model or "", prompt)
     plan = await plan_context_async(
         registry,
