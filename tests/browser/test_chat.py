@@ -39,6 +39,7 @@ async def test_sign_in_and_watch_the_answer_stream_token_by_token(
     await chat.send(prompt)
     await chat.wait_for_answer_text()
     await expect(chat.last_answer()).to_have_attribute("aria-busy", "true")
+    await chat.screenshot(SCREENSHOTS / "desktop-streaming.png")
     await chat.wait_for_status("complete")
     await expect(chat.last_answer()).to_have_attribute("aria-busy", "false")
 
@@ -75,12 +76,15 @@ async def test_stop_keeps_the_partial_answer_marked_interrupted(page: Page, api:
     assert partial == saved["content"]
     await expect(page.get_by_role("button", name="Send")).to_be_enabled()
     await expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    await chat.screenshot(SCREENSHOTS / "desktop-stopped.png")
 
 
-async def test_switching_conversation_mid_stream_keeps_the_answer_in_its_own(
+async def test_switching_conversation_mid_stream_stops_the_answer_and_keeps_it_in_its_own(
     page: Page, api: httpx.AsyncClient
 ) -> None:
-    await api.post("/v1/conversations", json={"title": "Quiet conversation"})
+    quiet = (await api.post("/v1/conversations", json={"title": "Quiet conversation"})).json()["id"]
+    cancelled: list[str] = []
+    page.on("request", lambda r: cancelled.append(r.url) if r.method == "POST" and r.url.endswith("/cancel") else None)
     chat = ChatPage(page)
     await chat.sign_in(DEV_KEY)
     await chat.new_chat()
@@ -92,18 +96,34 @@ async def test_switching_conversation_mid_stream_keeps_the_answer_in_its_own(
     await chat.conversation("Quiet conversation").click()
     await expect(page.locator("#conversation-title")).to_have_text("Quiet conversation")
     await chat.record()  # from now on, every text the message list shows
-    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
-    saved = await saved_answer(api, busy)
-    # ...and the page has read that answer to its end, in the background.
+    # Leaving the conversation stopped its answer, as the Stop button does: the server saved
+    # what it had generated, marked interrupted, and the page read that answer to its end.
+    stopped = await saved_answer(api, busy, status="interrupted")
+    assert stopped["content"].startswith(seen_before_switching), "the text shown before the switch stays"
+    assert [url.split("/v1/", 1)[1] for url in cancelled] == [f"responses/{stopped['id']}/cancel"], cancelled
     await eventually(
         lambda: page.evaluate("() => sessionStorage.getItem('parley.liveResponses') === '{}'"),
-        what="the page finished reading the other answer",
+        what="the page finished reading the stopped answer",
     )
-    assert len(seen_before_switching) < len(saved["content"]), "the switch happened mid-stream"
-    assert not any("You said" in text or "switch away" in text for text in await chat.shown())
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    await expect(page.get_by_role("button", name="Stop")).to_be_disabled()
     assert await chat.messages.locator(".message").count() == 0
 
-    await page.locator(f'[data-conversation="{busy}"] button.open').click()
+    # The conversation switched to answers as usual, with none of the other one's text.
+    await chat.send("A short question for the quiet conversation")
     await chat.wait_for_status("complete")
-    assert await chat.answer_text() == saved["content"]
+    answered = await saved_answer(api, quiet)
+    assert await chat.answer_text() == answered["content"]
     await expect(chat.answers()).to_have_count(1)
+    assert not any("switch away" in text for text in await chat.shown())
+    await chat.screenshot(SCREENSHOTS / "desktop-switched.png")
+
+    # Back in the first conversation: its partial answer, exactly as saved, marked interrupted.
+    await chat.record()
+    await page.locator(f'[data-conversation="{busy}"] button.open').click()
+    await expect(page.locator("#conversation-title")).to_contain_text("Please explain")
+    await chat.wait_for_status("interrupted")
+    await expect(chat.last_answer().locator(".meta")).to_contain_text("Interrupted")
+    assert await chat.answer_text() == stopped["content"]
+    await expect(chat.answers()).to_have_count(1)
+    assert not any("quiet conversation" in text for text in await chat.shown())

@@ -33,17 +33,23 @@ async def test_too_many_streams_and_a_vanished_conversation_are_shown(page: Page
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as erin:
             first = (await erin.post("/v1/conversations", json={"title": "First"})).json()["id"]
             second = (await erin.post("/v1/conversations", json={"title": "Second"})).json()["id"]
+            # Another device holds the only slot (leaving a conversation here would stop its answer).
+            held = await erin.send(
+                erin.build_request(
+                    "POST", f"/v1/conversations/{first}/messages", json={"content": PROMPT + " (hold the only slot)"}
+                ),
+                stream=True,
+            )
+            assert held.status_code == 200
             chat = ChatPage(page)
             await chat.sign_in(key, path=f"{base}/#{first}")
-            await chat.send(PROMPT + " (hold the only slot)")
-            await chat.wait_for_answer_text()
-
             await chat.conversation("Second").click()
             await chat.send("May I have a second answer at once?")
             await expect(chat.notice).to_contain_text("too_many_streams")
             await expect(chat.messages.locator(".message.user .meta")).to_have_text("Not sent")
             await chat.wait_for_status("failed")
             await chat.screenshot(SCREENSHOTS / "desktop-too-many-streams.png")
+            await held.aclose()
 
             assert (await erin.delete(f"/v1/conversations/{second}")).status_code == 204
             await page.get_by_role("button", name="Rename “Second”").click()

@@ -11,7 +11,7 @@ from playwright.async_api import Page, Request, expect
 from parley_dev.stack import Stack
 
 from .chat_page import ChatPage, saved_answer
-from .conftest import DEV_KEY
+from .conftest import DEV_KEY, SCREENSHOTS
 from .test_chat import PROMPT
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -67,6 +67,8 @@ async def test_a_reload_mid_stream_picks_the_answer_up_again(page: Page, api: ht
     await page.reload()
 
     await expect(chat.messages.locator(".message.user")).to_have_count(1)
+    await chat.wait_for_answer_text()  # the answer shows again, and goes on
+    await chat.screenshot(SCREENSHOTS / "desktop-resumed.png")
     await chat.wait_for_status("complete")
     saved = await saved_answer(api, await chat.current_conversation_id())
     assert await chat.answer_text() == saved["content"]

@@ -208,7 +208,9 @@ function titleOf(id) {
   return conversations.get(id)?.title || UNTITLED;
 }
 
+/** Opens a conversation. Leaving one whose answer is still being generated stops that answer. */
 async function openConversation(id) {
+  if (currentId !== null && currentId !== id) stopAnswer(currentId);
   currentId = id;
   history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   saved?.opened(id);
@@ -415,6 +417,20 @@ function track(stream) {
   stream.run();
 }
 
+/**
+ * Asks the server to stop the answer being generated in conversation `id` (the Stop button, or
+ * leaving the conversation). Its stream reads on to the end, so the partial answer it keeps,
+ * marked interrupted, is the text the server saved.
+ */
+function stopAnswer(id) {
+  const stream = streams.get(id);
+  if (!stream || stream.finished) return;
+  stream.stop().catch((error) => {
+    const where = currentId === id ? "" : `In “${titleOf(id)}”: `;
+    showNotice(error, where);
+  });
+}
+
 function resumeLiveResponses() {
   for (const [responseId, entry] of Object.entries(session.liveResponses())) {
     if (!streams.has(entry.conversationId)) track(new ResponseStream(api, { ...entry, responseId }));
@@ -577,9 +593,7 @@ input.addEventListener("keydown", (event) => {
     byId("composer").requestSubmit();
   }
 });
-byId("stop").addEventListener("click", () => {
-  streams.get(currentId)?.stop().catch((error) => showNotice(error));
-});
+byId("stop").addEventListener("click", () => stopAnswer(currentId));
 window.addEventListener("online", () => {
   for (const stream of streams.values()) stream.retryNow();
   updateConnection();
