@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.async_api import BrowserContext, Page, Request, Route, expect
 
 from parley_dev.stack import Stack
@@ -146,3 +149,39 @@ async def test_the_remaining_monthly_budget_matches_the_api_and_goes_down_after_
     await ChatPage(other).sign_in(FRANK_KEY)
     await expect(other.locator("#budget")).to_have_text("No monthly limit")
     await other.close()
+
+
+async def test_an_attached_image_is_counted_in_the_estimate(page: Page, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    chat = ChatPage(page)
+    await chat.sign_in(DEV_KEY)
+    await chat.new_chat()
+    counted_requests: list[dict[str, Any]] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/v1/tokens/count"):
+            counted_requests.append(json.loads(request.post_data or "{}"))
+
+    page.on("request", on_request)
+    draft = "What is in this picture?"
+    await chat.composer.fill(draft)
+    estimate = page.locator("#estimate")
+    await expect(estimate).not_to_be_empty()
+    without = (await api.post("/v1/tokens/count", json={"content": draft})).json()
+    await expect(estimate).to_have_text(count_text(without))
+
+    picture = tmp_path / "wide.png"
+    Image.new("RGB", (1600, 1200), (30, 90, 160)).save(picture)
+    await chat.attach(picture)
+
+    async def counts_with_the_image() -> list[dict[str, Any]]:
+        return [r for r in counted_requests if r.get("media_ids")]
+
+    with_image = await eventually(counts_with_the_image, what="a count with the image")
+    body = with_image[-1]
+    assert body["content"] == draft and len(body["media_ids"]) == 1
+    counted = (await api.post("/v1/tokens/count", json=body)).json()
+    assert counted["input_tokens"] > without["input_tokens"] + 80, "the image's tokens are in the count"
+    await expect(estimate).to_have_text(count_text(counted))
+    # Removing the image takes its tokens out again.
+    await chat.attachments().first.get_by_role("button", name=re.compile("Remove")).click()
+    await expect(estimate).to_have_text(count_text(without))

@@ -52,7 +52,10 @@ const attachments = new Attachments({
   dropZone: byId("composer"),
   pasteTarget: input,
 });
-attachments.addEventListener("change", () => updateComposer());
+attachments.addEventListener("change", () => {
+  updateComposer();
+  estimate.refresh(); // an image uploaded or removed changes what the draft costs
+});
 const budget = new BudgetView(byId("budget"));
 const estimate = new DraftEstimate({
   input,
@@ -60,7 +63,8 @@ const estimate = new DraftEstimate({
   modelSelect: byId("model"),
   output: byId("estimate"),
   count: (draft, signal) => api.countTokens(draft, signal),
-  context: () => (api ? { conversation_id: currentId, model: pickedModel() } : null),
+  context: () =>
+    api ? { conversation_id: currentId, model: pickedModel(), media_ids: attachments.uploadedIds() } : null,
 });
 
 // notices

@@ -149,6 +149,11 @@ export class Attachments extends EventTarget {
     this.changed();
   }
 
+  /** The ids of the images uploaded so far (what the draft would carry if sent now). */
+  uploadedIds() {
+    return this.items.filter((item) => item.status === "done").map((item) => item.media.id);
+  }
+
   /** The uploaded media for the message being sent; the composer is emptied. */
   take() {
     const done = this.items.filter((item) => item.status === "done");

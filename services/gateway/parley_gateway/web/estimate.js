@@ -67,6 +67,7 @@ export class DraftEstimate {
     const draft = { content };
     if (context.conversation_id) draft.conversation_id = context.conversation_id;
     if (context.model) draft.model = context.model;
+    if (context.media_ids?.length) draft.media_ids = context.media_ids;
     const controller = new AbortController();
     this.controller = controller;
     try {
