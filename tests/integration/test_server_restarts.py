@@ -91,6 +91,11 @@ async def test_redis_restarted_mid_stream(
     await asyncio.to_thread(ensure_local, local_servers.redis_url)  # starts it and waits until it answers
     assert reachable(local_servers.redis_url)
     assert (await client.get("/readyz")).status_code == 200
+    # This Redis keeps nothing across a restart (no persistence): the replay log of the turn
+    # that ran through it is gone, and a resume says so clearly instead of hanging.
+    response_id = ended[0].data["response_id"]
+    resumed = await client.get(f"/v1/responses/{response_id}/events", headers={"Last-Event-ID": "1"})
+    assert resumed.status_code == 404 and resumed.json()["error"]["code"] == "response_not_found"
     async with client.stream(
         "POST", f"/v1/conversations/{conversation}/messages", json={"content": "redis is back"}
     ) as r:
