@@ -22,6 +22,7 @@ from parley_common.tokens import counter_for
 from parley_dev.fake_providers import fake_provider_process
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
+from parley_orchestrator.budgets import ProviderBudget
 
 from .sse import Frame, frames, read_all, text_of
 
@@ -67,6 +68,9 @@ def registry(fake_url: str) -> dict[str, Any]:
             "blocked": fake_model("blocked-test", requests_per_minute=1),
             # Room for the system prompt and a few short turns, 100 tokens kept for the answer.
             "narrow": fake_model("narrow-test", context_window=300, max_output_tokens=100),
+            # A limited model that falls back to one with a single request a minute.
+            "busy": fake_model("busy-test", requests_per_minute=100, fallbacks=["spare"]),
+            "spare": fake_model("spare-test", requests_per_minute=1),
         },
         "routing": {"simple": "fake-mini", "strong": "demo", "simple_max_chars": 80, "simple_max_history": 2},
     }
@@ -349,3 +353,32 @@ async def test_a_deterministic_request_is_answered_from_the_cache_without_a_prov
     creative = await api.post("/v1/chat/completions", json={**body, "temperature": 0.7})
     assert creative.status_code == 200
     assert len(await provider_calls(seen)) == 2, "only temperature 0 is served from the cache"
+
+
+async def test_a_fallback_model_is_budgeted_like_a_first_choice(
+    bstack: Stack, api: httpx.AsyncClient, seen: httpx.AsyncClient, infra: Infra
+) -> None:
+    redis = Redis.from_url(infra.redis_url)
+    budget = ProviderBudget(redis, bstack.config.namespace)
+    try:
+        key = uuid.uuid4().hex[:8]
+        first = await turn(api, f'overloaded [[fake {{"status": 529, "times": 1, "key": "{key}a"}}]]', "busy")
+        assert first[-1].event == "done", first[-1]
+        meta = next(f for f in first if f.event == "meta")
+        assert (meta.data["model"], meta.data["fallback_from"]) == ("spare", "busy")
+        usage = next(f for f in first if f.event == "usage").data
+        # The answer's usage is counted against the model that gave it; the model that was
+        # overloaded keeps nothing reserved for it.
+        spare = await budget.state("spare")
+        assert (spare.requests, spare.tokens) == (1, usage["input_tokens"] + usage["output_tokens"])
+        assert (await budget.state("busy")).requests == 0
+        # The spare model's one request a minute is used: the next fallback waits in line for
+        # it (the client is told), and gives up after the maximum wait without calling it.
+        calls_before = len(await provider_calls(seen))
+        second = await turn(api, f'again [[fake {{"status": 529, "times": 1, "key": "{key}b"}}]]', "busy")
+        assert "queued" in [f.event for f in second]
+        assert second[-1].event == "error" and second[-1].data["code"] == "provider_budget_timeout"
+        calls = (await provider_calls(seen))[calls_before:]
+        assert [c["model"] for c in calls] == ["busy-test"], "the spare model was not called over its budget"
+    finally:
+        await redis.aclose()

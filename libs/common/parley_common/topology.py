@@ -30,6 +30,12 @@ class Topology:
         return f"{self.namespace}.orchestrator.requests"
 
     @property
+    def fallbacks_queue(self) -> str:
+        """Provider jobs a worker hands on along their fallback chain, for the orchestrator to
+        budget and fit to the next model before they go to its provider."""
+        return f"{self.namespace}.orchestrator.fallbacks"
+
+    @property
     def events_exchange(self) -> str:
         return f"{self.namespace}.events"
 
@@ -56,6 +62,9 @@ class Topology:
 
     async def declare_requests_queue(self, channel: AbstractChannel) -> AbstractQueue:
         return await channel.declare_queue(self.requests_queue, durable=True)
+
+    async def declare_fallbacks_queue(self, channel: AbstractChannel) -> AbstractQueue:
+        return await channel.declare_queue(self.fallbacks_queue, durable=True)
 
     async def declare_provider_queue(self, channel: AbstractChannel, provider: str) -> AbstractQueue:
         return await channel.declare_queue(self.provider_queue(provider), durable=True)

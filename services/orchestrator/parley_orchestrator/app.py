@@ -26,6 +26,7 @@ from .budget_queue import BudgetQueue
 from .budgets import ProviderBudget
 from .completions import CompletionConsumer, declare_completions_queue
 from .consumers import ChatRequestConsumer
+from .fallbacks import FallbackConsumer
 from .image_turns import ImageTurns
 from .job_records import JobRecords
 from .media_refs import MediaRefs
@@ -110,6 +111,23 @@ async def serve(stop: asyncio.Event) -> None:
             in_flight=in_flight,
         )
     )
+    fallbacks = await topology.declare_fallbacks_queue(consume_channel)
+    fallbacks_tag = await fallbacks.consume(
+        FallbackConsumer(
+            settings=settings,
+            topology=topology,
+            registry=registry,
+            replay=replay,
+            budget_queue=consumer.budget_queue,
+            records=records,
+            slots=consumer.slots,
+            requests=consumer,
+            publish_channel=publish_channel,
+            reply_channel=reply_channel,
+            dead_letters=DeadLetters(publish_channel, topology),
+            in_flight=in_flight,
+        )
+    )
     queue = await topology.declare_requests_queue(consume_channel)
     consumer_tag = await queue.consume(consumer)
     log.info("ready", extra={"models": sorted(registry.models)})
@@ -123,6 +141,7 @@ async def serve(stop: asyncio.Event) -> None:
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await queue.cancel(consumer_tag)
     await completions.cancel(completions_tag)
+    await fallbacks.cancel(fallbacks_tag)
     if not await in_flight.drain(settings.shutdown_grace_s):
         log.warning("in-flight requests not finished; they will be redelivered")
     await connection.close()

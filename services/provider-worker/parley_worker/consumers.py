@@ -305,7 +305,9 @@ class ProviderJobConsumer:
         await self.finish(job, parts, usage, status, finish_reason)
 
     async def hand_to_fallback(self, job: chat_pb2.ProviderJob, err: ProviderError) -> None:
-        """Send the job to the next model of its chain, on that model's provider queue."""
+        """Hand the job to the next model of its chain: through the orchestrator, which gives
+        back this model's budget reservation, fits the prompt to the next model and waits for
+        its provider budget before sending it on (FallbackConsumer)."""
         target = job.fallbacks[0]
         spec = self.registry.models.get(target.model)
         nxt = chat_pb2.ProviderJob()
@@ -321,10 +323,10 @@ class ProviderJobConsumer:
             "falling back",
             extra={"response_id": job.response_id, "from": job.model, "to": target.model, "kind": err.kind},
         )
-        await self.topology.declare_provider_queue(self.publish_channel, target.provider)
+        await self.topology.declare_fallbacks_queue(self.publish_channel)
         await self.publish_channel.default_exchange.publish(
             envelope(nxt, message_type=PROVIDER_JOB, idempotency_key=f"{job.response_id}:{nxt.attempt}"),
-            routing_key=self.topology.provider_queue(target.provider),
+            routing_key=self.topology.fallbacks_queue,
             mandatory=True,
         )
 
