@@ -250,6 +250,21 @@ async def test_a_provider_that_never_sends_a_token_times_out(api: httpx.AsyncCli
     assert all(r["client_closed"] for r in requests), "each timed-out call was hung up"
 
 
+async def test_a_provider_that_goes_quiet_mid_answer_times_out_and_keeps_what_was_shown(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # A token every 4 s: the first arrives, then the stream is idle longer than the 1.5 s allowed.
+    conversation, response_id, got = await turn(api, "claude", 'stall [[fake {"tokens": 5, "tokens_per_s": 0.25}]]')
+    shown = text_of(got)
+    assert shown, "the first token reached the client"
+    assert got[-1].event == "error" and got[-1].data["code"] == "provider_timeout", got[-1]
+    assert got[-1].data["retryable"] is True
+    (request,) = await requests_seen(seen)
+    assert request["client_closed"] and request["tokens_sent"] < 5, "hung up, not retried after text was shown"
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["status"] == "interrupted" and answer["content"] == shown
+
+
 async def test_slow_and_very_long_answers_stream_to_the_end(api: httpx.AsyncClient) -> None:
     conversation, response_id, got = await turn(api, "local", 'long [[fake {"tokens": 1500, "tokens_per_s": 3000}]]')
     assert got[-1].event == "done"
