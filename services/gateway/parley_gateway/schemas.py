@@ -104,7 +104,7 @@ class CreateUpload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     content_type: str = Field(min_length=1, max_length=100)
     # What the client means to send; more than the limit is refused now rather than after the PUT.
-    size_bytes: int = Field(default=0, ge=0)
+    size_bytes: int = Field(default=0, ge=0, le=1_000_000_000_000)
     filename: str = Field(default="", max_length=255)
 
 
