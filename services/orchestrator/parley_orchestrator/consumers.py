@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 from opentelemetry import trace
@@ -51,6 +52,24 @@ async def replay_stored_answer(stream: ResponseStream, answer: history_pb2.Messa
     await stream.emit(usage=answer.usage)
     reason = "stop" if answer.status == history_pb2.MESSAGE_STATUS_COMPLETE else "interrupted"
     await stream.emit(done=chat_pb2.StreamDone(finish_reason=reason))
+
+
+async def run_step(step: Awaitable[bool], stream: ResponseStream, slots: StreamSlots, user_id: str) -> None:
+    """Run one orchestrator step of a turn (`step` is True once a worker has the job). A failure
+    ends the client's stream with its code; when no worker will finish the turn, the user's
+    stream slot is given back here."""
+    published = False
+    try:
+        published = await step
+    except ParleyError as err:
+        # The client learns why its turn ended; the message is done with either way.
+        log.warning("request failed", extra={"response_id": stream.response_id, "code": err.code})
+        await stream.fail(err.code, err.message, isinstance(err, Unavailable))
+    except Exception:
+        log.exception("request failed", extra={"response_id": stream.response_id})
+        await stream.fail("internal", "the request could not be processed", True)
+    if not published:
+        await slots.release(user_id, stream.response_id)
 
 
 class ChatRequestConsumer:
@@ -124,20 +143,7 @@ class ChatRequestConsumer:
                 conversation_id=request.conversation_id,
                 reply_to=request.reply_to,
             )
-            published = False
-            try:
-                published = await self.handle(request, stream)
-            except ParleyError as err:
-                # The client learns why its turn ended; the request is done with either way.
-                retryable = isinstance(err, Unavailable)
-                log.warning("request failed", extra={"response_id": request.response_id, "code": err.code})
-                await stream.fail(err.code, err.message, retryable)
-            except Exception:
-                log.exception("request failed", extra={"response_id": request.response_id})
-                await stream.fail("internal", "the request could not be processed", True)
-            if not published:
-                # No worker will finish this turn: give the user's stream slot back here.
-                await self.slots.release(request.user_id, request.response_id)
+            await run_step(self.handle(request, stream), stream, self.slots, request.user_id)
             await message.ack()
 
     async def handle(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> bool:

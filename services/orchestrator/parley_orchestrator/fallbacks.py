@@ -20,7 +20,7 @@ from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.context import plan_context_async
 from parley_common.dead_letters import DeadLetters
-from parley_common.errors import InvalidRequest, ParleyError, Unavailable
+from parley_common.errors import InvalidRequest
 from parley_common.lifecycle import InFlight
 from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog, ResponseStream
@@ -30,7 +30,7 @@ from parley_common.topology import PROVIDER_JOB, Topology
 
 from .budget_queue import BudgetQueue
 from .budgets import BudgetLimits
-from .consumers import ChatRequestConsumer
+from .consumers import ChatRequestConsumer, run_step
 from .job_records import JobRecord, JobRecords
 from .routing import Route
 from .settings import OrchestratorSettings
@@ -90,18 +90,7 @@ class FallbackConsumer:
                 conversation_id=job.conversation_id,
                 reply_to=job.reply_to,
             )
-            published = False
-            try:
-                published = await self.handle(job, stream)
-            except ParleyError as err:
-                log.warning("fallback failed", extra={"response_id": job.response_id, "code": err.code})
-                await stream.fail(err.code, err.message, isinstance(err, Unavailable))
-            except Exception:
-                log.exception("fallback failed", extra={"response_id": job.response_id})
-                await stream.fail("internal", "the request could not be processed", True)
-            if not published:
-                # No worker will finish this turn: give the user's stream slot back here.
-                await self.slots.release(job.user_id, job.response_id)
+            await run_step(self.handle(job, stream), stream, self.slots, job.user_id)
             await message.ack()
 
     async def handle(self, job: chat_pb2.ProviderJob, stream: ResponseStream) -> bool:
