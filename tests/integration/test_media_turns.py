@@ -26,6 +26,7 @@ from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
 
 from ..unit.test_media_images import photo_jpeg
+from ..unit.test_media_video import short_video
 from .conftest import DEV_KEY
 from .sse import Frame, read_all, text_of
 from .test_isolation_and_errors import assert_error
@@ -259,6 +260,35 @@ async def test_the_provider_receives_the_image_in_its_own_wire_format(
     assert small.size == (768, 1024)
     if wire == "openai":
         assert low_detail == "low"
+
+
+async def test_a_video_reaches_a_provider_as_its_poster_and_sampled_frames(
+    vision_stack: Stack, fake: FakeProviderServer
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
+    ) as alice:
+        uploaded = await alice.post("/v1/media", files={"file": ("clip.mp4", short_video(3.0), "video/mp4")})
+        assert uploaded.status_code == 201, uploaded.text
+        video = uploaded.json()
+        assert video["kind"] == "video" and (video["width"], video["height"]) == (320, 240)
+        conversation = await new_conversation(alice)
+        marker = uuid.uuid4().hex
+        frames = await send(
+            alice,
+            conversation,
+            content=f"What happens in this clip? {marker}",
+            model="vision-claude",
+            media_ids=[video["id"]],
+        )
+        assert frames[-1].event == "done", frames[-1]
+    (request,) = [r for r in await seen_requests(fake) if marker in str(r["body"])]
+    pictures = [picture for _, _, picture in images_in(request["body"], "anthropic")]
+    # The poster, then the frames sampled across the clip (this stack's media service takes 4).
+    assert len(pictures) == 5
+    assert all(p.size == (320, 240) for p in pictures), [p.size for p in pictures]
+    reds = [p.convert("RGB").getpixel((300, 200))[0] for p in pictures[1:]]  # type: ignore[index]
+    assert reds == sorted(reds) and reds[-1] - reds[0] > 100, "the frames are taken across the clip"
 
 
 async def test_another_users_media_never_reaches_a_provider(vision_stack: Stack, fake: FakeProviderServer) -> None:

@@ -76,6 +76,12 @@ def test_a_video_longer_than_allowed_is_refused() -> None:
     assert caught.value.code == "video_too_long"
 
 
+def test_a_video_with_frames_over_the_pixel_limit_is_refused() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        process_video(short_video(1.0), MP4, VideoLimits(), ImageLimits(max_pixels=320 * 240 - 1))
+    assert caught.value.code == "video_too_large"
+
+
 def test_a_broken_video_is_refused() -> None:
     data = short_video(2.0)
     with pytest.raises(InvalidRequest) as caught:
