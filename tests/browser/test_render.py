@@ -205,3 +205,23 @@ async def test_without_the_typewriter_text_appears_as_it_arrives(
     assert max(steps) >= SHORTEST_LONG_WORD, f"the words did not appear whole: {steps}"
     saved = await saved_answer(api, await chat.current_conversation_id())
     assert saved["content"] == LONG_WORDS
+
+
+async def test_the_typewriter_catches_up_when_far_behind(page: Page, api: httpx.AsyncClient) -> None:
+    # 2,000 characters arrive in one piece while the answer goes on slowly: at 5 characters a
+    # tick that would be 400 ticks (20 s) behind; the buffer works the backlog off in bigger steps.
+    burst = "x" * 2000
+    text = f"Start {burst} and then the answer goes on slowly, one word at a time, to its end."
+    chat = ChatPage(page)
+    await chat.sign_in(DEV_KEY)
+    await chat.record()
+    await ask_echo_model(chat, text, tokens_per_s=2)
+    await chat.wait_for_status("complete")
+    assert await chat.answer_text() == text
+    lengths = await chat.lengths()
+    assert lengths == sorted(lengths), f"the answer's text shrank or was replaced: {lengths}"
+    through_burst = [n for n in lengths if 6 < n <= len("Start ") + len(burst)]
+    assert len(through_burst) < 100, f"the backlog was shown 5 characters at a time: {len(through_burst)} steps"
+    assert max(steps_of(lengths)) > 40, "no catch-up step"
+    saved = await saved_answer(api, await chat.current_conversation_id())
+    assert saved["content"] == text
