@@ -27,6 +27,18 @@ def count_text(counted: Mapping[str, Any]) -> str:
     return f"{approx}{counted['input_tokens']:,} tokens · up to ${counted['cost_estimate_micros'] / 1_000_000:.4f}"
 
 
+def record_counts(page: Page) -> list[dict[str, Any]]:
+    """The bodies of the page's POST /v1/tokens/count requests, as they go out."""
+    bodies: list[dict[str, Any]] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/v1/tokens/count"):
+            bodies.append(json.loads(request.post_data or "{}"))
+
+    page.on("request", on_request)
+    return bodies
+
+
 def budget_text(headers: Mapping[str, str]) -> str:
     """The X-Budget-* headers of an API answer as the page should show them."""
     parts = []
@@ -45,13 +57,7 @@ async def test_the_draft_shows_the_token_count_and_cost_the_api_gives(page: Page
     estimate = page.locator("#estimate")
     await expect(estimate).to_be_empty()
 
-    counted_requests: list[dict[str, Any]] = []
-
-    def on_request(request: Request) -> None:
-        if request.url.endswith("/v1/tokens/count"):
-            counted_requests.append(json.loads(request.post_data or "{}"))
-
-    page.on("request", on_request)
+    counted_requests = record_counts(page)
     draft = "How many tokens is this question, and what could its answer cost me?"
     await chat.composer.fill(draft)
     counted = (await api.post("/v1/tokens/count", json={"conversation_id": conversation, "content": draft})).json()
@@ -155,13 +161,7 @@ async def test_an_attached_image_is_counted_in_the_estimate(page: Page, api: htt
     chat = ChatPage(page)
     await chat.sign_in(DEV_KEY)
     await chat.new_chat()
-    counted_requests: list[dict[str, Any]] = []
-
-    def on_request(request: Request) -> None:
-        if request.url.endswith("/v1/tokens/count"):
-            counted_requests.append(json.loads(request.post_data or "{}"))
-
-    page.on("request", on_request)
+    counted_requests = record_counts(page)
     draft = "What is in this picture?"
     await chat.composer.fill(draft)
     estimate = page.locator("#estimate")

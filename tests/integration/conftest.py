@@ -11,10 +11,12 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from parley_dev.fake_providers import fake_provider_process
 from parley_dev.infra import Infra, provide
 from parley_dev.stack import Stack, StackConfig, running
 
@@ -75,3 +77,23 @@ async def conversation(client: httpx.AsyncClient) -> str:
     reply = await client.post("/v1/conversations", json={"title": "test"})
     assert reply.status_code == 201, reply.text
     return str(reply.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The fake provider server as a real process, one per test module that asks (its URL)."""
+    with fake_provider_process(tmp_path_factory.mktemp("fake") / "fake.log") as url:
+        yield url
+
+
+@pytest.fixture
+async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The fake provider's record of the calls it received (cleared per test)."""
+    async with httpx.AsyncClient(base_url=fake, timeout=10) as client:
+        await client.delete("/_fake/requests")
+        yield client
+
+
+async def provider_calls(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Every call the fake provider received since the test began, oldest first."""
+    return list((await seen.get("/_fake/requests")).json())

@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,22 +19,16 @@ from redis.asyncio import Redis
 from parley.v1 import chat_pb2
 from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
 from parley_common.tokens import counter_for
-from parley_dev.fake_providers import fake_provider_process
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
 from parley_orchestrator.budgets import ProviderBudget
 
+from .conftest import provider_calls
 from .sse import Frame, frames, read_all, text_of
 
 KEY = "pk_test_budgets_" + secrets.token_urlsafe(12)
 CAROL_KEY = "pk_test_carol_" + secrets.token_urlsafe(12)
 MAX_WAIT_S = 4
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fake_provider_process(tmp_path_factory.mktemp("fake-budgets") / "fake.log") as url:
-        yield url
 
 
 def registry(fake_url: str) -> dict[str, Any]:
@@ -120,18 +114,6 @@ def client_for(stack: Stack, key: str) -> httpx.AsyncClient:
 async def api(bstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(bstack, KEY) as client:
         yield client
-
-
-@pytest.fixture
-async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The fake provider's record of the calls it received (cleared per test)."""
-    async with httpx.AsyncClient(base_url=fake, timeout=10) as client:
-        await client.delete("/_fake/requests")
-        yield client
-
-
-async def provider_calls(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
-    return list((await seen.get("/_fake/requests")).json())
 
 
 async def new_conversation(api: httpx.AsyncClient) -> str:

@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,21 +17,15 @@ import pytest
 
 from parley_common.history_client import HistoryClient
 from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
-from parley_dev.fake_providers import fake_provider_process
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running
 
+from .conftest import provider_calls
 from .sse import Frame, read_all
 
 KEY = "pk_test_context_" + secrets.token_urlsafe(12)
 USER = "ctx-user"
 EARLIER_TURNS = 45  # 90 stored messages: more than twice the old fixed 40
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fake_provider_process(tmp_path_factory.mktemp("fake-context") / "fake.log") as url:
-        yield url
 
 
 def registry(fake_url: str) -> dict[str, Any]:
@@ -86,13 +80,6 @@ async def api(cstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fake, timeout=10) as client:
-        await client.delete("/_fake/requests")
-        yield client
-
-
 def earlier(i: int) -> tuple[str, str]:
     return f"Question {i:02d}: what about topic {i}?", f"Answer {i:02d}: topic {i} is explained here."
 
@@ -125,7 +112,7 @@ async def send(api: httpx.AsyncClient, conversation: str, content: str, model: s
 
 
 async def prompt_received(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
-    calls = (await seen.get("/_fake/requests")).json()
+    calls = await provider_calls(seen)
     assert len(calls) == 1, calls
     return list(calls[0]["body"]["messages"])
 

@@ -21,7 +21,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from parley_dev.fake_providers import FakeProviderServer
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
 
@@ -128,23 +127,10 @@ async def test_openai_sdk_generates_images(stack: Stack) -> None:
 
 
 # A stack of its own, whose worker speaks the providers' real wire formats to the fake server.
-
-
 @pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviderServer]:
-    server = FakeProviderServer()
-    await server.start()
-    yield server
-    server.request_stop()
-    await server.wait()
-
-
-@pytest.fixture(scope="module")
-async def vision_stack(
-    infra: Infra, fake: FakeProviderServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
+async def vision_stack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("vision-stack")
-    base_urls = {"openai": fake.url + "/v1", "anthropic": fake.url, "gemini": fake.url}
+    base_urls = {"openai": fake + "/v1", "anthropic": fake, "gemini": fake}
     registry = {
         "default_model": "demo",
         "providers": {
@@ -194,8 +180,8 @@ def _model(provider: str) -> dict[str, Any]:
     }
 
 
-async def seen_requests(fake: FakeProviderServer) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=fake.url) as client:
+async def seen_requests(fake: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=fake) as client:
         reply = await client.get("/_fake/requests")
     requests: list[dict[str, Any]] = reply.json()
     return requests
@@ -232,7 +218,7 @@ def images_in(body: dict[str, Any], wire: str) -> list[tuple[str, str, Image.Ima
     ("model", "wire"), [("vision-openai", "openai"), ("vision-claude", "anthropic"), ("vision-gemini", "gemini")]
 )
 async def test_the_provider_receives_the_image_in_its_own_wire_format(
-    vision_stack: Stack, fake: FakeProviderServer, model: str, wire: str
+    vision_stack: Stack, fake: str, model: str, wire: str
 ) -> None:
     async with httpx.AsyncClient(
         base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
@@ -262,9 +248,7 @@ async def test_the_provider_receives_the_image_in_its_own_wire_format(
         assert low_detail == "low"
 
 
-async def test_a_video_reaches_a_provider_as_its_poster_and_sampled_frames(
-    vision_stack: Stack, fake: FakeProviderServer
-) -> None:
+async def test_a_video_reaches_a_provider_as_its_poster_and_sampled_frames(vision_stack: Stack, fake: str) -> None:
     async with httpx.AsyncClient(
         base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
     ) as alice:
@@ -291,7 +275,7 @@ async def test_a_video_reaches_a_provider_as_its_poster_and_sampled_frames(
     assert reds == sorted(reds) and reds[-1] - reds[0] > 100, "the frames are taken across the clip"
 
 
-async def test_another_users_media_never_reaches_a_provider(vision_stack: Stack, fake: FakeProviderServer) -> None:
+async def test_another_users_media_never_reaches_a_provider(vision_stack: Stack, fake: str) -> None:
     async with (
         httpx.AsyncClient(base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as alice,
         httpx.AsyncClient(

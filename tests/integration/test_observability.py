@@ -29,7 +29,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley_dev.fake_providers import FakeProviderServer
 from parley_dev.infra import Infra, free_port
 from parley_dev.stack import Stack, StackConfig, running
 
@@ -94,15 +93,6 @@ async def collector() -> AsyncIterator[tuple[Collector, str]]:
     await task
 
 
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviderServer]:
-    server = FakeProviderServer()
-    await server.start()
-    yield server
-    server.request_stop()
-    await server.wait()
-
-
 def _model(provider: str, upstream: str) -> dict[str, object]:
     return {
         "provider": provider,
@@ -118,13 +108,13 @@ def _model(provider: str, upstream: str) -> dict[str, object]:
 async def ostack(
     infra: Infra,
     collector: tuple[Collector, str],
-    fake: FakeProviderServer,
+    fake: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("otel-stack")
     registry = {
         "default_model": "demo",
-        "providers": {"demo": {"kind": "demo"}, "fake-openai": {"kind": "openai", "base_url": fake.url + "/v1"}},
+        "providers": {"demo": {"kind": "demo"}, "fake-openai": {"kind": "openai", "base_url": fake + "/v1"}},
         "models": {"demo": _model("demo", "parley-demo-1"), "fake": _model("fake-openai", "fake-1")},
     }
     models_file = workdir / "models.yaml"
@@ -298,7 +288,7 @@ async def test_a_request_refused_with_429_counts_as_a_budget_rejection(ostack: S
     assert after == before + refused
 
 
-async def test_a_failed_provider_call_counts_as_a_provider_error(ostack: Stack, fake: FakeProviderServer) -> None:
+async def test_a_failed_provider_call_counts_as_a_provider_error(ostack: Stack, fake: str) -> None:
     worker_metrics = f"http://127.0.0.1:{ostack.metrics_ports['provider-worker']}/metrics"
     async with httpx.AsyncClient(
         base_url=ostack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30

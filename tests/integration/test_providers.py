@@ -11,26 +11,21 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from parley_dev.fake_providers import answer_tokens, fake_provider_process
+from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running
 
+from .conftest import provider_calls
 from .sse import Frame, frames, read_all, text_of
 
 KEY = "pk_test_providers_" + secrets.token_urlsafe(12)
 PRICES = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 10.0}
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fake_provider_process(tmp_path_factory.mktemp("fake") / "fake.log") as url:
-        yield url
 
 
 def registry(fake_url: str) -> dict[str, Any]:
@@ -104,14 +99,6 @@ async def api(pstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The fake's record of the requests it received (cleared per test)."""
-    async with httpx.AsyncClient(base_url=fake, timeout=10) as client:
-        await client.delete("/_fake/requests")
-        yield client
-
-
 async def turn(api: httpx.AsyncClient, model: str, content: str) -> tuple[str, str, list[Frame]]:
     conversation = (await api.post("/v1/conversations", json={})).json()["id"]
     async with api.stream(
@@ -132,10 +119,6 @@ async def stored_answer(api: httpx.AsyncClient, conversation: str, response_id: 
         await asyncio.sleep(0.05)
 
 
-async def requests_seen(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
-    return list((await seen.get("/_fake/requests")).json())
-
-
 @pytest.mark.parametrize(
     ("model", "fmt"), [("gpt", "openai"), ("claude", "anthropic"), ("gemini", "gemini"), ("local", "openai")]
 )
@@ -148,7 +131,7 @@ async def test_each_wire_format_streams_the_providers_answer_with_its_usage(
     expected = "".join(answer_tokens(f"Tell me about {model}"))
     assert text_of(got) == expected
     assert sum(f.event == "delta" for f in got) > 3, "token by token"
-    (request,) = await requests_seen(seen)
+    (request,) = await provider_calls(seen)
     assert request["format"] == fmt and request["model"] == {"local": "llama-test"}.get(model, f"{model}-test")
     assert request["auth"] is (model != "local"), "keys go where configured, nowhere else"
     usage = next(f.data for f in got if f.event == "usage")
@@ -164,7 +147,7 @@ async def test_429_with_retry_after_is_waited_out_and_retried(api: httpx.AsyncCl
     start = time.monotonic()
     _, _, got = await turn(api, "gpt", f"rate limited {directive}")
     assert got[-1].event == "done" and got[0].data["model"] == "gpt"
-    requests = await requests_seen(seen)
+    requests = await provider_calls(seen)
     assert [r["status"] for r in requests] == [429, 200]
     assert requests[1]["seen_at"] - requests[0]["seen_at"] >= 0.45, "retry-after was honoured"
     assert time.monotonic() - start >= 0.45
@@ -176,7 +159,7 @@ async def test_a_server_error_before_the_first_token_is_retried(
 ) -> None:
     _, _, got = await turn(api, "gemini", f'flaky [[fake {{"status": {status}, "times": 1, "key": "s{status}"}}]]')
     assert got[-1].event == "done"
-    assert [r["status"] for r in await requests_seen(seen)] == [status, 200]
+    assert [r["status"] for r in await provider_calls(seen)] == [status, 200]
 
 
 async def test_an_overloaded_model_falls_back_and_meta_says_so(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
@@ -184,7 +167,7 @@ async def test_an_overloaded_model_falls_back_and_meta_says_so(api: httpx.AsyncC
     meta = got[0].data
     assert got[0].event == "meta" and meta["model"] == "claude" and meta["fallback_from"] == "gpt"
     assert got[-1].event == "done" and text_of(got)
-    formats = [(r["format"], r["status"]) for r in await requests_seen(seen)]
+    formats = [(r["format"], r["status"]) for r in await provider_calls(seen)]
     assert formats == [("openai", 529), ("anthropic", 200)], "an overloaded provider is not retried: the next model is"
     assert (await stored_answer(api, conversation, response_id))["model"] == "claude"
 
@@ -203,7 +186,7 @@ async def test_context_too_long_is_trimmed_and_retried_once(api: httpx.AsyncClie
     ) as r:
         got = await read_all(r)
     assert got[-1].event == "done"
-    first, second = await requests_seen(seen)
+    first, second = await provider_calls(seen)
     assert first["status"] == 400 and second["status"] == 200
     assert len(second["body"]["messages"]) < len(first["body"]["messages"])
 
@@ -217,7 +200,7 @@ async def test_context_too_long_every_time_is_a_clear_error(api: httpx.AsyncClie
 async def test_bad_credentials_are_not_retried(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
     _, _, got = await turn(api, "gemini", 'who are you [[fake {"status": 401}]]')
     assert got[-1].event == "error" and got[-1].data["code"] == "provider_auth_failed"
-    assert len(await requests_seen(seen)) == 1
+    assert len(await provider_calls(seen)) == 1
 
 
 async def test_a_connection_dropped_mid_stream_ends_with_a_retryable_error_and_keeps_the_partial(
@@ -227,7 +210,7 @@ async def test_a_connection_dropped_mid_stream_ends_with_a_retryable_error_and_k
     assert got[-1].event == "error" and got[-1].data["retryable"] is True
     partial = text_of(got)
     assert sum(f.event == "delta" for f in got) == 4
-    assert len(await requests_seen(seen)) == 1, "never retried after text was shown"
+    assert len(await provider_calls(seen)) == 1, "never retried after text was shown"
     answer = await stored_answer(api, conversation, response_id)
     assert answer["status"] == "interrupted" and answer["content"] == partial
 
@@ -238,14 +221,14 @@ async def test_an_error_event_mid_stream_is_not_retried(api: httpx.AsyncClient, 
     )
     assert got[-1].event == "error" and got[-1].data["code"] == "provider_overloaded"
     assert sum(f.event == "delta" for f in got) == 3
-    assert len(await requests_seen(seen)) == 1
+    assert len(await provider_calls(seen)) == 1
     assert (await stored_answer(api, conversation, response_id))["status"] == "interrupted"
 
 
 async def test_a_provider_that_never_sends_a_token_times_out(api: httpx.AsyncClient, seen: httpx.AsyncClient) -> None:
     _, _, got = await turn(api, "gemini", 'hang [[fake {"first_token_delay": 30}]]')
     assert got[-1].event == "error" and got[-1].data["code"] == "provider_timeout"
-    requests = await requests_seen(seen)
+    requests = await provider_calls(seen)
     assert len(requests) == 3, "the first try and two retries"
     assert all(r["client_closed"] for r in requests), "each timed-out call was hung up"
 
@@ -259,7 +242,7 @@ async def test_a_provider_that_goes_quiet_mid_answer_times_out_and_keeps_what_wa
     assert shown, "the first token reached the client"
     assert got[-1].event == "error" and got[-1].data["code"] == "provider_timeout", got[-1]
     assert got[-1].data["retryable"] is True
-    (request,) = await requests_seen(seen)
+    (request,) = await provider_calls(seen)
     assert request["client_closed"] and request["tokens_sent"] < 5, "hung up, not retried after text was shown"
     answer = await stored_answer(api, conversation, response_id)
     assert answer["status"] == "interrupted" and answer["content"] == shown
@@ -297,7 +280,7 @@ async def test_cancel_closes_the_upstream_connection_and_keeps_the_partial_answe
     assert got[-1].event == "done" and got[-1].data["finish_reason"] == "cancelled"
     deadline = time.monotonic() + 5
     while True:
-        (request,) = await requests_seen(seen)
+        (request,) = await provider_calls(seen)
         if request["client_closed"] or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
@@ -317,7 +300,7 @@ async def test_a_server_error_that_outlasts_the_retries_falls_back_to_the_next_m
     meta = got[0].data
     assert got[0].event == "meta" and meta["model"] == "claude" and meta["fallback_from"] == "gpt"
     assert got[-1].event == "done" and text_of(got) == "".join(answer_tokens("still broken"))
-    formats = [(r["format"], r["status"]) for r in await requests_seen(seen)]
+    formats = [(r["format"], r["status"]) for r in await provider_calls(seen)]
     assert formats == [("openai", 500)] * 3 + [("anthropic", 200)], "the first try and two retries, then the fallback"
     answer = await stored_answer(api, conversation, response_id)
     assert answer["model"] == "claude" and answer["status"] == "complete"
@@ -331,7 +314,7 @@ async def test_a_turn_that_fails_before_any_token_is_stored_as_failed_with_its_e
     assert not any(f.event == "delta" for f in got)
     assert got[-1].event == "error"
     assert got[-1].data["code"] == "provider_error" and got[-1].data["retryable"] is True
-    assert [r["status"] for r in await requests_seen(seen)] == [500] * 3
+    assert [r["status"] for r in await provider_calls(seen)] == [500] * 3
     answer = await stored_answer(api, conversation, response_id)
     assert answer["status"] == "failed" and answer["content"] == "" and answer["model"] == "gemini"
 
@@ -346,5 +329,5 @@ async def test_a_model_served_at_its_own_base_url_is_called_there(
         got = await read_all(r)
     assert got[-1].event == "done", got[-1]
     assert got[0].data["model"] == "vllm" and text_of(got)
-    (request,) = await requests_seen(seen)
+    (request,) = await provider_calls(seen)
     assert request["model"] == "qwen-test", "the model's own server got the call, not its provider's"
