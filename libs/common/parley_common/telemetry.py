@@ -9,6 +9,7 @@ OTLP/HTTP only when PARLEY_OTLP_ENDPOINT is set, so the default costs no network
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -55,6 +56,11 @@ def inject_headers(headers: dict[str, Any]) -> dict[str, Any]:
 def extract_context(headers: Mapping[str, Any] | None) -> context.Context:
     carrier = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (headers or {}).items()}
     return propagate.extract(carrier)
+
+
+def consumer_span(scope: str, name: str, headers: Mapping[str, Any] | None) -> AbstractContextManager[trace.Span]:
+    """The span of handling one message, a child of the trace its headers carry."""
+    return tracer(scope).start_as_current_span(name, context=extract_context(headers), kind=trace.SpanKind.CONSUMER)
 
 
 def grpc_metadata() -> list[tuple[str, str]]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 
 from aio_pika.abc import AbstractIncomingMessage
-from opentelemetry import trace
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, open_envelope
 from parley_common.dead_letters import DeadLetters
 from parley_common.errors import NotFound
 from parley_common.lifecycle import InFlight
-from parley_common.telemetry import extract_context, tracer
+from parley_common.telemetry import consumer_span
 from parley_common.topology import RESPONSE_COMPLETED
 
 from .store import HistoryStore
@@ -40,11 +39,7 @@ class CompletionConsumer:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         with (
             self.in_flight,
-            tracer(__name__).start_as_current_span(
-                "history.persist_response",
-                context=extract_context(message.headers),
-                kind=trace.SpanKind.CONSUMER,
-            ),
+            consumer_span(__name__, "history.persist_response", message.headers),
         ):
             try:
                 event = open_envelope(message, chat_pb2.ResponseCompleted, RESPONSE_COMPLETED)

@@ -112,22 +112,7 @@ async def serve(stop: asyncio.Event) -> None:
         )
     )
     fallbacks = await topology.declare_fallbacks_queue(consume_channel)
-    fallbacks_tag = await fallbacks.consume(
-        FallbackConsumer(
-            settings=settings,
-            topology=topology,
-            registry=registry,
-            replay=replay,
-            budget_queue=consumer.budget_queue,
-            records=records,
-            slots=consumer.slots,
-            requests=consumer,
-            publish_channel=publish_channel,
-            reply_channel=reply_channel,
-            dead_letters=DeadLetters(publish_channel, topology),
-            in_flight=in_flight,
-        )
-    )
+    fallbacks_tag = await fallbacks.consume(FallbackConsumer(consumer))
     queue = await topology.declare_requests_queue(consume_channel)
     consumer_tag = await queue.consume(consumer)
     log.info("ready", extra={"models": sorted(registry.models)})

@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
-from opentelemetry import trace
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
@@ -23,7 +22,7 @@ from parley_common.lifecycle import InFlight
 from parley_common.prompt import build_prompt
 from parley_common.replay import ReplayLog, ResponseStream
 from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import extract_context, tracer
+from parley_common.telemetry import consumer_span
 from parley_common.topology import (
     CHAT_REQUEST,
     PROVIDER_JOB,
@@ -120,11 +119,7 @@ class ChatRequestConsumer:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         with (
             self.in_flight,
-            tracer(__name__).start_as_current_span(
-                "orchestrator.handle_request",
-                context=extract_context(message.headers),
-                kind=trace.SpanKind.CONSUMER,
-            ),
+            consumer_span(__name__, "orchestrator.handle_request", message.headers),
         ):
             try:
                 request = open_envelope(message, chat_pb2.ChatRequest, CHAT_REQUEST)
@@ -340,12 +335,16 @@ class ChatRequestConsumer:
             dropped_messages=plan.fit.dropped_messages,
             truncated_messages=plan.fit.truncated_messages,
         )
-        if route.spec.provider not in self.declared_providers:
-            await self.topology.declare_provider_queue(self.publish_channel, route.spec.provider)
-            self.declared_providers.add(route.spec.provider)
+        await self.send_to_provider(job, idempotency_key=request.response_id)
+        return True
+
+    async def send_to_provider(self, job: chat_pb2.ProviderJob, idempotency_key: str) -> None:
+        """Publish `job` on its provider's queue (declared the first time this process uses it)."""
+        if job.provider not in self.declared_providers:
+            await self.topology.declare_provider_queue(self.publish_channel, job.provider)
+            self.declared_providers.add(job.provider)
         await self.publish_channel.default_exchange.publish(
-            envelope(job, message_type=PROVIDER_JOB, idempotency_key=request.response_id),
-            routing_key=self.topology.provider_queue(route.spec.provider),
+            envelope(job, message_type=PROVIDER_JOB, idempotency_key=idempotency_key),
+            routing_key=self.topology.provider_queue(job.provider),
             mandatory=True,
         )
-        return True

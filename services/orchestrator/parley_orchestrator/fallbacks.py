@@ -13,70 +13,42 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from opentelemetry import trace
+from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.amqp import PoisonMessage, open_envelope
 from parley_common.context import plan_context_async
-from parley_common.dead_letters import DeadLetters
 from parley_common.errors import InvalidRequest
-from parley_common.lifecycle import InFlight
-from parley_common.models import ModelRegistry
-from parley_common.replay import ReplayLog, ResponseStream
-from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import extract_context, tracer
-from parley_common.topology import PROVIDER_JOB, Topology
+from parley_common.replay import ResponseStream
+from parley_common.telemetry import consumer_span
+from parley_common.topology import PROVIDER_JOB
 
-from .budget_queue import BudgetQueue
 from .budgets import BudgetLimits
 from .consumers import ChatRequestConsumer, run_step
-from .job_records import JobRecord, JobRecords
+from .job_records import JobRecord
 from .routing import Route
-from .settings import OrchestratorSettings
 
 log = logging.getLogger(__name__)
 
 
 class FallbackConsumer:
-    def __init__(
-        self,
-        *,
-        settings: OrchestratorSettings,
-        topology: Topology,
-        registry: ModelRegistry,
-        replay: ReplayLog,
-        budget_queue: BudgetQueue,
-        records: JobRecords,
-        slots: StreamSlots,
-        requests: ChatRequestConsumer,
-        publish_channel: AbstractChannel,
-        reply_channel: AbstractChannel,
-        dead_letters: DeadLetters,
-        in_flight: InFlight,
-    ) -> None:
-        self.settings = settings
-        self.topology = topology
-        self.registry = registry
-        self.replay = replay
-        self.budget_queue = budget_queue
-        self.records = records
-        self.slots = slots
+    def __init__(self, requests: ChatRequestConsumer) -> None:
+        """`requests`: the chat request consumer of this process, whose budgets, job records,
+        stream slots, channels and dead-letter queue a fallback shares."""
         self.requests = requests
-        self.publish_channel = publish_channel
-        self.reply_channel = reply_channel
-        self.dead_letters = dead_letters
-        self.in_flight = in_flight
-        self.declared_providers: set[str] = set()
+        self.dead_letters = requests.dead_letters
+        self.settings = requests.settings
+        self.topology = requests.topology
+        self.registry = requests.router.registry
+        self.budget_queue = requests.budget_queue
+        self.records = requests.records
+        self.slots = requests.slots
+        self.in_flight = requests.in_flight
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         with (
             self.in_flight,
-            tracer(__name__).start_as_current_span(
-                "orchestrator.fallback",
-                context=extract_context(message.headers),
-                kind=trace.SpanKind.CONSUMER,
-            ),
+            consumer_span(__name__, "orchestrator.fallback", message.headers),
         ):
             try:
                 job = open_envelope(message, chat_pb2.ProviderJob, PROVIDER_JOB)
@@ -84,8 +56,8 @@ class FallbackConsumer:
                 await self.dead_letters.bury(message, self.topology.fallbacks_queue, str(exc))
                 return
             stream = ResponseStream(
-                channel=self.reply_channel,
-                replay=self.replay,
+                channel=self.requests.reply_channel,
+                replay=self.requests.replay,
                 response_id=job.response_id,
                 conversation_id=job.conversation_id,
                 reply_to=job.reply_to,
@@ -134,14 +106,7 @@ class FallbackConsumer:
             fitted.max_output_tokens = plan.max_output_tokens
             fitted.dropped_messages = job.dropped_messages + plan.fit.dropped_messages
             fitted.truncated_messages = job.truncated_messages + plan.fit.truncated_messages
-            if job.provider not in self.declared_providers:
-                await self.topology.declare_provider_queue(self.publish_channel, job.provider)
-                self.declared_providers.add(job.provider)
-            await self.publish_channel.default_exchange.publish(
-                envelope(fitted, message_type=PROVIDER_JOB, idempotency_key=f"{job.response_id}:{job.attempt}"),
-                routing_key=self.topology.provider_queue(job.provider),
-                mandatory=True,
-            )
+            await self.requests.send_to_provider(fitted, idempotency_key=f"{job.response_id}:{job.attempt}")
             return True
         except BaseException:
             if reserved:

@@ -21,7 +21,7 @@ from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND
 from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog, ResponseStream, is_terminal
 from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import extract_context, tracer
+from parley_common.telemetry import consumer_span, tracer
 from parley_common.topology import (
     CANCEL_RESPONSE,
     PROVIDER_JOB,
@@ -120,9 +120,7 @@ class ProviderJobConsumer:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         with (
             self.in_flight,
-            tracer(__name__).start_as_current_span(
-                "worker.run_job", context=extract_context(message.headers), kind=trace.SpanKind.CONSUMER
-            ),
+            consumer_span(__name__, "worker.run_job", message.headers),
         ):
             try:
                 job = open_envelope(message, chat_pb2.ProviderJob, PROVIDER_JOB)
