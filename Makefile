@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/parley/v1/*.proto)
 
-.PHONY: install run test unit integration browser-test browser-deps lint proto bench load lock clean k8s-check image
+.PHONY: install run test unit integration browser-test system-deps test-deps lint proto bench load lock clean k8s-check image
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,32 +15,33 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-run: install
+# `make run` with PARLEY_HISTORY_STORE=cassandra starts a local Cassandra node (var/cassandra).
+run: install system-deps
 	$(BIN)/python -m parley_dev.run
 
-test: install browser-deps lint k8s-check
+test: install test-deps lint k8s-check
 	$(BIN)/python -m pytest tests
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-integration: install
+integration: install system-deps
 	$(BIN)/python -m pytest tests/integration
 
 # The web client in headless Chromium (Debian's /usr/bin/chromium, never a downloaded browser).
 # `make test` runs these too.
-browser-test: install browser-deps
+browser-test: install test-deps
 	$(BIN)/python -m pytest tests/browser
 
-# Debian's Chromium for the browser tests, installed with apt when missing (as root); without it
-# the browser tests skip and say so.
-browser-deps:
-	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing Debian's chromium for the browser tests"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
-	    || echo "could not install chromium: the browser tests will be skipped" >&2; \
-	else echo "chromium is missing and cannot be installed here: the browser tests will be skipped" >&2; fi
+# Debian's packages the services and tests need (RabbitMQ, Redis, Java 17 and Maven for the
+# Cassandra node, and Chromium for the tests): installed with apt when missing and running as
+# root, otherwise named with the command that installs them. The tests start and stop the
+# servers themselves (testcontainers when a Docker engine answers).
+system-deps:
+	@tools/system-deps.sh run
+
+test-deps:
+	@tools/system-deps.sh test
 
 lint: install
 	$(BIN)/ruff check .
@@ -52,12 +53,12 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=libs/contracts --pyi_out=libs/contracts \
 		--grpc_python_out=libs/contracts $(PROTOS)
 
-bench: install
+bench: install system-deps
 	$(BIN)/python -m bench
 
 # A bounded load test on loopback (not in CI): 40 users, 120 conversations, 10 minutes by default
 # (LOAD_DURATION_S, LOAD_USERS; e.g. LOAD_DURATION_S=60 make load). Writes bench/results/load.json.
-load: install
+load: install system-deps
 	$(BIN)/python -m bench.load
 
 # Builds every kustomization in deploy/k8s, validates it against the Kubernetes schemas offline,
@@ -77,4 +78,4 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .cache tools/cassandra/target .pytest_cache .mypy_cache .ruff_cache

@@ -8,10 +8,32 @@ fixed example in its test.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import settings
+
+from parley_dev.cassandra import CassandraEndpoint, provide_cassandra
+from parley_dev.infra import InfraUnavailable
+from tests.required import unavailable
 
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraEndpoint]:
+    """One Cassandra cluster for the session, started on first use: CASSANDRA_CONTACT_POINTS,
+    else a container when a Docker engine answers, else a local node from Maven Central's jars
+    (tools/cassandra/pom.xml). Missing, its tests skip — or fail under PARLEY_REQUIRE."""
+    stack = contextlib.ExitStack()
+    try:
+        endpoint = stack.enter_context(provide_cassandra(tmp_path_factory.mktemp("cassandra")))
+    except InfraUnavailable as exc:
+        stack.close()
+        unavailable("cassandra", f"no Cassandra: {exc}")
+    with stack:
+        yield endpoint

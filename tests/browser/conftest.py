@@ -28,6 +28,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from parley_dev.fake_providers import FakeProviderServer
 from parley_dev.infra import Infra, provide
 from parley_dev.stack import Stack, StackConfig, running
+from tests.required import unavailable
 
 DEV_KEY = "pk_browser_" + secrets.token_urlsafe(18)
 FRANK_KEY = "pk_browser_frank_" + secrets.token_urlsafe(18)
@@ -124,7 +125,9 @@ async def stack(
 async def browser() -> AsyncIterator[Browser]:
     executable = chromium_executable()
     if executable is None:
-        pytest.skip("Chromium is not installed: `apt-get install -y chromium` (`make test` installs it as root)")
+        unavailable(
+            "browser", "Chromium is not installed: `apt-get install -y chromium` (`make test` installs it as root)"
+        )
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         yield launched

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ from parley_history.settings import HistorySettings
 from tools.k8s_check.objects import EnvVar, container_env
 from tools.k8s_check.rules import manifest_problems
 from tools.k8s_check.services import env_names, env_problems
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Manifest = dict[str, Any]
 
@@ -226,3 +230,12 @@ def test_keda_triggers_watch_the_workers_queue(queue: str, expected: str | None)
     else:
         assert any(expected in p for p in problems)
         assert any("no rabbitmq trigger on parley.provider.demo" in p for p in problems)
+
+
+def test_the_deployed_cassandra_is_the_version_the_tests_run() -> None:
+    """The node the tests start (tools/cassandra/pom.xml) is the version deploy/k8s runs."""
+    from parley_dev.cassandra import cassandra_version
+
+    manifest = (ROOT / "deploy/k8s/overlays/dev/infra/cassandra.yaml").read_text()
+    images = re.findall(r"image:\s*cassandra:(\S+)", manifest)
+    assert images == [cassandra_version()], images

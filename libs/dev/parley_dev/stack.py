@@ -155,9 +155,25 @@ class Stack:
         if self.s3 is None and "PARLEY_S3_ENDPOINT" not in self.config.extra_env:
             self.local_s3 = LocalS3(self.workdir / "s3", self.workdir / "log" / "s3.log")
             self.s3 = await asyncio.to_thread(self.local_s3.start)
+        if self.env_for("history").get("PARLEY_HISTORY_STORE") == "cassandra":
+            await self.migrate_history(timeout_s)
         for service in MODULES:
             self.start_service(service)
         await self.wait_ready(timeout_s)
+
+    async def migrate_history(self, timeout_s: float = 120.0) -> None:
+        """`python -m parley_history migrate` with the history service's settings, as a
+        deployment's migration Job would run it before the service starts."""
+        log = self.workdir / "log" / "history-migrate.log"
+        command = [sys.executable, "-m", MODULES["history"], "migrate"]
+        with log.open("ab") as out:
+            done = await asyncio.to_thread(
+                subprocess.run, command, env=self.env_for("history"), stdout=out, stderr=out, cwd=self.workdir,
+                timeout=timeout_s, check=False,
+            )  # fmt: skip
+        code = done.returncode
+        if code != 0:
+            raise RuntimeError(f"history migrate exited with {code}:\n{self.log_tail('history-migrate')}")
 
     async def wait_ready(self, timeout_s: float = 60.0, gateway_url: str | None = None) -> None:
         """Poll until every service answers: gateway /readyz, gRPC health, queue consumers."""

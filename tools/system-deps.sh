@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The machine's own packages Parley's `make run` and `make test` need, from Debian's packages:
+# installed with apt when missing and running as root, otherwise named with the command to run.
+#   tools/system-deps.sh run    RabbitMQ, Redis, Java 17 and Maven (Cassandra's jars come with Maven)
+#   tools/system-deps.sh test   the same, and Chromium for the browser tests
+set -euo pipefail
+want=(rabbitmq-server:rabbitmq-server redis-server:redis-server java:openjdk-17-jre-headless mvn:maven)
+[ "${1:-run}" = test ] && want+=(chromium:chromium)
+
+missing=()
+for pair in "${want[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null 2>&1 \
+    || missing+=("${pair#*:}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "missing: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing Debian's ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# The servers are started and stopped by Parley's own tooling, never at install time.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  trap 'rm -f "$policy"' EXIT
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+fi
+apt-get update -qq >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null
