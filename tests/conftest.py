@@ -31,7 +31,11 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraEnd
     (tools/cassandra/pom.xml). Missing, its tests skip — or fail under PARLEY_REQUIRE."""
     stack = contextlib.ExitStack()
     try:
-        endpoint = stack.enter_context(provide_cassandra(tmp_path_factory.mktemp("cassandra")))
+        # A low tombstone failure threshold (the default is 100,000), so that a test can make a
+        # read fail on the replica in a second.
+        endpoint = stack.enter_context(
+            provide_cassandra(tmp_path_factory.mktemp("cassandra"), settings={"tombstone_failure_threshold": "2000"})
+        )
     except InfraUnavailable as exc:
         stack.close()
         unavailable("cassandra", f"no Cassandra: {exc}")

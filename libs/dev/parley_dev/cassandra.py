@@ -182,6 +182,7 @@ class LocalCassandra:
         native_port: int | None = None,
         heap_mb: int = 768,
         durable: bool = True,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
@@ -191,6 +192,8 @@ class LocalCassandra:
         # False: system tables are not fsynced and commit logs are synced in batches, for a
         # node whose data is thrown away (tests); schema changes are then several times faster.
         self.durable = durable
+        # cassandra.yaml settings over the ones written here (values as YAML text).
+        self.settings = settings or {}
         self.process: subprocess.Popen[bytes] | None = None
         self._out: IO[bytes] | None = None
         self.node: CassandraNode | None = None
@@ -241,6 +244,7 @@ class LocalCassandra:
             "dynamic_snitch": "false",
             "materialized_views_enabled": "false",
             "sasi_indexes_enabled": "false",
+            **self.settings,
         }
         seeds = (
             "[{class_name: org.apache.cassandra.locator.SimpleSeedProvider,"
@@ -384,7 +388,7 @@ def from_environment() -> CassandraEndpoint | None:
 
 @contextlib.contextmanager
 def provide_cassandra(
-    workdir: Path, prefer_containers: bool = True, durable: bool = False
+    workdir: Path, prefer_containers: bool = True, durable: bool = False, settings: dict[str, str] | None = None
 ) -> Iterator[CassandraEndpoint]:
     """A Cassandra cluster for a test session, a dev run or a benchmark.
 
@@ -412,7 +416,7 @@ def provide_cassandra(
                 warnings.simplefilter("ignore", DeprecationWarning)
                 container.stop()
         return
-    node = LocalCassandra(workdir, workdir / "logs" / "system.log", durable=durable)
+    node = LocalCassandra(workdir, workdir / "logs" / "system.log", durable=durable, settings=settings)
     started = node.start()
     try:
         yield CassandraEndpoint((started.contact_point,), started.local_dc, "local", node)

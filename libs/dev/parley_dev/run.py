@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .cassandra import provide_cassandra
 from .infra import Infra, InfraUnavailable, provide
 from .stack import Stack, StackConfig
+
+VAR = Path.cwd() / "var"
 
 
 class DevRunSettings(BaseSettings):
@@ -23,20 +28,32 @@ class DevRunSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = "parley"
+    # cassandra: a local Cassandra node is started (unless PARLEY_CASSANDRA_CONTACT_POINTS names one).
+    history_store: Literal["sqlite", "cassandra"] = "sqlite"
+    cassandra_keyspace: str = Field(default="parley", pattern=r"^[a-z][a-z0-9_]{0,47}$")
 
 
 def main() -> None:
     settings = DevRunSettings()
     key = settings.dev_api_key.get_secret_value() if settings.dev_api_key else "pk_dev_" + secrets.token_urlsafe(24)
+    extra_env = {k: v for k, v in os.environ.items() if k.startswith("PARLEY_")}
     try:
-        with provide(settings.amqp_url, settings.redis_url, prefer_containers=False) as infra:
-            asyncio.run(_run(infra, settings, key))
+        with contextlib.ExitStack() as started:
+            infra = started.enter_context(provide(settings.amqp_url, settings.redis_url, prefer_containers=False))
+            if settings.history_store == "cassandra" and "PARLEY_CASSANDRA_CONTACT_POINTS" not in os.environ:
+                print("starting a local Cassandra node (var/cassandra; the first start fetches its jars)…", flush=True)
+                node = started.enter_context(
+                    provide_cassandra(VAR / "cassandra", prefer_containers=False, durable=True)
+                )
+                extra_env = {**node.env(settings.cassandra_keyspace), **extra_env}
+                extra_env["PARLEY_CASSANDRA_CONTACT_POINTS"] = ",".join(node.contact_points)
+            asyncio.run(_run(infra, settings, key, extra_env))
     except InfraUnavailable as exc:
         sys.exit(f"cannot start Parley: {exc}")
 
 
-async def _run(infra: Infra, settings: DevRunSettings, key: str) -> None:
-    workdir = Path.cwd() / "var"
+async def _run(infra: Infra, settings: DevRunSettings, key: str, extra_env: dict[str, str]) -> None:
+    workdir = VAR
     stack = Stack(
         StackConfig(
             infra=infra,
@@ -45,7 +62,7 @@ async def _run(infra: Infra, settings: DevRunSettings, key: str) -> None:
             dev_api_key=key,
             gateway_port=settings.port,
             # Everything PARLEY_* the user set (demo pace, models, …) reaches the services.
-            extra_env={k: v for k, v in os.environ.items() if k.startswith("PARLEY_")},
+            extra_env=extra_env,
         )
     )
     stop = asyncio.Event()

@@ -21,12 +21,14 @@ _CHANGE_COLUMNS = (
 
 CQL = {
     # conversations: the canonical row
-    "conversation_get": "SELECT user_id, title, created_at_ms, updated_at_ms, deleted_at_ms FROM conversations"
-    " WHERE conversation_id = ?",
+    "conversation_get": "SELECT user_id, title, created_at_ms, updated_at_ms, deleted_at_ms, listed_at_ms"
+    " FROM conversations WHERE conversation_id = ?",
     "conversation_insert": "INSERT INTO conversations (conversation_id, user_id, title, created_at_ms)"
     " VALUES (?, ?, ?, ?)",
     # The write timestamp is the activity time: concurrent touches converge on the latest one.
     "conversation_touch": "UPDATE conversations USING TIMESTAMP ? SET updated_at_ms = ? WHERE conversation_id = ?",
+    # Where the list row is (moved at most once a minute), written like the activity time.
+    "conversation_listed": "UPDATE conversations USING TIMESTAMP ? SET listed_at_ms = ? WHERE conversation_id = ?",
     "conversation_rename": "UPDATE conversations SET title = ? WHERE conversation_id = ?",
     "conversation_delete": "UPDATE conversations SET deleted_at_ms = ?, title = null WHERE conversation_id = ?",
     # conversations_by_user: the list
@@ -36,14 +38,14 @@ CQL = {
     "listed_first": "SELECT updated_at_ms, conversation_id FROM conversations_by_user WHERE user_id = ? LIMIT ?",
     "listed_after": "SELECT updated_at_ms, conversation_id FROM conversations_by_user WHERE user_id = ?"
     " AND (updated_at_ms, conversation_id) < (?, ?) LIMIT ?",
-    # message_ids: idempotency
-    "message_claim": "INSERT INTO message_ids (conversation_id, message_id, bucket_ms, created_at_ms)"
+    # message_claims: idempotency, one Paxos partition per message
+    "message_claim": "INSERT INTO message_claims (conversation_id, message_id, bucket_ms, created_at_ms)"
     " VALUES (?, ?, ?, ?) IF NOT EXISTS",
-    "message_recorded": "UPDATE message_ids SET recorded = true WHERE conversation_id = ? AND message_id = ?",
-    "message_ids_drop": "DELETE FROM message_ids WHERE conversation_id = ?",
-    # messages_by_bucket and message_buckets
+    "message_recorded": "UPDATE message_claims SET recorded = true WHERE conversation_id = ? AND message_id = ?",
+    # messages_by_bucket and message_buckets. The write timestamp comes from the claim: the
+    # claimer's write outranks any other writer's of the same message (first answer kept).
     "message_insert": f"INSERT INTO messages_by_bucket ({_MESSAGE_COLUMNS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "message_get": f"SELECT {_MESSAGE_COLUMNS} FROM messages_by_bucket"
     " WHERE conversation_id = ? AND bucket_ms = ? AND created_at_ms = ? AND message_id = ?",
     "messages_first": f"SELECT {_MESSAGE_COLUMNS} FROM messages_by_bucket"

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from cassandra.query import PreparedStatement
+from cassandra.query import UNSET_VALUE, PreparedStatement
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import NotFound
@@ -26,11 +26,13 @@ from .store import (
     Clock,
     SyncPage,
     bucket_start,
+    changes_within,
     clamp_limit,
     cursor_int,
     decode_cursor,
     encode_cursor,
     final_answer,
+    fit_bytes,
     message_change_kind,
     new_message,
     wall_clock_ms,
@@ -41,6 +43,8 @@ Items = list[tuple[PreparedStatement, Sequence[Any]]]
 _BUCKETS_PER_READ = 64
 _LIST_SCANS = 8  # list rounds before a (shorter) page is returned with its cursor
 _FAR_FUTURE_MS = 2**62
+# Reads in flight at once for one sync page (each change's entity is read by its key).
+_HYDRATE_CONCURRENCY = 16
 
 
 def _not_found() -> NotFound:
@@ -93,8 +97,10 @@ class CassandraHistoryStore:
         return [
             (
                 self.q["change_insert"],
-                (user_id, bucket, at, change_id, int(kind), conversation_id, message_id, message_bucket_ms,
-                 message_created_at_ms),
+                (user_id, bucket, at, change_id, int(kind), conversation_id, message_id,
+                 # Unset, not null: a null bind writes a tombstone.
+                 UNSET_VALUE if message_bucket_ms is None else message_bucket_ms,
+                 UNSET_VALUE if message_created_at_ms is None else message_created_at_ms),
             ),
             (self.q["change_bucket_insert"], (user_id, bucket)),
         ]  # fmt: skip
@@ -114,6 +120,7 @@ class CassandraHistoryStore:
             [
                 (self.q["conversation_insert"], (conversation_id, user_id, title, now_ms)),
                 (self.q["conversation_touch"], (now_ms * 1000, now_ms, conversation_id)),
+                (self.q["conversation_listed"], (now_ms * 1000, now_ms, conversation_id)),
                 (self.q["listed_insert"], (user_id, now_ms, conversation_id)),
                 *self._change(user_id, history_pb2.CHANGE_KIND_CONVERSATION_CREATED, conversation_id),
             ]
@@ -134,7 +141,7 @@ class CassandraHistoryStore:
         if (
             current["user_id"] != user_id
             or current["deleted_at_ms"] is not None
-            or current["updated_at_ms"] != row["updated_at_ms"]
+            or listed_at(current) != row["updated_at_ms"]
         ):
             return None
         return _conversation(row["conversation_id"], current)
@@ -148,6 +155,7 @@ class CassandraHistoryStore:
             updated, cid = decode_cursor(cursor, 2)
             position = (cursor_int(updated), cid)
         found: list[history_pb2.Conversation] = []
+        listed_positions: list[tuple[int, str]] = []
         exhausted = False
         for _ in range(_LIST_SCANS):
             fetch = limit + 1 - len(found)
@@ -156,7 +164,10 @@ class CassandraHistoryStore:
             else:
                 rows = await self._run("listed_after", user_id, position[0], position[1], fetch)
             checked = await asyncio.gather(*(self._listed(user_id, r) for r in rows))
-            found += [c for c in checked if c is not None]
+            for row, conversation in zip(rows, checked, strict=True):
+                if conversation is not None:
+                    found.append(conversation)
+                    listed_positions.append((row["updated_at_ms"], row["conversation_id"]))
             if rows:
                 position = (rows[-1]["updated_at_ms"], rows[-1]["conversation_id"])
             if len(rows) < fetch:
@@ -164,9 +175,11 @@ class CassandraHistoryStore:
                 break
             if len(found) > limit:
                 break
-        page = found[:limit]
+        # A list row sits where the activity was when it last moved (the top row does not move
+        # again): within a page, the exact activity time orders them.
+        page = sorted(found[:limit], key=lambda c: (c.updated_at_ms, c.id), reverse=True)
         if len(found) > limit:
-            return page, encode_cursor(page[-1].updated_at_ms, page[-1].id)
+            return page, encode_cursor(*listed_positions[limit - 1])
         if not exhausted and position is not None:
             # Many stale rows in a row: a short page, and the next one starts where this scan ended.
             return page, encode_cursor(*position)
@@ -195,11 +208,12 @@ class CassandraHistoryStore:
             await asyncio.gather(*(self._run("messages_drop", conversation_id, b["bucket_ms"]) for b in buckets))
             upper = buckets[-1]["bucket_ms"] - 1
         await self._run("message_buckets_drop", conversation_id)
-        await self._run("message_ids_drop", conversation_id)
+        # The message claims expire by themselves (a claim of a deleted conversation is never
+        # read: its messages are refused first).
         await self.db.batch(
             [
                 (self.q["conversation_delete"], (now_ms, conversation_id)),
-                (self.q["listed_delete"], (user_id, row["updated_at_ms"] or 0, conversation_id)),
+                (self.q["listed_delete"], (user_id, listed_at(row), conversation_id)),
                 *self._change(user_id, history_pb2.CHANGE_KIND_CONVERSATION_DELETED, conversation_id),
             ]
         )
@@ -210,7 +224,12 @@ class CassandraHistoryStore:
         conversation = await self._conversation_row(user_id, message.conversation_id)
         cid, mid = message.conversation_id, message.id
         bucket = bucket_start(message.created_at_ms, self.bucket_ms)
-        claim = (await self._run("message_claim", cid, mid, bucket, message.created_at_ms))[0]
+        # The list's first row, read beside the claim: a conversation already at the top of the
+        # list stays where it is (each move is a delete and an insert, and leaves a tombstone).
+        claimed, top = await asyncio.gather(
+            self._run("message_claim", cid, mid, bucket, message.created_at_ms), self._run("listed_first", user_id, 1)
+        )
+        claim = claimed[0]
         created = bool(claim["[applied]"])
         if not created:
             # Stored before (or being stored): the first claim fixed the key.
@@ -220,25 +239,36 @@ class CassandraHistoryStore:
                 if not rows:
                     raise _not_found()  # deleted with its conversation meanwhile
                 return _message(rows[0]), False
-            # The first writer stopped before finishing: finish with the same key.
+            # The first writer stopped before finishing (or is still writing): finish with the
+            # same key, at a write timestamp just below the claimer's, so that its row, if it
+            # lands, is the one kept.
+        written_at = message.created_at_ms * 1000 + (1 if created else 0)
         u = message.usage
         await self._run(
             "message_insert",
             cid, bucket, message.created_at_ms, mid, message.role, message.content, int(message.status),
-            message.model, message.reply_to_id, u.input_tokens, u.output_tokens, u.cost_micros,
+            message.model, message.reply_to_id, u.input_tokens, u.output_tokens, u.cost_micros, written_at,
         )  # fmt: skip
         items: Items = [(self.q["message_bucket_insert"], (cid, bucket))]
-        previous = conversation["updated_at_ms"] or 0
-        if message.created_at_ms > previous:
-            at = message.created_at_ms
+        at = message.created_at_ms
+        if at > (conversation["updated_at_ms"] or 0):
+            items.append((self.q["conversation_touch"], (at * 1000, at, cid)))
+        listed = listed_at(conversation)
+        on_top = bool(top) and top[0]["conversation_id"] == cid and top[0]["updated_at_ms"] == listed
+        if conversation.get("listed_at_ms") is None or (at > listed and not on_top):
             items += [
-                (self.q["conversation_touch"], (at * 1000, at, cid)),
-                (self.q["listed_delete"], (user_id, previous, cid)),
+                (self.q["conversation_listed"], (at * 1000, at, cid)),
+                (self.q["listed_delete"], (user_id, listed, cid)),
                 (self.q["listed_insert"], (user_id, at, cid)),
             ]
         items += self._change(user_id, message_change_kind(message.role), cid, mid, bucket, message.created_at_ms)
         items.append((self.q["message_recorded"], (cid, mid)))
         await self.db.batch(items)
+        if not created:
+            # What was kept: the claimer's row if it landed meanwhile.
+            rows = await self._run("message_get", cid, bucket, message.created_at_ms, mid)
+            if rows:
+                return _message(rows[0]), False
         return message, created
 
     async def append_message(
@@ -289,10 +319,10 @@ class CassandraHistoryStore:
             if len(buckets) < _BUCKETS_PER_READ:
                 break
             upper = buckets[-1]["bucket_ms"] - 1
-        page = [_message(r) for _, r in found[:limit]]
-        if len(found) <= limit:
+        page = fit_bytes([_message(r) for _, r in found[:limit]])
+        if len(found) <= len(page):
             return page, ""
-        last_bucket, last = found[limit - 1]
+        last_bucket, last = found[len(page) - 1]
         return page, encode_cursor(last_bucket, last["created_at_ms"], last["message_id"])
 
     # sync
@@ -305,14 +335,14 @@ class CassandraHistoryStore:
             after = (cursor_int(bucket), cursor_int(changed), change_id)
         horizon = self.clock() - self.settle_ms
         rows = await self._settled_changes(user_id, after, limit + 1, horizon)
-        page = rows[:limit]
-        changes = await self._hydrate(user_id, page)
-        if page:
-            last = page[-1]
+        hydrated = await self._hydrate(user_id, rows[:limit])
+        taken = changes_within(hydrated)
+        if taken:
+            last = rows[taken - 1]
             next_cursor = encode_cursor(last["bucket_ms"], last["changed_at_ms"], last["change_id"])
         else:
             next_cursor = since
-        return SyncPage(changes, next_cursor, len(rows) > limit)
+        return SyncPage([c for c in hydrated[:taken] if c is not None], next_cursor, len(rows) > taken)
 
     async def _settled_changes(
         self, user_id: str, after: tuple[int, int, str] | None, want: int, horizon: int
@@ -340,10 +370,17 @@ class CassandraHistoryStore:
             lower = buckets[-1]["bucket_ms"] + 1
         return found
 
-    async def _hydrate(self, user_id: str, rows: list[Row]) -> list[history_pb2.Change]:
-        """The changes with their entities as they are now; what was deleted since is left out."""
+    async def _hydrate(self, user_id: str, rows: list[Row]) -> list[history_pb2.Change | None]:
+        """The changes with their entities as they are now, one per row; None for a change to
+        what was deleted since."""
         ids = list(dict.fromkeys(r["conversation_id"] for r in rows))
-        canonical = await asyncio.gather(*(self._run("conversation_get", cid) for cid in ids))
+        gate = asyncio.Semaphore(_HYDRATE_CONCURRENCY)
+
+        async def read(name: str, *params: Any) -> list[Row]:
+            async with gate:
+                return await self._run(name, *params)
+
+        canonical = await asyncio.gather(*(read("conversation_get", cid) for cid in ids))
         alive = {
             cid: _conversation(cid, found[0])
             for cid, found in zip(ids, canonical, strict=True)
@@ -353,14 +390,14 @@ class CassandraHistoryStore:
         async def message_of(row: Row) -> Row | None:
             if row["kind"] in CONVERSATION_KINDS or row["conversation_id"] not in alive or not row["message_id"]:
                 return None
-            found = await self._run(
+            found = await read(
                 "message_get", row["conversation_id"], row["message_bucket_ms"], row["message_created_at_ms"],
                 row["message_id"],
             )  # fmt: skip
             return found[0] if found else None
 
         messages = await asyncio.gather(*(message_of(r) for r in rows))
-        changes = []
+        changes: list[history_pb2.Change | None] = []
         for row, message in zip(rows, messages, strict=True):
             change = history_pb2.Change(
                 kind=row["kind"], conversation_id=row["conversation_id"], changed_at_ms=row["changed_at_ms"]
@@ -373,7 +410,16 @@ class CassandraHistoryStore:
             elif message is not None:
                 change.message.CopyFrom(_message(message))
                 changes.append(change)
+            else:
+                changes.append(None)
         return changes
+
+
+def listed_at(row: Row) -> int:
+    """Where a conversation's row in the list is: its listed time (rows written before
+    migration 3 have none, and sit at their activity time)."""
+    listed = row.get("listed_at_ms")
+    return int(listed if listed is not None else row["updated_at_ms"] or 0)
 
 
 def _conversation(conversation_id: str, row: Row) -> history_pb2.Conversation:

@@ -23,11 +23,13 @@ from .store import (
     DEFAULT_SYNC_PAGE,
     Clock,
     SyncPage,
+    changes_within,
     clamp_limit,
     cursor_int,
     decode_cursor,
     encode_cursor,
     final_answer,
+    fit_bytes,
     message_change_kind,
     new_message,
     wall_clock_ms,
@@ -234,8 +236,8 @@ class SqliteHistoryStore:
             return self._db.execute(sql, args).fetchall()
 
         rows = await self._run(run)
-        page = [_message(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(page[-1].created_at_ms, page[-1].id) if len(rows) > limit else ""
+        page = fit_bytes([_message(r) for r in rows[:limit]])
+        next_cursor = encode_cursor(page[-1].created_at_ms, page[-1].id) if len(rows) > len(page) else ""
         return page, next_cursor
 
     # sync
@@ -250,9 +252,10 @@ class SqliteHistoryStore:
                 " WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (user_id, after, limit + 1),
             ).fetchall()
-            changes = [c for c in (self._hydrate(user_id, *row[1:]) for row in rows[:limit]) if c is not None]
-            last = rows[min(len(rows), limit) - 1][0] if rows else after
-            return changes, last, len(rows) > limit
+            hydrated = [self._hydrate(user_id, *row[1:]) for row in rows[:limit]]
+            taken = changes_within(hydrated)
+            last = rows[taken - 1][0] if taken else after
+            return [c for c in hydrated[:taken] if c is not None], last, len(rows) > taken
 
         changes, last, has_more = await self._run(run)
         return SyncPage(changes, encode_cursor(last) if last else since, has_more)

@@ -20,6 +20,9 @@ MAX_PAGE = 200
 # The archive policy clients rely on: the newest 50 messages first, older ones on demand.
 DEFAULT_MESSAGE_PAGE = 50
 DEFAULT_SYNC_PAGE = 100
+# A page is cut short (with its cursor) rather than pass this many bytes of messages: under
+# gRPC's default 4 MiB message limit with room to spare, whatever the messages' sizes.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 
 Clock = Callable[[], int]
 
@@ -128,6 +131,28 @@ def clamp_limit(limit: int, default: int = DEFAULT_MESSAGE_PAGE) -> int:
     if limit <= 0:
         return default
     return min(limit, MAX_PAGE)
+
+
+def fit_bytes(messages: list[history_pb2.Message], max_bytes: int = MAX_PAGE_BYTES) -> list[history_pb2.Message]:
+    """The longest head of `messages` within `max_bytes` (always at least one message)."""
+    total = 0
+    for i, message in enumerate(messages):
+        total += message.ByteSize()
+        if i and total > max_bytes:
+            return messages[:i]
+    return messages
+
+
+def changes_within(changes: list[history_pb2.Change | None], max_bytes: int = MAX_PAGE_BYTES) -> int:
+    """How many of `changes` (None: skipped, costs nothing) a page takes within `max_bytes`."""
+    total, kept = 0, 0
+    for i, change in enumerate(changes):
+        if change is not None:
+            total += change.ByteSize()
+            if kept and total > max_bytes:
+                return i
+            kept += 1
+    return len(changes)
 
 
 def message_change_kind(role: str) -> history_pb2.ChangeKind.ValueType:

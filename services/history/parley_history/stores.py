@@ -30,6 +30,10 @@ def cassandra_config(settings: HistorySettings) -> CassandraConfig:
         password=password,
         request_timeout_s=settings.cassandra_request_timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
+        protocol_version=settings.cassandra_protocol_version,
+        tls=settings.cassandra_tls,
+        tls_ca_file=settings.cassandra_tls_ca_file,
+        tls_verify_hostname=settings.cassandra_tls_verify_hostname,
     )
 
 
@@ -50,7 +54,7 @@ async def open_store(settings: HistorySettings) -> HistoryStore:
         )
     session = await CassandraSession.connect(cassandra_config(settings), keyspace)
     return await CassandraHistoryStore.open(
-        session, bucket_ms=settings.history_bucket_s * 1000, settle_ms=settings.history_sync_settle_ms
+        session, bucket_ms=settings.history_bucket_s * 1000, settle_ms=settings.sync_settle_ms()
     )
 
 

@@ -1,0 +1,341 @@
+"""What only a real Cassandra node can show about the Cassandra store: migrations run from many
+replicas at once and upgrade an old keyspace; the first answer stays the one kept whatever
+the order writes land in; no tombstones where none are needed; results of any length; the
+errors a caller may retry and those it may not; sync that a lagging clock cannot fool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from cassandra.query import BatchStatement, BatchType, SimpleStatement
+
+from parley.v1 import chat_pb2, history_pb2
+from parley_dev.cassandra import CassandraEndpoint
+from parley_history.cassandra_migrations import load_migrations, migrate, pending_migrations, table_id
+from parley_history.cassandra_session import CassandraSession, StoreFailure
+from parley_history.cassandra_store import CassandraHistoryStore
+from parley_history.store import MAX_PAGE_BYTES
+
+from .conftest import BUCKET_MS, CassandraTarget, TestClock, config_for
+
+pytestmark = pytest.mark.usefixtures("cassandra")
+
+
+@pytest.fixture
+async def admin(cassandra: CassandraEndpoint) -> AsyncIterator[CassandraSession]:
+    session = await CassandraSession.connect(config_for(cassandra))
+    yield session
+    await session.close()
+
+
+def fresh_keyspace() -> str:
+    return "mig_" + uuid.uuid4().hex[:12]
+
+
+async def table_ids(session: CassandraSession, keyspace: str) -> dict[str, uuid.UUID]:
+    rows = await session.execute(
+        "SELECT table_name, id FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,)
+    )
+    return {r["table_name"]: r["id"] for r in rows}
+
+
+async def drop(session: CassandraSession, keyspace: str) -> None:
+    await session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+async def test_migrations_run_once_from_many_replicas_at_once(cassandra: CassandraEndpoint) -> None:
+    keyspace = fresh_keyspace()
+    sessions = [await CassandraSession.connect(config_for(cassandra)) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*(migrate(s, keyspace, cassandra.local_dc, 1) for s in sessions))
+        everything = [m.version for m in load_migrations()]
+        assert sorted(applied, key=len) == [[], [], everything], "one runner applied all; the others waited"
+        ids = await table_ids(sessions[0], keyspace)
+        assert {name: ids[name] for name in ids} == {name: table_id(keyspace, name) for name in ids}
+        rows = await sessions[0].execute(f"SELECT version FROM {keyspace}.schema_migrations")
+        assert sorted(r["version"] for r in rows) == everything
+        assert await sessions[0].execute(f"SELECT * FROM {keyspace}.schema_lock") == [], "the lock is released"
+    finally:
+        await drop(sessions[0], keyspace)
+        for s in sessions:
+            await s.close()
+
+
+async def test_a_keyspace_made_by_the_first_migration_is_brought_forward(
+    admin: CassandraSession, cassandra: CassandraEndpoint
+) -> None:
+    keyspace = fresh_keyspace()
+    everything = load_migrations()
+    try:
+        assert await migrate(admin, keyspace, cassandra.local_dc, 1, migrations=everything[:1]) == [1]
+        assert [m.version for m in await pending_migrations(admin, keyspace)] == [m.version for m in everything[1:]]
+        assert await migrate(admin, keyspace, cassandra.local_dc, 1) == [m.version for m in everything[1:]]
+        assert await migrate(admin, keyspace, cassandra.local_dc, 1) == [], "a current keyspace is left alone"
+        ids = await table_ids(admin, keyspace)
+        assert {"conversations", "messages_by_bucket", "message_claims", "changes_by_user"} <= set(ids)
+        columns = await admin.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = 'conversations'",
+            (keyspace,),
+        )
+        assert "listed_at_ms" in {c["column_name"] for c in columns}
+        # The store opens on it and works.
+        session = await CassandraSession.connect(config_for(cassandra), keyspace)
+        store = await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0)
+        try:
+            await store.create_conversation("u", "c", "t", 1000)
+            await store.append_message("u", "c", "m", "user", "hello", 1001)
+            assert [m.id for m in (await store.get_messages("u", "c", "", 10))[0]] == ["m"]
+        finally:
+            await store.close()
+    finally:
+        await drop(admin, keyspace)
+
+
+async def test_a_lock_left_by_a_dead_runner_expires(admin: CassandraSession, cassandra: CassandraEndpoint) -> None:
+    keyspace = fresh_keyspace()
+    try:
+        assert await migrate(admin, keyspace, cassandra.local_dc, 1, migrations=load_migrations()[:1]) == [1]
+        # A runner took the lock and died: its lease has a TTL.
+        await admin.execute(
+            f"INSERT INTO {keyspace}.schema_lock (name, owner, since) VALUES ('migrations', 'dead', %s) USING TTL 3",
+            (datetime.now(UTC),),
+        )
+        started = time.monotonic()
+        applied = await migrate(admin, keyspace, cassandra.local_dc, 1, lock_wait_s=30)
+        assert applied == [m.version for m in load_migrations()[1:]]
+        assert time.monotonic() - started >= 1.5, "it waited for the dead runner's lease"
+    finally:
+        await drop(admin, keyspace)
+
+
+def test_the_migrate_command_on_cassandra_can_run_again(cassandra: CassandraEndpoint) -> None:
+    keyspace = fresh_keyspace()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | cassandra.env(keyspace)
+    try:
+        for _ in range(2):
+            done = subprocess.run(
+                [sys.executable, "-m", "parley_history", "migrate"], env=env, capture_output=True, timeout=180
+            )
+            assert done.returncode == 0, done.stderr.decode()[-2000:]
+        assert b'"applied": []' in done.stderr + done.stdout, "the second run found nothing to do"
+    finally:
+        asyncio.run(_drop_with_new_session(cassandra, keyspace))
+
+
+async def _drop_with_new_session(cassandra: CassandraEndpoint, keyspace: str) -> None:
+    session = await CassandraSession.connect(config_for(cassandra))
+    try:
+        await drop(session, keyspace)
+    finally:
+        await session.close()
+
+
+@pytest.fixture
+async def cstore(cassandra_target: CassandraTarget, clock: TestClock) -> AsyncIterator[CassandraHistoryStore]:
+    """The contract keyspace's store (migrated by the contract fixture's first use)."""
+    config = cassandra_target.config
+    if not cassandra_target.migrated:
+        admin = await CassandraSession.connect(config)
+        try:
+            await migrate(admin, cassandra_target.keyspace, config.local_dc, replication_factor=1)
+        finally:
+            await admin.close()
+        cassandra_target.migrated = True
+    session = await CassandraSession.connect(config, cassandra_target.keyspace)
+    store = await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0, clock=clock)
+    yield store
+    await store.close()
+
+
+async def claimers_write(store: CassandraHistoryStore, cid: str, mid: str, bucket: int, claimed_at: int) -> None:
+    """The claimer's own write of its answer, as _store_message makes it."""
+    await store._run(
+        "message_insert", cid, bucket, claimed_at, mid, "assistant", "the first answer", 1, "m", "",
+        1, 2, 0, claimed_at * 1000 + 1,
+    )  # fmt: skip
+
+
+async def test_the_claimers_answer_is_kept_whichever_write_lands_last(cstore: CassandraHistoryStore) -> None:
+    ns = uuid.uuid4().hex[:8]
+    user, cid = f"u-{ns}", f"c-{ns}"
+    await cstore.create_conversation(user, cid, "", 1_000)
+    for order in ("claimer last", "claimer first"):
+        mid = f"r-{order[8:]}-{ns}"
+        # The first writer claimed the answer's id and is slow to write it.
+        claimed_at = 2_000
+        bucket = claimed_at - claimed_at % BUCKET_MS
+        await cstore._run("message_claim", cid, mid, bucket, claimed_at)
+
+        if order == "claimer first":
+            await claimers_write(cstore, cid, mid, bucket, claimed_at)
+        # A redelivery sees the claim not yet recorded, and finishes the write with its content.
+        stored = await cstore.complete_message(
+            user,
+            cid,
+            mid,
+            "",
+            "a redelivered answer",
+            history_pb2.MESSAGE_STATUS_COMPLETE,
+            "m",
+            chat_pb2.Usage(),
+            9_000,
+        )
+        if order == "claimer last":
+            assert stored.content == "a redelivered answer", "the claimer had not written: the finisher's row stands"
+            await claimers_write(cstore, cid, mid, bucket, claimed_at)
+        messages, _ = await cstore.get_messages(user, cid, "", 50)
+        kept = [m for m in messages if m.id == mid]
+        assert len(kept) == 1 and kept[0].content == "the first answer", order
+        assert kept[0].created_at_ms == claimed_at, "the claim fixed its place"
+
+
+async def tombstones_read(session: CassandraSession, cql: str, params: tuple[object, ...]) -> int:
+    result = await asyncio.to_thread(session.session.execute, SimpleStatement(cql), params, trace=True)
+    trace = await asyncio.to_thread(result.get_query_trace, 10.0)
+    counts = [
+        int(event.description.split(" and ")[1].split()[0])
+        for event in trace.events
+        if "tombstone cells" in event.description and event.description.startswith("Read ")
+    ]
+    assert counts, [e.description for e in trace.events]
+    return sum(counts)
+
+
+async def test_a_busy_conversation_leaves_no_tombstones_in_the_list_or_the_change_log(
+    cstore: CassandraHistoryStore, cassandra_target: CassandraTarget
+) -> None:
+    ns = uuid.uuid4().hex[:8]
+    user = f"busy-{ns}"
+    await cstore.create_conversation(user, f"other-{ns}", "", 1_000)
+    await cstore.create_conversation(user, f"c-{ns}", "", 1_001)
+    # Forty turns in the conversation at the top of the list: it never has to move.
+    for i in range(40):
+        await cstore.append_message(user, f"c-{ns}", f"q{i}", "user", "question", 2_000 + 10 * i)
+        await cstore.complete_message(
+            user, f"c-{ns}", f"a{i}", f"q{i}", "answer", history_pb2.MESSAGE_STATUS_COMPLETE, "m", chat_pb2.Usage(),
+            2_005 + 10 * i,
+        )  # fmt: skip
+    listed, _ = await cstore.list_conversations(user, "", 10)
+    assert [c.id for c in listed] == [f"c-{ns}", f"other-{ns}"] and listed[0].updated_at_ms == 2_395
+    ks = cassandra_target.keyspace
+    assert (
+        await tombstones_read(cstore.db, f"SELECT * FROM {ks}.conversations_by_user WHERE user_id = %s", (user,)) == 0
+    )
+    # Switching to the other conversation moves it to the top: one tombstone, one move.
+    await cstore.append_message(user, f"other-{ns}", "o1", "user", "back here", 5_000)
+    assert [c.id for c in (await cstore.list_conversations(user, "", 10))[0]] == [f"other-{ns}", f"c-{ns}"]
+    assert (
+        await tombstones_read(cstore.db, f"SELECT * FROM {ks}.conversations_by_user WHERE user_id = %s", (user,)) == 1
+    )
+    # Conversation changes have no message key: it is left unset, not written as null.
+    buckets = {b for b in range(0, 6_000, BUCKET_MS)}
+    total = 0
+    for bucket in buckets:
+        total += await tombstones_read(
+            cstore.db, f"SELECT * FROM {ks}.changes_by_user WHERE user_id = %s AND bucket_ms = %s", (user, bucket)
+        )
+    assert total == 0
+
+
+async def test_a_query_returns_every_page_of_its_result(
+    cstore: CassandraHistoryStore, cassandra_target: CassandraTarget
+) -> None:
+    ns = uuid.uuid4().hex[:8]
+    await cstore.create_conversation(f"u-{ns}", f"c-{ns}", "", 1_000)
+    for i in range(25):
+        await cstore.append_message(f"u-{ns}", f"c-{ns}", f"m{i:02d}", "user", "x", 1_001 + i)
+    statement = SimpleStatement(
+        f"SELECT message_id FROM {cassandra_target.keyspace}.messages_by_bucket WHERE conversation_id = %s"
+        " AND bucket_ms = %s",
+        fetch_size=4,
+    )
+    rows = await cstore.db.execute(statement, (f"c-{ns}", 1_000))
+    assert sorted(r["message_id"] for r in rows) == [f"m{i:02d}" for i in range(25)]
+
+
+async def test_a_page_of_large_messages_stays_under_the_grpc_limit(cstore: CassandraHistoryStore) -> None:
+    ns = uuid.uuid4().hex[:8]
+    user, cid = f"u-{ns}", f"c-{ns}"
+    await cstore.create_conversation(user, cid, "", 1_000)
+    big = "x" * (900 * 1024)
+    for i in range(8):
+        await cstore.append_message(user, cid, f"m{i}", "user", big, 1_001 + i)
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        page, cursor = await cstore.get_messages(user, cid, cursor, 200)
+        assert sum(m.ByteSize() for m in page) <= MAX_PAGE_BYTES and page
+        seen += [m.id for m in page]
+        if not cursor:
+            break
+    assert seen == [f"m{i}" for i in range(7, -1, -1)], "every message once, newest first"
+    changes, pages, since = [], 0, ""
+    while True:
+        synced = await cstore.sync(user, since, 200)
+        assert sum(c.ByteSize() for c in synced.changes) <= MAX_PAGE_BYTES + 1024
+        changes += synced.changes
+        since, pages = synced.next_cursor, pages + 1
+        if not synced.has_more:
+            break
+    assert pages >= 3 and [c.message.id for c in changes if c.message.id] == [f"m{i}" for i in range(8)]
+
+
+async def test_a_read_that_fails_on_the_replica_is_not_retried_as_unavailable(
+    cstore: CassandraHistoryStore, cassandra_target: CassandraTarget
+) -> None:
+    """A read through more tombstones than the node allows fails on the replica, and would fail
+    again: it is a store failure, not the retryable store_unavailable."""
+    ks = cassandra_target.keyspace
+    db = cstore.db
+    setting = await db.execute("SELECT value FROM system_views.settings WHERE name = 'tombstone_failure_threshold'")
+    threshold = int(setting[0]["value"])
+    await db.execute(f"CREATE TABLE IF NOT EXISTS {ks}.graveyard (k text, c int, PRIMARY KEY (k, c))", timeout=60)
+    delete = await db.prepare(f"DELETE FROM {ks}.graveyard WHERE k = 'dead' AND c = ?")
+    for start in range(0, threshold + 1, 500):
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for c in range(start, min(start + 500, threshold + 1)):
+            batch.add(delete, (c,))
+        await asyncio.to_thread(db.session.execute, batch)
+    with pytest.raises(StoreFailure) as raised:
+        await db.execute(f"SELECT * FROM {ks}.graveyard WHERE k = 'dead'")
+    assert raised.value.code == "store_failure"
+
+
+@pytest.mark.parametrize(("settle_ms", "missed"), [(0, True), (1_000, False)])
+async def test_sync_does_not_miss_a_change_from_a_clock_behind_within_the_settle_window(
+    cassandra_target: CassandraTarget, settle_ms: int, missed: bool
+) -> None:
+    """A writer whose clock is 800 ms behind the reader's: with a settle window longer than the
+    skew, its change is served; with none, the reader's cursor has already passed it."""
+    ns = uuid.uuid4().hex[:8]
+    user = f"skew-{ns}"
+    real = TestClock(1_800_000_000_000)
+    sessions = [await CassandraSession.connect(cassandra_target.config, cassandra_target.keyspace) for _ in range(2)]
+    reader = await CassandraHistoryStore.open(sessions[0], bucket_ms=BUCKET_MS, settle_ms=settle_ms, clock=real)
+    writer = await CassandraHistoryStore.open(
+        sessions[1], bucket_ms=BUCKET_MS, settle_ms=settle_ms, clock=lambda: real() - 800
+    )
+    try:
+        await reader.create_conversation(user, f"a-{ns}", "first", 0)
+        real.advance(2_000)
+        first = await reader.sync(user, "", 100)
+        assert [c.conversation_id for c in first.changes] == [f"a-{ns}"]
+        await reader.create_conversation(user, f"b-{ns}", "second", 0)
+        second = await reader.sync(user, first.next_cursor, 100)
+        await writer.create_conversation(user, f"late-{ns}", "from the lagging clock", 0)
+        real.advance(2_000)
+        third = await reader.sync(user, second.next_cursor, 100)
+        served = {c.conversation_id for c in second.changes + third.changes}
+        assert (f"late-{ns}" not in served) == missed, served
+        assert f"b-{ns}" in served
+    finally:
+        await reader.close()
+        await writer.close()
