@@ -20,11 +20,13 @@ from parley_dev.cassandra import CassandraEndpoint
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running
 
+from ..required import unavailable
 from ..unit.test_media_images import photo_jpeg
 from .conftest import provider_calls
 from .sse import Frame, read_all, text_of
 from .test_context_window import registry
 from .test_history_api import stored_messages
+from .test_history_restart import until
 from .test_isolation_and_errors import assert_error
 
 KEY = "pk_test_cass_" + secrets.token_urlsafe(12)
@@ -201,3 +203,88 @@ async def test_an_image_turn_reaches_the_provider_and_history(api: httpx.AsyncCl
     assert any(part.get("type") == "image_url" for part in sent), sent
     stored = await stored_messages(api, conversation, 2)
     assert stored[1]["content"] == "What is this?" and stored[0]["status"] == "complete"
+
+
+async def test_cassandra_stopped_during_turns_then_back_keeps_every_answer_once(
+    api: httpx.AsyncClient, cass_stack: Stack, cassandra: CassandraEndpoint
+) -> None:
+    """The node stops while turns stream and come in: history's readiness turns 503, a turn
+    either completes or ends with a retryable error, and once the node is back every answer
+    that completed is stored exactly once (its completion waited on the bus)."""
+    node = cassandra.local
+    if node is None:
+        unavailable("cassandra", f"the session's Cassandra is {cassandra.source}, not ours to stop")
+    conversations = [await new_conversation(api, f"outage {i}") for i in range(4)]
+    for cid in conversations:  # the gateway has seen each one: the outage meets the turn itself
+        await send(api, cid, content="before", model="demo")
+    ready_url = f"http://127.0.0.1:{cass_stack.metrics_ports['history']}/readyz"
+    async with httpx.AsyncClient(timeout=5) as probe:
+        assert (await probe.get(ready_url)).status_code == 200
+
+        outcomes: list[tuple[str, str, list[Frame] | int]] = []
+
+        async def turns(cid: str, stop: asyncio.Event) -> None:
+            i = 0
+            while not stop.is_set():
+                mid = f"{cid[-6:]}-{i}"
+                async with api.stream(
+                    "POST", f"/v1/conversations/{cid}/messages",
+                    json={"content": f"turn {i}", "model": "demo", "client_message_id": mid},
+                ) as r:  # fmt: skip
+                    outcomes.append((cid, mid, await read_all(r) if r.status_code == 200 else r.status_code))
+                i += 1
+                await asyncio.sleep(0.2)
+
+        stop = asyncio.Event()
+        running_turns = [asyncio.create_task(turns(cid, stop)) for cid in conversations]
+        await asyncio.sleep(2)
+        await asyncio.to_thread(node.stop)
+        try:
+
+            async def not_ready() -> bool:
+                return (await probe.get(ready_url)).status_code == 503
+
+            not_ready.__name__ = "history's readiness turns 503"
+            await until(not_ready, timeout_s=30)
+            body = (await probe.get(ready_url)).json()
+            assert "store" in body["problems"], body
+            await asyncio.sleep(3)  # turns keep coming while the node is down
+        finally:
+            await asyncio.to_thread(node.start)
+
+        async def ready() -> bool:
+            return (await probe.get(ready_url)).status_code == 200
+
+        ready.__name__ = "history ready again"
+        await until(ready, timeout_s=60)
+        await asyncio.sleep(2)
+        stop.set()
+        await asyncio.gather(*running_turns)
+
+    done = [(cid, mid, f) for cid, mid, f in outcomes if isinstance(f, list) and f and f[-1].event == "done"]
+    failed = [(cid, mid, f) for cid, mid, f in outcomes if (cid, mid, f) not in done]
+    assert done and failed, f"{len(done)} done, {len(failed)} failed: the outage met some turns"
+    for _, _, got in failed:
+        if isinstance(got, int):
+            assert got == 503, got
+        else:
+            errors = [f for f in got if f.event == "error"]
+            assert errors and errors[-1].data["retryable"] is True, [f.event for f in got]
+
+    # Every answer that completed is stored once, after its question; nothing is stored twice.
+    for cid in conversations:
+        ours = [(mid, frames) for c, mid, frames in done if c == cid]
+
+        async def settled(cid: str = cid, want: int = 2 + 2 * len(ours)) -> list[dict[str, Any]] | None:
+            data = (await api.get(f"/v1/conversations/{cid}/messages", params={"limit": 200})).json()["data"]
+            return data if len(data) >= want else None
+
+        settled.__name__ = f"the answers of {cid} stored"
+        stored = await until(settled, timeout_s=60)
+        ids = [m["id"] for m in stored]
+        assert len(ids) == len(set(ids)), "nothing stored twice"
+        by_id = {m["id"]: m for m in stored}
+        for mid, frames in ours:
+            answer = by_id[frames[0].data["response_id"]]
+            assert answer["content"] == text_of(frames) and answer["reply_to_id"] == mid
+            assert by_id[mid]["content"].startswith("turn ")

@@ -63,7 +63,7 @@ class Stack:
         self.history_port = free_port()
         self.media_port = free_port()
         # Prometheus endpoints of the services that have no HTTP server of their own.
-        self.metrics_ports = {"orchestrator": free_port(), "provider-worker": free_port()}
+        self.metrics_ports = {"orchestrator": free_port(), "provider-worker": free_port(), "history": free_port()}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # How each service exited when the stack was stopped (0 = a clean SIGTERM shutdown).
         self.exit_codes: dict[str, int | None] = {}

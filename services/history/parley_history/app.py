@@ -17,6 +17,7 @@ from parley_common.errors import ParleyError
 from parley_common.grpc_server import GrpcServer
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
+from parley_common.ops_server import OpsServer, broker_check
 from parley_common.settings import load_settings
 from parley_common.telemetry import setup_telemetry
 from parley_common.topology import Topology
@@ -34,6 +35,9 @@ async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(HistorySettings)
     setup_logging("history", settings.log_level)
     setup_telemetry("history", settings.otlp_endpoint)
+    # /healthz (the process), /readyz (the store answers, the broker is connected), /metrics.
+    ops = OpsServer("history", settings.metrics_host, settings.metrics_port)
+    await ops.start()
     try:
         store = await open_store(settings)
     except (SchemaNotCurrent, MigrationError, ParleyError) as exc:
@@ -58,9 +62,13 @@ async def serve(stop: asyncio.Event) -> None:
     dead_letters = DeadLetters(await connection.channel(publisher_confirms=True), topology)
     consumer_tag = await queue.consume(CompletionConsumer(store, in_flight, dead_letters, queue.name))
     await grpc_server.ready()
+    ops.add_check("store", store.unready)
+    ops.add_check("broker", broker_check(connection))
+    ops.mark_ready()
     log.info("ready")
 
     await stop.wait()
+    ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await queue.cancel(consumer_tag)
     if not await in_flight.drain(settings.shutdown_grace_s):
@@ -68,6 +76,7 @@ async def serve(stop: asyncio.Event) -> None:
     await grpc_server.stop(settings.shutdown_grace_s)
     await connection.close()
     await store.close()
+    await ops.stop()
 
 
 async def migrate() -> None:

@@ -20,6 +20,9 @@ _CHANGE_COLUMNS = (
 )
 
 CQL = {
+    # Readiness: a quorum read in the keyspace (a node that answers but cannot reach its
+    # replicas is not ready).
+    "ready": "SELECT version FROM schema_migrations LIMIT 1",
     # conversations: the canonical row
     "conversation_get": "SELECT user_id, title, created_at_ms, updated_at_ms, deleted_at_ms, listed_at_ms"
     " FROM conversations WHERE conversation_id = ?",

@@ -28,7 +28,7 @@ import cassandra
 from cassandra import ConsistencyLevel, ProtocolVersion
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, ResponseFuture, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory
 
 from parley_common.errors import ParleyError, Unavailable
@@ -117,6 +117,8 @@ def build_cluster(config: CassandraConfig) -> Cluster:
         # address it dialled (server_hostname).
         ssl_context=ssl_context_for(config),
         max_schema_agreement_wait=config.schema_agreement_wait_s,
+        # A node that comes back is used again within seconds (the default backs off to 10 min).
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from cassandra.query import UNSET_VALUE, PreparedStatement
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.errors import NotFound
+from parley_common.errors import NotFound, ParleyError
 
 from .cassandra_cql import prepare_all
 from .cassandra_session import CassandraSession, Row
@@ -77,6 +77,13 @@ class CassandraHistoryStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+    async def unready(self) -> str | None:
+        try:
+            await self.db.execute(self.q["ready"], (), timeout=2.0)
+        except ParleyError as exc:
+            return f"cassandra: {exc}"
+        return None
 
     async def _run(self, name: str, *params: Any) -> list[Row]:
         return await self.db.execute(self.q[name], params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -9,7 +10,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.amqp import PoisonMessage, open_envelope
 from parley_common.dead_letters import DeadLetters
-from parley_common.errors import NotFound
+from parley_common.errors import NotFound, Unavailable
 from parley_common.lifecycle import InFlight
 from parley_common.telemetry import consumer_span
 from parley_common.topology import RESPONSE_COMPLETED
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 # A completion that cannot be stored is retried this often, this far apart, then dead-lettered.
 MAX_ATTEMPTS = 20
 RETRY_DELAY_S = 1.0
+# While the store itself is unavailable (Cassandra down or unreachable), a completion is handed
+# back to the queue after this pause, however long that lasts: it is not the event's fault.
+STORE_DOWN_PAUSE_S = 1.0
 
 STATUS = {
     chat_pb2.RESPONSE_STATUS_COMPLETED: history_pb2.MESSAGE_STATUS_COMPLETE,
@@ -64,6 +68,14 @@ class CompletionConsumer:
             except NotFound:
                 # The conversation was deleted while the answer streamed: nothing to keep.
                 log.info("conversation gone, dropping response", extra={"response_id": event.response_id})
+            except Unavailable as exc:
+                log.warning(
+                    "history store unavailable; the response waits on its queue",
+                    extra={"response_id": event.response_id, "reason": str(exc)},
+                )
+                await asyncio.sleep(STORE_DOWN_PAUSE_S)
+                await message.nack(requeue=True)
+                return
             except Exception as exc:
                 log.exception("could not persist response, will retry", extra={"response_id": event.response_id})
                 # Back to the end of the queue after a pause; after MAX_ATTEMPTS, to the dead letters.

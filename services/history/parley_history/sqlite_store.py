@@ -63,6 +63,13 @@ class SqliteHistoryStore:
         await self._run(self._db.close)
         self._executor.shutdown(wait=True)
 
+    async def unready(self) -> str | None:
+        try:
+            await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+        except sqlite3.Error as exc:
+            return f"sqlite: {exc}"
+        return None
+
     def _record(
         self, user_id: str, kind: history_pb2.ChangeKind.ValueType, conversation_id: str, message_id: str = ""
     ) -> None:

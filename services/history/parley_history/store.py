@@ -97,6 +97,10 @@ class HistoryStore(Protocol):
         are skipped (the deletion is not). `next_cursor` is where the next call starts."""
         ...
 
+    async def unready(self) -> str | None:
+        """None while the store answers reads and writes; else what is wrong (for /readyz)."""
+        ...
+
     async def close(self) -> None: ...
 
 
