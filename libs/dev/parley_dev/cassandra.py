@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -302,7 +303,7 @@ class LocalCassandra:
                 code = self.process.returncode
                 self.stop()
                 raise InfraUnavailable(f"Cassandra exited with {code} while starting:\n{self.log_tail()}")
-            if _native_protocol_answers("127.0.0.1", native_port):
+            if _native_protocol_answers("127.0.0.1", native_port, tls="client_encryption_options" in self.settings):
                 self.node = CassandraNode("127.0.0.1", native_port)
                 return self.node
             time.sleep(0.5)
@@ -343,13 +344,21 @@ class LocalCassandra:
 _OPTIONS = bytes([0x05, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00])  # v5 OPTIONS frame
 
 
-def _native_protocol_answers(host: str, port: int) -> bool:
+def _native_protocol_answers(host: str, port: int, tls: bool = False) -> bool:
     """True once the native transport takes a connection and answers an OPTIONS request."""
     try:
-        with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.settimeout(2.0)
-            sock.sendall(_OPTIONS)
-            return len(sock.recv(9)) > 0
+        with socket.create_connection((host, port), timeout=1.0) as raw:
+            raw.settimeout(2.0)
+            if not tls:
+                raw.sendall(_OPTIONS)
+                return len(raw.recv(9)) > 0
+            # Only "does it answer": the certificate is the client's to check.
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with context.wrap_socket(raw, server_hostname=host) as sock:
+                sock.sendall(_OPTIONS)
+                return len(sock.recv(9)) > 0
     except OSError:
         return False
 
