@@ -18,6 +18,7 @@ import pytest
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 from parley.v1 import chat_pb2, history_pb2
+from parley_common.errors import Gone
 from parley_dev.cassandra import CassandraEndpoint
 from parley_history.cassandra_migrations import load_migrations, migrate, pending_migrations, table_id
 from parley_history.cassandra_session import CassandraSession, StoreFailure
@@ -339,3 +340,61 @@ async def test_sync_does_not_miss_a_change_from_a_clock_behind_within_the_settle
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_an_expired_change_log_refuses_old_cursors_and_starts_devices_from_a_snapshot(
+    cassandra_target: CassandraTarget,
+) -> None:
+    ns = uuid.uuid4().hex[:8]
+    user = f"old-{ns}"
+    clock = TestClock(int(time.time() * 1000))
+    session = await CassandraSession.connect(cassandra_target.config, cassandra_target.keyspace)
+    # Changes kept 4 s here (the TTL is real time in Cassandra); 90 days in production.
+    store = await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0, clock=clock, retention_ms=4_000)
+    try:
+        a, b, c = f"a-{ns}", f"b-{ns}", f"c-{ns}"
+        await store.create_conversation(user, a, "first title", clock.now_ms)
+        await store.append_message(user, a, "q1", "user", "question", clock.now_ms + 10)
+        await store.complete_message(
+            user, a, "r1", "q1", "answer", history_pb2.MESSAGE_STATUS_COMPLETE, "m", chat_pb2.Usage(), clock.now_ms + 20
+        )
+        await store.rename_conversation(user, a, "renamed", clock.now_ms)
+        await store.create_conversation(user, b, "doomed", clock.now_ms + 30)
+        await store.delete_conversation(user, b, clock.now_ms + 40)
+        await store.create_conversation(user, c, "second", clock.now_ms + 50)
+        await store.append_message(user, c, "q2", "user", "another", clock.now_ms + 60)
+        old = await store.sync(user, "", 100)
+        assert len(old.changes) == 7 and not old.has_more  # the whole log while it is young (b created: deleted since)
+
+        await asyncio.sleep(5)  # the log's changes expire
+        clock.advance(5_000)
+        with pytest.raises(Gone) as expired:
+            await store.sync(user, old.next_cursor, 100)
+        assert expired.value.code == "sync_cursor_expired" and expired.value.http_status == 410
+
+        # A device starting from the beginning gets the state as it is now, in small pages.
+        got: list[history_pb2.Change] = []
+        since, pages = "", 0
+        while True:
+            page = await store.sync(user, since, 2)
+            got += page.changes
+            since, pages = page.next_cursor, pages + 1
+            if not page.has_more:
+                break
+        assert pages >= 4
+        seen = [(c.kind, c.message.id or c.conversation_id) for c in got]
+        assert seen == [
+            (history_pb2.CHANGE_KIND_CONVERSATION_CREATED, c),
+            (history_pb2.CHANGE_KIND_MESSAGE_ADDED, "q2"),
+            (history_pb2.CHANGE_KIND_CONVERSATION_CREATED, a),
+            (history_pb2.CHANGE_KIND_MESSAGE_COMPLETED, "r1"),
+            (history_pb2.CHANGE_KIND_MESSAGE_ADDED, "q1"),
+        ], "each live conversation as it is now, latest activity first, with its messages; nothing deleted"
+        assert got[2].conversation.title == "renamed" and got[3].message.content == "answer"
+
+        # After the snapshot, the log goes on from where it began.
+        await store.append_message(user, a, "q3", "user", "later", clock.now_ms + 100)
+        later = await store.sync(user, since, 100)
+        assert [c.message.id for c in later.changes] == ["q3"]
+    finally:
+        await store.close()

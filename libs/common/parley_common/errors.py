@@ -64,6 +64,14 @@ class Conflict(ParleyError):
     grpc_status = grpc.StatusCode.ALREADY_EXISTS
 
 
+class Gone(ParleyError):
+    """What the request refers to existed but is no longer kept (e.g. an expired sync cursor)."""
+
+    http_status = 410
+    code = "gone"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class RateLimited(ParleyError):
     http_status = 429
     code = "rate_limited"
@@ -82,6 +90,7 @@ _BY_GRPC = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: Conflict,
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
+    grpc.StatusCode.FAILED_PRECONDITION: Gone,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
 }

@@ -61,8 +61,11 @@ CQL = {
     " LIMIT ?",
     "message_buckets_drop": "DELETE FROM message_buckets WHERE conversation_id = ?",
     # changes_by_user and change_buckets: sync
-    "change_insert": f"INSERT INTO changes_by_user ({_CHANGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "change_bucket_insert": "INSERT INTO change_buckets (user_id, bucket_ms) VALUES (?, ?)",
+    # Both expire after the retention (PARLEY_HISTORY_CHANGES_RETENTION_DAYS).
+    "change_insert": f"INSERT INTO changes_by_user ({_CHANGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+    "change_bucket_insert": "INSERT INTO change_buckets (user_id, bucket_ms) VALUES (?, ?) USING TTL ?",
+    "sync_user_get": "SELECT first_change_at_ms FROM sync_users WHERE user_id = ?",
+    "sync_user_insert": "INSERT INTO sync_users (user_id, first_change_at_ms) VALUES (?, ?)",
     "change_buckets_from": "SELECT bucket_ms FROM change_buckets WHERE user_id = ? AND bucket_ms >= ? LIMIT ?",
     "changes_first": f"SELECT {_CHANGE_COLUMNS} FROM changes_by_user WHERE user_id = ? AND bucket_ms = ? LIMIT ?",
     "changes_after": f"SELECT {_CHANGE_COLUMNS} FROM changes_by_user WHERE user_id = ? AND bucket_ms = ?"

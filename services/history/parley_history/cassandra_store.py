@@ -16,13 +16,14 @@ from typing import Any
 from cassandra.query import UNSET_VALUE, PreparedStatement
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.errors import NotFound, ParleyError
+from parley_common.errors import Gone, NotFound, ParleyError
 
 from .cassandra_cql import prepare_all
 from .cassandra_session import CassandraSession, Row
 from .store import (
     CONVERSATION_KINDS,
     DEFAULT_SYNC_PAGE,
+    MAX_PAGE_BYTES,
     Clock,
     SyncPage,
     bucket_start,
@@ -41,6 +42,8 @@ from .store import (
 Items = list[tuple[PreparedStatement, Sequence[Any]]]
 
 _BUCKETS_PER_READ = 64
+DEFAULT_RETENTION_MS = 90 * 86_400_000
+_SNAPSHOT = "snapshot"
 _LIST_SCANS = 8  # list rounds before a (shorter) page is returned with its cursor
 _FAR_FUTURE_MS = 2**62
 # Reads in flight at once for one sync page (each change's entity is read by its key).
@@ -60,6 +63,7 @@ class CassandraHistoryStore:
         bucket_ms: int,
         settle_ms: int,
         clock: Clock = wall_clock_ms,
+        retention_ms: int = DEFAULT_RETENTION_MS,
     ) -> None:
         self.db = db
         self.q = statements
@@ -68,12 +72,22 @@ class CassandraHistoryStore:
         # sent, so one timed earlier may still land later; settling covers that write's timeout.
         self.settle_ms = settle_ms
         self.clock = clock
+        # How long the change log keeps a change (its TTL); older cursors have expired.
+        self.retention_ms = retention_ms
 
     @classmethod
     async def open(
-        cls, db: CassandraSession, *, bucket_ms: int, settle_ms: int, clock: Clock = wall_clock_ms
+        cls,
+        db: CassandraSession,
+        *,
+        bucket_ms: int,
+        settle_ms: int,
+        clock: Clock = wall_clock_ms,
+        retention_ms: int = DEFAULT_RETENTION_MS,
     ) -> CassandraHistoryStore:
-        return cls(db, await prepare_all(db), bucket_ms=bucket_ms, settle_ms=settle_ms, clock=clock)
+        return cls(
+            db, await prepare_all(db), bucket_ms=bucket_ms, settle_ms=settle_ms, clock=clock, retention_ms=retention_ms
+        )
 
     async def close(self) -> None:
         await self.db.close()
@@ -101,15 +115,16 @@ class CassandraHistoryStore:
         bucket = bucket_start(at, self.bucket_ms)
         # Deterministic, so a retried write lands on the same row; short, so cursors stay small.
         change_id = hashlib.sha256(f"{int(kind)}\x1f{conversation_id}\x1f{message_id}".encode()).hexdigest()[:24]
+        ttl = max(1, self.retention_ms // 1000)
         return [
             (
                 self.q["change_insert"],
                 (user_id, bucket, at, change_id, int(kind), conversation_id, message_id,
                  # Unset, not null: a null bind writes a tombstone.
                  UNSET_VALUE if message_bucket_ms is None else message_bucket_ms,
-                 UNSET_VALUE if message_created_at_ms is None else message_created_at_ms),
+                 UNSET_VALUE if message_created_at_ms is None else message_created_at_ms, ttl),
             ),
-            (self.q["change_bucket_insert"], (user_id, bucket)),
+            (self.q["change_bucket_insert"], (user_id, bucket, ttl)),
         ]  # fmt: skip
 
     # conversations
@@ -123,6 +138,9 @@ class CassandraHistoryStore:
     async def create_conversation(
         self, user_id: str, conversation_id: str, title: str, now_ms: int
     ) -> history_pb2.Conversation:
+        if not await self._run("sync_user_get", user_id):
+            # The user's change log begins (two first creations at once: either time will do).
+            await self._run("sync_user_insert", user_id, self.clock())
         await self.db.batch(
             [
                 (self.q["conversation_insert"], (conversation_id, user_id, title, now_ms)),
@@ -301,7 +319,7 @@ class CassandraHistoryStore:
         return stored
 
     async def get_messages(
-        self, user_id: str, conversation_id: str, before: str, limit: int
+        self, user_id: str, conversation_id: str, before: str, limit: int, *, max_bytes: int = MAX_PAGE_BYTES
     ) -> tuple[list[history_pb2.Message], str]:
         limit = clamp_limit(limit)
         after: tuple[int, int, str] | None = None
@@ -326,7 +344,7 @@ class CassandraHistoryStore:
             if len(buckets) < _BUCKETS_PER_READ:
                 break
             upper = buckets[-1]["bucket_ms"] - 1
-        page = fit_bytes([_message(r) for _, r in found[:limit]])
+        page = fit_bytes([_message(r) for _, r in found[:limit]], max_bytes)
         if len(found) <= len(page):
             return page, ""
         last_bucket, last = found[len(page) - 1]
@@ -336,11 +354,24 @@ class CassandraHistoryStore:
 
     async def sync(self, user_id: str, since: str, limit: int) -> SyncPage:
         limit = clamp_limit(limit, DEFAULT_SYNC_PAGE)
+        now = self.clock()
+        horizon = now - self.settle_ms
         after: tuple[int, int, str] | None = None
         if since:
-            bucket, changed, change_id = decode_cursor(since, 3)
+            parts = decode_cursor(since, 3, 6)
+            if parts[0] == _SNAPSHOT:
+                return await self._snapshot(user_id, parts, limit)
+            bucket, changed, change_id = parts
             after = (cursor_int(bucket), cursor_int(changed), change_id)
-        horizon = self.clock() - self.settle_ms
+            if after[1] < now - self.retention_ms:
+                raise Gone(
+                    "this sync cursor is older than the change log keeps: start again from the beginning",
+                    code="sync_cursor_expired",
+                )
+        elif await self._log_may_have_expired(user_id, now):
+            # The log has lost its oldest changes: the beginning is a snapshot of what is now.
+            start = bucket_start(horizon, self.bucket_ms)
+            return await self._snapshot(user_id, [_SNAPSHOT, "", "", "", str(start), str(horizon)], limit)
         rows = await self._settled_changes(user_id, after, limit + 1, horizon)
         hydrated = await self._hydrate(user_id, rows[:limit])
         taken = changes_within(hydrated)
@@ -350,6 +381,67 @@ class CassandraHistoryStore:
         else:
             next_cursor = since
         return SyncPage([c for c in hydrated[:taken] if c is not None], next_cursor, len(rows) > taken)
+
+    async def _log_may_have_expired(self, user_id: str, now: int) -> bool:
+        rows = await self._run("sync_user_get", user_id)
+        return bool(rows) and rows[0]["first_change_at_ms"] < now - self.retention_ms
+
+    async def _snapshot(self, user_id: str, parts: list[str], limit: int) -> SyncPage:
+        """A page of the user's state as it is now: each live conversation (as a creation) and
+        its messages, in list order; then the cursor of the change log from where the snapshot
+        began (what changed meanwhile comes again: clients apply changes by id)."""
+        _, listed_updated, listed_cid, messages_before, log_bucket, log_at = parts
+        position = (cursor_int(listed_updated), listed_cid) if listed_cid else None
+        changes: list[history_pb2.Change] = []
+        size = 0
+        current = listed_cid if messages_before else ""
+        while len(changes) < limit:
+            if not current:
+                if position is None:
+                    rows = await self._run("listed_first", user_id, 1)
+                else:
+                    rows = await self._run("listed_after", user_id, position[0], position[1], 1)
+                if not rows:
+                    # Every conversation sent: the change log from where the snapshot began.
+                    log = encode_cursor(cursor_int(log_bucket), cursor_int(log_at), "")
+                    return SyncPage(changes, log, True)
+                position = (rows[0]["updated_at_ms"], rows[0]["conversation_id"])
+                conversation = await self._listed(user_id, rows[0])
+                if conversation is None:
+                    continue  # a stale list row
+                change = history_pb2.Change(
+                    kind=history_pb2.CHANGE_KIND_CONVERSATION_CREATED,
+                    conversation_id=conversation.id,
+                    changed_at_ms=conversation.updated_at_ms,
+                    conversation=conversation,
+                )
+                changes.append(change)
+                size += change.ByteSize()
+                current, messages_before = conversation.id, ""
+                continue
+            try:
+                page, more = await self.get_messages(
+                    user_id, current, messages_before, limit - len(changes), max_bytes=MAX_PAGE_BYTES - size
+                )
+            except NotFound:
+                page, more = [], ""  # deleted meanwhile
+            for message in page:
+                change = history_pb2.Change(
+                    kind=message_change_kind(message.role),
+                    conversation_id=current,
+                    changed_at_ms=message.created_at_ms,
+                    message=message,
+                )
+                changes.append(change)
+                size += change.ByteSize()
+            messages_before = more
+            if not more:
+                current = ""
+            if size >= MAX_PAGE_BYTES:
+                break
+        assert position is not None
+        cursor = encode_cursor(_SNAPSHOT, position[0], position[1], messages_before, log_bucket, log_at)
+        return SyncPage(changes, cursor, True)
 
     async def _settled_changes(
         self, user_id: str, after: tuple[int, int, str] | None, want: int, horizon: int

@@ -27,6 +27,9 @@ class HistorySettings(CommonSettings):
     # may only be longer.
     history_sync_settle_ms: int | None = Field(default=None, ge=0, le=600_000)
     history_clock_skew_ms: int = Field(default=1_000, ge=0, le=60_000)
+    # Cassandra: how long sync's change log keeps a change. A device whose cursor is older gets
+    # `sync_cursor_expired` (410) and starts again from the beginning, which is then a snapshot.
+    history_changes_retention_days: int = Field(default=90, ge=1, le=3650)
 
     # "host" or "host:port", comma-separated.
     cassandra_contact_points: str = Field(default="127.0.0.1", min_length=1, max_length=2000)

@@ -114,13 +114,13 @@ def encode_cursor(*parts: str | int) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[str]:
+def decode_cursor(cursor: str, arity: int, *other_arities: int) -> list[str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("malformed cursor", code="invalid_cursor") from None
     parts = raw.split("\x1f")
-    if len(parts) != arity:
+    if len(parts) != arity and len(parts) not in other_arities:
         raise InvalidRequest("malformed cursor", code="invalid_cursor")
     return parts
 

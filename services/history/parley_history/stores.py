@@ -54,7 +54,10 @@ async def open_store(settings: HistorySettings) -> HistoryStore:
         )
     session = await CassandraSession.connect(cassandra_config(settings), keyspace)
     return await CassandraHistoryStore.open(
-        session, bucket_ms=settings.history_bucket_s * 1000, settle_ms=settings.sync_settle_ms()
+        session,
+        bucket_ms=settings.history_bucket_s * 1000,
+        settle_ms=settings.sync_settle_ms(),
+        retention_ms=settings.history_changes_retention_days * 86_400_000,
     )
 
 

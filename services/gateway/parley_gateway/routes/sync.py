@@ -22,6 +22,9 @@ async def sync(
     """Changes oldest first: `{"data": [...], "next_cursor", "has_more"}`.
 
     An empty `since` starts from the beginning. Keep `next_cursor` for the next call (it is the
-    `since` sent when nothing changed); while `has_more` is true, more are ready now."""
+    `since` sent when nothing changed); while `has_more` is true, more are ready now. On
+    Cassandra the change log is kept PARLEY_HISTORY_CHANGES_RETENTION_DAYS (90): an older cursor
+    gets 410 `sync_cursor_expired`, and the client starts again from the beginning, which is
+    then a snapshot of every live conversation and its messages (changes apply by id)."""
     page = await request.app.state.history.sync(user, since, limit)
     return sync_json(page)

@@ -54,6 +54,13 @@ export class SyncLoop {
           if (page.next_cursor) this.cursorStore.save(page.next_cursor);
         } while (page.has_more);
       } catch (err) {
+        if (err.code === "sync_cursor_expired") {
+          // Offline longer than the server keeps changes: start again from the beginning,
+          // which is then a snapshot of everything as it is now (applied by id, so harmless).
+          this.cursorStore.save("");
+          this.again = true;
+          continue;
+        }
         this.onError(err);
         return;
       }
