@@ -70,6 +70,20 @@ def cassandra_target(cassandra: CassandraEndpoint) -> Iterator[CassandraTarget]:
             cluster.shutdown()
 
 
+async def open_cassandra_store(target: CassandraTarget, clock: TestClock) -> CassandraHistoryStore:
+    """The store on the session's contract keyspace, migrated on first use; settle 0: these
+    tests write and read on one clock, with no concurrent writers."""
+    if not target.migrated:
+        admin = await CassandraSession.connect(target.config)
+        try:
+            await migrate(admin, target.keyspace, target.config.local_dc, replication_factor=1)
+        finally:
+            await admin.close()
+        target.migrated = True
+    session = await CassandraSession.connect(target.config, target.keyspace)
+    return await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0, clock=clock)
+
+
 @pytest.fixture
 def clock() -> TestClock:
     return TestClock()
@@ -81,18 +95,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: TestClock
     if request.param == "sqlite":
         opened = SqliteHistoryStore(tmp_path / "history.sqlite3", synchronous="NORMAL", clock=clock)
     else:
-        cassandra_target: CassandraTarget = request.getfixturevalue("cassandra_target")
-        config = cassandra_target.config
-        if not cassandra_target.migrated:
-            admin = await CassandraSession.connect(config)
-            try:
-                await migrate(admin, cassandra_target.keyspace, config.local_dc, replication_factor=1)
-            finally:
-                await admin.close()
-            cassandra_target.migrated = True
-        session = await CassandraSession.connect(config, cassandra_target.keyspace)
-        # settle 0: these tests write and read on one clock, with no concurrent writers.
-        opened = await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0, clock=clock)
+        opened = await open_cassandra_store(request.getfixturevalue("cassandra_target"), clock)
     yield opened
     await opened.close()
 

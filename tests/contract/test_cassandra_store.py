@@ -25,7 +25,7 @@ from parley_history.cassandra_session import CassandraSession, StoreFailure
 from parley_history.cassandra_store import CassandraHistoryStore
 from parley_history.store import MAX_PAGE_BYTES
 
-from .conftest import BUCKET_MS, CassandraTarget, TestClock, config_for
+from .conftest import BUCKET_MS, CassandraTarget, TestClock, config_for, open_cassandra_store
 
 pytestmark = pytest.mark.usefixtures("cassandra")
 
@@ -141,17 +141,8 @@ async def _drop_with_new_session(cassandra: CassandraEndpoint, keyspace: str) ->
 
 @pytest.fixture
 async def cstore(cassandra_target: CassandraTarget, clock: TestClock) -> AsyncIterator[CassandraHistoryStore]:
-    """The contract keyspace's store (migrated by the contract fixture's first use)."""
-    config = cassandra_target.config
-    if not cassandra_target.migrated:
-        admin = await CassandraSession.connect(config)
-        try:
-            await migrate(admin, cassandra_target.keyspace, config.local_dc, replication_factor=1)
-        finally:
-            await admin.close()
-        cassandra_target.migrated = True
-    session = await CassandraSession.connect(config, cassandra_target.keyspace)
-    store = await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0, clock=clock)
+    """The Cassandra store on the contract keyspace."""
+    store = await open_cassandra_store(cassandra_target, clock)
     yield store
     await store.close()
 

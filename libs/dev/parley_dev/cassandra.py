@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .infra import InfraUnavailable, docker_available, free_port
+from .infra import InfraUnavailable, docker_available, free_port, terminate
 
 ROOT = Path(__file__).resolve().parents[3]
 POM = ROOT / "tools" / "cassandra" / "pom.xml"
@@ -321,13 +320,8 @@ class LocalCassandra:
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """SIGTERM: Cassandra drains (flushes its memtables) and exits; killed past the timeout."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout_s)
         self.process = None
         self.node = None
         if self._out is not None:

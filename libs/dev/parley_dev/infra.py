@@ -208,6 +208,18 @@ def _containers() -> Iterator[Infra]:
             rabbit.stop()
 
 
+def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM, then SIGKILL past `timeout_s`; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -326,13 +338,8 @@ class LocalS3:
         raise InfraUnavailable(f"SeaweedFS did not answer on {url} within {wait_s:.0f}s; see {self.log_path}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout_s)
         self.process = None
         if self._log is not None:
             self._log.close()

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley_common.topology import Topology
 
-from .infra import Infra, LocalS3, S3Endpoint, free_port
+from .infra import Infra, LocalS3, S3Endpoint, free_port, terminate
 
 MODULES = {
     "history": "parley_history",
@@ -129,15 +128,9 @@ class Stack:
         process = self.processes.pop(name, None)
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        code = terminate(process, timeout_s)
         self._logs.pop(name).close()
-        return process.returncode
+        return code
 
     def kill_service(self, name: str) -> None:
         process = self.processes.pop(name)
