@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 from parley_common.user_budgets import BudgetStatus, MonthlySpend, PlanLimits, month_of
 from parley_orchestrator.response_cache import cache_key, is_deterministic
 
@@ -50,10 +51,34 @@ def test_plan_limits_reject_negative_values() -> None:
         PlanLimits(monthly_tokens=-1)
 
 
+def model(**options: object) -> ModelConfig:
+    return ModelConfig(
+        provider="p",
+        upstream_model="m",
+        context_window=8192,
+        max_output_tokens=100,
+        input_price_per_mtok=0,
+        output_price_per_mtok=0,
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def test_only_temperature_zero_is_deterministic() -> None:
-    assert is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=True))
-    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=False))
-    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.2, has_temperature=True))
+    assert is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=True), model())
+    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=False), model())
+    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.2, has_temperature=True), model())
+
+
+def test_determinism_is_decided_by_the_temperature_the_model_gets() -> None:
+    # A model that refuses the field samples at its own default whatever the user asked: its
+    # answers are never stored as deterministic. A registry default of 0 makes a request that
+    # sets nothing deterministic; the user's own temperature outranks the default.
+    refuses = model(accepts_temperature=False)
+    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.0, has_temperature=True), refuses)
+    greedy = model(temperature=0.0)
+    assert is_deterministic(chat_pb2.ChatRequest(), greedy)
+    assert not is_deterministic(chat_pb2.ChatRequest(temperature=0.7, has_temperature=True), greedy)
+    assert not is_deterministic(chat_pb2.ChatRequest(), model(temperature=0.4))
 
 
 def test_the_cache_key_is_the_model_the_prompt_and_the_output_limit() -> None:

@@ -43,3 +43,40 @@ def test_the_demo_model_has_no_server() -> None:
     raw["models"]["demo"]["base_url"] = "http://x/v1"
     with pytest.raises(ValidationError, match="demo"):
         ModelRegistry.model_validate(raw)
+
+
+def test_a_model_says_which_temperature_it_takes_and_which_output_limit_field() -> None:
+    loaded = ModelRegistry.model_validate(registry())
+    qwen = loaded.models["qwen"]
+    # Nothing set: no temperature is sent unless the user sets one, and the output limit goes
+    # in `max_tokens`, the field vLLM, Ollama and llama.cpp's server document.
+    assert (qwen.temperature, qwen.accepts_temperature, qwen.max_tokens_field) == (None, True, "max_tokens")
+    assert qwen.temperature_to_send(None) is None and qwen.temperature_to_send(0.0) == 0.0
+    tuned = ModelRegistry.model_validate(registry(temperature=0.3)).models["qwen"]
+    assert tuned.temperature_to_send(None) == 0.3 and tuned.temperature_to_send(0.9) == 0.9
+    reasoning = ModelRegistry.model_validate(
+        registry(accepts_temperature=False, max_tokens_field="max_completion_tokens")
+    ).models["qwen"]
+    assert reasoning.temperature_to_send(0.0) is None and reasoning.max_tokens_field == "max_completion_tokens"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"temperature": 2.5}, "less than or equal to 2"),
+        ({"temperature": -1}, "greater than or equal to 0"),
+        ({"accepts_temperature": False, "temperature": 0.5}, "accepts_temperature"),
+        ({"max_tokens_field": "max_new_tokens"}, "max_tokens_field"),
+    ],
+)
+def test_sampling_options_that_cannot_work_are_refused(options: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        ModelRegistry.model_validate(registry(**options))
+
+
+def test_only_an_openai_compatible_model_names_its_output_limit_field() -> None:
+    raw = registry()
+    raw["providers"]["claude"] = {"kind": "anthropic", "base_url": "https://api.anthropic.com"}
+    raw["models"]["sonnet"] = {**raw["models"]["qwen"], "provider": "claude", "max_tokens_field": "max_tokens"}
+    with pytest.raises(ValidationError, match="max_tokens_field"):
+        ModelRegistry.model_validate(raw)

@@ -18,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 from parley_dev.fake_providers import FakeProviderApp, answer_tokens
 from parley_worker.providers import Chunk, Finish, Provider, TextChunk, UsageReport
 from parley_worker.providers import anthropic as anthropic_wire
@@ -27,6 +28,7 @@ from parley_worker.providers.anthropic import AnthropicProvider
 from parley_worker.providers.errors import (
     AuthenticationFailed,
     BadRequest,
+    BadResponse,
     ContextLengthExceeded,
     Overloaded,
     ProviderError,
@@ -69,6 +71,7 @@ def job(
         upstream_model=MODELS[provider],
         max_output_tokens=max_output_tokens,
         temperature=0.5,
+        has_temperature=True,
         messages=[
             chat_pb2.PromptMessage(role="system", content="be brief"),
             *(history or []),
@@ -246,14 +249,6 @@ async def test_openai_request_shape(client: httpx.AsyncClient, fake: FakeProvide
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
     assert (body["max_tokens"], body["temperature"]) == (50, 0.5)
-    # OpenAI's own API wants the newer field.
-    official = openai_wire.request_body(
-        job("openai", "x", max_output_tokens=9), max_tokens_field="max_completion_tokens"
-    )
-    assert official["max_completion_tokens"] == 9 and "max_tokens" not in official
-    assert OpenAIProvider(
-        name="o", base_url="https://api.openai.com/v1", api_key=KEY, client=client, timeouts=TIMEOUTS
-    ).max_tokens_field == ("max_completion_tokens")
 
 
 async def test_anthropic_request_shape(client: httpx.AsyncClient, fake: FakeProviderApp) -> None:
@@ -395,3 +390,189 @@ async def test_an_anthropic_answer_cut_short_still_reports_the_prompts_tokens(
                 failed.append(chunk)
     usage = [c for c in failed if isinstance(c, UsageReport)]
     assert usage == [UsageReport(fake.requests[-1].input_tokens, 1)] and usage[0].input_tokens > 0
+
+
+def spec(provider: str = "openai", **options: Any) -> ModelConfig:
+    """A registry entry for the model a job names (`job()` names it after its provider)."""
+    return ModelConfig(
+        provider=provider,
+        upstream_model=MODELS.get(provider, "m"),
+        context_window=8192,
+        max_output_tokens=1024,
+        input_price_per_mtok=0,
+        output_price_per_mtok=0,
+        **options,
+    )
+
+
+def temperature_sent(name: str, job: chat_pb2.ProviderJob, model: ModelConfig | None = None) -> float | None:
+    """The temperature each adapter's request carries, None when the field is left out."""
+    if name == "openai":
+        return openai_wire.request_body(job, spec=model).get("temperature")
+    if name == "anthropic":
+        return anthropic_wire.request_body(job, spec=model).get("temperature")
+    return gemini_wire.request_body(job, spec=model).get("generationConfig", {}).get("temperature")
+
+
+def test_a_temperature_of_zero_is_sent_and_an_unset_one_is_not(name: str) -> None:
+    # Before: 0 was dropped (proto3 cannot tell it from unset), so the provider sampled at its
+    # default while the response cache stored the answer as deterministic; and every job
+    # carried the orchestrator's 1.0 when the user set nothing.
+    zero = job(name, "x")
+    zero.temperature = 0.0
+    assert temperature_sent(name, zero) == 0.0
+    unset = job(name, "x")
+    unset.ClearField("has_temperature")
+    unset.temperature = 1.0  # what an older orchestrator put in every job
+    assert temperature_sent(name, unset) is None
+    assert temperature_sent(name, unset, spec(name, temperature=0.2)) == 0.2, "the registry's default"
+    assert temperature_sent(name, zero, spec(name, temperature=0.2)) == 0.0, "the user's choice wins"
+    warm = job(name, "x")
+    warm.temperature = 0.7  # a float32 field: it reads back as 0.699999988...
+    assert temperature_sent(name, warm) == 0.7
+
+
+def test_a_model_that_refuses_the_temperature_field_never_gets_one(name: str) -> None:
+    # OpenAI's reasoning models answer 400 "Unsupported parameter: 'temperature'"; the
+    # registry says so (accepts_temperature: false) and the user's temperature is not sent.
+    assert temperature_sent(name, job(name, "x"), spec(name, accepts_temperature=False)) is None
+
+
+async def test_the_openai_output_limit_field_is_the_models_registry_entrys() -> None:
+    # Not the host name: OpenAI's own reasoning models take only `max_completion_tokens`,
+    # while vLLM, Ollama and llama.cpp document `max_tokens` (the default).
+    sent: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, content=openai_refusal_stream(["x"]))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        for models in ({}, {"openai": spec(max_tokens_field="max_completion_tokens")}):
+            provider = OpenAIProvider(
+                name="openai",
+                base_url="https://api.openai.com/v1",
+                api_key=KEY,
+                client=client,
+                timeouts=TIMEOUTS,
+                models=models,
+            )
+            await collect(provider, job("openai", "hello", max_output_tokens=9))
+    assert sent[0]["max_tokens"] == 9 and "max_completion_tokens" not in sent[0]
+    assert sent[1]["max_completion_tokens"] == 9 and "max_tokens" not in sent[1]
+
+
+def gemini_stream(*events: dict[str, Any], tail: bytes = b"") -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events) + tail
+
+
+def gemini_text(text: str, finish: str | None = None, prompt_tokens: int = 2304) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+    if finish:
+        candidate["finishReason"] = finish
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+        "modelVersion": "gemini-2.0-flash",
+    }
+
+
+def pretty_error(code: int, status: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message, "status": status}}, indent=2).encode()
+
+
+async def decode_gemini(body: bytes) -> tuple[list[Chunk], ProviderError | None]:
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    )
+    received: list[Chunk] = []
+    async with httpx.AsyncClient(transport=transport) as client:
+        try:
+            async with aclosing(FACTORIES["gemini"]("http://fake", client).stream(job("gemini", "hi"))) as stream:  # type: ignore[type-var]
+                async for chunk in stream:
+                    received.append(chunk)
+        except ProviderError as err:
+            return received, err
+    return received, None
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_type"),
+    [(503, "UNAVAILABLE", Overloaded), (429, "RESOURCE_EXHAUSTED", RateLimited), (500, "INTERNAL", ServerError)],
+)
+@pytest.mark.parametrize("after_finish", [True, False], ids=["after-finish", "before-finish"])
+async def test_a_gemini_error_written_after_the_events_is_the_providers_error(
+    code: int, status: str, error_type: type[ProviderError], after_finish: bool
+) -> None:
+    """The stream of vercel/ai#5217, as Gemini sent it: text, a chunk with finishReason STOP,
+    then the error object pretty-printed outside any `data:` line. It was dropped: after the
+    finish reason the truncated answer ended as a clean stop; without one, the answer ended as
+    a dropped connection (retried, never falling back, the provider's message lost)."""
+    events = [gemini_text("Okay")] + ([gemini_text("", finish="STOP", prompt_tokens=2301)] if after_finish else [])
+    message = "The model is overloaded. Please try again later."
+    received, err = await decode_gemini(gemini_stream(*events, tail=pretty_error(code, status, message)))
+    assert isinstance(err, error_type), received
+    assert message in str(err) and status in str(err)
+    assert [c for c in received if isinstance(c, TextChunk)] == [TextChunk("Okay")]
+    assert not any(isinstance(c, Finish) for c in received), "never a clean end"
+    assert [c for c in received if isinstance(c, UsageReport)][-1].input_tokens > 0, "the usage known so far is kept"
+
+
+async def test_gemini_text_outside_the_events_that_is_no_error_is_a_bad_response() -> None:
+    _, err = await decode_gemini(gemini_stream(gemini_text("Hi", finish="STOP"), tail=b"<html>oops</html>"))
+    assert isinstance(err, BadResponse)
+
+
+@pytest.mark.parametrize(
+    ("reason", "finish"),
+    [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        *[
+            (r, "content_filter")
+            for r in ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")
+        ],
+        *[(r, "other") for r in ("OTHER", "LANGUAGE", "MALFORMED_FUNCTION_CALL", "FINISH_REASON_UNSPECIFIED")],
+        ("A_REASON_NOT_INVENTED_YET", "other"),
+    ],
+)
+async def test_gemini_finish_reasons_say_why_the_answer_stopped(
+    client: httpx.AsyncClient, reason: str, finish: str
+) -> None:
+    # The FinishReason enum of the Gemini API reference (Candidate.FinishReason); anything
+    # else, or OTHER, is not a clean stop.
+    directive = json.dumps({"finish_reason": reason})
+    chunks = await collect(FACTORIES["gemini"]("http://fake", client), job("gemini", f"hi [[fake {directive}]]"))
+    assert chunks[-1] == Finish(finish)
+
+
+async def test_an_unknown_finish_reason_is_not_a_clean_stop(name: str, provider: Provider) -> None:
+    chunks = await collect(provider, job(name, 'hi [[fake {"finish_reason": "something_new"}]]'))
+    assert chunks[-1] == Finish("other")
+    assert text_of(chunks) == "".join(answer_tokens("hi"))
+
+
+# The shape of openai-python's recorded stream of a refused structured output
+# (tests/lib/chat/test_completions_streaming.py::test_parse_pydantic_model_refusal,
+# .inline-snapshot/external/ca015b8b1eba*.bin): `content` null, the text in `delta.refusal`,
+# finish_reason "stop", then the usage chunk and [DONE].
+def openai_refusal_stream(pieces: list[str]) -> bytes:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "content": None, "refusal": ""})]
+    events += [chunk({"refusal": piece}) for piece in pieces]
+    events += [chunk({}, "stop"), {**base, "choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": 12}}]
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+async def test_an_openai_refusal_is_shown_and_ends_as_content_filter() -> None:
+    # Before: `delta.refusal` was ignored, so the user saw an empty answer that ended "stop".
+    pieces = ["I'm", " sorry", ",", " but", " I", " can't", " assist", " with", " that", " request", "."]
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=openai_refusal_stream(pieces)))
+    async with httpx.AsyncClient(transport=transport) as client:
+        chunks = await collect(FACTORIES["openai"]("http://fake", client), job("openai", "hi"))
+    assert text_of(chunks) == "I'm sorry, but I can't assist with that request."
+    assert chunks[-2:] == [UsageReport(17, 12), Finish("content_filter")]

@@ -33,7 +33,7 @@ from parley_worker.resilience import RetryPolicy
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TIMEOUTS = StreamTimeouts(connect_s=5, first_token_s=10, idle_s=10, total_s=30)
-FINISH_REASONS = {"stop", "length", "content_filter"}
+FINISH_REASONS = {"stop", "length", "content_filter", "other"}
 Event = tuple[str, Any]  # (SSE event name, JSON payload)
 
 # Real streams, as each API documents them: the seeds the mutations start from.

@@ -123,3 +123,59 @@ def test_any_events_cut_anywhere_come_back_whole(
     chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     expected = [ServerSentEvent(data="\n".join(lines), event=name or "message") for name, lines in events]
     assert parse(*chunks) == expected
+
+
+# Gemini ends a stream it cannot finish with the error object after the events, pretty-printed
+# and outside any `data:` line (recorded in vercel/ai#5217; google-genai's _api_client buffers
+# such lines because "when API returns an error message, it comes line by line").
+GEMINI_TAIL = (
+    b'data: {"candidates": [{"content": {"parts": [{"text": "Okay"}],"role": "model"}}]}\r\n\r\n'
+    b'data: {"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP"}]}\r\n\r\n'
+    b'{\n  "error": {\n    "code": 503,\n    "message": "The model is overloaded. Please try again later.",\n'
+    b'    "status": "UNAVAILABLE"\n  }\n}\n'
+)
+GEMINI_TAIL_ERROR = (
+    '{\n  "error": {\n    "code": 503,\n    "message": "The model is overloaded. Please try again later.",\n'
+    '    "status": "UNAVAILABLE"\n  }\n}'
+)
+
+
+def parse_keeping_stray(*chunks: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder(keep_stray=True)
+    return [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.close()
+
+
+def test_text_outside_the_events_is_one_stray_event_when_asked_for() -> None:
+    events = parse_keeping_stray(GEMINI_TAIL)
+    assert [e.stray for e in events] == [False, False, True]
+    assert events[2].data == GEMINI_TAIL_ERROR
+    assert parse(GEMINI_TAIL) == events[:2], "by default it is ignored, as the SSE standard says"
+
+
+def test_stray_json_cut_anywhere_comes_back_whole() -> None:
+    for cut in range(len(GEMINI_TAIL) + 1):
+        events = parse_keeping_stray(GEMINI_TAIL[:cut], GEMINI_TAIL[cut:])
+        assert [e.data for e in events if e.stray] == [GEMINI_TAIL_ERROR], f"cut at byte {cut}"
+
+
+def test_stray_text_without_a_final_line_end_is_kept_at_the_end_of_the_stream() -> None:
+    # The error object is complete (and dispatched) as soon as its closing brace arrives, line
+    # end or not; a fragment that never completes is handed over when the stream ends.
+    tail = GEMINI_TAIL.rstrip(b"\n")
+    decoder = SSEDecoder(keep_stray=True)
+    assert [e.data for e in decoder.feed(tail) if e.stray] == [GEMINI_TAIL_ERROR], "not waiting for the end"
+    assert decoder.close() == []
+    assert [e.data for e in parse_keeping_stray(b'data: {}\n\n{"error": {"co')] == ["{}", '{"error": {"co']
+    one_line = b'data: {}\r\n\r\n{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}'
+    assert [e.data for e in parse_keeping_stray(one_line) if e.stray] == [
+        '{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}'
+    ]
+
+
+async def test_aiter_sse_hands_over_stray_text_at_the_end() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(GEMINI_TAIL), 7):
+            yield GEMINI_TAIL[i : i + 7].rstrip(b"\n") if i + 7 >= len(GEMINI_TAIL) else GEMINI_TAIL[i : i + 7]
+
+    events = [event async for event in aiter_sse(chunks(), keep_stray=True)]
+    assert [(e.stray, e.data == GEMINI_TAIL_ERROR) for e in events] == [(False, False), (False, False), (True, True)]

@@ -38,6 +38,32 @@ class ModelConfig(BaseModel):
     # Where this model is served, when not at its provider's base_url: e.g. several vLLM or
     # llama.cpp servers, one model each, behind one OpenAI-compatible provider entry.
     base_url: str = Field(default="", max_length=2048, pattern=r"^(https?://\S+)?$")
+    # The temperature sent when the user sets none; None: the field is left out and the
+    # provider uses its own default.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    # False for models that refuse the field (OpenAI's reasoning models answer 400
+    # "Unsupported parameter: 'temperature'"): no temperature is ever sent to them, the
+    # user's included (a request may fall back to such a model, so it is not refused), and
+    # their answers are never treated as deterministic by the response cache.
+    accepts_temperature: bool = True
+    # OpenAI-compatible providers only: the request field of the output limit. `max_tokens`
+    # is what vLLM, Ollama and llama.cpp's server document; OpenAI's own API wants
+    # `max_completion_tokens` (its reasoning models refuse `max_tokens`).
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+
+    @model_validator(mode="after")
+    def _sampling(self) -> ModelConfig:
+        if not self.accepts_temperature and self.temperature is not None:
+            raise ValueError("a model with accepts_temperature: false cannot set a temperature")
+        return self
+
+    def temperature_to_send(self, requested: float | None) -> float | None:
+        """The temperature this model's request carries when the user asked for `requested`
+        (None: they did not say): theirs, else the registry's default, else None (the field is
+        left out); always None for a model that refuses the field."""
+        if not self.accepts_temperature:
+            return None
+        return requested if requested is not None else self.temperature
 
     def cost_micros(self, input_tokens: int, output_tokens: int) -> int:
         """Cost in micro-dollars: prices are dollars per million tokens, so 1 token = price micro-dollars."""
@@ -76,6 +102,8 @@ class ModelRegistry(BaseModel):
                 raise ValueError(f"model {name!r} names unknown provider {model.provider!r}")
             if model.base_url and self.providers[model.provider].kind == "demo":
                 raise ValueError(f"model {name!r} sets a base_url, but its provider is the demo model")
+            if "max_tokens_field" in model.model_fields_set and self.providers[model.provider].kind != "openai":
+                raise ValueError(f"model {name!r} sets max_tokens_field, but its provider is not OpenAI-compatible")
             for fallback in model.fallbacks:
                 if fallback not in self.models or fallback == name:
                     raise ValueError(f"model {name!r} falls back to unknown model {fallback!r}")

@@ -44,7 +44,15 @@ message's text (it is removed before the answer is derived):
     drop_after    int    close the connection abruptly after this many tokens (real server only:
                          httpx's ASGITransport cannot show a half-sent body)
     error_after   int    after this many tokens send the provider's in-stream error event...
-    stream_error  str    ...of this kind: "overloaded" (default), "server_error", "rate_limited"
+    stream_error  str    ...of this kind: "overloaded" (default), "server_error", "rate_limited".
+                         Gemini sends it as its servers do: a pretty-printed JSON error object
+                         after the events, outside any `data:` line (see GeminiFormat.stream_error)
+    error_after_finish  bool  send the answer's closing events (its finish reason) before that
+                         error; only Gemini, which has no end marker, sends anything after them
+    finish_reason str    end with this finish reason of the provider's own instead of the usual
+                         one (OpenAI "content_filter", Anthropic "refusal", Gemini "SAFETY", "OTHER"...)
+    refusal       bool   OpenAI format: the answer comes as `delta.refusal`, not `delta.content`,
+                         as a structured-output refusal does (finish_reason stays "stop")
     no_usage      bool   OpenAI format: leave out the usage chunk, as some compatible servers do
 
 A client that hangs up mid-stream is noticed at once (an ASGI `http.disconnect` while
@@ -107,6 +115,9 @@ class Directive(BaseModel):
     drop_after: int | None = Field(default=None, ge=0)
     error_after: int | None = Field(default=None, ge=0)
     stream_error: str = Field(default="overloaded", pattern="^(overloaded|server_error|rate_limited)$")
+    error_after_finish: bool = False
+    finish_reason: str | None = Field(default=None, pattern="^[A-Za-z_]{1,40}$")
+    refusal: bool = False
     no_usage: bool = False
 
 
@@ -255,13 +266,17 @@ class OpenAIFormat:
         return _sse(chunk)
 
     def opening(self, stream: Stream) -> list[bytes]:
+        # A refusal opens with `"content": null, "refusal": ""` (openai-python's recorded
+        # stream of a refused structured output, .inline-snapshot/external/ca015b8b1eba*.bin).
+        if stream.directive.refusal:
+            return [self._chunk(stream, {"role": "assistant", "content": None, "refusal": ""}, None)]
         return [self._chunk(stream, {"role": "assistant", "content": ""}, None)]
 
     def token(self, stream: Stream, text: str) -> bytes:
-        return self._chunk(stream, {"content": text}, None)
+        return self._chunk(stream, {"refusal" if stream.directive.refusal else "content": text}, None)
 
     def closing(self, stream: Stream, cut: bool) -> list[bytes]:
-        frames = [self._chunk(stream, {}, "length" if cut else "stop")]
+        frames = [self._chunk(stream, {}, stream.directive.finish_reason or ("length" if cut else "stop"))]
         if stream.turn.include_usage and not stream.directive.no_usage:
             usage = {
                 "prompt_tokens": stream.input_tokens,
@@ -358,7 +373,8 @@ class AnthropicFormat:
         return _sse(delta, event="content_block_delta")
 
     def closing(self, stream: Stream, cut: bool) -> list[bytes]:
-        delta = {"stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None}
+        reason = stream.directive.finish_reason or ("max_tokens" if cut else "end_turn")
+        delta = {"stop_reason": reason, "stop_sequence": None}
         return [
             _sse({"type": "content_block_stop", "index": 0}, event="content_block_stop"),
             _sse(
@@ -450,11 +466,16 @@ class GeminiFormat:
         return self._chunk(stream, text, None)
 
     def closing(self, stream: Stream, cut: bool) -> list[bytes]:
-        return [self._chunk(stream, "", "MAX_TOKENS" if cut else "STOP")]
+        return [self._chunk(stream, "", stream.directive.finish_reason or ("MAX_TOKENS" if cut else "STOP"))]
 
     def stream_error(self, stream: Stream, kind: str) -> bytes:
+        """Gemini fails a stream it already started by writing the error object after the
+        events, pretty-printed and outside any `data:` line, then closing the connection:
+        recorded in vercel/ai#5217 (a 503 UNAVAILABLE after a chunk with finishReason STOP);
+        google-genai's _api_client buffers such lines "when API returns an error message, it
+        comes line by line"."""
         status = {"overloaded": 503, "rate_limited": 429}.get(kind, 500)
-        return _sse(self.error(status, None, None)[0], eol=self.eol)
+        return json.dumps(self.error(status, None, None)[0], indent=2).encode()
 
 
 _GEMINI_MEDIA = {"inlineData", "inline_data", "fileData", "file_data"}
@@ -637,7 +658,8 @@ async def _send_stream(fmt: Format, stream: Stream, send: Send, gone: asyncio.Ev
         if plan.drop_after is not None and i >= plan.drop_after:
             raise DeliberateDrop(f"dropped after {i} tokens as the directive asked")
         if plan.error_after is not None and i >= plan.error_after:
-            return await last_frames(fmt.stream_error(stream, plan.stream_error))
+            closing = b"".join(fmt.closing(stream, False)) if plan.error_after_finish else b""
+            return await last_frames(closing + fmt.stream_error(stream, plan.stream_error))
         if i == len(tokens):
             break
         if plan.tokens_per_s is not None:

@@ -5,7 +5,8 @@ It consumes its own queue, <ns>.orchestrator.response-completed, bound to `respo
 - the provider budget: the reservation becomes the tokens the provider reported; a request
   that used nothing (failed, or cancelled before the provider answered) gives it all back;
 - the user's monthly usage is charged (idempotent per response);
-- a deterministic request that completed normally fills the response cache.
+- a deterministic request that completed normally (ended "stop" or "length") fills the
+  response cache.
 
 When a provider reports no usage (a cancelled stream), the usage is estimated: the prompt's
 counted tokens plus the counted tokens of the text that was streamed.
@@ -31,6 +32,10 @@ from .job_records import JobRecord, JobRecords
 from .response_cache import CachedAnswer, ResponseCache
 
 log = logging.getLogger(__name__)
+
+# Only an answer the model ended itself is the answer to its prompt: not one it stopped for a
+# safety block or a refusal ("content_filter"), nor for a reason that is no clean end ("other").
+CACHEABLE_FINISH_REASONS = frozenset({"stop", "length"})
 
 # A completion that cannot be settled (Redis down) is retried this often, this far apart, then
 # dead-lettered: its reservation then simply slides out of the budget's window.
@@ -105,6 +110,7 @@ class CompletionConsumer:
             and record.cache_key
             and self.cache.enabled
             and event.status == chat_pb2.RESPONSE_STATUS_COMPLETED
+            and (event.finish_reason or "stop") in CACHEABLE_FINISH_REASONS
             and event.model == record.model
             and event.content
         ):

@@ -232,7 +232,7 @@ class ChatRequestConsumer:
             await self.end_cancelled(request, stream, route)
             return False
         digest = ""
-        if self.cache.enabled and is_deterministic(request):
+        if self.cache.enabled and is_deterministic(request, route.spec):
             digest = cache_key(route.model, route.spec.upstream_model, plan.max_output_tokens, plan.fit.messages)
             cached = await self.cache.get(digest)
             if cached is not None:
@@ -328,7 +328,10 @@ class ChatRequestConsumer:
             upstream_model=route.spec.upstream_model,
             messages=plan.fit.messages,
             max_output_tokens=plan.max_output_tokens,
-            temperature=request.temperature if request.has_temperature else 1.0,
+            # The user's choice only (0 included): the worker adds the registry's default for the
+            # model that answers, which a fallback may change.
+            temperature=request.temperature,
+            has_temperature=request.has_temperature,
             reply_to=request.reply_to,
             created_at_ms=int(time.time() * 1000),
             fallbacks=route.fallbacks,

@@ -1,11 +1,15 @@
 """Exact-match response cache for deterministic requests.
 
-A request is deterministic when it asks for temperature 0. Its answer is then a function of
-the model, the prompt the model gets (after trimming) and the output limit, and the key is
-the SHA-256 of exactly those. The cache is filled from the ResponseCompleted of such a
-request (completions.py): the orchestrator keeps the key in the response's job record when
-it publishes the job. A hit is streamed like any answer (meta, delta, usage, done) with zero
-usage and cost, and no provider is called. Entries expire after `ttl_s`.
+A request is deterministic when the model gets temperature 0: the user's, or the registry's
+default when the user set none (ModelConfig.temperature_to_send, the rule the worker sends
+by). A model that refuses the field (`accepts_temperature: false`) samples at its own
+default whatever was asked, so its answers are never deterministic. The answer is then a
+function of the model, the prompt the model gets (after trimming) and the output limit, and
+the key is the SHA-256 of exactly those. The cache is filled from the ResponseCompleted of
+such a request when it ended "stop" or "length" (completions.py): the orchestrator keeps the
+key in the response's job record when it publishes the job. A hit is streamed like any
+answer (meta, delta, usage, done) with zero usage and cost, and no provider is called.
+Entries expire after `ttl_s`.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 
 
-def is_deterministic(request: chat_pb2.ChatRequest) -> bool:
-    return bool(request.has_temperature and request.temperature == 0.0)
+def is_deterministic(request: chat_pb2.ChatRequest, spec: ModelConfig) -> bool:
+    """Whether `spec`'s model answers `request` at temperature 0."""
+    requested = request.temperature if request.has_temperature else None
+    return spec.temperature_to_send(requested) == 0.0
 
 
 def cache_key(

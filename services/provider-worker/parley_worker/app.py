@@ -76,6 +76,8 @@ def build_providers(
                     api_key=settings.provider_api_keys.get(name),
                     client=client,
                     timeouts=timeouts,
+                    # Each job's model entry: its output-limit field and sampling options.
+                    models={model: spec for model, spec in registry.models.items() if spec.provider == name},
                 )
     return providers
 

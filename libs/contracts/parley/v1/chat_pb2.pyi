@@ -93,7 +93,7 @@ class ChatRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., client_message_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., on_busy: _Optional[str] = ..., inline_messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., has_temperature: _Optional[bool] = ..., media_ids: _Optional[_Iterable[str]] = ..., image_detail: _Optional[str] = ...) -> None: ...
 
 class ProviderJob(_message.Message):
-    __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms", "fallbacks", "fallback_from", "attempt", "dropped_messages", "truncated_messages")
+    __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms", "fallbacks", "fallback_from", "attempt", "dropped_messages", "truncated_messages", "has_temperature")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class ProviderJob(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    HAS_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     version: int
     response_id: str
     user_id: str
@@ -130,7 +131,8 @@ class ProviderJob(_message.Message):
     attempt: int
     dropped_messages: int
     truncated_messages: int
-    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[ModelTarget, _Mapping]]] = ..., fallback_from: _Optional[str] = ..., attempt: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., truncated_messages: _Optional[int] = ...) -> None: ...
+    has_temperature: bool
+    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[ModelTarget, _Mapping]]] = ..., fallback_from: _Optional[str] = ..., attempt: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., truncated_messages: _Optional[int] = ..., has_temperature: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cost_micros")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class UsageReport:
 
 @dataclass(frozen=True)
 class Finish:
-    reason: str  # "stop" or "length"
+    # "stop", "length", "content_filter" (a safety block or the model's refusal), or "other":
+    # the provider stopped for another reason, or one the adapter does not know (not a clean stop).
+    reason: str
 
 
 Chunk = TextChunk | UsageReport | Finish
@@ -69,6 +72,15 @@ def alternating_turns(
     while turns and turns[0]["role"] == assistant_role:
         turns.pop(0)
     return turns
+
+
+def temperature_for(job: chat_pb2.ProviderJob, spec: ModelConfig | None) -> float | None:
+    """The temperature to send for `job`, or None to leave the field out: the user's (0
+    included), else the model's registry default; never for a model that refuses the field
+    (ModelConfig.temperature_to_send). Without a registry entry, only the user's."""
+    # The bus carries a float32 (0.7 arrives as 0.699999988...): six decimals give back what was asked.
+    requested = round(job.temperature, 6) if job.has_temperature else None
+    return spec.temperature_to_send(requested) if spec is not None else requested
 
 
 def model_client_key(provider: str, model: str) -> str:

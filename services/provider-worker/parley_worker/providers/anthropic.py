@@ -6,7 +6,8 @@ The wire format (docs.anthropic.com, "Streaming Messages"): named SSE events
 `content_block_stop`, then `message_delta` (`stop_reason`, cumulative `usage.output_tokens`)
 and `message_stop`. `ping` may come at any time; unknown event types must be ignored.
 An `error` event (e.g. `overloaded_error`, which "would normally correspond to an HTTP 529")
-can arrive mid-stream.
+can arrive mid-stream. `stop_reason` "refusal" ends "content_filter", "max_tokens" "length";
+one not in `_STOP` (added after this was written) ends "other", not as a clean stop.
 
 The request: the system prompt goes in `system`, not in `messages`; turns alternate user /
 assistant, so consecutive same-role messages are merged; `max_tokens` is required; the key
@@ -16,8 +17,9 @@ goes in `x-api-key` with an `anthropic-version` header. Images are `image` block
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -25,8 +27,9 @@ import httpx
 from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 
-from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns
+from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns, temperature_for
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
 from .http import (
     StreamTimeouts,
@@ -41,6 +44,8 @@ from .http import (
     open_sse,
 )
 from .sse import ServerSentEvent
+
+log = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Used only when a job carries no limit: the API refuses a request without one.
@@ -89,8 +94,11 @@ def _blocks(message: chat_pb2.PromptMessage, role: str, provider: str) -> list[d
     return blocks
 
 
-def request_body(job: chat_pb2.ProviderJob, *, provider: str = "anthropic") -> dict[str, Any]:
-    """The Messages API request for a job."""
+def request_body(
+    job: chat_pb2.ProviderJob, *, spec: ModelConfig | None = None, provider: str = "anthropic"
+) -> dict[str, Any]:
+    """The Messages API request for a job; `spec` is the model's registry entry (its default
+    temperature, whether it takes one)."""
     system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content.strip())
     turns = alternating_turns(job.messages, "assistant", "content", lambda m, role: _blocks(m, role, provider))
     body: dict[str, Any] = {
@@ -101,9 +109,10 @@ def request_body(job: chat_pb2.ProviderJob, *, provider: str = "anthropic") -> d
     }
     if system:
         body["system"] = system
-    # proto3 cannot tell "unset" from 0.0, so 0 leaves the default; Anthropic's range is 0..1.
-    if job.temperature > 0:
-        body["temperature"] = min(job.temperature, 1.0)
+    # Anthropic's range is 0..1.
+    temperature = temperature_for(job, spec)
+    if temperature is not None:
+        body["temperature"] = min(temperature, 1.0)
     return body
 
 
@@ -150,12 +159,15 @@ class AnthropicProvider:
         api_key: SecretStr | None,
         client: httpx.AsyncClient,
         timeouts: StreamTimeouts,
+        models: Mapping[str, ModelConfig] | None = None,
     ) -> None:
         self.name = name
         self.url = base_url.rstrip("/") + "/v1/messages"
         self.api_key = api_key
         self.client = client
         self.timeouts = timeouts
+        # The registry's entries by public model name: each job's sampling options.
+        self.models = models or {}
 
     def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
         """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
@@ -169,7 +181,7 @@ class AnthropicProvider:
             self.client,
             self.url,
             headers=headers,
-            body=request_body(job, provider=self.name),
+            body=request_body(job, spec=self.models.get(job.model), provider=self.name),
             provider=self.name,
             timeouts=self.timeouts,
             read_error=read_error,
@@ -220,4 +232,9 @@ class AnthropicProvider:
         if not stopped:
             raise ConnectionFailed(f"{name}: the stream ended before the answer was finished", provider=name)
         yield UsageReport(input_tokens=input_tokens, output_tokens=output_tokens)
-        yield Finish(_STOP.get(stop_reason or "end_turn", "stop"))
+        reason = stop_reason or "end_turn"
+        if reason not in _STOP:
+            log.warning(
+                "the answer stopped for a reason other than its end", extra={"provider": name, "reason": reason}
+            )
+        yield Finish(_STOP.get(reason, "other"))

@@ -8,7 +8,19 @@ The wire format (ai.google.dev API reference, `models.streamGenerateContent`): w
 `candidatesTokenCount`, `thoughtsTokenCount` for thinking models, billed as output) grows
 to its final value on the last chunk. There is no end marker: an answer without a
 `finishReason` was cut short. A blocked prompt has no candidates, only
-`promptFeedback.blockReason`.
+`promptFeedback.blockReason`. `finishReason` is one of the API reference's
+`Candidate.FinishReason` values: STOP, MAX_TOKENS, the safety family (SAFETY, RECITATION,
+BLOCKLIST, PROHIBITED_CONTENT, SPII, IMAGE_SAFETY...: "content_filter" here), or another
+(OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, ones added later: "other", never a clean stop).
+
+A stream that fails after it started (a 503 when the model sheds load, a 429 quota) is not
+an event: Gemini writes the error object (google.rpc.Status, the body of an HTTP error)
+after the events, pretty-printed over several lines outside any `data:` line, then closes
+the connection (recorded in vercel/ai#5217; google-genai's `_api_client` buffers such lines
+"when API returns an error message, it comes line by line"). It may come after a chunk that
+already carried a finishReason: the answer was cut short all the same. It is read as the
+error its `code` stands for, as if the HTTP answer had had that status (a 503 overloads, so
+the worker falls back at once). Any other text outside the events is a BadResponse.
 
 The request: `contents` with roles `user` / `model`, the system prompt in
 `systemInstruction`, limits in `generationConfig`. Images are `inlineData` (base64 bytes)
@@ -18,8 +30,10 @@ public and presigned HTTPS URLs (Gemini fetches them itself; nothing is fetched 
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
@@ -28,10 +42,12 @@ import httpx
 from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 
-from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns
+from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns, temperature_for
 from .errors import (
     BadRequest,
+    BadResponse,
     ConnectionFailed,
     ErrorDetail,
     ErrorKind,
@@ -39,6 +55,7 @@ from .errors import (
     error_for,
     kind_for_status,
     parse_duration,
+    redact,
 )
 from .http import (
     StreamTimeouts,
@@ -54,8 +71,21 @@ from .http import (
 )
 from .sse import ServerSentEvent
 
+log = logging.getLogger(__name__)
+
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
-_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+# Content flagged and stopped (Candidate.FinishReason): safety, recitation of protected
+# text, blocklisted terms, prohibited content, sensitive personal data, unsafe images.
+_FILTERED = {
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+}
 # 400 INVALID_ARGUMENT "The input token count (3475108) exceeds the maximum number of tokens allowed (1048576)."
 _CONTEXT_TEXT = re.compile(r"input token count|exceeds the maximum number of tokens|context window", re.IGNORECASE)
 
@@ -80,8 +110,11 @@ def _parts(message: chat_pb2.PromptMessage, role: str, provider: str) -> list[di
     return parts
 
 
-def request_body(job: chat_pb2.ProviderJob, *, provider: str = "gemini") -> dict[str, Any]:
-    """The streamGenerateContent request for a job (the model is in the URL)."""
+def request_body(
+    job: chat_pb2.ProviderJob, *, spec: ModelConfig | None = None, provider: str = "gemini"
+) -> dict[str, Any]:
+    """The streamGenerateContent request for a job (the model is in the URL); `spec` is the
+    model's registry entry (its default temperature, whether it takes one)."""
     system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content)
     contents = alternating_turns(job.messages, "model", "parts", lambda m, role: _parts(m, role, provider))
     body: dict[str, Any] = {"contents": contents}
@@ -90,9 +123,9 @@ def request_body(job: chat_pb2.ProviderJob, *, provider: str = "gemini") -> dict
     config: dict[str, Any] = {}
     if job.max_output_tokens:
         config["maxOutputTokens"] = job.max_output_tokens
-    # proto3 cannot tell "unset" from 0.0, so 0 leaves the model's default.
-    if job.temperature > 0:
-        config["temperature"] = job.temperature
+    temperature = temperature_for(job, spec)
+    if temperature is not None:
+        config["temperature"] = temperature
     if config:
         body["generationConfig"] = config
     return body
@@ -137,16 +170,47 @@ def read_error(status: int, body: bytes) -> ErrorDetail:
     return ErrorDetail(message=message, kind=kind, retry_after_s=_retry_delay(error))
 
 
-def _stream_error(error: Any, provider: str) -> ProviderError:
+def _stream_error(error: Any, provider: str, secret: str | None = None) -> ProviderError:
+    """The error a google.rpc.Status met mid-stream stands for: the kind of its `code` as an
+    HTTP status (the stream itself was a 200), with the provider's own message."""
     if not isinstance(error, dict):
-        return error_for("server_error", f"{provider}: error mid-stream: {error}", provider=provider)
+        text = redact(str(error), secret)
+        return error_for("server_error", f"{provider}: error mid-stream: {text}", provider=provider)
     code = error.get("code")
-    status = code if isinstance(code, int) and not isinstance(code, bool) else 500
-    message = f"{error.get('status') or ''}: {error.get('message') or ''}"
+    status = code if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599 else 500
+    message = redact(f"{error.get('status') or ''}: {error.get('message') or ''}", secret)
     kind = kind_for_status(status, context_length_exceeded=bool(_CONTEXT_TEXT.search(message)))
+    if _key_invalid(error):
+        kind = "auth"
     return error_for(
-        kind, f"{provider}: error mid-stream: {message}", retry_after_s=_retry_delay(error), provider=provider
+        kind,
+        f"{provider}: error mid-stream: {status} {message}",
+        retry_after_s=_retry_delay(error),
+        provider=provider,
     )
+
+
+def _stray_error(text: str, provider: str, secret: str | None) -> ProviderError:
+    """What text written outside the events stands for: the provider's error, when it is one."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    error = _error_object(payload)
+    if isinstance(error, dict):
+        return _stream_error(error, provider, secret)
+    shown = redact(text, secret)[:80]
+    return BadResponse(f"{provider}: the provider sent text outside its events: {shown!r}", provider=provider)
+
+
+def _finish_reason(reason: str, provider: str) -> str:
+    if reason in _FILTERED:
+        return "content_filter"
+    if reason in _FINISH:
+        return _FINISH[reason]
+    # OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, FINISH_REASON_UNSPECIFIED, or one added later.
+    log.warning("the answer stopped for a reason other than its end", extra={"provider": provider, "reason": reason})
+    return "other"
 
 
 class GeminiProvider:
@@ -160,12 +224,15 @@ class GeminiProvider:
         api_key: SecretStr | None,
         client: httpx.AsyncClient,
         timeouts: StreamTimeouts,
+        models: Mapping[str, ModelConfig] | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.client = client
         self.timeouts = timeouts
+        # The registry's entries by public model name: each job's sampling options.
+        self.models = models or {}
 
     def url(self, upstream_model: str) -> str:
         return f"{self.base_url}/v1beta/models/{quote(upstream_model, safe='')}:streamGenerateContent?alt=sse"
@@ -182,11 +249,12 @@ class GeminiProvider:
             self.client,
             self.url(job.upstream_model),
             headers=headers,
-            body=request_body(job, provider=self.name),
+            body=request_body(job, spec=self.models.get(job.model), provider=self.name),
             provider=self.name,
             timeouts=self.timeouts,
             read_error=read_error,
             api_key=self.api_key,
+            keep_stray=True,
         )
         async with aclosing(events), aclosing(self._decode(events)) as chunks:
             async for chunk in chunks:
@@ -194,26 +262,28 @@ class GeminiProvider:
 
     async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
         name = self.name
+        secret = self.api_key.get_secret_value() if self.api_key else None
         finish: str | None = None
-        input_tokens = output_tokens = 0
+        usage = reported = UsageReport(input_tokens=0, output_tokens=0)
         async for event in events:
+            if event.stray:
+                raise _stray_error(event.data, name, secret)
             payload = event_json(event, provider=name)
             if payload.get("error") is not None:
-                raise _stream_error(payload["error"], name)
+                raise _stream_error(payload["error"], name, secret)
             if payload.get("usageMetadata") is not None:
-                usage = field_object(payload["usageMetadata"], "usageMetadata", provider=name)
-                input_tokens = field_count(usage.get("promptTokenCount"), "promptTokenCount", provider=name)
-                # Thinking is billed as output.
-                output_tokens = field_count(
-                    usage.get("candidatesTokenCount"), "candidatesTokenCount", provider=name
-                ) + field_count(usage.get("thoughtsTokenCount"), "thoughtsTokenCount", provider=name)
+                counts = field_object(payload["usageMetadata"], "usageMetadata", provider=name)
+                usage = UsageReport(
+                    input_tokens=field_count(counts.get("promptTokenCount"), "promptTokenCount", provider=name),
+                    # Thinking is billed as output.
+                    output_tokens=field_count(counts.get("candidatesTokenCount"), "candidatesTokenCount", provider=name)
+                    + field_count(counts.get("thoughtsTokenCount"), "thoughtsTokenCount", provider=name),
+                )
             feedback = field_object(payload.get("promptFeedback"), "promptFeedback", provider=name)
             if feedback.get("blockReason"):
                 finish = "content_filter"
             candidates = field_list(payload.get("candidates"), "candidates", provider=name)
-            if not candidates:
-                continue
-            candidate = field_object(candidates[0], "candidates[0]", provider=name)
+            candidate = field_object(candidates[0] if candidates else None, "candidates[0]", provider=name)
             content = field_object(candidate.get("content"), "candidates[0].content", provider=name)
             for item in field_list(content.get("parts"), "candidates[0].content.parts", provider=name):
                 part = field_object(item, "parts[]", provider=name)
@@ -221,10 +291,17 @@ class GeminiProvider:
                 # Thought summaries are not part of the answer.
                 if text and not part.get("thought"):
                     yield TextChunk(text)
+            if usage != reported:
+                # Reported as it grows: an answer that fails or is cancelled midway still
+                # carries the usage known so far (the worker keeps the last report).
+                reported = usage
+                yield usage
             reason = field_text(candidate.get("finishReason"), "candidates[0].finishReason", provider=name)
             if reason:
-                finish = "content_filter" if reason in _FILTERED else _FINISH.get(reason, "stop")
+                finish = _finish_reason(reason, name)
+        # No end marker: the connection closing ends the answer (and a finishReason does not
+        # prove it complete, an error may follow it), so the stream is read to its end.
         if finish is None:
             raise ConnectionFailed(f"{name}: the stream ended before the answer was finished", provider=name)
-        yield UsageReport(input_tokens=input_tokens, output_tokens=output_tokens)
+        yield usage
         yield Finish(finish)

@@ -86,8 +86,10 @@ async def open_sse(
     timeouts: StreamTimeouts,
     read_error: ErrorReader,
     api_key: SecretStr | None,
+    keep_stray: bool = False,
 ) -> AsyncGenerator[ServerSentEvent, None]:
-    """POST `body` as JSON and yield the Server-Sent Events of the answer.
+    """POST `body` as JSON and yield the Server-Sent Events of the answer (with `keep_stray`,
+    text outside the SSE framing too, as events with `stray=True`: see sse.py).
 
     An HTTP error answer raises the ProviderError it stands for (`read_error` turns the
     provider's own error body into a message); a refused or dropped connection raises
@@ -111,7 +113,7 @@ async def open_sse(
                 )
                 raise error_from_status(response.status_code, detail, headers=response.headers, provider=provider)
             streaming = True
-            async for event in aiter_sse(response.aiter_bytes()):
+            async for event in aiter_sse(response.aiter_bytes(), keep_stray=keep_stray):
                 yield event
     except (httpx.ConnectTimeout, httpx.PoolTimeout):
         raise ProviderTimeout(f"{provider}: connecting timed out", phase="connect", provider=provider) from None

@@ -6,14 +6,23 @@ The wire format (platform.openai.com API reference, "chat.completion.chunk"): ea
 carries `finish_reason`; with `stream_options.include_usage` one more chunk with empty
 `choices` carries `usage` before `data: [DONE]`. Compatible servers may not send usage:
 then the usage reported is 0/0 and a warning says so. Errors mid-stream arrive as a chunk
-`{"error": {...}}`.
+`{"error": {...}}`. A refusal (a structured output the model declines to give) streams its
+text in `delta.refusal` with `content` null, and still ends "stop" (openai-python's recorded
+stream, test_parse_pydantic_model_refusal): it is shown as the answer and ends
+"content_filter". A finish_reason other than stop, length and content_filter ("tool_calls",
+a compatible server's "abort"...) ends "other", not as a clean stop.
+
+The request: the output limit goes in the field the model's registry entry names
+(`max_tokens_field`: `max_tokens` for vLLM, Ollama and llama.cpp, `max_completion_tokens`
+for OpenAI's own API, whose reasoning models refuse `max_tokens`); a temperature only when
+the user or the registry set one, never to a model that refuses it (`accepts_temperature`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -21,8 +30,9 @@ import httpx
 from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 
-from . import Chunk, Finish, TextChunk, UsageReport
+from . import Chunk, Finish, TextChunk, UsageReport, temperature_for
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
 from .http import (
     StreamTimeouts,
@@ -68,8 +78,11 @@ def _message(message: chat_pb2.PromptMessage, provider: str) -> dict[str, Any]:
     return {"role": message.role, "content": parts}
 
 
-def request_body(job: chat_pb2.ProviderJob, *, max_tokens_field: str, provider: str = "openai") -> dict[str, Any]:
-    """The Chat Completions request for a job."""
+def request_body(
+    job: chat_pb2.ProviderJob, *, spec: ModelConfig | None = None, provider: str = "openai"
+) -> dict[str, Any]:
+    """The Chat Completions request for a job; `spec` is the model's registry entry (the
+    output limit's field, its default temperature, whether it takes one)."""
     body: dict[str, Any] = {
         "model": job.upstream_model,
         "messages": [_message(m, provider) for m in job.messages],
@@ -77,10 +90,10 @@ def request_body(job: chat_pb2.ProviderJob, *, max_tokens_field: str, provider: 
         "stream_options": {"include_usage": True},
     }
     if job.max_output_tokens:
-        body[max_tokens_field] = job.max_output_tokens
-    # proto3 cannot tell "unset" from 0.0, so 0 leaves the provider's default.
-    if job.temperature > 0:
-        body["temperature"] = job.temperature
+        body[spec.max_tokens_field if spec is not None else "max_tokens"] = job.max_output_tokens
+    temperature = temperature_for(job, spec)
+    if temperature is not None:
+        body["temperature"] = temperature
     return body
 
 
@@ -133,19 +146,16 @@ class OpenAIProvider:
         api_key: SecretStr | None,
         client: httpx.AsyncClient,
         timeouts: StreamTimeouts,
-        max_tokens_field: str | None = None,
+        models: Mapping[str, ModelConfig] | None = None,
     ) -> None:
         self.name = name
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key = api_key
         self.client = client
         self.timeouts = timeouts
-        # OpenAI's own API wants `max_completion_tokens` (newer models reject `max_tokens`);
-        # compatible servers (Ollama, llama.cpp) document only `max_tokens`.
-        if max_tokens_field is None:
-            official = httpx.URL(base_url).host == "api.openai.com"
-            max_tokens_field = "max_completion_tokens" if official else "max_tokens"
-        self.max_tokens_field = max_tokens_field
+        # The registry's entries by public model name: each job's output-limit field and
+        # sampling options (a job for a model not in it gets `max_tokens` and only the user's temperature).
+        self.models = models or {}
         self._warned_no_usage = False
 
     def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
@@ -160,7 +170,7 @@ class OpenAIProvider:
             self.client,
             self.url,
             headers=headers,
-            body=request_body(job, max_tokens_field=self.max_tokens_field, provider=self.name),
+            body=request_body(job, spec=self.models.get(job.model), provider=self.name),
             provider=self.name,
             timeouts=self.timeouts,
             read_error=read_error,
@@ -175,7 +185,7 @@ class OpenAIProvider:
     ) -> AsyncGenerator[Chunk, None]:
         finish: str | None = None
         usage: UsageReport | None = None
-        done = False
+        done = refused = False
         name = self.name
         async for event in events:
             if event.data.strip() == "[DONE]":
@@ -202,6 +212,11 @@ class OpenAIProvider:
                 text = field_text(delta.get("content"), "choices[].delta.content", provider=name)
                 if text:
                     yield TextChunk(text)
+                refusal = field_text(delta.get("refusal"), "choices[].delta.refusal", provider=name)
+                if refusal:
+                    # The model's own words declining: the user reads them as the answer.
+                    refused = True
+                    yield TextChunk(refusal)
                 reason = field_text(choice.get("finish_reason"), "choices[].finish_reason", provider=name)
                 if reason:
                     finish = reason
@@ -216,4 +231,12 @@ class OpenAIProvider:
                 )
             usage = UsageReport(input_tokens=0, output_tokens=0)
         yield usage
-        yield Finish(_FINISH.get(finish or "stop", "stop"))
+        if refused:
+            yield Finish("content_filter")
+        elif finish in _FINISH or finish is None:
+            yield Finish(_FINISH.get(finish or "stop", "stop"))
+        else:
+            log.warning(
+                "the answer stopped for a reason other than its end", extra={"provider": name, "reason": finish}
+            )
+            yield Finish("other")
