@@ -6,7 +6,7 @@ import pytest
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import InvalidRequest, NotFound
-from parley_history.store import HistoryStore
+from parley_history.store import HistoryStore, encode_cursor
 
 from .conftest import BUCKET_MS, TestClock
 
@@ -188,6 +188,39 @@ async def test_a_bad_cursor_is_a_clear_error(store: HistoryStore, ns: str, curso
         with pytest.raises(InvalidRequest) as raised:
             await attempt
         assert raised.value.code == "invalid_cursor"
+
+
+# Numbers no position is: past int64 (as both stores keep them), a run of digits, and digits
+# that are not ASCII (str.isdigit() says yes to them; int() refuses '²' and reads '٣').
+NOT_POSITIONS = [str(2**63), "9" * 120, "\u00b2", "\u0663\u0661", "\uff11"]
+
+
+@pytest.mark.parametrize("number", NOT_POSITIONS)
+async def test_a_cursor_whose_numbers_are_not_positions_is_a_clear_error(
+    store: HistoryStore, ns: str, number: str
+) -> None:
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await store.create_conversation(alice, c1, "", 1)
+    # Every shape either store's cursors have (each store refuses the others' shapes too):
+    # one number (sync), number + id (lists), two numbers + id, a Cassandra snapshot of sync.
+    cursors = [
+        encode_cursor(number),
+        encode_cursor(number, "x"),
+        encode_cursor(number, 5, "x"),
+        encode_cursor(5, number, "x"),
+        encode_cursor("snapshot", number, c1, "", 5, 5),
+        encode_cursor("snapshot", "", "", "", number, 5),
+        encode_cursor("snapshot", "", "", "", 5, number),
+    ]
+    for cursor in cursors:
+        for attempt in (
+            store.get_messages(alice, c1, cursor, 10),
+            store.list_conversations(alice, cursor, 10),
+            store.sync(alice, cursor, 10),
+        ):
+            with pytest.raises(InvalidRequest) as raised:
+                await attempt
+            assert raised.value.code == "invalid_cursor", cursor
 
 
 # rename and delete

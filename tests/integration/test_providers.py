@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from parley_common.tokens import counter_for
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running
@@ -55,6 +57,13 @@ def registry(fake_url: str) -> dict[str, Any]:
             "gpt": model("openai", "gpt-test", ["claude"]),
             "claude": model("anthropic", "claude-test"),
             "gemini": model("gemini", "gemini-test"),
+            "gemini-fb": model("gemini", "gemini-test", ["claude"]),
+            # Like OpenAI's reasoning models: no temperature field, the output limit in the new one.
+            "reasoner": {
+                **model("openai", "reasoner-test"),
+                "accepts_temperature": False,
+                "max_tokens_field": "max_completion_tokens",
+            },
             "local": model("local", "llama-test"),
             "vllm": {**model("cluster", "qwen-test"), "base_url": f"{fake_url}/v1"},
         },
@@ -331,3 +340,217 @@ async def test_a_model_served_at_its_own_base_url_is_called_there(
     assert got[0].data["model"] == "vllm" and text_of(got)
     (request,) = await provider_calls(seen)
     assert request["model"] == "qwen-test", "the model's own server got the call, not its provider's"
+
+
+# Characters that line-splitting readers (Python's str.splitlines, httpx's aiter_lines) take for
+# line ends, though SSE does not: raw in a `data:` line, they would cut it into forged lines.
+LINE_BREAKERS = "one\u2028two\u2029three\x85four"
+
+
+async def test_unicode_line_separators_in_an_answer_reach_the_client_as_sent(api: httpx.AsyncClient) -> None:
+    content = f'{LINE_BREAKERS} [[fake {{"echo": true}}]]'
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": content, "model": "gpt"}
+    ) as r:
+        got = await read_all(r)  # reads lines with httpx's aiter_lines
+    assert got[0].event == "meta" and got[-1].event == "done", got
+    assert text_of(got) == LINE_BREAKERS
+
+    # The OpenAI-compatible stream, read the way line-based SSE clients read it.
+    chunks: list[dict[str, Any]] = []
+    async with api.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "gpt", "stream": True, "messages": [{"role": "user", "content": content}]},
+    ) as r:
+        assert r.status_code == 200
+        lines = [line async for line in r.aiter_lines()]
+    for line in lines:
+        assert line == "" or line.startswith(("data: ", ":")), f"a forged line: {line!r}"
+        if line.startswith("data: ") and line != "data: [DONE]":
+            chunks.append(json.loads(line.removeprefix("data: ")))
+    assert lines[-2:] == ["data: [DONE]", ""]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == LINE_BREAKERS
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "gemini"])
+async def test_a_cancelled_answer_reports_and_stores_the_tokens_it_used(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient, model: str
+) -> None:
+    content = 'count me [[fake {"tokens": 400, "tokens_per_s": 20}]]'
+    counted = (await api.post("/v1/tokens/count", json={"content": content, "model": model})).json()
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    got: list[Frame] = []
+    async with api.stream(
+        "POST", f"/v1/conversations/{conversation}/messages", json={"content": content, "model": model}
+    ) as r:
+        response_id = r.headers["x-parley-response-id"]
+        async for frame in frames(r):
+            got.append(frame)
+            if frame.event == "delta" and sum(f.event == "delta" for f in got) == 3:
+                assert (await api.post(f"/v1/responses/{response_id}/cancel")).status_code == 202
+            if frame.event in ("done", "error"):
+                break
+    assert got[-1].event == "done" and got[-1].data["finish_reason"] == "cancelled"
+    (request,) = await provider_calls(seen)
+    usage = next(f.data for f in got if f.event == "usage")
+    # The prompt as the provider counted it when it said so before the end (Anthropic, and Gemini
+    # in every chunk's usageMetadata), else as Parley counted it before sending; the shown text
+    # as Parley counts it.
+    expected_input = request["input_tokens"] if model in ("claude", "gemini") else counted["input_tokens"]
+    assert usage["input_tokens"] == expected_input > 0
+    assert usage["output_tokens"] == counter_for("openai", "cl100k_base").text(text_of(got)) > 0
+    assert usage["cost_micros"] == round(usage["input_tokens"] * 2.0 + usage["output_tokens"] * 10.0)
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["status"] == "interrupted" and answer["content"] == text_of(got)
+    assert answer["usage"] == {k: usage[k] for k in ("input_tokens", "output_tokens", "cost_micros")}
+
+
+async def test_a_gemini_overload_written_after_its_events_falls_back_at_once(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # Gemini writes a mid-stream error as a JSON object after the events, outside any `data:`
+    # line (vercel/ai#5217). Read as "the stream ended early", a 503 was retried on the same
+    # overloaded model instead of moving to the next one.
+    key = "g503-" + uuid.uuid4().hex[:8]
+    directive = f'[[fake {{"error_after": 0, "stream_error": "overloaded", "times": 1, "key": "{key}"}}]]'
+    conversation, response_id, got = await turn(api, "gemini-fb", f"busy gemini {directive}")
+    meta = got[0].data
+    assert got[0].event == "meta" and meta["model"] == "claude" and meta["fallback_from"] == "gemini-fb", meta
+    assert got[-1].event == "done" and text_of(got) == "".join(answer_tokens("busy gemini"))
+    formats = [(r["format"], r["status"]) for r in await provider_calls(seen)]
+    assert formats == [("gemini", 200), ("anthropic", 200)], "not retried on the overloaded model"
+    assert (await stored_answer(api, conversation, response_id))["model"] == "claude"
+
+
+async def test_a_gemini_error_after_its_finish_reason_ends_the_turn_with_that_error(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # The chunk with finishReason STOP came, then the error: the answer was cut short, and was
+    # shown and stored as complete.
+    directive = '[[fake {"error_after": 3, "stream_error": "overloaded", "error_after_finish": true}]]'
+    conversation, response_id, got = await turn(api, "gemini", f"cut short {directive}")
+    assert sum(f.event == "delta" for f in got) == 3
+    assert got[-1].event == "error", got[-1]
+    assert got[-1].data["code"] == "provider_overloaded" and got[-1].data["retryable"] is True
+    assert not any(f.event == "done" for f in got)
+    assert len(await provider_calls(seen)) == 1, "never retried after text was shown"
+    answer = await stored_answer(api, conversation, response_id)
+    assert answer["status"] == "interrupted" and answer["content"] == text_of(got)
+
+
+@pytest.mark.parametrize(
+    ("model", "directive", "finish_reason"),
+    [
+        ("gpt", {"refusal": True}, "content_filter"),
+        ("gemini", {"finish_reason": "SAFETY"}, "content_filter"),
+        ("gemini", {"finish_reason": "OTHER"}, "other"),
+        ("claude", {"finish_reason": "refusal"}, "content_filter"),
+    ],
+)
+async def test_a_refused_blocked_or_odd_ending_is_shown_and_its_finish_reason_says_so(
+    api: httpx.AsyncClient, model: str, directive: dict[str, Any], finish_reason: str
+) -> None:
+    # OpenAI streams a refusal in `delta.refusal` (content null) and ends it "stop": the user
+    # saw an empty answer that looked complete. Gemini's OTHER (and any reason Parley does not
+    # know) ended as a clean "stop".
+    conversation, response_id, got = await turn(api, model, f"say no [[fake {json.dumps(directive)}]]")
+    assert text_of(got) == "".join(answer_tokens("say no")), "the refusal's text is shown"
+    assert got[-1].event == "done" and got[-1].data["finish_reason"] == finish_reason
+    assert (await stored_answer(api, conversation, response_id))["content"] == text_of(got)
+
+
+async def completion(api: httpx.AsyncClient, model: str, text: str, **options: Any) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **options}
+    reply = await api.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json())
+
+
+async def test_a_refusal_through_the_openai_compatible_api_ends_content_filter(api: httpx.AsyncClient) -> None:
+    # OpenAI's own API ends a filtered or refused answer with finish_reason "content_filter";
+    # Parley's compatible endpoint said "stop", as if the answer were complete.
+    got = await completion(api, "gpt", f"say no {uuid.uuid4().hex} [[fake {json.dumps({'refusal': True})}]]")
+    assert got["choices"][0]["finish_reason"] == "content_filter"
+    assert got["choices"][0]["message"]["content"], "the refusal's text is shown"
+
+
+async def test_the_users_temperature_reaches_the_provider_as_given_and_none_is_sent_when_unset(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # Before: an explicit 0 was dropped (the provider sampled at its default) and every other
+    # request carried 1.0.
+    await completion(api, "gpt", "greedy " + uuid.uuid4().hex, temperature=0)
+    await completion(api, "gemini", "greedy " + uuid.uuid4().hex, temperature=0)
+    await completion(api, "claude", "unset " + uuid.uuid4().hex)
+    await completion(api, "gpt", "warm " + uuid.uuid4().hex, temperature=0.7)
+    gpt, gemini, claude, warm = [r["body"] for r in await provider_calls(seen)]
+    assert gpt["temperature"] == 0 and gemini["generationConfig"]["temperature"] == 0
+    assert "temperature" not in claude
+    assert warm["temperature"] == 0.7, "as asked, not the float32 the bus carries it in"
+
+
+async def test_a_model_that_refuses_temperature_gets_none_and_its_output_limit_in_its_own_field(
+    api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # The field is chosen by the model's registry entry, not by the host name: here both
+    # models are served by the same (fake) host.
+    await completion(api, "reasoner", "think " + uuid.uuid4().hex, temperature=0.3, max_tokens=20)
+    await completion(api, "gpt", "plain " + uuid.uuid4().hex, max_tokens=20)
+    reasoner, gpt = [r["body"] for r in await provider_calls(seen)]
+    assert "temperature" not in reasoner, "the user's temperature is not sent to a model that refuses it"
+    assert reasoner["max_completion_tokens"] == 20 and "max_tokens" not in reasoner
+    assert gpt["max_tokens"] == 20 and "max_completion_tokens" not in gpt
+
+
+async def cache_entries(stack: Stack, infra: Infra) -> int:
+    redis = Redis.from_url(infra.redis_url)
+    try:
+        return len([k async for k in redis.scan_iter(f"{stack.config.namespace}:response-cache:*")])
+    finally:
+        await redis.aclose()
+
+
+async def test_temperature_zero_on_a_model_that_refuses_temperature_is_not_served_from_the_cache(
+    pstack: Stack, infra: Infra, api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # Such a model samples at its own default whatever the user asked: storing its answer as
+    # the deterministic answer to the prompt would serve one random sample for an hour.
+    sampled, greedy = "sampled " + uuid.uuid4().hex, "greedy " + uuid.uuid4().hex
+    before = await cache_entries(pstack, infra)
+    await completion(api, "reasoner", sampled, temperature=0)
+    await completion(api, "gpt", greedy, temperature=0)
+    deadline = time.monotonic() + 10
+    while await cache_entries(pstack, infra) < before + 1:  # the gpt answer is cached
+        assert time.monotonic() < deadline, "the cache was never filled"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # time for the reasoner's answer to be settled too
+    assert await cache_entries(pstack, infra) == before + 1
+    again = await completion(api, "reasoner", sampled, temperature=0)
+    assert again["usage"]["completion_tokens"] > 0, "answered by the provider again"
+    cached = await completion(api, "gpt", greedy, temperature=0)
+    assert cached["usage"]["completion_tokens"] == 0, "a temperature-0 answer of a model that takes it is cached"
+    assert [r["model"] for r in await provider_calls(seen)] == ["reasoner-test", "gpt-test", "reasoner-test"]
+
+
+async def test_a_deterministic_answer_that_did_not_end_cleanly_is_not_served_from_the_cache(
+    pstack: Stack, infra: Infra, api: httpx.AsyncClient, seen: httpx.AsyncClient
+) -> None:
+    # Gemini's OTHER (or a safety stop) at temperature 0: were it cached, the cut-short or
+    # blocked answer would be served again for an hour without asking the model.
+    odd = 'odd ending [[fake {"finish_reason": "OTHER"}]] ' + uuid.uuid4().hex
+    clean = "clean ending " + uuid.uuid4().hex
+    before = await cache_entries(pstack, infra)
+    await completion(api, "gemini", odd, temperature=0)
+    await completion(api, "gemini", clean, temperature=0)
+    deadline = time.monotonic() + 10
+    while await cache_entries(pstack, infra) < before + 1:  # the clean answer is cached
+        assert time.monotonic() < deadline, "the cache was never filled"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # time for the odd answer to be settled too
+    assert await cache_entries(pstack, infra) == before + 1
+    again = await completion(api, "gemini", odd, temperature=0)
+    assert again["usage"]["completion_tokens"] > 0, "answered by the provider again"
+    assert len(await provider_calls(seen)) == 3

@@ -3,6 +3,7 @@ and resumes that cannot be served in full (trimmed frames) or start before the f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,9 +15,10 @@ from redis.asyncio import Redis
 from parley.v1 import chat_pb2
 from parley_common.replay import ReplayLog
 from parley_common.settings import CommonSettings
+from parley_common.stream_slots import StreamSlots
 from parley_dev.infra import ensure_local
 from parley_gateway.settings import GatewaySettings
-from parley_gateway.turns import Notice, Turns
+from parley_gateway.turns import Heartbeat, Notice, Turns
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -61,7 +63,7 @@ def gateway(replay: ReplayLog, **settings: Any) -> Turns:
         topology=None,
         history=None,
         replay=replay,
-        slots=None,  # type: ignore[arg-type]
+        slots=StreamSlots(replay.redis, replay.namespace, limit=10),
         cancellations=None,
         publish_channel=None,
         reply_queue="q",  # type: ignore[arg-type]
@@ -173,3 +175,42 @@ async def test_owner_records_written_before_the_upgrade_still_resolve(redis: Red
     assert await log.owner_record("r1") == ("alice", "")
     assert await log.owner("r1") == "alice"
     assert await log.owner_record("nothing") is None
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_resume_after_the_last_frame_of_an_ended_answer_has_nothing_to_stream(
+    redis: Redis, namespace: str
+) -> None:
+    log = ReplayLog(redis, namespace)
+    assert await log.claim("r1", "alice", "c1")
+    await log.append(delta(1))
+    await log.append(done(2))
+    turns = gateway(log, coalesce_ms=0, heartbeat_s=0.05, stream_idle_timeout_s=30)
+    assert await turns.resume("alice", "r1", 2) is None
+    assert await turns.resume("alice", "r1", 9) is None
+    assert [o.seq for o in await events(turns, "alice", 1)] == [2]
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_resume_from_ahead_of_the_log_ends_when_the_answer_ends_before_that_frame(
+    redis: Redis, namespace: str
+) -> None:
+    log = ReplayLog(redis, namespace)
+    assert await log.claim("r1", "alice", "c1")
+    await log.append(delta(1))
+    turns = gateway(log, coalesce_ms=0, heartbeat_s=0.05, stream_idle_timeout_s=30)
+    # Frame 5 is not in the log (yet): the stream waits for what comes after it...
+    stream = await turns.resume("alice", "r1", 5)
+    assert stream is not None
+
+    async def finish() -> None:
+        await asyncio.sleep(0.2)
+        await log.append(delta(2))
+        await log.append(done(3))
+
+    ending = asyncio.create_task(finish())
+    # ...and when the answer ends before frame 5, nothing will: it closes, with nothing more.
+    async with asyncio.timeout(5):
+        out = [item async for item in stream.events]
+    await ending
+    assert [o for o in out if not isinstance(o, Heartbeat)] == []

@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class ParleyError(Exception):
@@ -96,20 +99,37 @@ _BY_GRPC = {
 }
 
 
+# What a client is told when the text of a failed call is not one of ours.
+_PLAIN_MESSAGES: dict[type[ParleyError], str] = {
+    InvalidRequest: "the request is not valid",
+    Unauthenticated: "not authenticated",
+    NotFound: "not found",
+    Conflict: "conflict",
+    Gone: "no longer available",
+    RateLimited: "too many requests; try again shortly",
+    Unavailable: "a service is unavailable; try again shortly",
+}
+
+
 def from_grpc(err: grpc.aio.AioRpcError) -> ParleyError:
     """Turn a failed gRPC call back into the typed error the server raised."""
     cls = _BY_GRPC.get(err.code(), ParleyError)
-    details = err.details() or err.code().name.lower()
-    code = None
-    # Servers send "code: message" so the narrow code survives the trip.
-    if ": " in details:
-        head, _, rest = details.partition(": ")
-        if head.replace("_", "").isalnum() and head.islower():
-            code, details = head, rest
+    details = err.details() or ""
+    head, sep, rest = details.partition(": ")
+    if sep and head.replace("_", "").isalnum() and head.islower():
+        # Our servers send "code: message" (grpc_errors), both meant for the client, so the
+        # narrow code survives the trip.
+        code: str | None = head
+        message = rest
+    else:
+        # gRPC's own text ("failed to connect to all addresses; …") or a server's unexpected
+        # exception ("Unexpected <class 'ValueError'>: …"): for the logs, never for a client.
+        log.warning("remote call failed", extra={"grpc_status": err.code().name, "details": details[:500]})
+        code, message = None, _PLAIN_MESSAGES.get(cls, "internal error")
     if cls is InvalidRequest and code == PayloadTooLarge.code:
         # Both are INVALID_ARGUMENT on the wire; the client should still see 413.
         cls = PayloadTooLarge
-    return cls(details, code=code)
+    return cls(message, code=code)
 
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]

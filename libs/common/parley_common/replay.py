@@ -127,13 +127,24 @@ class ReplayLog:
             return 0
         return int(rows[0][0].decode().split("-")[1])
 
-    async def finished(self, response_id: str) -> bool:
-        """True when the response's last frame is terminal, or nothing is known of it any more."""
+    async def last_frame(self, response_id: str) -> chat_pb2.StreamEvent | None:
+        """The newest frame in the log (None when there is none)."""
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
             self.key(response_id), count=1
         )
-        if rows:
-            return is_terminal(_decode(rows[0][1]))
+        return _decode(rows[0][1]) if rows else None
+
+    async def ended_by(self, response_id: str, seq: int) -> bool:
+        """True when the response's terminal frame is in the log and numbered `seq` or lower: a
+        client that has frame `seq` has had the whole stream."""
+        last = await self.last_frame(response_id)
+        return last is not None and is_terminal(last) and last.seq <= seq
+
+    async def finished(self, response_id: str) -> bool:
+        """True when the response's last frame is terminal, or nothing is known of it any more."""
+        last = await self.last_frame(response_id)
+        if last is not None:
+            return is_terminal(last)
         return not await self.redis.exists(self.owner_key(response_id))
 
     async def read_after(self, response_id: str, after_seq: int) -> list[chat_pb2.StreamEvent]:

@@ -1,8 +1,16 @@
-"""A per-user limit on answers being generated at once, shared by every gateway.
+"""A per-user limit on streams, shared by every gateway: answers being generated and open
+stream connections.
 
-A slot is taken when a turn is accepted and given back when its answer is finished (by the
-worker or, on failure, the orchestrator). Slots also expire, so a crashed worker cannot
-hold a user's slot forever.
+An answer takes a slot when its turn is accepted and gives it back when it is finished (by the
+worker or, on failure, the orchestrator). Every open stream connection (SSE: a turn's own, a
+resume, an OpenAI-compatible stream) is counted too, so holding many connections open is
+bounded like starting many answers; but the first connection watching an answer that is being
+generated rides on that answer's slot, so a turn and its stream cost one, and a client that
+lost its connection and resumes does not pay twice.
+
+Both kinds expire: an answer's slot after `ttl_s` (a crashed worker cannot hold it forever), a
+connection's after `connection_ttl_s` unless the gateway serving it renews it (a crashed
+gateway's connections are given back within that time).
 """
 
 from __future__ import annotations
@@ -11,35 +19,101 @@ import time
 
 from redis.asyncio import Redis
 
-# KEYS[1] = the user's sorted set (member = response id, score = expiry in ms)
-# ARGV = now_ms, ttl_ms, limit, response_id. Returns -1 when admitted, else the count in use.
+# A connection's member is "<response id>|<connection id>"; an answer's is its response id.
+SEPARATOR = "|"
+
+# KEYS[1] = the user's sorted set (member -> expiry in ms).
+# ARGV = now_ms, limit, then pairs of (member, ttl_ms) to add: all are admitted, or none.
+# Returns -1 when admitted, else the number of slots in use.
 _ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return -1 end
-local used = redis.call('ZCARD', KEYS[1])
-if used >= tonumber(ARGV[3]) then return used end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local key, now, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+local present = {}
+for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do present[member] = true end
+local function used()
+  local watched, count = {}, 0
+  for member in pairs(present) do
+    local sep = string.find(member, '|', 1, true)
+    local answer = sep and string.sub(member, 1, sep - 1)
+    if answer and present[answer] and not watched[answer] then
+      watched[answer] = true  -- the first connection to an answer being generated rides on its slot
+    else
+      count = count + 1
+    end
+  end
+  return count
+end
+local before = used()
+local longest = 0
+for i = 3, #ARGV, 2 do
+  present[ARGV[i]] = true
+  longest = math.max(longest, tonumber(ARGV[i + 1]))
+end
+local after = used()
+if after > before and after > limit then return before end
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', key, now + tonumber(ARGV[i + 1]), ARGV[i])
+end
+if redis.call('PTTL', key) < longest then redis.call('PEXPIRE', key, longest) end
 return -1
+"""
+
+# KEYS[1] = the user's set; ARGV = now_ms, ttl_ms, member. Renews a connection's slot (taking
+# it again if it had expired meanwhile: the connection is still open, so it counts).
+_RENEW = """
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 """
 
 
 class StreamSlots:
-    def __init__(self, redis: Redis, namespace: str, limit: int = 0, ttl_s: float = 900.0) -> None:
+    def __init__(
+        self, redis: Redis, namespace: str, limit: int = 0, ttl_s: float = 900.0, connection_ttl_s: float = 60.0
+    ) -> None:
         self.redis = redis
         self.namespace = namespace
         self.limit = limit
         self.ttl_ms = int(ttl_s * 1000)
+        self.connection_ttl_ms = int(connection_ttl_s * 1000)
+        # How often a gateway renews the connections it serves: well within their expiry.
+        self.renew_every_s = connection_ttl_s / 3
         self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
 
     def key(self, user_id: str) -> str:
         return f"{self.namespace}:user-streams:{user_id}"
 
-    async def acquire(self, user_id: str, response_id: str) -> int:
-        """-1 when the slot was taken (or was already this response's), else how many are in use."""
-        now_ms = int(time.time() * 1000)
-        result = await self._acquire(keys=[self.key(user_id)], args=[now_ms, self.ttl_ms, self.limit, response_id])
-        return int(result)
+    @staticmethod
+    def connection_member(response_id: str, connection_id: str) -> str:
+        return f"{response_id}{SEPARATOR}{connection_id}"
+
+    async def _take(self, user_id: str, *members: tuple[str, int]) -> int:
+        args: list[str | int] = [int(time.time() * 1000), self.limit]
+        for member, ttl_ms in members:
+            args += [member, ttl_ms]
+        return int(await self._acquire(keys=[self.key(user_id)], args=args))
+
+    async def acquire(self, user_id: str, response_id: str, connection_id: str | None = None) -> int:
+        """An answer's slot, with the connection that will stream it when given: -1 when
+        taken (or already this response's), else how many slots are in use."""
+        members = [(response_id, self.ttl_ms)]
+        if connection_id is not None:
+            members.append((self.connection_member(response_id, connection_id), self.connection_ttl_ms))
+        return await self._take(user_id, *members)
 
     async def release(self, user_id: str, response_id: str) -> None:
         await self.redis.zrem(self.key(user_id), response_id)
+
+    async def acquire_connection(self, user_id: str, response_id: str, connection_id: str) -> int:
+        """A slot for one more connection streaming `response_id`: -1 when taken, else how many
+        slots are in use. It lasts `connection_ttl_s` unless renewed."""
+        return await self._take(user_id, (self.connection_member(response_id, connection_id), self.connection_ttl_ms))
+
+    async def renew_connection(self, user_id: str, response_id: str, connection_id: str) -> None:
+        """Keep a connection's slot for another `connection_ttl_s`."""
+        member = self.connection_member(response_id, connection_id)
+        now_ms = int(time.time() * 1000)
+        await self._renew(keys=[self.key(user_id)], args=[now_ms, self.connection_ttl_ms, member])
+
+    async def release_connection(self, user_id: str, response_id: str, connection_id: str) -> None:
+        await self.redis.zrem(self.key(user_id), self.connection_member(response_id, connection_id))

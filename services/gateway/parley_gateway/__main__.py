@@ -3,7 +3,7 @@ API key on stdin and prints the digest to put in PARLEY_API_KEYS instead of the 
 
 import sys
 
-from .auth import MIN_KEY_CHARS, key_digest
+from .auth import MAX_KEY_CHARS, MIN_KEY_CHARS, key_digest
 
 USAGE = (
     "usage: python -m parley_gateway            start the gateway\n"
@@ -13,8 +13,10 @@ USAGE = (
 
 def hash_key() -> int:
     key = sys.stdin.read().strip()
-    if len(key) < MIN_KEY_CHARS:
-        sys.stderr.write(f"hash-key: give the API key on stdin (at least {MIN_KEY_CHARS} characters)\n")
+    if not MIN_KEY_CHARS <= len(key) <= MAX_KEY_CHARS:
+        sys.stderr.write(
+            f"hash-key: give the API key on stdin (at least {MIN_KEY_CHARS} characters, at most {MAX_KEY_CHARS})\n"
+        )
         return 2
     sys.stdout.write(key_digest(key) + "\n")
     return 0

@@ -30,6 +30,7 @@ from parley_common.user_budgets import MonthlyUsage, UserBudgets, WithBudgetHead
 
 from .auth import ApiKeys
 from .errors import install_error_handlers
+from .http_protocol import HttpLimits, protocol_class
 from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestRateLimit
 from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, web
@@ -93,7 +94,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         shutdown_telemetry()
 
     registry = settings.model_registry()
-    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    # The docs pages load scripts from a public CDN: served only when asked for. The OpenAPI
+    # document itself is always there (clients and the API fuzz test read it).
+    docs = settings.api_docs
+    app = FastAPI(
+        title="Parley",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(conversations.router)
@@ -154,5 +164,16 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         lifespan="on",
+        # No WebSocket route: an upgrade request is served as plain HTTP, under the same limits.
+        ws="none",
+        http=protocol_class(
+            HttpLimits(
+                max_header_bytes=settings.max_header_bytes,
+                max_header_line_bytes=settings.max_header_line_bytes,
+                header_timeout_s=settings.header_read_timeout_s,
+                body_timeout_s=settings.body_read_timeout_s,
+                body_min_bytes_per_s=settings.body_min_bytes_per_s,
+            )
+        ),
     )
     GatewayServer(config, app).run()

@@ -13,12 +13,20 @@ import re
 from fastapi import Request
 from pydantic import SecretStr
 
-from parley_common.errors import Unauthenticated
+from parley_common.errors import InvalidRequest, Unauthenticated
 
 DIGEST_PREFIX = "sha256:"
 _DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
-# The shortest key accepted, in configuration or by `hash-key`.
+# The shortest and the longest key accepted, in configuration or by `hash-key`.
 MIN_KEY_CHARS = 16
+MAX_KEY_CHARS = 512
+# An Authorization header longer than this holds no key of ours: refused before it is looked at.
+MAX_AUTHORIZATION_CHARS = MAX_KEY_CHARS + 64
+
+
+class HeaderTooLarge(InvalidRequest):
+    http_status = 431
+    code = "header_too_large"
 
 
 def _digest(key: str) -> bytes:
@@ -47,6 +55,8 @@ def configured_digest(value: str) -> bytes:
         raise ValueError(
             f"an API key must be at least {MIN_KEY_CHARS} characters (or given as its {DIGEST_PREFIX} digest)"
         )
+    if len(value) > MAX_KEY_CHARS:
+        raise ValueError(f"an API key must be at most {MAX_KEY_CHARS} characters")
     return _digest(value)
 
 
@@ -59,6 +69,11 @@ class ApiKeys:
     def user_for(self, authorization: str | None) -> str:
         if not authorization:
             raise Unauthenticated("missing Authorization: Bearer <api key>", code="missing_api_key")
+        if len(authorization) > MAX_AUTHORIZATION_CHARS:
+            raise HeaderTooLarge(
+                f"the Authorization header is longer than {MAX_AUTHORIZATION_CHARS} characters",
+                code="authorization_too_long",
+            )
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthenticated("expected Authorization: Bearer <api key>", code="invalid_api_key")

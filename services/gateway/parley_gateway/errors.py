@@ -26,6 +26,9 @@ _VALIDATION_CODES = {
     "model_attributes_type": "invalid_json",
     "dict_type": "invalid_json",
 }
+# A lone surrogate ("\ud800") in a text, refused by pydantic itself or by schemas.Text: named
+# whichever error comes first (in a union, the first is usually another member's type).
+_UNICODE_ERRORS = frozenset({"string_unicode", "invalid_unicode"})
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
@@ -45,6 +48,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {}
         code = _VALIDATION_CODES.get(str(first.get("type")), "invalid_request")
+        if any(e.get("type") in _UNICODE_ERRORS for e in errors):
+            code = "invalid_unicode"
         details = [
             {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
             for e in errors[:20]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from parley.v1 import chat_pb2, history_pb2, media_pb2
 
@@ -22,14 +23,34 @@ _STATUS = {
 }
 
 
+def _unicode_text(value: str) -> str:
+    """Text that UTF-8 (and so protobuf, Redis and every service) can carry: JSON may spell a
+    lone surrogate ("\\ud800"), which no UTF-8 text has; refused here, before anything is done."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "invalid_unicode",
+            "text must be valid Unicode: a lone surrogate at character {position}",
+            {"position": exc.start},
+        ) from None
+    return value
+
+
+# Every free text of a request body: what pydantic lets through as `str` may hold a lone
+# surrogate (an unconstrained `str` field does; one with a length or pattern is refused as
+# `string_unicode`), and that fails later, when it is encoded.
+Text = Annotated[str, AfterValidator(_unicode_text)]
+
+
 class CreateConversation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(default="", max_length=200)
+    title: Text = Field(default="", max_length=200)
 
 
 class RenameConversation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(max_length=200)
+    title: Text = Field(max_length=200)
 
 
 MAX_MEDIA_PER_MESSAGE = 8
@@ -40,10 +61,10 @@ _MEDIA_KINDS = {media_pb2.MEDIA_KIND_IMAGE: "image", media_pb2.MEDIA_KIND_VIDEO:
 class SendMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Length is checked against the configured limit in the route, for a clear 413.
-    content: str
+    content: Text
     # The client's own id for the message: sending it again never makes a second message.
     client_message_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    model: str | None = Field(default=None, max_length=64)
+    model: Text | None = Field(default=None, max_length=64)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     # While an answer streams in this conversation: wait for it ("queue") or cancel it ("replace").
     on_busy: Literal["queue", "replace"] = "queue"
@@ -102,10 +123,10 @@ def sync_json(page: history_pb2.SyncResponse) -> dict[str, Any]:
 
 class CreateUpload(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    content_type: str = Field(min_length=1, max_length=100)
+    content_type: Text = Field(min_length=1, max_length=100)
     # What the client means to send; more than the limit is refused now rather than after the PUT.
     size_bytes: int = Field(default=0, ge=0, le=1_000_000_000_000)
-    filename: str = Field(default="", max_length=255)
+    filename: Text = Field(default="", max_length=255)
 
 
 class ImageGeneration(BaseModel):
@@ -114,8 +135,8 @@ class ImageGeneration(BaseModel):
     draws every image."""
 
     model_config = ConfigDict(extra="ignore")
-    prompt: str = Field(min_length=1, max_length=4000)
-    model: str | None = Field(default=None, max_length=64)
+    prompt: Text = Field(min_length=1, max_length=4000)
+    model: Text | None = Field(default=None, max_length=64)
     n: int = Field(default=1, ge=1, le=4)
     size: str = Field(default="1024x1024", pattern=r"^(\d{2,4}x\d{2,4}|auto)$")
     response_format: Literal["url", "b64_json"] = "url"

@@ -31,6 +31,20 @@ class GatewaySettings(CommonSettings):
     # The media service enforces its own PARLEY_MEDIA_MAX_UPLOAD_BYTES on the file itself.
     max_upload_bytes: int = Field(default=20_000_000, ge=1024, le=500_000_000)
     max_content_chars: int = Field(default=32_000, ge=1, le=1_000_000)
+    # HTTP connections (http_protocol.py). A request's line and headers together, and any one
+    # line of them, may be at most this large: past either the gateway answers 431 and closes
+    # the connection as soon as the excess arrives, before any of it reaches the app.
+    max_header_bytes: int = Field(default=32_768, ge=4096, le=1_048_576)
+    max_header_line_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
+    # A request's headers must have arrived this long after its first byte (or after the
+    # connection was opened); a body must keep coming: at least body_min_bytes_per_s on average
+    # once its first body_read_timeout_s have passed. Otherwise 408 and the connection is closed.
+    header_read_timeout_s: float = Field(default=20.0, ge=0.1, le=600)
+    body_read_timeout_s: float = Field(default=20.0, ge=0.1, le=3600)
+    body_min_bytes_per_s: int = Field(default=1000, ge=1, le=1_000_000_000)
+    # Interactive API documentation at /docs and /redoc. Off by default: those pages load their
+    # scripts from a public CDN, on the web client's origin. /openapi.json is always served.
+    api_docs: bool = False
     # No frame from the backend for this long ends a stream with a retryable error.
     stream_idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # A comment line this often keeps idle proxies from cutting the stream.
@@ -111,6 +125,12 @@ class GatewaySettings(CommonSettings):
             if digest in users:
                 raise ValueError(f"users {users[digest]!r} and {user!r} have the same API key")
             users[digest] = user
+        return self
+
+    @model_validator(mode="after")
+    def _header_limits(self) -> GatewaySettings:
+        if self.max_header_line_bytes > self.max_header_bytes:
+            raise ValueError("PARLEY_MAX_HEADER_LINE_BYTES is larger than PARLEY_MAX_HEADER_BYTES")
         return self
 
     @model_validator(mode="after")

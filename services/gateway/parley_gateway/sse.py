@@ -2,6 +2,10 @@
 
 A frame from the backend carries `id: <seq>`; events the gateway makes up itself (a timeout,
 a shutdown notice) carry no id, so a client's Last-Event-ID always points into the replay log.
+
+Every `data:` line is one line to every reader: SSE ends lines only at CR and LF (which JSON
+escapes), but line-splitting readers (Python's str.splitlines, so httpx's aiter_lines) also end
+them at U+2028, U+2029 and U+0085, which JSON may leave raw; `json_data` escapes those too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ from parley.v1 import chat_pb2
 from .schemas import usage_json
 
 HEARTBEAT = b": keep-alive\n\n"
+# Raw in JSON text they can only be inside strings, where their escapes mean the same.
+_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def json_data(value: Any) -> str:
+    """`value` as JSON for one `data:` line: UTF-8 text as it is, but for the characters some
+    readers take for line ends."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKERS)
 
 
 def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
@@ -47,7 +59,7 @@ def event_data(event: chat_pb2.StreamEvent) -> tuple[str, dict[str, Any]]:
 
 def encode_event(event: chat_pb2.StreamEvent) -> bytes:
     kind, data = event_data(event)
-    return f"id: {event.seq}\nevent: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    return f"id: {event.seq}\nevent: {kind}\ndata: {json_data(data)}\n\n".encode()
 
 
 def encode_local_error(response_id: str, conversation_id: str, code: str, message: str, retryable: bool) -> bytes:
@@ -58,4 +70,4 @@ def encode_local_error(response_id: str, conversation_id: str, code: str, messag
         "message": message,
         "retryable": retryable,
     }
-    return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
+    return f"event: error\ndata: {json_data(data)}\n\n".encode()

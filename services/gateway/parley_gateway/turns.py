@@ -60,13 +60,19 @@ class _Truncated:
     oldest_seq: int
 
 
+class _Ended:
+    pass
+
+
 SHUTDOWN: Final = _Shutdown()
+# The response ended before the frame a resume started after: the stream closes with nothing more.
+ENDED: Final = _Ended()
 # The replay log could not be read (Redis down): the relay ends the stream with a notice.
 LOG_UNAVAILABLE: Final = _LogUnavailable()
 LOG_READ_ATTEMPTS = 5
 # Makes a waiting relay look at its feed again (after the broker connection came back).
 WAKE: Final = _Wake()
-Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable | _Truncated
+Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable | _Truncated | _Ended
 
 
 @dataclass(eq=False)
@@ -136,18 +142,80 @@ class OwnedConversations:
         self._until.pop((user_id, conversation_id), None)
 
 
-class TurnStream:
-    """What a route returns: the response id (known before the first frame) and its events."""
+@dataclass
+class ConnectionSlot:
+    """The stream slot one connection holds (see parley_common.stream_slots)."""
 
-    def __init__(self, response_id: str, conversation_id: str, events: AsyncIterator[Out]) -> None:
+    slots: StreamSlots
+    user_id: str
+    response_id: str
+    connection_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    async def renew(self) -> None:
+        await self.slots.renew_connection(self.user_id, self.response_id, self.connection_id)
+
+    async def release(self) -> None:
+        await self.slots.release_connection(self.user_id, self.response_id, self.connection_id)
+
+
+class TurnStream:
+    """What a route returns: the response id (known before the first frame), its events, and
+    the stream slot of the connection that will carry them."""
+
+    def __init__(
+        self,
+        response_id: str,
+        conversation_id: str,
+        events: AsyncIterator[Out],
+        slot: ConnectionSlot | None = None,
+    ) -> None:
         self.response_id = response_id
         self.conversation_id = conversation_id
         self.events = events
+        self.slot = slot
 
     @property
     def body(self) -> AsyncIterator[bytes]:
         """The events as Server-Sent Events."""
         return _as_sse(self.events)
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """While its connection is served: keep the connection's stream slot; then, however the
+        connection ended (its last frame, the client gone, an error), close the events and give
+        the slot back."""
+        slot = self.slot
+        renewing = asyncio.create_task(_keep(slot)) if slot is not None else None
+        try:
+            yield
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+            try:
+                await self.events.aclose()  # type: ignore[attr-defined]
+            finally:
+                if slot is not None:
+                    self.slot = None
+                    try:
+                        await slot.release()
+                    except RedisError as exc:
+                        # It expires by itself within the connection lease.
+                        log.warning(
+                            "could not give back a stream slot",
+                            extra={"response_id": slot.response_id, "error": str(exc)},
+                        )
+
+
+async def _keep(slot: ConnectionSlot) -> None:
+    """Renew a connection's slot until cancelled; a failed renewal is tried again next time."""
+    while True:
+        await asyncio.sleep(slot.slots.renew_every_s)
+        try:
+            await slot.renew()
+        except RedisError as exc:
+            log.warning("could not renew a stream slot", extra={"response_id": slot.response_id, "error": str(exc)})
 
 
 async def _as_sse(events: AsyncIterator[Out]) -> AsyncIterator[bytes]:
@@ -163,6 +231,14 @@ async def _as_sse(events: AsyncIterator[Out]) -> AsyncIterator[bytes]:
                 yield encode_event(item)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _too_many_streams(in_use: int) -> RateLimited:
+    return RateLimited(
+        f"you already have {in_use} streams open or answers being generated, the most at once; wait for one to finish",
+        code="too_many_streams",
+        headers={"Retry-After": "1"},
+    )
 
 
 class Turns:
@@ -247,6 +323,20 @@ class Turns:
             )
         message_id = body.client_message_id or "m_" + uuid.uuid4().hex
         response_id = response_id_for(user_id, conversation_id, message_id)
+        # Built before anything is claimed: a request that cannot be encoded leaves nothing behind.
+        request = chat_pb2.ChatRequest(
+            version=SCHEMA_VERSION,
+            response_id=response_id,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            client_message_id=message_id,
+            content=content,
+            model=body.model or "",
+            max_output_tokens=body.max_output_tokens or 0,
+            on_busy=body.on_busy,
+            media_ids=body.media_ids,
+            image_detail=body.image_detail if body.media_ids else "",
+        )
         if self.owned.knows(user_id, conversation_id):
             claimed = await self.replay.claim(response_id, user_id, conversation_id)
         else:
@@ -261,25 +351,12 @@ class Turns:
                 await ownership
             except BaseException:
                 if claimed:
-                    await self.replay.release(response_id)
+                    await self._release_claim(response_id)
                 raise
             self.owned.remember(user_id, conversation_id)
         if not claimed:
             # The client sent this message before: attach to that response instead of a second one.
-            return self.resume_claimed(response_id, conversation_id, after_seq=0)
-        request = chat_pb2.ChatRequest(
-            version=SCHEMA_VERSION,
-            response_id=response_id,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            client_message_id=message_id,
-            content=content,
-            model=body.model or "",
-            max_output_tokens=body.max_output_tokens or 0,
-            on_busy=body.on_busy,
-            media_ids=body.media_ids,
-            image_detail=body.image_detail if body.media_ids else "",
-        )
+            return await self.resume_claimed(user_id, response_id, conversation_id, after_seq=0)
         return await self._launch(request)
 
     async def start_stateless(
@@ -293,7 +370,6 @@ class Turns:
     ) -> TurnStream:
         """A turn whose whole prompt comes with the request (OpenAI-compatible API); no history."""
         response_id = "r_" + uuid.uuid4().hex
-        await self.replay.claim(response_id, user_id)
         request = chat_pb2.ChatRequest(
             version=SCHEMA_VERSION,
             response_id=response_id,
@@ -304,13 +380,33 @@ class Turns:
             temperature=temperature or 0.0,
             has_temperature=temperature is not None,
         )
+        await self.replay.claim(response_id, user_id)
         return await self._launch(request)
 
+    async def _release_claim(self, response_id: str) -> None:
+        try:
+            await self.replay.release(response_id)
+        except RedisError as exc:
+            # Redis is what failed the request, most likely; the claim expires by itself.
+            log.warning("could not release a claim", extra={"response_id": response_id, "error": str(exc)})
+
     async def _launch(self, request: chat_pb2.ChatRequest) -> TurnStream:
+        """Admit and publish a claimed request. Whatever stops it (a limit, Redis, the broker, a
+        bug) gives its claim back, so the same message can be sent again at once."""
+        try:
+            return await self._admit_and_publish(request)
+        except BaseException:
+            self.live.pop(request.response_id, None)
+            await self._release_claim(request.response_id)
+            raise
+
+    async def _admit_and_publish(self, request: chat_pb2.ChatRequest) -> TurnStream:
         response_id = request.response_id
+        # The connection that will stream the answer rides on the answer's slot.
+        connection = ConnectionSlot(self.slots, request.user_id, response_id)
         # The monthly budget and a stream slot, both in one round trip's time. Over the monthly
         # limit: 429 user_budget_exceeded, and nothing reaches the bus.
-        slot = asyncio.ensure_future(self.slots.acquire(request.user_id, response_id))
+        slot = asyncio.ensure_future(self.slots.acquire(request.user_id, response_id, connection.connection_id))
         try:
             if self.user_budgets is not None:
                 await self.user_budgets.check(request.user_id)
@@ -319,20 +415,11 @@ class Turns:
             with contextlib.suppress(Exception):
                 if await slot < 0:
                     await self.slots.release(request.user_id, response_id)
-            await self.replay.release(response_id)
+                    await connection.release()
             raise
-        try:
-            in_use = await slot
-        except BaseException:
-            await self.replay.release(response_id)
-            raise
+        in_use = await slot
         if in_use >= 0:
-            await self.replay.release(response_id)
-            raise RateLimited(
-                f"you already have {in_use} answers being generated, the most at once; wait for one to finish",
-                code="too_many_streams",
-                headers={"Retry-After": "1"},
-            )
+            raise _too_many_streams(in_use)
         feed = self._new_feed()
         self.live[response_id] = feed
         request.reply_to = self.reply_queue
@@ -345,28 +432,46 @@ class Turns:
             )
         except Exception as exc:
             self.live.pop(response_id, None)
-            await self.replay.release(response_id)
             await self.slots.release(request.user_id, response_id)
+            await connection.release()
             log.error("could not queue the request", extra={"error": str(exc)})
             raise Unavailable("the chat service is unavailable, try again", code="queue_unavailable") from None
         return TurnStream(
-            response_id, request.conversation_id, self._relay(feed, response_id, request.conversation_id, 0)
+            response_id,
+            request.conversation_id,
+            self._relay(feed, response_id, request.conversation_id, 0),
+            slot=connection,
         )
 
     # resuming and cancelling
 
-    async def resume(self, user_id: str, response_id: str, after_seq: int) -> TurnStream:
+    async def resume(self, user_id: str, response_id: str, after_seq: int) -> TurnStream | None:
+        """The frames after `after_seq`, then the live tail; None when the response ended at or
+        before frame `after_seq` (a client that saw `done` reconnecting): nothing more will come."""
         record = await self.replay.owner_record(response_id)
         if record is None or record[0] != user_id:
             raise NotFound("response not found", code="response_not_found")
+        if after_seq and await self.replay.ended_by(response_id, after_seq):
+            return None
         # Known before the first frame, so even a notice sent before it names the conversation.
-        return self.resume_claimed(response_id, record[1], after_seq)
+        return await self.resume_claimed(user_id, response_id, record[1], after_seq)
 
-    def resume_claimed(self, response_id: str, conversation_id: str, after_seq: int) -> TurnStream:
+    async def resume_claimed(self, user_id: str, response_id: str, conversation_id: str, after_seq: int) -> TurnStream:
+        # Every open stream counts against the user's limit (the first one watching an answer
+        # being generated rides on that answer's slot).
+        connection = ConnectionSlot(self.slots, user_id, response_id)
+        in_use = await self.slots.acquire_connection(user_id, response_id, connection.connection_id)
+        if in_use >= 0:
+            raise _too_many_streams(in_use)
         feed = self._new_feed()
         feed.live = False
         self._follow_log(feed, response_id, after_seq)
-        return TurnStream(response_id, conversation_id, self._relay(feed, response_id, conversation_id, after_seq))
+        return TurnStream(
+            response_id,
+            conversation_id,
+            self._relay(feed, response_id, conversation_id, after_seq),
+            slot=connection,
+        )
 
     def _follow_log(self, feed: Feed, response_id: str, after_seq: int) -> None:
         """Feed frames after `after_seq` from the replay log, then its live tail."""
@@ -387,6 +492,11 @@ class Turns:
                         if is_terminal(event):
                             return
                     async for followed in self.replay.follow(response_id, last, block_ms=block_ms):
+                        if followed is None and await self.replay.ended_by(response_id, last):
+                            # The response ended at or before the frame the client named (a
+                            # Last-Event-ID ahead of the log when it was asked): nothing more comes.
+                            await feed.queue.put(ENDED)
+                            return
                         if followed is not None and followed.seq > last + 1:
                             await feed.queue.put(_Truncated(last, followed.seq))
                             return
@@ -463,6 +573,10 @@ class Turns:
                     continue
                 if isinstance(item, _Wake):
                     continue
+                if isinstance(item, _Ended):
+                    if pending is not None:
+                        yield pending
+                    return
                 if isinstance(item, _LogUnavailable):
                     if pending is not None:
                         yield pending

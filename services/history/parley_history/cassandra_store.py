@@ -392,6 +392,8 @@ class CassandraHistoryStore:
         began (what changed meanwhile comes again: clients apply changes by id)."""
         _, listed_updated, listed_cid, messages_before, log_bucket, log_at = parts
         position = (cursor_int(listed_updated), listed_cid) if listed_cid else None
+        # Checked now, not when the snapshot ends: a cursor that is not ours is refused at once.
+        log_start = (cursor_int(log_bucket), cursor_int(log_at))
         changes: list[history_pb2.Change] = []
         size = 0
         current = listed_cid if messages_before else ""
@@ -403,7 +405,7 @@ class CassandraHistoryStore:
                     rows = await self._run("listed_after", user_id, position[0], position[1], 1)
                 if not rows:
                     # Every conversation sent: the change log from where the snapshot began.
-                    log = encode_cursor(cursor_int(log_bucket), cursor_int(log_at), "")
+                    log = encode_cursor(*log_start, "")
                     return SyncPage(changes, log, True)
                 position = (rows[0]["updated_at_ms"], rows[0]["conversation_id"])
                 conversation = await self._listed(user_id, rows[0])
@@ -440,7 +442,7 @@ class CassandraHistoryStore:
             if size >= MAX_PAGE_BYTES:
                 break
         assert position is not None
-        cursor = encode_cursor(_SNAPSHOT, position[0], position[1], messages_before, log_bucket, log_at)
+        cursor = encode_cursor(_SNAPSHOT, position[0], position[1], messages_before, *log_start)
         return SyncPage(changes, cursor, True)
 
     async def _settled_changes(

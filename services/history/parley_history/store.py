@@ -23,6 +23,10 @@ DEFAULT_SYNC_PAGE = 100
 # A page is cut short (with its cursor) rather than pass this many bytes of messages: under
 # gRPC's default 4 MiB message limit with room to spare, whatever the messages' sizes.
 MAX_PAGE_BYTES = 3 * 1024 * 1024
+# Numbers in cursors (times, sequence numbers) are int64 in both stores (SQLite INTEGER,
+# Cassandra bigint); a larger one cannot be a position, and binding it would fail.
+MAX_CURSOR_INT = 2**63 - 1
+MAX_CURSOR_DIGITS = len(str(MAX_CURSOR_INT))
 
 Clock = Callable[[], int]
 
@@ -126,9 +130,14 @@ def decode_cursor(cursor: str, arity: int, *other_arities: int) -> list[str]:
 
 
 def cursor_int(value: str) -> int:
-    if not value.isdigit():
+    """A number in a cursor: ASCII digits (str.isdigit() also accepts '²' and '٣', which int()
+    refuses or reads), within int64 as both stores keep it; otherwise the cursor is not ours."""
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_CURSOR_DIGITS):
         raise InvalidRequest("malformed cursor", code="invalid_cursor")
-    return int(value)
+    number = int(value)
+    if number > MAX_CURSOR_INT:
+        raise InvalidRequest("malformed cursor", code="invalid_cursor")
+    return number
 
 
 def clamp_limit(limit: int, default: int = DEFAULT_MESSAGE_PAGE) -> int:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
 from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
 from parley_common.dead_letters import DeadLetters, Deliveries
 from parley_common.lifecycle import InFlight
@@ -285,6 +286,8 @@ class ProviderJobConsumer:
                 reason = self.cancel_reasons.get(job.response_id, SHUTDOWN)
                 status, finish_reason = chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled"
                 await batcher.close()
+                # The provider reports usage at the end, which a cancel never reaches.
+                usage = await self.used_so_far(job, parts, usage)
                 if reason == SHUTDOWN:
                     await stream.fail("worker_shutdown", "the worker stopped; send the message again", True)
                 else:
@@ -326,6 +329,29 @@ class ProviderJobConsumer:
             envelope(nxt, message_type=PROVIDER_JOB, idempotency_key=f"{job.response_id}:{nxt.attempt}"),
             routing_key=self.topology.fallbacks_queue,
             mandatory=True,
+        )
+
+    async def used_so_far(self, job: chat_pb2.ProviderJob, parts: list[str], known: chat_pb2.Usage) -> chat_pb2.Usage:
+        """What an answer cut short after its first text used, priced: the prompt's tokens as the
+        provider reported them (Anthropic does before the text) or else as Parley counts them
+        (what the orchestrator reserved), and the tokens of the text that was shown, as Parley
+        counts them unless the provider reported more."""
+        spec = self.registry.models.get(job.model)
+        if spec is None or not parts:
+            return known
+        counter = counter_for_model(self.registry, job.model)
+        shown = "".join(parts)
+
+        def count() -> tuple[int, int]:
+            input_tokens = known.input_tokens or counter.prompt(job.messages)
+            return input_tokens, max(known.output_tokens, counter.text(shown))
+
+        # In a thread: a long prompt takes a while, and so does the first use of an encoding.
+        input_tokens, output_tokens = await asyncio.to_thread(count)
+        return chat_pb2.Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_micros=spec.cost_micros(input_tokens, output_tokens),
         )
 
     def usage(self, model: str, report: UsageReport) -> chat_pb2.Usage:

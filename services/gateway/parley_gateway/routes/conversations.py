@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ..auth import current_user
 from ..schemas import (
@@ -28,12 +30,44 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+class StreamResponse(StreamingResponse):
+    """A turn's stream (`content`: its events as SSE, by default Parley's own frames): its
+    connection holds a stream slot of the user while it is open, given back however it ends.
+    `on_close` runs once the connection is done with, however it ended."""
+
+    def __init__(
+        self,
+        stream: TurnStream,
+        content: AsyncIterator[bytes] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.content = stream.body if content is None else content
+        self.on_close = on_close
+        super().__init__(
+            self.content,
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, "X-Parley-Response-Id": stream.response_id},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Not within the body: when the client leaves, the body is cancelled, and so would be
+        # anything it still awaited.
+        async with self.stream.held():
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                try:
+                    # Also when the client left while a frame was being sent (the body was
+                    # not closed then): runs what the body does at its end.
+                    await self.content.aclose()  # type: ignore[attr-defined]
+                finally:
+                    if self.on_close is not None:
+                        await self.on_close()
+
+
 def sse_response(stream: TurnStream) -> StreamingResponse:
-    return StreamingResponse(
-        stream.body,
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, "X-Parley-Response-Id": stream.response_id},
-    )
+    return StreamResponse(stream)
 
 
 @router.post("", status_code=201)

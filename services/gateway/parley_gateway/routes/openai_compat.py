@@ -3,11 +3,15 @@
 Stateless: the whole prompt comes with the request and nothing is stored in history. The
 answer travels the same path as any turn (orchestrator, budgets, worker, replay log); this
 module only translates Parley's frames into OpenAI's chunk and completion objects.
+
+As with OpenAI's own API, a stream that its client closes (or that ends for any other reason)
+before the answer's end cancels the answer, as POST /v1/responses/{id}/cancel would: nothing
+resumes it here, so generating (and billing) the rest would be for no one.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -21,7 +25,12 @@ from parley_common.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from parley_common.models import ModelRegistry
 
 from ..auth import current_user
+from ..schemas import Text
+from ..sse import json_data
 from ..turns import Heartbeat, Notice, Turns, TurnStream
+from .conversations import StreamResponse
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -31,13 +40,13 @@ MAX_MESSAGES = 500
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -55,7 +64,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     # Other OpenAI parameters (top_p, user, …) are accepted and ignored, as OpenAI-compatible servers do.
     model_config = ConfigDict(extra="ignore")
-    model: str = Field(max_length=64)
+    model: Text = Field(max_length=64)
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -89,16 +98,18 @@ async def chat_completions(
     created = int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _chunks(stream, body.model, created, include_usage),
-            media_type="text/event-stream",
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-                "X-Parley-Response-Id": stream.response_id,
-            },
+        progress = _Progress()
+
+        async def cancel_unless_ended() -> None:
+            if not progress.ended:
+                # The client closed the stream (or it ended early): nobody gets the rest.
+                await _cancel(turns, user, stream.response_id)
+
+        return StreamResponse(
+            stream, _chunks(stream, body.model, created, include_usage, progress), on_close=cancel_unless_ended
         )
-    return JSONResponse(await _completion(stream, body.model, created))
+    async with stream.held():
+        return JSONResponse(await _completion(stream, body.model, created))
 
 
 def _usage(u: chat_pb2.Usage) -> dict[str, int]:
@@ -110,10 +121,26 @@ def _usage(u: chat_pb2.Usage) -> dict[str, int]:
 
 
 def _finish_reason(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
+    """OpenAI's own finish reasons: a refused or filtered answer is `content_filter` there too;
+    anything else Parley knows (stop, cancelled, other) ends as `stop`."""
+    return reason if reason in ("length", "content_filter") else "stop"
 
 
-async def _chunks(stream: TurnStream, model: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
+class _Progress:
+    # Whether the answer came to its end (its done or error frame) on the stream.
+    ended = False
+
+
+async def _cancel(turns: Turns, user: str, response_id: str) -> None:
+    try:
+        await turns.cancel(user, response_id)
+    except Exception as exc:
+        log.warning("could not cancel an abandoned answer", extra={"response_id": response_id, "error": str(exc)})
+
+
+async def _chunks(
+    stream: TurnStream, model: str, created: int, include_usage: bool, progress: _Progress
+) -> AsyncIterator[bytes]:
     chunk_id = "chatcmpl-" + stream.response_id.removeprefix("r_")
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -128,7 +155,7 @@ async def _chunks(stream: TurnStream, model: str, created: int, include_usage: b
         }
         if include_usage and "usage" not in extra:
             body["usage"] = None
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+        return f"data: {json_data(body)}\n\n".encode()
 
     usage = chat_pb2.Usage()
     try:
@@ -140,6 +167,7 @@ async def _chunks(stream: TurnStream, model: str, created: int, include_usage: b
                 yield _error_chunk(item.code, item.message)
                 return
             kind = item.WhichOneof("kind")
+            progress.ended = kind in ("done", "error")
             if kind == "meta":
                 yield chunk(
                     [
@@ -180,7 +208,7 @@ async def _chunks(stream: TurnStream, model: str, created: int, include_usage: b
 
 
 def _error_chunk(code: str, message: str) -> bytes:
-    return f"data: {json.dumps({'error': {'code': code, 'message': message, 'type': 'server_error'}})}\n\n".encode()
+    return f"data: {json_data({'error': {'code': code, 'message': message, 'type': 'server_error'}})}\n\n".encode()
 
 
 async def _completion(stream: TurnStream, model: str, created: int) -> dict[str, Any]:

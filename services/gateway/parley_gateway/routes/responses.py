@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from parley_common.errors import InvalidRequest
@@ -15,25 +15,44 @@ from .conversations import sse_response
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
+# Frame numbers are Redis stream entry ids' sequence parts and protobuf uint64s: a number past
+# int64 is no frame's, whatever it is.
+MAX_FRAME_ID = 2**63 - 1
+
+
+def frame_number(last_event_id: str) -> int:
+    """The frame a Last-Event-ID names: ASCII digits only (str.isdigit() also accepts '²')."""
+    if not (last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 19):
+        raise InvalidRequest("Last-Event-ID must be a frame number", code="invalid_last_event_id")
+    number = int(last_event_id)
+    if number > MAX_FRAME_ID:
+        raise InvalidRequest("Last-Event-ID must be a frame number", code="invalid_last_event_id")
+    return number
+
 
 @router.get(
     "/{response_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "frames after Last-Event-ID, then live"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "frames after Last-Event-ID, then live"},
+        204: {"description": "the answer ended at or before Last-Event-ID: nothing more will come"},
+    },
 )
 async def resume_events(
     request: Request,
     user: Annotated[str, Depends(current_user)],
     response_id: str,
-    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-) -> StreamingResponse:
-    after = 0
-    if last_event_id:
-        if not last_event_id.isdigit():
-            raise InvalidRequest("Last-Event-ID must be a frame number", code="invalid_last_event_id")
-        after = int(last_event_id)
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Every frame after Last-Event-ID, then the live tail. When the client has the last frame
+    already (an EventSource reconnects after the stream closed): 204, which also tells a
+    browser's EventSource to stop reconnecting."""
+    after = frame_number(last_event_id) if last_event_id else 0
     turns: Turns = request.app.state.turns
-    return sse_response(await turns.resume(user, response_id, after))
+    stream = await turns.resume(user, response_id, after)
+    if stream is None:
+        return Response(status_code=204)
+    return sse_response(stream)
 
 
 @router.post("/{response_id}/cancel", status_code=202)

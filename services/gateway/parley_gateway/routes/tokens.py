@@ -21,7 +21,7 @@ from parley_common.models import ModelRegistry
 from parley_common.prompt import build_prompt, collect_context, with_images
 
 from ..auth import current_user
-from ..schemas import MAX_MEDIA_PER_MESSAGE, MediaId
+from ..schemas import MAX_MEDIA_PER_MESSAGE, MediaId, Text
 from ..settings import GatewaySettings
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -30,9 +30,9 @@ router = APIRouter(prefix="/v1", tags=["tokens"])
 class CountTokens(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The conversation the draft would be sent in; none for a new one.
-    conversation_id: str | None = Field(default=None, min_length=1, max_length=128)
-    content: str
-    model: str | None = Field(default=None, max_length=64)
+    conversation_id: Text | None = Field(default=None, min_length=1, max_length=128)
+    content: Text
+    model: Text | None = Field(default=None, max_length=64)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     # Images the draft would carry (the user's own media), counted by the model's image rule.
     media_ids: list[MediaId] = Field(default_factory=list, max_length=MAX_MEDIA_PER_MESSAGE)

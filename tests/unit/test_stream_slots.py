@@ -1,0 +1,127 @@
+"""Stream slots on a real Redis: answers and open connections share the user's limit; the
+first connection to an answer being generated rides on the answer's slot; slots expire."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from parley_common.stream_slots import StreamSlots
+from parley_dev.infra import ensure_local
+from parley_gateway.turns import ConnectionSlot, TurnStream
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    ensure_local(REDIS_URL)
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def slots(redis: Redis) -> AsyncIterator[StreamSlots]:
+    namespace = "t" + uuid.uuid4().hex[:10]
+    yield StreamSlots(redis, namespace, limit=3, connection_ttl_s=0.5)
+    keys = [key async for key in redis.scan_iter(match=f"{namespace}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def test_an_answer_with_its_connection_costs_one_slot_and_more_connections_cost_one_each(
+    slots: StreamSlots,
+) -> None:
+    assert await slots.acquire("u", "r1", "c1") == -1  # the turn and its own stream
+    assert await slots.acquire_connection("u", "r1", "c2") == -1  # a second stream of it
+    assert await slots.acquire_connection("u", "r1", "c3") == -1
+    assert await slots.acquire_connection("u", "r1", "c4") == 3, "the limit is reached"
+    assert await slots.acquire("u", "r2", "c5") == 3, "no new answer either"
+    assert await slots.acquire_connection("other-user", "r9", "c1") == -1, "limits are per user"
+
+    await slots.release_connection("u", "r1", "c1")  # the turn's own client hung up
+    # c2 now rides on the answer; one slot is free.
+    assert await slots.acquire_connection("u", "r1", "c6") == -1
+    assert await slots.acquire_connection("u", "r1", "c7") == 3
+
+
+async def test_a_client_that_lost_its_stream_resumes_without_paying_twice(slots: StreamSlots) -> None:
+    for i in range(3):
+        assert await slots.acquire("u", f"r{i}", f"c{i}") == -1
+    for i in range(3):
+        await slots.release_connection("u", f"r{i}", f"c{i}")  # every connection dropped
+    for i in range(3):
+        assert await slots.acquire_connection("u", f"r{i}", f"again{i}") == -1
+    assert await slots.acquire_connection("u", "r0", "extra") == 3
+
+
+async def test_a_finished_answers_streams_each_cost_a_slot_until_they_close(slots: StreamSlots) -> None:
+    assert await slots.acquire("u", "r1", "c1") == -1
+    await slots.release("u", "r1")  # the answer ended; its stream is still open
+    assert await slots.acquire_connection("u", "r1", "c2") == -1
+    assert await slots.acquire_connection("u", "r1", "c3") == -1
+    assert await slots.acquire_connection("u", "r1", "c4") == 3
+    await slots.release_connection("u", "r1", "c1")
+    assert await slots.acquire_connection("u", "r1", "c4") == -1
+
+
+async def test_connections_expire_unless_renewed(slots: StreamSlots) -> None:
+    for name in ("kept", "gone-1", "gone-2"):
+        assert await slots.acquire_connection("u", "r1", name) == -1
+    assert await slots.acquire_connection("u", "r1", "late") == 3
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        await slots.renew_connection("u", "r1", "kept")
+    # The two that no gateway renewed (a crashed gateway's) are given back; the renewed one stays.
+    assert await slots.acquire_connection("u", "r1", "late-1") == -1
+    assert await slots.acquire_connection("u", "r1", "late-2") == -1
+    assert await slots.acquire_connection("u", "r1", "late-3") == 3
+
+
+async def test_an_answer_slot_outlives_the_connection_lease(slots: StreamSlots, redis: Redis) -> None:
+    assert await slots.acquire("u", "r1", "c1") == -1
+    await slots.renew_connection("u", "r1", "c1")
+    await asyncio.sleep(0.7)  # the connection's lease lapsed; the answer's (15 min) did not
+    assert await redis.zscore(slots.key("u"), "r1") is not None
+    assert await redis.pttl(slots.key("u")) > 60_000
+
+
+async def _events() -> AsyncIterator[Any]:
+    await asyncio.sleep(3600)
+    yield None  # pragma: no cover
+
+
+async def test_a_served_connection_keeps_its_slot_and_gives_it_back_however_it_ends(
+    slots: StreamSlots, redis: Redis
+) -> None:
+    for ending in ("ends", "fails", "is cancelled"):
+        slot = ConnectionSlot(slots, "u", "r1")
+        assert await slots.acquire_connection("u", "r1", slot.connection_id) == -1
+        member = slots.connection_member("r1", slot.connection_id)
+        stream = TurnStream("r1", "c1", _events(), slot=slot)
+
+        async def serve(stream: TurnStream = stream, ending: str = ending, member: str = member) -> None:
+            async with stream.held():
+                await asyncio.sleep(1.2)  # more than twice the lease: renewed meanwhile
+                expiry = await redis.zscore(slots.key("u"), member)
+                assert expiry is not None and expiry > time.time() * 1000, "renewed while served"
+                if ending == "fails":
+                    raise RuntimeError("the client went away")
+                if ending == "is cancelled":
+                    await asyncio.sleep(3600)
+
+        task = asyncio.create_task(serve())
+        if ending == "is cancelled":
+            await asyncio.sleep(1.5)
+            task.cancel()
+        with contextlib.suppress(RuntimeError, asyncio.CancelledError):
+            await task
+        assert await redis.zscore(slots.key("u"), member) is None, f"given back when the connection {ending}"
