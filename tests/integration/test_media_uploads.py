@@ -4,8 +4,10 @@ S3-compatible server with credentials: a request signed with anything else is re
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,6 +18,7 @@ from PIL import Image
 
 from parley_dev.stack import Stack
 
+from ..unit.test_media_hostile import decode_bomb_webm
 from ..unit.test_media_images import alpha_png, decompression_bomb, photo_jpeg
 from .test_isolation_and_errors import assert_error
 
@@ -187,3 +190,28 @@ async def test_object_storage_refuses_a_wrong_signature(stack: Stack, client: ht
         endpoint, access_key=stack.s3.access_key, secret_key=stack.s3.secret_key, secure=False, region="us-east-1"
     )
     assert any(o.object_name for o in owner.list_objects("parley-media", prefix="users/dev/", recursive=True))
+
+
+async def test_a_video_decode_bomb_does_not_starve_another_users_upload(
+    stack: Stack, client: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    """Two ~100 kB WebMs of one 4096x4096 keyframe and 399 "nothing changed" frames (each a
+    full-size decode: ~90 s of CPU apiece when every frame up to a sample is decoded), then
+    another user's 103-byte PNG: the PNG is processed at once, the videos within bounds."""
+    bomb = decode_bomb_webm()
+    before = stored_objects(stack, "bob")
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=client.headers, timeout=120) as slow:
+        bombs = [asyncio.create_task(upload(slow, bomb, "video/webm", "bomb.webm")) for _ in range(2)]
+        await asyncio.sleep(1.0)
+        small = time.monotonic()
+        png = await upload(bob, alpha_png(8, 8), "image/png", "dot.png")
+        waited = time.monotonic() - small
+        assert png.status_code == 201, png.text
+        assert waited < 15, f"a 103-byte PNG waited {waited:.1f} s behind another user's videos"
+        replies = await asyncio.gather(*bombs)
+    for reply in replies:
+        # Sampled within the decode budget, or stopped at the deadline with a typed error.
+        assert reply.status_code == 201 or reply.json()["error"]["code"] == "media_too_complex", reply.text
+    assert time.monotonic() - started < 90
+    assert len(stored_objects(stack, "bob")) > len(before)

@@ -26,6 +26,7 @@ from .grpc_api import MediaServicer
 from .library import MediaLibrary
 from .objects import ObjectStore
 from .settings import MediaSettings
+from .video_pool import VideoPool
 
 log = logging.getLogger("parley.media")
 
@@ -77,9 +78,10 @@ async def serve(stop: asyncio.Event) -> None:
         secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
         timeout_s=settings.s3_timeout_s,
     )
-    cpu = CpuPool(settings.media_workers, settings.media_max_concurrent_jobs)
+    cpu = CpuPool(settings.media_workers, settings.media_max_concurrent_jobs, settings.media_memory_budget_bytes)
+    videos = VideoPool(settings.media_video_workers, settings.media_video_deadline_s, settings.media_video_memory_bytes)
     http = httpx.AsyncClient(timeout=httpx.Timeout(settings.image_generation_timeout_s, connect=10.0))
-    library = MediaLibrary(settings, store, cpu, build_generator(settings, cpu, http))
+    library = MediaLibrary(settings, store, cpu, build_generator(settings, cpu, http), videos)
     servicer = MediaServicer(library)
     server = GrpcServer(
         settings.media_grpc_host,
@@ -96,6 +98,7 @@ async def serve(stop: asyncio.Event) -> None:
     await server.stop(settings.shutdown_grace_s)
     await http.aclose()
     await asyncio.to_thread(cpu.shutdown)
+    await asyncio.to_thread(videos.shutdown)
     store.close()
 
 

@@ -100,7 +100,9 @@ class DemoImageGenerator:
 
     async def generate(self, prompt: str, size: str) -> GeneratedPicture:
         width, height = parse_size(size)
-        return GeneratedPicture(await self.cpu.run(draw_demo_picture, prompt, width, height))
+        # The canvas, a second layer to composite, the mask, and the PNG encoder's buffers.
+        memory = width * height * 4 * 4
+        return GeneratedPicture(await self.cpu.run(draw_demo_picture, prompt, width, height, memory=memory))
 
 
 class OpenAIImageGenerator:

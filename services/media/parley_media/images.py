@@ -70,6 +70,42 @@ def fit(size: tuple[int, int], box: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per pixel in memory (RGB is padded to 4 bytes)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+def decoded_bytes(data: bytes, file_type: FileType, limits: ImageLimits) -> int:
+    """The memory processing this image will hold at its peak, from its header alone (nothing
+    is decoded): its pixels as decoded (JPEGs at their draft() scale), plus a full-size RGB(A)
+    copy for the modes converted before they are resized, plus the file. Refuses more pixels
+    than the limit, as process_image would."""
+    try:
+        with Image.open(io.BytesIO(data), formats=[file_type.pillow_format]) as source:
+            width, height = source.size
+            if width * height > limits.max_pixels:
+                raise InvalidRequest(
+                    f"the image is {width}x{height} pixels, more than the {limits.max_pixels} allowed",
+                    code="image_too_large",
+                )
+            if file_type.pillow_format == "JPEG":
+                source.draft(None, fit((width, height), limits.high_px))
+                width, height = source.size
+            mode = source.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidRequest(f"the {file_type.mime_type} file cannot be read: {exc}", code="corrupt_image") from None
+    pixels = width * height
+    held = pixels * _bytes_per_pixel(mode)
+    if mode not in _RESIZABLE_FIRST or file_type.pillow_format in ("HEIF", "AVIF"):
+        held += 2 * pixels * 4  # turned upright and converted at full size; libheif's own buffer
+    # Lanczos' intermediate (reducing_gap) and the renditions, the file, and some slack.
+    return held + held // 4 + len(data) + 8 * 1024 * 1024
+
+
 def process_image(data: bytes, file_type: FileType, limits: ImageLimits) -> ProcessedImage:
     """The renditions "high", "low" and "thumb" of an image file, or InvalidRequest saying
     why the file cannot be used (corrupt, truncated, too many pixels)."""

@@ -19,7 +19,7 @@ from parley_common.errors import Conflict, InvalidRequest, NotFound, ParleyError
 
 from .cpu_pool import CpuPool
 from .generators import MAX_PROMPT_CHARS, ImageGenerator
-from .images import Encoded, ImageLimits, process_image
+from .images import Encoded, ImageLimits, decoded_bytes, process_image
 from .objects import ObjectStore
 from .records import (
     MediaRecord,
@@ -34,6 +34,7 @@ from .records import (
 from .settings import MediaSettings
 from .sniffing import SNIFF_BYTES, FileType, check_declared, identify
 from .video import VideoLimits, process_video
+from .video_pool import VideoPool
 
 log = logging.getLogger(__name__)
 _KINDS = {"image": media_pb2.MEDIA_KIND_IMAGE, "video": media_pb2.MEDIA_KIND_VIDEO}
@@ -44,10 +45,18 @@ def _now_ms() -> int:
 
 
 class MediaLibrary:
-    def __init__(self, settings: MediaSettings, store: ObjectStore, cpu: CpuPool, generator: ImageGenerator) -> None:
+    def __init__(
+        self,
+        settings: MediaSettings,
+        store: ObjectStore,
+        cpu: CpuPool,
+        generator: ImageGenerator,
+        videos: VideoPool,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.cpu = cpu
+        self.videos = videos
         self.generator = generator
         self.max_bytes = settings.media_max_upload_bytes
         self.image_limits = ImageLimits(
@@ -59,7 +68,12 @@ class MediaLibrary:
             quality=settings.media_quality,
             webp_method=settings.media_webp_method,
         )
-        self.video_limits = VideoLimits(max_duration_s=settings.media_max_video_s, frames=settings.media_video_frames)
+        self.video_limits = VideoLimits(
+            max_duration_s=settings.media_max_video_s,
+            frames=settings.media_video_frames,
+            max_fps=settings.media_video_max_fps,
+            decode_pixels=settings.media_video_decode_pixels,
+        )
 
     # taking files in
 
@@ -92,7 +106,8 @@ class MediaLibrary:
         file_type = identify(data[:SNIFF_BYTES], content_type)
         started = time.perf_counter()
         if file_type.is_video:
-            video = await self.cpu.run(process_video, data, file_type, self.video_limits, self.image_limits)
+            # In a child process with a deadline: never on the image threads (video_pool).
+            video = await self.videos.run(process_video, data, file_type, self.video_limits, self.image_limits)
             width, height, duration_ms, frame_count, renditions = (
                 video.width,
                 video.height,
@@ -101,7 +116,14 @@ class MediaLibrary:
                 video.renditions,
             )
         else:
-            image = await self.cpu.run(process_image, data, file_type, self.image_limits)
+            memory = await self.cpu.peek(decoded_bytes, data, file_type, self.image_limits)
+            if memory > self.cpu.memory.total:
+                raise InvalidRequest(
+                    f"the image would need {memory // 1_000_000} MB to process, more than the "
+                    f"{self.cpu.memory.total // 1_000_000} MB this service has for images",
+                    code="image_too_large",
+                )
+            image = await self.cpu.run(process_image, data, file_type, self.image_limits, memory=memory)
             width, height, duration_ms, frame_count, renditions = (
                 image.width,
                 image.height,

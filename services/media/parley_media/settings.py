@@ -42,8 +42,21 @@ class MediaSettings(CommonSettings):
     media_video_frames: int = Field(default=4, ge=1, le=16)
     # Threads for decoding and encoding (Pillow and PyAV release the GIL while they work).
     media_workers: int = Field(default=max(2, os.cpu_count() or 2), ge=1, le=64)
-    # Images and videos being processed at once; each may hold its bytes and decoded frames.
+    # Images being processed at once; each may hold its bytes and decoded frames.
     media_max_concurrent_jobs: int = Field(default=4, ge=1, le=256)
+    # Decoded image bytes in flight across all jobs (estimated from each header before it is
+    # decoded): a job waits until its share fits, and an image that could never fit is refused.
+    media_memory_budget_bytes: int = Field(default=640 * MB, ge=64 * MB, le=64_000 * MB)
+    # Videos are decoded in child processes of their own (never on the image threads): at most
+    # this many at once, each killed past the deadline (wall clock and CPU) or its address-space
+    # limit, which answers `media_too_complex`.
+    media_video_workers: int = Field(default=1, ge=1, le=16)
+    media_video_deadline_s: float = Field(default=30.0, ge=1.0, le=600.0)
+    media_video_memory_bytes: int = Field(default=2_000 * MB, ge=512 * MB, le=64_000 * MB)
+    # Frames a second (counted from the packets) past which a video is refused, and decoded
+    # pixels per sampled frame: a sample stops at this budget instead of decoding a whole GOP.
+    media_video_max_fps: float = Field(default=120.0, ge=1.0, le=1000.0)
+    media_video_decode_pixels: int = Field(default=100_000_000, ge=1_000_000, le=10**12)
 
     # Presigned URLs: for clients (GET), for uploads (PUT), for providers fetching a prompt's images.
     media_url_expiry_s: int = Field(default=900, ge=60, le=7 * 86_400)

@@ -1,9 +1,13 @@
 """Videos with PyAV (FFmpeg): a poster frame and N evenly sampled frames, for providers that
 take images only.
 
-Bounded before any frame is decoded: the duration (from the header, or from packet times when
-the header has none, as with browser-recorded WebM) and the frame size. Only the frames that
-are kept are decoded, each after a seek to the keyframe before it.
+Bounded before any frame is decoded: the frame size, the duration (from the header, or from
+packet times when the header has none, as with browser-recorded WebM) and the frame rate
+(packets counted without decoding them). Then each sample seeks to the keyframe before it and
+takes that keyframe when it is close enough, otherwise decodes forward only until a budget of
+decoded pixels is spent (a 4096x4096 keyframe followed by thousands of "nothing changed" frames
+would otherwise be a full-size decode per frame). The whole job runs in a child process with a
+deadline (video_pool), so what these bounds miss is stopped there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ MAX_SIDE = 8192
 class VideoLimits:
     max_duration_s: float = 120.0
     frames: int = 4
+    max_fps: float = 120.0
+    # Decoded pixels one sample may cost (about 48 frames of 1080p, 6 of 4096x4096).
+    decode_pixels: int = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -55,18 +62,28 @@ def process_video(data: bytes, file_type: FileType, limits: VideoLimits, images:
                 raise InvalidRequest("the video has no frame size", code="corrupt_video")
             if width * height > images.max_pixels or max(width, height) > MAX_SIDE:
                 raise InvalidRequest(f"the video's frames are {width}x{height}, too large", code="video_too_large")
-            duration_s = _duration_s(container, stream, limits.max_duration_s)
+            duration_s, packets = _measure(container, stream, limits)
             if duration_s > limits.max_duration_s:
                 raise InvalidRequest(
                     f"the video is {duration_s:.1f} s long, longer than the {limits.max_duration_s:g} s allowed",
                     code="video_too_long",
                 )
+            if packets > limits.max_fps * max(duration_s, 1.0):
+                raise InvalidRequest(
+                    f"the video has {packets} frames in {duration_s:.1f} s, more than {limits.max_fps:g} a second",
+                    code="media_too_complex",
+                )
+            interval = duration_s / limits.frames
             samples = [
-                _frame_at(container, stream, (k + 0.5) / limits.frames * duration_s) for k in range(limits.frames)
+                _frame_at(container, stream, (k + 0.5) * interval, interval / 4, limits.decode_pixels)
+                for k in range(limits.frames)
             ]
     except av.FFmpegError as exc:
+        if isinstance(exc, MemoryError):
+            raise InvalidRequest("the video needs too much memory to decode", code="media_too_complex") from None
         raise InvalidRequest(f"the video data is broken: {exc}", code="corrupt_video") from None
-    found = [(at_s, picture) for at_s, picture in samples if picture is not None]
+    # Samples that stopped on the same frame (a budget spent before the target) count once.
+    found = list({round(at_s, 3): (at_s, picture) for at_s, picture in samples if picture is not None}.values())
     if not found:
         raise InvalidRequest("no frame of the video could be decoded", code="corrupt_video")
     poster = found[0][1]
@@ -77,32 +94,48 @@ def process_video(data: bytes, file_type: FileType, limits: VideoLimits, images:
     return ProcessedVideo(poster.width, poster.height, round(duration_s * 1000), renditions)
 
 
-def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream, limit_s: float) -> float:
+def _measure(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, limits: VideoLimits
+) -> tuple[float, int]:
+    """The duration (the header's, else the last packet time) and the number of video packets,
+    read without decoding; counting stops once either is past what could be accepted."""
+    header_s = 0.0
     if container.duration:
-        return float(container.duration) / av.time_base
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    # No duration in the header: read packet times (no decoding), stopping past the limit.
-    last = 0.0
+        header_s = float(container.duration) / av.time_base
+    elif stream.duration and stream.time_base:
+        header_s = float(stream.duration * stream.time_base)
+    most = limits.max_fps * max(limits.max_duration_s, 1.0)
+    last, packets = 0.0, 0
     for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream marker
+        packets += 1
         if packet.pts is not None and packet.time_base is not None:
             last = max(last, float(packet.pts * packet.time_base))
-            if last > limit_s:
-                break
+        if packets > most or (not header_s and last > limits.max_duration_s):
+            break
     container.seek(0)
-    return last
+    return (header_s or last), packets
 
 
 def _frame_at(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, at_s: float
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    at_s: float,
+    tolerance_s: float,
+    budget_px: int,
 ) -> tuple[float, Image.Image | None]:
-    """The first frame at or after `at_s` (or the last one before the end), upright, RGB."""
+    """The first frame from `at_s - tolerance_s` on: often the keyframe the seek lands on, one
+    decode. Decoding forward stops once `budget_px` decoded pixels are spent, taking the last
+    frame decoded (earlier than asked, and its real time is kept). Upright, RGB."""
     if stream.time_base:
         container.seek(int(at_s / stream.time_base), stream=stream, backward=True, any_frame=False)
     picked = None
+    spent = 0
     for frame in container.decode(stream):
         picked = frame
-        if frame.time is not None and frame.time >= at_s:
+        spent += frame.width * frame.height
+        if (frame.time is not None and frame.time >= at_s - tolerance_s) or spent >= budget_px:
             break
     if picked is None:
         return at_s, None
