@@ -7,7 +7,8 @@ cursor, and of sync pages. Cassandra / SQLite (FULL) ratios of every latency com
 
 SQLite: each call goes through the store's single SQLite thread, with `synchronous=FULL` (the
 service's default: a commit is on disk before its event is acked) and NORMAL for comparison.
-Measured first, before the Cassandra node starts, so that it shares the machine with nothing.
+Measured first, before the Cassandra node starts, so that this run's node does not compete
+with it for the CPUs.
 
 Cassandra: one node on loopback, started for the run by `parley_dev.cassandra.provide_cassandra`
 (or the cluster CASSANDRA_CONTACT_POINTS names), with `durable=True`: the fsync behaviour of a
@@ -48,6 +49,9 @@ CONCURRENT_APPENDS = 2000
 CONCURRENCY = 32
 CONVERSATION_MESSAGES = 1000
 READS = 500
+# Sync pages timed one by one (on both stores): fewer than READS, as a Cassandra sync page of 100
+# fetches each change's message (~50 ms here) and the run is to stay under two minutes.
+SYNC_READS = 200
 WARMUP_CALLS = 300  # Cassandra only: appends, then newest pages, then sync pages, none of them measured
 CONTENT = "How does Parley keep the history of a conversation? " * 8  # ~420 bytes, a typical message
 # The service's own partition span (PARLEY_HISTORY_BUCKET_S): every message here lands in one bucket.
@@ -115,7 +119,7 @@ async def _measure(store: HistoryStore) -> dict[str, Any]:
 
     newest_latency = await _timed(READS, newest_page)
     older_latency = await _timed(READS, older_page)
-    sync_latency = await _timed(READS, sync_page)
+    sync_latency = await _timed(SYNC_READS, sync_page)
     start = time.perf_counter()
     await asyncio.gather(*(newest_page(i) for i in range(READS)))
     read_rate = READS / (time.perf_counter() - start)
@@ -158,14 +162,17 @@ async def measure_cassandra(endpoint: CassandraEndpoint) -> dict[str, Any]:
         connect_timeout_s=20.0,
     )
     keyspace = "bench_history_" + uuid.uuid4().hex[:12]
+    start = time.perf_counter()
     admin = await CassandraSession.connect(config)
     try:
         version = (await admin.execute("SELECT release_version FROM system.local"))[0]["release_version"]
         await migrate(admin, keyspace=keyspace, local_dc=config.local_dc, replication_factor=1)
+        migrate_s = time.perf_counter() - start
         session = await CassandraSession.connect(config, keyspace=keyspace)
-        # settle_ms=0: sync then serves every change already written. The service waits
-        # PARLEY_HISTORY_SYNC_SETTLE_MS (10 s) for writes still in flight; this measures the
-        # read path, not that deliberate delay (and the pages would be empty with it).
+        # settle_ms=0: sync then serves every change already written. The service holds back
+        # changes younger than its settle window (PARLEY_HISTORY_SYNC_SETTLE_MS; by default the
+        # request timeout plus the clock skew) for writes still in flight; this measures the
+        # read path, not that deliberate delay (the newest pages would be empty with it).
         store = await CassandraHistoryStore.open(session, bucket_ms=BUCKET_MS, settle_ms=0)
         try:
             await _warm_up(store)
@@ -174,7 +181,7 @@ async def measure_cassandra(endpoint: CassandraEndpoint) -> dict[str, Any]:
             await store.close()
     finally:
         try:
-            await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+            await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
         finally:
             await admin.close()
     return {
@@ -187,6 +194,7 @@ async def measure_cassandra(endpoint: CassandraEndpoint) -> dict[str, Any]:
         "bucket_ms": BUCKET_MS,
         "settle_ms": 0,
         "warmup_calls": WARMUP_CALLS,
+        "migrate_s": round(migrate_s, 1),
         **measured,
     }
 
@@ -224,11 +232,14 @@ async def main() -> None:
             runs.append(run)
         with contextlib.ExitStack() as stack:
             # ~15 s for a local node to start; blocking, so off the event loop.
+            start = time.perf_counter()
             endpoint = await asyncio.to_thread(
                 stack.enter_context,
                 provide_cassandra(Path(tmp) / "cassandra", prefer_containers=False, durable=True),
             )
+            node_start_s = time.perf_counter() - start
             cassandra = await measure_cassandra(endpoint)
+            cassandra["node_start_s"] = round(node_start_s, 1)
             _print(f"cassandra {cassandra['cassandra_version']} ({endpoint.source})", cassandra)
             await asyncio.to_thread(stack.close)
     versus = ratios(cassandra, runs[0])
@@ -246,6 +257,7 @@ async def main() -> None:
             "concurrent_appends": CONCURRENT_APPENDS,
             "concurrency": CONCURRENCY,
             "reads": READS,
+            "sync_reads": SYNC_READS,
             "runs": runs,
             "cassandra": cassandra,
             "cassandra_vs_sqlite_full": versus,
