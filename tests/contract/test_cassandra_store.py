@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from cassandra import ConsistencyLevel
+from cassandra.cluster import EXEC_PROFILE_DEFAULT
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 from parley.v1 import chat_pb2, history_pb2
@@ -389,3 +391,21 @@ async def test_an_expired_change_log_refuses_old_cursors_and_starts_devices_from
         assert [c.message.id for c in later.changes] == ["q3"]
     finally:
         await store.close()
+
+
+async def test_every_statement_reads_and_writes_at_local_quorum_and_only_the_claim_is_not_idempotent(
+    cstore: CassandraHistoryStore,
+) -> None:
+    profile = cstore.db.cluster.profile_manager.profiles[EXEC_PROFILE_DEFAULT]
+    assert profile.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    assert profile.serial_consistency_level == ConsistencyLevel.LOCAL_SERIAL
+    # Every statement may be retried by the driver or sent again by a redelivery, except the
+    # lightweight transaction, whose second try would report "not applied".
+    assert {name for name, s in cstore.q.items() if not s.is_idempotent} == {"message_claim"}
+    # And a retried append is the same message, once.
+    ns = uuid.uuid4().hex[:8]
+    await cstore.create_conversation(f"u-{ns}", f"c-{ns}", "", 1_000)
+    first, created = await cstore.append_message(f"u-{ns}", f"c-{ns}", "m", "user", "hello", 1_001)
+    again, created_again = await cstore.append_message(f"u-{ns}", f"c-{ns}", "m", "user", "hello", 5_000)
+    assert (created, created_again) == (True, False) and again.created_at_ms == first.created_at_ms == 1_001
+    assert [m.id for m in (await cstore.get_messages(f"u-{ns}", f"c-{ns}", "", 10))[0]] == ["m"]
