@@ -1,5 +1,5 @@
-"""Uploads as a client makes them: direct (multipart or raw), presigned (PUT to object storage,
-then complete), the files refused, and media that stays its owner's. Object storage is a real
+"""Uploads as a client makes them: direct (multipart or raw), presigned (a form POST to object
+storage, then complete), the files refused, and media that stays its owner's. Object storage is a real
 S3-compatible server with credentials: a request signed with anything else is refused."""
 
 from __future__ import annotations
@@ -37,21 +37,34 @@ async def upload(client: httpx.AsyncClient, data: bytes, content_type: str, name
     return await client.post("/v1/media", files={"file": (name, data, content_type)})
 
 
-def stored_objects(stack: Stack, user: str = "dev") -> set[str]:
-    """Every object kept for `user` in the bucket: media and their renditions, pending uploads."""
+def bucket_owner(stack: Stack) -> Minio:
     assert stack.s3 is not None
-    owner = Minio(
+    return Minio(
         stack.s3.url.removeprefix("http://"),
         access_key=stack.s3.access_key,
         secret_key=stack.s3.secret_key,
         secure=False,
         region="us-east-1",
     )
+
+
+def stored_objects(stack: Stack, user: str = "dev") -> set[str]:
+    """Every object kept for `user` in the bucket: media and their renditions, pending uploads."""
+    owner = bucket_owner(stack)
     return {
         str(o.object_name)
         for prefix in (f"users/{user}/", f"uploads/{user}/")
         for o in owner.list_objects("parley-media", prefix=prefix, recursive=True)
     }
+
+
+async def send(pending: dict[str, object], data: bytes, name: str = "photo.jpg") -> httpx.Response:
+    """The client's upload to object storage: a multipart form POST, the signed fields first."""
+    assert pending["method"] == "POST"
+    fields = pending["fields"]
+    assert isinstance(fields, dict)
+    async with httpx.AsyncClient(timeout=120) as storage:
+        return await storage.post(str(pending["upload_url"]), data=fields, files={"file": (name, data)})
 
 
 async def test_a_photo_upload_is_oriented_stripped_and_fitted(client: httpx.AsyncClient) -> None:
@@ -86,10 +99,9 @@ async def test_a_presigned_upload_goes_straight_to_object_storage(
     created = await client.post("/v1/media/uploads", json={"content_type": "image/jpeg", "size_bytes": len(JPEG_PHOTO)})
     assert created.status_code == 201, created.text
     pending = created.json()
-    assert pending["method"] == "PUT" and pending["max_bytes"] == 20_000_000
-    async with httpx.AsyncClient() as storage:
-        put = await storage.put(pending["upload_url"], content=JPEG_PHOTO, headers=pending["headers"])
-    assert put.status_code == 200, put.text
+    assert pending["method"] == "POST" and pending["max_bytes"] == len(JPEG_PHOTO)
+    sent = await send(pending, JPEG_PHOTO)
+    assert sent.status_code == 204, sent.text
     assert_error(await bob.post(pending["complete_url"]), 404, "upload_not_found")
     completed = await client.post(pending["complete_url"])
     assert completed.status_code == 200, completed.text
@@ -113,17 +125,23 @@ async def test_presigned_uploads_are_checked_like_direct_ones(stack: Stack, clie
     assert huge.status_code == 400 and huge.json()["error"]["code"] == "invalid_request", huge.text
     pending = (await client.post("/v1/media/uploads", json={"content_type": "image/png"})).json()
     assert_error(await client.post(pending["complete_url"]), 409, "upload_incomplete")
-    async with httpx.AsyncClient() as storage:
-        await storage.put(pending["upload_url"], content=JPEG_PHOTO, headers=pending["headers"])
+    # The store refuses another declared type than the one signed into the form.
+    lying = {**pending, "fields": {**pending["fields"], "Content-Type": "image/jpeg"}}
+    assert (await send(lying, JPEG_PHOTO)).status_code == 403
+    assert (await send(pending, JPEG_PHOTO)).status_code == 204
     assert_error(await client.post(pending["complete_url"]), 400, "content_type_mismatch")
     # Refused for good: nothing of it is kept.
     assert_error(await client.post(pending["complete_url"]), 404, "upload_not_found")
     big = (await client.post("/v1/media/uploads", json={"content_type": "image/jpeg"})).json()
-    async with httpx.AsyncClient(timeout=60) as storage:
-        await storage.put(big["upload_url"], content=b"\xff\xd8\xff" + os.urandom(21_000_000), headers=big["headers"])
-    assert_error(await client.post(big["complete_url"]), 413, "payload_too_large")
+    assert big["max_bytes"] == 20_000_000
+    # No size declared: the store itself refuses more than the 20 MB limit.
+    too_big = await send(big, b"\xff\xd8\xff" + os.urandom(21_000_000))
+    assert too_big.status_code == 400 and "EntityTooLarge" in too_big.text, too_big.text
+    assert_error(await client.post(big["complete_url"]), 409, "upload_incomplete")
     kept = stored_objects(stack)
-    assert not {k for k in kept if pending["id"] in k or big["id"] in k}, "a refused upload left objects behind"
+    assert not {k for k in kept if pending["id"] in k}, "a refused upload left objects behind"
+    # The refused file was not stored; only its pending record, until the sweep.
+    assert {k for k in kept if big["id"] in k} == {f"uploads/dev/{big['id']}.json"}
 
 
 @pytest.mark.parametrize(
@@ -215,3 +233,85 @@ async def test_a_video_decode_bomb_does_not_starve_another_users_upload(
         assert reply.status_code == 201 or reply.json()["error"]["code"] == "media_too_complex", reply.text
     assert time.monotonic() - started < 90
     assert len(stored_objects(stack, "bob")) > len(before)
+
+
+async def test_a_presigned_upload_is_bounded_by_its_declared_size(stack: Stack, client: httpx.AsyncClient) -> None:
+    """1,000 bytes declared: object storage refuses 1,001 bytes and 150 MB (found by an
+    outside tester: a presigned PUT took 150 MB). Nothing is stored."""
+    pending = (await client.post("/v1/media/uploads", json={"content_type": "image/png", "size_bytes": 1000})).json()
+    assert pending["max_bytes"] == 1000
+    for size in (1001, 150_000_000):
+        refused = await send(pending, b"\x89PNG" + bytes(size - 4), "dot.png")
+        assert refused.status_code == 400 and "EntityTooLarge" in refused.text, (size, refused.text)
+        assert not {k for k in stored_objects(stack) if k == f"uploads/dev/{pending['id']}"}, size
+    assert_error(await client.post(pending["complete_url"]), 409, "upload_incomplete")
+    small = alpha_png(8, 8)
+    assert len(small) < 1000
+    assert (await send(pending, small, "dot.png")).status_code == 204
+    assert (await client.post(pending["complete_url"])).status_code == 200
+
+
+async def test_an_object_larger_than_declared_is_refused_at_complete(stack: Stack, client: httpx.AsyncClient) -> None:
+    """A store that does not enforce the form's size range: complete checks the real size."""
+    pending = (await client.post("/v1/media/uploads", json={"content_type": "image/png", "size_bytes": 1000})).json()
+    key = f"uploads/dev/{pending['id']}"
+    data = alpha_png()
+    assert len(data) > 1000
+    bucket_owner(stack).put_object("parley-media", key, io.BytesIO(data), len(data), content_type="image/png")
+    assert_error(await client.post(pending["complete_url"]), 413, "payload_too_large")
+    assert not {k for k in stored_objects(stack) if pending["id"] in k}, "a refused upload left objects behind"
+
+
+SHORT_UPLOADS = {
+    "PARLEY_MEDIA_UPLOAD_EXPIRY_S": "2",
+    "PARLEY_MEDIA_UPLOAD_SWEEP_GRACE_S": "3",
+    "PARLEY_MEDIA_UPLOAD_SWEEP_INTERVAL_S": "0.5",
+}
+
+
+@pytest.fixture
+async def short_uploads(stack: Stack) -> AsyncIterator[Stack]:
+    """The media service restarted with uploads that expire after 2 s, swept 3 s later."""
+    assert stack.stop_service("media") == 0
+    stack.start_service("media", **SHORT_UPLOADS)
+    await stack.wait_ready()
+    try:
+        yield stack
+    finally:
+        assert stack.stop_service("media") == 0
+        stack.start_service("media")
+        await stack.wait_ready()
+
+
+def wait_until(deadline_ms: int) -> None:
+    time.sleep(max(0.0, deadline_ms / 1000 - time.time()) + 0.2)
+
+
+async def test_completing_an_expired_upload_is_refused_and_removes_it(
+    short_uploads: Stack, client: httpx.AsyncClient
+) -> None:
+    pending = (await client.post("/v1/media/uploads", json={"content_type": "image/png"})).json()
+    assert (await send(pending, alpha_png(), "dot.png")).status_code == 204
+    await asyncio.to_thread(wait_until, pending["expires_at_ms"])
+    assert_error(await client.post(pending["complete_url"]), 410, "upload_expired")
+    assert not {k for k in stored_objects(short_uploads) if pending["id"] in k}, "an expired upload was kept"
+    assert_error(await client.post(pending["complete_url"]), 404, "upload_not_found")
+
+
+async def test_an_upload_never_completed_is_swept_after_its_expiry(
+    short_uploads: Stack, client: httpx.AsyncClient
+) -> None:
+    pending = (await client.post("/v1/media/uploads", json={"content_type": "image/png"})).json()
+    assert (await send(pending, alpha_png(), "dot.png")).status_code == 204
+    # Only the object's own record names it: an upload's data without a record is swept too.
+    orphan = (await client.post("/v1/media/uploads", json={"content_type": "image/png"})).json()
+    assert (await send(orphan, alpha_png(), "dot.png")).status_code == 204
+    bucket_owner(short_uploads).remove_object("parley-media", f"uploads/dev/{orphan['id']}.json")
+    ids = {pending["id"], orphan["id"]}
+    assert {k for k in stored_objects(short_uploads) if any(i in k for i in ids)}
+    deadline = time.monotonic() + 15
+    while {k for k in stored_objects(short_uploads) if any(i in k for i in ids)}:
+        assert time.monotonic() < deadline, "an expired upload is still in the bucket"
+        await asyncio.sleep(0.5)
+    # Not before its expiry and grace: 2 s + 3 s.
+    assert time.time() * 1000 >= pending["expires_at_ms"] + 3000

@@ -183,6 +183,8 @@ def pending_upload_json(p: media_pb2.PendingUpload) -> dict[str, Any]:
         "upload_url": p.url,
         "method": p.method,
         "headers": dict(p.headers),
+        # A multipart/form-data POST to upload_url: these fields, then the file as `file`.
+        "fields": dict(p.fields),
         "expires_at_ms": p.expires_at_ms,
         "max_bytes": p.max_bytes,
         "complete_url": f"/v1/media/uploads/{p.media_id}/complete",

@@ -1,7 +1,8 @@
 """Media service process: MediaService over gRPC, on object storage.
 
 Readiness follows object storage: health says SERVING once the bucket is there, and goes back
-to NOT_SERVING while the store cannot be reached.
+to NOT_SERVING while the store cannot be reached. A sweep removes presigned uploads never
+completed, a bounded batch every `PARLEY_MEDIA_UPLOAD_SWEEP_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ async def watch_store(store: ObjectStore, server: GrpcServer, stop: asyncio.Even
             await asyncio.wait_for(stop.wait(), STORE_CHECK_S if reachable else 0.5)
 
 
+async def sweep_uploads(library: MediaLibrary, stop: asyncio.Event) -> None:
+    """Remove uploads past their expiry and grace, one bounded pass per interval; every replica
+    may sweep (deleting twice is harmless)."""
+    cursor = ""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), library.settings.media_upload_sweep_interval_s)
+        if stop.is_set():
+            break
+        try:
+            cursor = await library.sweep_uploads(cursor)
+        except ParleyError as exc:
+            log.warning("upload sweep failed", extra={"reason": exc.message})
+
+
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(MediaSettings)
     setup_logging("media", settings.log_level)
@@ -91,9 +107,11 @@ async def serve(stop: asyncio.Event) -> None:
     await server.start()
     log.info("grpc listening", extra={"port": server.port, "generator": library.generator.name})
     watcher = asyncio.create_task(watch_store(store, server, stop))
+    sweeper = asyncio.create_task(sweep_uploads(library, stop))
     await stop.wait()
     log.info("shutting down")
     await watcher
+    await sweeper
     # In-flight calls (an upload being processed) finish within the grace period.
     await server.stop(settings.shutdown_grace_s)
     await http.aclose()

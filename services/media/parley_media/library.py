@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterable
 
 from parley.v1 import chat_pb2, media_pb2
-from parley_common.errors import Conflict, InvalidRequest, NotFound, ParleyError, PayloadTooLarge
+from parley_common.errors import Conflict, Gone, InvalidRequest, NotFound, ParleyError, PayloadTooLarge
 
 from .cpu_pool import CpuPool
 from .generators import MAX_PROMPT_CHARS, ImageGenerator
 from .images import Encoded, ImageLimits, decoded_bytes, process_image
 from .objects import ObjectStore
 from .records import (
+    UPLOADS_PREFIX,
     MediaRecord,
     PendingUploadRecord,
     RenditionRecord,
@@ -201,14 +202,16 @@ class MediaLibrary:
             expires_at_ms=now + expiry_s * 1000,
         )
         await self.store.put_json(pending_key(user_id, media_id), pending.model_dump())
-        headers = {"Content-Type": declared} if declared else {}
+        # The store refuses a larger file itself: the declared size when there is one.
+        max_bytes = size_bytes or self.max_bytes
+        form = self.store.presign_post(upload_key(user_id, media_id), declared, max_bytes, expiry_s)
         return media_pb2.PendingUpload(
             media_id=media_id,
-            url=self.store.presign_put(upload_key(user_id, media_id), expiry_s),
-            method="PUT",
-            headers=headers,
+            url=form.url,
+            method="POST",
+            fields=form.fields,
             expires_at_ms=pending.expires_at_ms,
-            max_bytes=self.max_bytes,
+            max_bytes=max_bytes,
         )
 
     async def complete_upload(self, user_id: str, media_id: str) -> MediaRecord:
@@ -220,20 +223,59 @@ class MediaLibrary:
             pending = PendingUploadRecord.model_validate(await self.store.get_json(pending_key(user_id, media_id)))
         except NotFound:
             raise NotFound("no such upload", code="upload_not_found") from None
-        uploaded = await self.store.stat(upload_key(user_id, media_id))
+        staged = (upload_key(user_id, media_id), pending_key(user_id, media_id))
+        if _now_ms() > pending.expires_at_ms:
+            await self.store.delete(*staged)
+            raise Gone("the upload expired; start a new one", code="upload_expired")
+        uploaded = await self.store.stat(staged[0])
         if uploaded is None:
             raise Conflict("nothing has been uploaded to the upload URL yet", code="upload_incomplete")
-        staged = (upload_key(user_id, media_id), pending_key(user_id, media_id))
+        # The declared size, else the limit: the store enforces it too, when it honours the
+        # form's content-length-range (MinIO, S3, SeaweedFS do).
+        max_bytes = min(pending.declared_size or self.max_bytes, self.max_bytes)
         try:
-            if uploaded.size > self.max_bytes:
-                raise PayloadTooLarge(f"the file is larger than {self.max_bytes} bytes")
-            data = await self.store.get(staged[0], self.max_bytes)
+            if uploaded.size > max_bytes:
+                raise PayloadTooLarge(f"the file is larger than {max_bytes} bytes (its declared size or the limit)")
+            data = await self.store.get(staged[0], max_bytes)
             record = await self.ingest(user_id, data, pending.content_type, media_id=media_id)
         except InvalidRequest:
             await self.store.delete(*staged)  # refused for good: nothing of it stays
             raise
         await self.store.delete(*staged)
         return record
+
+    async def sweep_uploads(self, start_after: str = "") -> str:
+        """One bounded pass over pending uploads: remove those past their expiry plus the grace
+        (record and object), and upload objects left without a record that long. Looks at no
+        more than `media_upload_sweep_batch` objects; returns where the next pass goes on
+        ("" once the end is reached, so the next pass starts over)."""
+        now = _now_ms()
+        grace_ms = self.settings.media_upload_sweep_grace_s * 1000
+        # An object without a record: its upload URL expired this long after it was written.
+        orphan_ms = self.settings.media_upload_expiry_s * 1000 + grace_ms
+        listed = await self.store.list_objects(UPLOADS_PREFIX, start_after, self.settings.media_upload_sweep_batch)
+        names = {o.key for o in listed}
+        doomed: list[str] = []
+        for obj in listed:
+            if obj.key.endswith(".json"):
+                try:
+                    raw = await self.store.get_json(obj.key)
+                    expires_at_ms = PendingUploadRecord.model_validate(raw).expires_at_ms
+                except NotFound:
+                    continue  # completed meanwhile
+                except ValueError:
+                    expires_at_ms = obj.modified_ms  # unreadable: as old as it is
+                if expires_at_ms + grace_ms < now:
+                    doomed += [obj.key, obj.key.removesuffix(".json")]
+            elif obj.modified_ms + orphan_ms < now and obj.key + ".json" not in names:
+                if await self.store.stat(obj.key + ".json") is None:
+                    doomed.append(obj.key)
+        if doomed:
+            await self.store.delete(*dict.fromkeys(doomed))
+            log.info("expired uploads removed", extra={"objects": len(doomed)})
+        if len(listed) < self.settings.media_upload_sweep_batch:
+            return ""
+        return listed[-1].key
 
     # handing media out
 

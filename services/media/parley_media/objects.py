@@ -4,6 +4,11 @@ server in tests and `make run`.
 The SDK blocks, so every call runs on this store's own small thread pool: storage calls never
 wait behind image processing, and the event loop never waits on either. Presigned URLs are
 computed locally (the region is configured), signed for the endpoint clients will use.
+
+Presigned uploads are form POSTs with a signed policy, not PUTs: the policy fixes the key, the
+content type, the expiry and a `content-length-range`, so the store itself refuses a larger
+file (MinIO, S3 and SeaweedFS answer 400 EntityTooLarge and keep nothing). A presigned PUT
+cannot bound its body.
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ import asyncio
 import functools
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
+from minio.datatypes import PostPolicy
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
@@ -34,6 +40,19 @@ _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchUpload"}
 class StoredObject:
     size: int
     content_type: str
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+    modified_ms: int
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    url: str
+    fields: dict[str, str]
 
 
 def _client(endpoint: str, access_key: str | None, secret_key: str | None, region: str, timeout_s: float) -> Minio:
@@ -67,6 +86,8 @@ class ObjectStore:
         threads: int = 16,
     ) -> None:
         self.bucket = bucket
+        # Where clients send form uploads (path style: every S3-compatible server takes it).
+        self.upload_url = f"{(public_endpoint or endpoint).rstrip('/')}/{bucket}"
         self.client = _client(endpoint, access_key, secret_key, region, timeout_s)
         self.signer = (
             _client(public_endpoint, access_key, secret_key, region, timeout_s) if public_endpoint else self.client
@@ -142,6 +163,23 @@ class ObjectStore:
 
         await self._run(delete_listed)
 
+    async def list_objects(self, prefix: str, start_after: str, limit: int) -> list[ListedObject]:
+        """At most `limit` objects under `prefix`, in key order, after `start_after`."""
+
+        def first() -> list[ListedObject]:
+            listed: Iterator[Any] = self.client.list_objects(
+                self.bucket, prefix=prefix, recursive=True, start_after=start_after or None
+            )
+            found: list[ListedObject] = []
+            for o in listed:
+                modified = o.last_modified.timestamp() if o.last_modified else 0.0
+                found.append(ListedObject(str(o.object_name), int(o.size or 0), int(modified * 1000)))
+                if len(found) >= limit:
+                    break
+            return found
+
+        return await self._run(first)
+
     def _delete_all(self, keys: list[str]) -> None:
         errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
         if errors:
@@ -152,5 +190,15 @@ class ObjectStore:
     def presign_get(self, key: str, expiry_s: int) -> str:
         return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
 
-    def presign_put(self, key: str, expiry_s: int) -> str:
-        return self.signer.presigned_put_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
+    def presign_post(self, key: str, content_type: str, max_bytes: int, expiry_s: int) -> PresignedPost:
+        """A form upload of exactly this key, at most `max_bytes` (and at least one byte), with
+        this Content-Type (when set), until `expiry_s` from now."""
+        policy = PostPolicy(self.bucket, datetime.now(UTC) + timedelta(seconds=expiry_s))
+        policy.add_equals_condition("key", key)
+        policy.add_content_length_range_condition(1, max_bytes)
+        fields = {"key": key}
+        if content_type:
+            policy.add_equals_condition("Content-Type", content_type)
+            fields["Content-Type"] = content_type
+        fields.update(self.signer.presigned_post_policy(policy))
+        return PresignedPost(self.upload_url, fields)

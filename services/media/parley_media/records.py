@@ -55,12 +55,15 @@ def rendition_key(user_id: str, media_id: str, name: str, mime_type: str) -> str
     return media_prefix(user_id, media_id) + f"{name}.{_EXTENSIONS[mime_type]}"
 
 
+UPLOADS_PREFIX = "uploads/"
+
+
 def upload_key(user_id: str, media_id: str) -> str:
-    return f"uploads/{user_id}/{media_id}"
+    return f"{UPLOADS_PREFIX}{user_id}/{media_id}"
 
 
 def pending_key(user_id: str, media_id: str) -> str:
-    return f"uploads/{user_id}/{media_id}.json"
+    return f"{UPLOADS_PREFIX}{user_id}/{media_id}.json"
 
 
 class RenditionRecord(BaseModel):

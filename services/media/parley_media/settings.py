@@ -60,7 +60,12 @@ class MediaSettings(CommonSettings):
 
     # Presigned URLs: for clients (GET), for uploads (PUT), for providers fetching a prompt's images.
     media_url_expiry_s: int = Field(default=900, ge=60, le=7 * 86_400)
-    media_upload_expiry_s: int = Field(default=900, ge=60, le=86_400)
+    media_upload_expiry_s: int = Field(default=900, ge=1, le=86_400)
+    # Uploads never completed: removed (record and object) this long after their expiry, by a
+    # sweep every interval that looks at no more than `batch` objects a pass.
+    media_upload_sweep_interval_s: float = Field(default=300.0, ge=0.1, le=86_400)
+    media_upload_sweep_grace_s: int = Field(default=3600, ge=0, le=7 * 86_400)
+    media_upload_sweep_batch: int = Field(default=1000, ge=1, le=100_000)
     media_provider_url_expiry_s: int = Field(default=3600, ge=60, le=7 * 86_400)
     # One prompt's inline image bytes (a gRPC reply, then an AMQP message, carries them).
     media_prompt_max_images: int = Field(default=16, ge=1, le=64)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parley.v1 import chat_pb2 as parley_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15parley/v1/media.proto\x12\tparley.v1\x1a\x14parley/v1/chat.proto\"]\n\x0bUploadStart\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x15\n\rdeclared_size\x18\x04 \x01(\x04\"N\n\x0bUploadChunk\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.parley.v1.UploadStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"{\n\tRendition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x07 \x01(\r\"\xb1\x02\n\x05Media\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.parley.v1.MediaKind\x12\x18\n\x10source_mime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\r\x12\x13\n\x0b\x66rame_count\x18\x07 \x01(\r\x12\x19\n\x11source_size_bytes\x18\x08 \x01(\x04\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x0e\n\x06origin\x18\n \x01(\t\x12\x0e\n\x06prompt\x18\x0b \x01(\t\x12(\n\nrenditions\x18\x0c \x03(\x0b\x32\x14.parley.v1.Rendition\x12\x19\n\x11urls_expire_at_ms\x18\r \x01(\x03\"b\n\x13\x43reateUploadRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\"\xd0\x01\n\rPendingUpload\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x36\n\x07headers\x18\x04 \x03(\x0b\x32%.parley.v1.PendingUpload.HeadersEntry\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x15\x43ompleteUploadRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08media_id\x18\x02 \x01(\t\"4\n\x0fGetMediaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08media_id\x18\x02 \x01(\t\"7\n\x12\x44\x65leteMediaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08media_id\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteMediaResponse\"7\n\x11\x43heckMediaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tmedia_ids\x18\x02 \x03(\t\"\x14\n\x12\x43heckMediaResponse\"v\n\x14ResolveImagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tmedia_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12*\n\x08\x64\x65livery\x18\x04 \x01(\x0e\x32\x18.parley.v1.ImageDelivery\"=\n\x15ResolveImagesResponse\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.parley.v1.ImagePart\"t\n\x14GenerateImageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x14\n\x0cinclude_data\x18\x05 \x01(\x08\"}\n\x0eGeneratedImage\x12\x1f\n\x05media\x18\x01 \x01(\x0b\x32\x10.parley.v1.Media\x12\x11\n\tgenerator\x18\x02 \x01(\t\x12\x16\n\x0erevised_prompt\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x11\n\tmime_type\x18\x05 \x01(\t*S\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02*b\n\rImageDelivery\x12\x1e\n\x1aIMAGE_DELIVERY_UNSPECIFIED\x10\x00\x12\x19\n\x15IMAGE_DELIVERY_INLINE\x10\x01\x12\x16\n\x12IMAGE_DELIVERY_URL\x10\x02\x32\xc8\x04\n\x0cMediaService\x12\x34\n\x06Upload\x12\x16.parley.v1.UploadChunk\x1a\x10.parley.v1.Media(\x01\x12H\n\x0c\x43reateUpload\x12\x1e.parley.v1.CreateUploadRequest\x1a\x18.parley.v1.PendingUpload\x12\x44\n\x0e\x43ompleteUpload\x12 .parley.v1.CompleteUploadRequest\x1a\x10.parley.v1.Media\x12\x38\n\x08GetMedia\x12\x1a.parley.v1.GetMediaRequest\x1a\x10.parley.v1.Media\x12L\n\x0b\x44\x65leteMedia\x12\x1d.parley.v1.DeleteMediaRequest\x1a\x1e.parley.v1.DeleteMediaResponse\x12I\n\nCheckMedia\x12\x1c.parley.v1.CheckMediaRequest\x1a\x1d.parley.v1.CheckMediaResponse\x12R\n\rResolveImages\x12\x1f.parley.v1.ResolveImagesRequest\x1a .parley.v1.ResolveImagesResponse\x12K\n\rGenerateImage\x12\x1f.parley.v1.GenerateImageRequest\x1a\x19.parley.v1.GeneratedImageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15parley/v1/media.proto\x12\tparley.v1\x1a\x14parley/v1/chat.proto\"]\n\x0bUploadStart\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x15\n\rdeclared_size\x18\x04 \x01(\x04\"N\n\x0bUploadChunk\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.parley.v1.UploadStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"{\n\tRendition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x07 \x01(\r\"\xb1\x02\n\x05Media\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.parley.v1.MediaKind\x12\x18\n\x10source_mime_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\r\x12\x13\n\x0b\x66rame_count\x18\x07 \x01(\r\x12\x19\n\x11source_size_bytes\x18\x08 \x01(\x04\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x0e\n\x06origin\x18\n \x01(\t\x12\x0e\n\x06prompt\x18\x0b \x01(\t\x12(\n\nrenditions\x18\x0c \x03(\x0b\x32\x14.parley.v1.Rendition\x12\x19\n\x11urls_expire_at_ms\x18\r \x01(\x03\"b\n\x13\x43reateUploadRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\"\xb5\x02\n\rPendingUpload\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x36\n\x07headers\x18\x04 \x03(\x0b\x32%.parley.v1.PendingUpload.HeadersEntry\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x34\n\x06\x66ields\x18\x07 \x03(\x0b\x32$.parley.v1.PendingUpload.FieldsEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x15\x43ompleteUploadRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08media_id\x18\x02 \x01(\t\"4\n\x0fGetMediaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08media_id\x18\x02 \x01(\t\"7\n\x12\x44\x65leteMediaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08media_id\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteMediaResponse\"7\n\x11\x43heckMediaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tmedia_ids\x18\x02 \x03(\t\"\x14\n\x12\x43heckMediaResponse\"v\n\x14ResolveImagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tmedia_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12*\n\x08\x64\x65livery\x18\x04 \x01(\x0e\x32\x18.parley.v1.ImageDelivery\"=\n\x15ResolveImagesResponse\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.parley.v1.ImagePart\"t\n\x14GenerateImageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x14\n\x0cinclude_data\x18\x05 \x01(\x08\"}\n\x0eGeneratedImage\x12\x1f\n\x05media\x18\x01 \x01(\x0b\x32\x10.parley.v1.Media\x12\x11\n\tgenerator\x18\x02 \x01(\t\x12\x16\n\x0erevised_prompt\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x11\n\tmime_type\x18\x05 \x01(\t*S\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02*b\n\rImageDelivery\x12\x1e\n\x1aIMAGE_DELIVERY_UNSPECIFIED\x10\x00\x12\x19\n\x15IMAGE_DELIVERY_INLINE\x10\x01\x12\x16\n\x12IMAGE_DELIVERY_URL\x10\x02\x32\xc8\x04\n\x0cMediaService\x12\x34\n\x06Upload\x12\x16.parley.v1.UploadChunk\x1a\x10.parley.v1.Media(\x01\x12H\n\x0c\x43reateUpload\x12\x1e.parley.v1.CreateUploadRequest\x1a\x18.parley.v1.PendingUpload\x12\x44\n\x0e\x43ompleteUpload\x12 .parley.v1.CompleteUploadRequest\x1a\x10.parley.v1.Media\x12\x38\n\x08GetMedia\x12\x1a.parley.v1.GetMediaRequest\x1a\x10.parley.v1.Media\x12L\n\x0b\x44\x65leteMedia\x12\x1d.parley.v1.DeleteMediaRequest\x1a\x1e.parley.v1.DeleteMediaResponse\x12I\n\nCheckMedia\x12\x1c.parley.v1.CheckMediaRequest\x1a\x1d.parley.v1.CheckMediaResponse\x12R\n\rResolveImages\x12\x1f.parley.v1.ResolveImagesRequest\x1a .parley.v1.ResolveImagesResponse\x12K\n\rGenerateImage\x12\x1f.parley.v1.GenerateImageRequest\x1a\x19.parley.v1.GeneratedImageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PENDINGUPLOAD_HEADERSENTRY']._loaded_options = None
   _globals['_PENDINGUPLOAD_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_MEDIAKIND']._serialized_start=1678
-  _globals['_MEDIAKIND']._serialized_end=1761
-  _globals['_IMAGEDELIVERY']._serialized_start=1763
-  _globals['_IMAGEDELIVERY']._serialized_end=1861
+  _globals['_PENDINGUPLOAD_FIELDSENTRY']._loaded_options = None
+  _globals['_PENDINGUPLOAD_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_MEDIAKIND']._serialized_start=1779
+  _globals['_MEDIAKIND']._serialized_end=1862
+  _globals['_IMAGEDELIVERY']._serialized_start=1864
+  _globals['_IMAGEDELIVERY']._serialized_end=1962
   _globals['_UPLOADSTART']._serialized_start=58
   _globals['_UPLOADSTART']._serialized_end=151
   _globals['_UPLOADCHUNK']._serialized_start=153
@@ -49,29 +51,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEUPLOADREQUEST']._serialized_start=666
   _globals['_CREATEUPLOADREQUEST']._serialized_end=764
   _globals['_PENDINGUPLOAD']._serialized_start=767
-  _globals['_PENDINGUPLOAD']._serialized_end=975
-  _globals['_PENDINGUPLOAD_HEADERSENTRY']._serialized_start=929
-  _globals['_PENDINGUPLOAD_HEADERSENTRY']._serialized_end=975
-  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=977
-  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=1035
-  _globals['_GETMEDIAREQUEST']._serialized_start=1037
-  _globals['_GETMEDIAREQUEST']._serialized_end=1089
-  _globals['_DELETEMEDIAREQUEST']._serialized_start=1091
-  _globals['_DELETEMEDIAREQUEST']._serialized_end=1146
-  _globals['_DELETEMEDIARESPONSE']._serialized_start=1148
-  _globals['_DELETEMEDIARESPONSE']._serialized_end=1169
-  _globals['_CHECKMEDIAREQUEST']._serialized_start=1171
-  _globals['_CHECKMEDIAREQUEST']._serialized_end=1226
-  _globals['_CHECKMEDIARESPONSE']._serialized_start=1228
-  _globals['_CHECKMEDIARESPONSE']._serialized_end=1248
-  _globals['_RESOLVEIMAGESREQUEST']._serialized_start=1250
-  _globals['_RESOLVEIMAGESREQUEST']._serialized_end=1368
-  _globals['_RESOLVEIMAGESRESPONSE']._serialized_start=1370
-  _globals['_RESOLVEIMAGESRESPONSE']._serialized_end=1431
-  _globals['_GENERATEIMAGEREQUEST']._serialized_start=1433
-  _globals['_GENERATEIMAGEREQUEST']._serialized_end=1549
-  _globals['_GENERATEDIMAGE']._serialized_start=1551
-  _globals['_GENERATEDIMAGE']._serialized_end=1676
-  _globals['_MEDIASERVICE']._serialized_start=1864
-  _globals['_MEDIASERVICE']._serialized_end=2448
+  _globals['_PENDINGUPLOAD']._serialized_end=1076
+  _globals['_PENDINGUPLOAD_HEADERSENTRY']._serialized_start=983
+  _globals['_PENDINGUPLOAD_HEADERSENTRY']._serialized_end=1029
+  _globals['_PENDINGUPLOAD_FIELDSENTRY']._serialized_start=1031
+  _globals['_PENDINGUPLOAD_FIELDSENTRY']._serialized_end=1076
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=1078
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=1136
+  _globals['_GETMEDIAREQUEST']._serialized_start=1138
+  _globals['_GETMEDIAREQUEST']._serialized_end=1190
+  _globals['_DELETEMEDIAREQUEST']._serialized_start=1192
+  _globals['_DELETEMEDIAREQUEST']._serialized_end=1247
+  _globals['_DELETEMEDIARESPONSE']._serialized_start=1249
+  _globals['_DELETEMEDIARESPONSE']._serialized_end=1270
+  _globals['_CHECKMEDIAREQUEST']._serialized_start=1272
+  _globals['_CHECKMEDIAREQUEST']._serialized_end=1327
+  _globals['_CHECKMEDIARESPONSE']._serialized_start=1329
+  _globals['_CHECKMEDIARESPONSE']._serialized_end=1349
+  _globals['_RESOLVEIMAGESREQUEST']._serialized_start=1351
+  _globals['_RESOLVEIMAGESREQUEST']._serialized_end=1469
+  _globals['_RESOLVEIMAGESRESPONSE']._serialized_start=1471
+  _globals['_RESOLVEIMAGESRESPONSE']._serialized_end=1532
+  _globals['_GENERATEIMAGEREQUEST']._serialized_start=1534
+  _globals['_GENERATEIMAGEREQUEST']._serialized_end=1650
+  _globals['_GENERATEDIMAGE']._serialized_start=1652
+  _globals['_GENERATEDIMAGE']._serialized_end=1777
+  _globals['_MEDIASERVICE']._serialized_start=1965
+  _globals['_MEDIASERVICE']._serialized_end=2549
 # @@protoc_insertion_point(module_scope)

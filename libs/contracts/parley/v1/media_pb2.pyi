@@ -107,8 +107,15 @@ class CreateUploadRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ...) -> None: ...
 
 class PendingUpload(_message.Message):
-    __slots__ = ("media_id", "url", "method", "headers", "expires_at_ms", "max_bytes")
+    __slots__ = ("media_id", "url", "method", "headers", "expires_at_ms", "max_bytes", "fields")
     class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -121,13 +128,15 @@ class PendingUpload(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     media_id: str
     url: str
     method: str
     headers: _containers.ScalarMap[str, str]
     expires_at_ms: int
     max_bytes: int
-    def __init__(self, media_id: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., expires_at_ms: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, media_id: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., expires_at_ms: _Optional[int] = ..., max_bytes: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CompleteUploadRequest(_message.Message):
     __slots__ = ("user_id", "media_id")

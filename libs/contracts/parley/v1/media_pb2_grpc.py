@@ -89,14 +89,16 @@ class MediaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateUpload(self, request, context):
-        """Presigned upload: a PUT URL straight to object storage and the media id it will get.
+        """Presigned upload: a form POST straight to object storage (its size bounded by the signed
+        policy) and the media id it will get.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteUpload(self, request, context):
-        """After the client's PUT: validate and process the uploaded object. Idempotent.
+        """After the client's upload: validate and process the uploaded object. Idempotent.
+        FAILED_PRECONDITION (upload_expired) after the upload's expiry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
