@@ -7,8 +7,10 @@ Gemini adapters against the fake provider server, which records every request bo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ import openai
 import pytest
 import yaml
 from PIL import Image
+from redis.asyncio import Redis
 
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
@@ -291,3 +294,158 @@ async def test_another_users_media_never_reaches_a_provider(vision_stack: Stack,
         assert frames[-1].event == "error" and frames[-1].data["code"] == "media_not_found"
         assert_error(await mallory.get(f"/v1/media/{media_id}"), 404, "media_not_found")
     assert not [r for r in await seen_requests(fake) if marker in str(r["body"])]
+
+
+# A stack of its own whose images have a price, with small monthly budgets and one stream a user.
+IMAGE_PRICE_MICROS = 30_000  # $0.03 a 1024x1024 image (the default size, chat turns)
+SMALL_IMAGE_PRICE_MICROS = 10_000  # $0.01 a 512x512 one
+PRICED_KEYS = {name: f"pk_test_{name}_" + secrets.token_urlsafe(18) for name in ("ann", "cat", "dan")}
+
+
+@pytest.fixture(scope="module")
+async def priced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("priced-images-stack")
+    registry = {
+        "default_model": "demo",
+        "providers": {"demo": {"kind": "demo"}},
+        "models": {"demo": _model("demo")},
+        "images": {"price_per_image": IMAGE_PRICE_MICROS / 1e6, "size_prices": {"512x512": 0.01}},
+    }
+    models_file = workdir / "models.yaml"
+    models_file.write_text(yaml.safe_dump(registry))
+    stack = Stack(
+        StackConfig(
+            infra=infra,
+            namespace="ti" + uuid.uuid4().hex[:10],
+            workdir=workdir,
+            dev_api_key=ALICE_KEY,
+            extra_env={
+                "PARLEY_API_KEYS": json.dumps({name: key for name, key in PRICED_KEYS.items()}),
+                "PARLEY_MODELS_FILE": str(models_file),
+                "PARLEY_PLANS": json.dumps(
+                    {"default": {"monthly_cost_micros": 1_000_000}, "tight": {"monthly_cost_micros": 50_000}}
+                ),
+                "PARLEY_USER_PLANS": json.dumps({"cat": "tight"}),
+                "PARLEY_MAX_STREAMS_PER_USER": "1",
+                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
+                "PARLEY_DEMO_TOKENS_PER_S": "4",
+            },
+        )
+    )
+    try:
+        await stack.start()
+    except Exception:
+        await stack.stop()
+        raise
+    yield stack
+    codes = await stack.stop()
+    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+def priced_client(stack: Stack, name: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {PRICED_KEYS[name]}"}, timeout=60
+    )
+
+
+async def cost_remaining(client: httpx.AsyncClient) -> int:
+    reply = await client.get("/v1/models")
+    assert reply.status_code == 200, reply.text
+    return int(reply.headers["X-Budget-Cost-Remaining-Micros"])
+
+
+async def remaining_becomes(client: httpx.AsyncClient, expected: int) -> None:
+    """The chat turn's charge is settled by the orchestrator a moment after `done`."""
+    for _ in range(100):
+        if (seen := await cost_remaining(client)) == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"cost remaining {seen}, expected {expected}")
+
+
+async def streams_held(stack: Stack, user: str) -> int:
+    redis = Redis.from_url(stack.config.infra.redis_url)
+    try:
+        return int(await redis.zcard(f"{stack.config.namespace}:user-streams:{user}"))
+    finally:
+        await redis.aclose()
+
+
+async def test_generated_images_are_charged_to_the_monthly_budget(priced_stack: Stack) -> None:
+    async with priced_client(priced_stack, "ann") as ann:
+        before = await cost_remaining(ann)
+        assert before == 1_000_000
+        reply = await ann.post("/v1/images/generations", json={"prompt": "two owls", "n": 2, "size": "512x512"})
+        assert reply.status_code == 200, reply.text
+        assert set(reply.json()) == {"created", "data", "size", "output_format"}, "OpenAI's shape, no cost field"
+        assert await cost_remaining(ann) == before - 2 * SMALL_IMAGE_PRICE_MICROS
+        # A generation the media service refuses costs nothing.
+        assert_error(
+            await ann.post("/v1/images/generations", json={"prompt": "huge", "size": "4000x4000"}), 400, "invalid_size"
+        )
+        assert await cost_remaining(ann) == before - 2 * SMALL_IMAGE_PRICE_MICROS
+
+        frames = await send(ann, await new_conversation(ann), content="/image an owl at night")
+        assert [f.event for f in frames] == ["meta", "image", "delta", "usage", "done"], frames
+        usage = next(f.data for f in frames if f.event == "usage")
+        assert usage["cost_micros"] == IMAGE_PRICE_MICROS, usage
+        await remaining_becomes(ann, before - 2 * SMALL_IMAGE_PRICE_MICROS - IMAGE_PRICE_MICROS)
+
+
+async def test_an_image_the_budget_cannot_cover_is_refused(priced_stack: Stack) -> None:
+    async with priced_client(priced_stack, "cat") as cat:
+        assert await cost_remaining(cat) == 50_000
+        # Two default-size images cost 60,000: more than is left; nothing is generated or charged.
+        assert_error(
+            await cat.post("/v1/images/generations", json={"prompt": "two cats", "n": 2}), 429, "user_budget_exceeded"
+        )
+        assert await cost_remaining(cat) == 50_000
+        reply = await cat.post("/v1/images/generations", json={"prompt": "one cat"})
+        assert reply.status_code == 200, reply.text
+        assert await cost_remaining(cat) == 20_000
+        # 20,000 left: a chat `/image` (30,000) is refused before anything is stored or drawn …
+        conversation = await new_conversation(cat)
+        refused = await cat.post(f"/v1/conversations/{conversation}/messages", json={"content": "/image a cat"})
+        assert_error(refused, 429, "user_budget_exceeded")
+        assert (await cat.get(f"/v1/conversations/{conversation}/messages")).json()["data"] == []
+        # … a 512x512 one (10,000) is not.
+        small = await cat.post("/v1/images/generations", json={"prompt": "a kitten", "size": "512x512"})
+        assert small.status_code == 200, small.text
+        assert await cost_remaining(cat) == 10_000
+
+
+async def test_an_image_generation_holds_a_stream_slot(priced_stack: Stack) -> None:
+    async with priced_client(priced_stack, "dan") as dan:
+        conversation = await new_conversation(dan)
+        # A slow text answer holds dan's only stream slot: no image while it runs.
+        async with dan.stream(
+            "POST",
+            f"/v1/conversations/{conversation}/messages",
+            json={"content": "hello there", "max_output_tokens": 4},
+        ) as streaming:
+            assert streaming.status_code == 200
+            assert_error(await dan.post("/v1/images/generations", json={"prompt": "a dog"}), 429, "too_many_streams")
+            assert (await read_all(streaming))[-1].event == "done"
+        # The worker gives the answer's slot back just after `done`, the gateway the connection's.
+        for _ in range(100):
+            if not await streams_held(priced_stack, "dan"):
+                break
+            await asyncio.sleep(0.05)
+        assert await streams_held(priced_stack, "dan") == 0
+        # An image being generated holds the slot: seen in Redis while it runs, given back after.
+        generating = asyncio.ensure_future(
+            dan.post("/v1/images/generations", json={"prompt": "four dogs", "n": 4, "size": "2048x2048"})
+        )
+        held = 0
+        while not generating.done() and not held:
+            held = await streams_held(priced_stack, "dan")
+            await asyncio.sleep(0.005)
+        assert held == 1, "the generation ran without a stream slot"
+        assert (await generating).status_code == 200
+        assert await streams_held(priced_stack, "dan") == 0
+        # A generation that fails gives its slot back too.
+        assert_error(
+            await dan.post("/v1/images/generations", json={"prompt": "huge", "size": "4000x4000"}), 400, "invalid_size"
+        )
+        assert await streams_held(priced_stack, "dan") == 0
+        assert (await dan.post("/v1/images/generations", json={"prompt": "a puppy"})).status_code == 200

@@ -3,6 +3,7 @@ provider, or one that is not an http(s) URL."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,3 +81,37 @@ def test_only_an_openai_compatible_model_names_its_output_limit_field() -> None:
     raw["models"]["sonnet"] = {**raw["models"]["qwen"], "provider": "claude", "max_tokens_field": "max_tokens"}
     with pytest.raises(ValidationError, match="max_tokens_field"):
         ModelRegistry.model_validate(raw)
+
+
+def test_generated_images_have_a_price_per_size() -> None:
+    loaded = ModelRegistry.model_validate(
+        {**registry(), "images": {"price_per_image": 0.04, "size_prices": {"1024x1536": 0.06}}}
+    )
+    assert loaded.images.cost_micros() == 40_000, "the default size"
+    assert loaded.images.cost_micros("auto") == 40_000 and loaded.images.cost_micros("512x512", 3) == 120_000
+    assert loaded.images.cost_micros("1024x1536", 2) == 120_000
+    assert ModelRegistry.model_validate(registry()).images.cost_micros("1024x1024", 4) == 0, "unpriced: free"
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        {"price_per_image": -0.01},
+        {"price_per_image": "free"},
+        {"price_per_image": 0.04, "size_prices": {"1024x1536": -1}},
+        {"price_per_image": 0.04, "size_prices": {"big": 0.1}},
+        {"price_per_image": 0.04, "size_prices": {"4096x4096": 0.1}},
+        {"price_per_image": 0.04, "per_image": 0.04},
+    ],
+)
+def test_an_image_price_must_be_valid(images: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ModelRegistry.model_validate({**registry(), "images": images})
+
+
+def test_the_configs_price_images() -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = ModelRegistry.load(root / "config" / "models.example.yaml")
+    assert example.images.cost_micros() > 0 and example.images.size_prices, "the example shows real prices"
+    for demo in ("config/models.yaml", "deploy/k8s/base/config/models.yaml"):
+        assert "price_per_image" in ModelRegistry.load(root / demo).images.model_fields_set

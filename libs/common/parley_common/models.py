@@ -70,6 +70,35 @@ class ModelConfig(BaseModel):
         return round(input_tokens * self.input_price_per_mtok + output_tokens * self.output_price_per_mtok)
 
 
+IMAGE_SIZE = r"^[0-9]{2,4}x[0-9]{2,4}$"
+
+
+class ImagePricing(BaseModel):
+    """What one generated image costs, in US dollars: `price_per_image` for the default size
+    (a request that names none, and every chat `/image` turn) and for any size not listed,
+    `size_prices` for the sizes whose price differs ("WxH", 64..2048 px a side)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    price_per_image: float = Field(default=0, ge=0, le=1000)
+    size_prices: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ImagePricing:
+        import re
+
+        for size, price in self.size_prices.items():
+            if not re.match(IMAGE_SIZE, size) or not all(64 <= int(side) <= 2048 for side in size.split("x")):
+                raise ValueError(f"images.size_prices: {size!r} is not a size WxH of 64..2048 px a side")
+            if not 0 <= price <= 1000:
+                raise ValueError(f"images.size_prices[{size!r}]: {price} is not a price between 0 and 1000 dollars")
+        return self
+
+    def cost_micros(self, size: str = "", count: int = 1) -> int:
+        """Cost in micro-dollars of `count` images of `size` ("" or "auto": the default size)."""
+        price = self.size_prices.get(size, self.price_per_image)
+        return round(price * 1_000_000) * count
+
+
 class RoutingConfig(BaseModel):
     """Which model answers when the client names none: `simple` for a short, plain question
     in a short conversation (see parley_common.model_choice), `strong` for everything else."""
@@ -90,6 +119,8 @@ class ModelRegistry(BaseModel):
     models: dict[str, ModelConfig]
     # Without it, a request that names no model goes to default_model.
     routing: RoutingConfig | None = None
+    # What generated images cost (charged against the user's monthly cost budget); absent: 0.
+    images: ImagePricing = ImagePricing()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelRegistry:

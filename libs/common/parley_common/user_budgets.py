@@ -6,6 +6,10 @@ Months are calendar months in UTC; usage resets at 00:00 UTC on the first of the
 
 - The gateway checks before it publishes a request: a user with no budget left gets 429
   `user_budget_exceeded` (with Retry-After and the reset time) and nothing is spent.
+- Generated images have a known price (the registry's `images`): the gateway also refuses a
+  generation whose price is more than the cost left (429 `user_budget_exceeded`). There is no
+  reservation: it checks, then the images are charged once generated (the OpenAI-compatible
+  endpoint charges each image it returns; a chat `/image` turn is charged with its answer).
 - The orchestrator charges each answer's usage, as the provider reported it, when the answer
   completes (ResponseCompleted). The charge is idempotent per response (a marker key), so a
   redelivered event is not charged twice.
@@ -14,7 +18,10 @@ Overshoot bound: a request is admitted while any budget is left, and answers are
 they finish, so a user can go over by what the answers running at that moment use: at most
 PARLEY_MAX_STREAMS_PER_USER answers (default 20), each at most its model's context window in
 tokens (prompt and answer together), and those tokens' price in cost. With the demo registry
-(8,192-token window) that is 20 * 8,192 = 163,840 tokens.
+(8,192-token window) that is 20 * 8,192 = 163,840 tokens. Image generations are checked
+against their price but not reserved, so those running at once can each pass the check: the
+cost overshoot is at most PARLEY_MAX_STREAMS_PER_USER generations (each holds a stream slot) of
+at most 4 images at the highest image price.
 """
 
 from __future__ import annotations
@@ -153,19 +160,27 @@ class UserBudgets:
         spent = await self.usage.spent(user_id, now)
         return BudgetStatus(plan=plan, limits=self.plans[plan], spent=spent, reset_at=month_of(now)[1])
 
-    async def check(self, user_id: str) -> BudgetStatus:
-        """The user's status; raises RateLimited (429 user_budget_exceeded) when a limit is used up."""
+    async def check(self, user_id: str, cost_micros: int = 0) -> BudgetStatus:
+        """The user's status; raises RateLimited (429 user_budget_exceeded) when a limit is used
+        up, or when what is left of the cost limit is less than `cost_micros`: the known price of
+        the request (generated images), charged by the caller once it is done."""
         status = await self.status(user_id)
         exhausted = status.exhausted()
+        remaining = status.cost_remaining_micros
+        reset = dt.datetime.fromtimestamp(status.reset_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if exhausted is not None:
-            reset = dt.datetime.fromtimestamp(status.reset_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            retry_after = max(1, status.reset_at - int(time.time()))
-            raise RateLimited(
-                f"the monthly {exhausted} limit of your plan {status.plan!r} is used up; it resets at {reset}",
-                code="user_budget_exceeded",
-                headers={**status.headers(), "Retry-After": str(retry_after)},
+            message = f"the monthly {exhausted} limit of your plan {status.plan!r} is used up; it resets at {reset}"
+        elif remaining is not None and cost_micros > remaining:
+            message = (
+                f"this request costs {cost_micros} micro-dollars, more than the {remaining} left of the monthly "
+                f"cost limit of your plan {status.plan!r}; it resets at {reset}"
             )
-        return status
+        else:
+            return status
+        retry_after = max(1, status.reset_at - int(time.time()))
+        raise RateLimited(
+            message, code="user_budget_exceeded", headers={**status.headers(), "Retry-After": str(retry_after)}
+        )
 
 
 class HeaderCheck(Protocol):

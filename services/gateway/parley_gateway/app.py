@@ -81,6 +81,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             publish_channel=publish_channel,
             reply_queue=reply_queue.name,
             user_budgets=app.state.user_budgets,
+            image_pricing=registry.images,
         )
         await reply_queue.consume(app.state.turns.on_frame, no_ack=True)
         app.state.amqp.reconnect_callbacks.add(app.state.turns.on_reconnect)

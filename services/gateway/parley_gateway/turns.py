@@ -27,7 +27,9 @@ from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.control import Cancellations
 from parley_common.errors import InvalidRequest, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from parley_common.history_client import HistoryClient
+from parley_common.image_prompts import image_prompt
 from parley_common.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
+from parley_common.models import ImagePricing
 from parley_common.replay import ReplayLog, is_terminal
 from parley_common.stream_slots import StreamSlots
 from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, STREAM_EVENT, Topology
@@ -233,7 +235,7 @@ async def _as_sse(events: AsyncIterator[Out]) -> AsyncIterator[bytes]:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def _too_many_streams(in_use: int) -> RateLimited:
+def too_many_streams(in_use: int) -> RateLimited:
     return RateLimited(
         f"you already have {in_use} streams open or answers being generated, the most at once; wait for one to finish",
         code="too_many_streams",
@@ -254,10 +256,13 @@ class Turns:
         publish_channel: AbstractChannel,
         reply_queue: str,
         user_budgets: UserBudgets | None = None,
+        image_pricing: ImagePricing | None = None,
     ) -> None:
         self.settings = settings
         # Monthly per-user limits, checked before anything is published (None: no limits).
         self.user_budgets = user_budgets
+        # A conversation turn that asks for an image costs its price: the budget must cover it.
+        self.image_pricing = image_pricing
         self.topology = topology
         self.history = history
         self.replay = replay
@@ -400,6 +405,13 @@ class Turns:
             await self._release_claim(request.response_id)
             raise
 
+    def _known_cost(self, request: chat_pb2.ChatRequest) -> int:
+        """What a turn costs before any model answers it: an `/image` turn's picture (see the
+        orchestrator's image_turns), else 0 (a model's answer is charged once it is known)."""
+        if self.image_pricing is None or not request.conversation_id or image_prompt(request.content) is None:
+            return 0
+        return self.image_pricing.cost_micros()
+
     async def _admit_and_publish(self, request: chat_pb2.ChatRequest) -> TurnStream:
         response_id = request.response_id
         # The connection that will stream the answer rides on the answer's slot.
@@ -409,7 +421,7 @@ class Turns:
         slot = asyncio.ensure_future(self.slots.acquire(request.user_id, response_id, connection.connection_id))
         try:
             if self.user_budgets is not None:
-                await self.user_budgets.check(request.user_id)
+                await self.user_budgets.check(request.user_id, self._known_cost(request))
         except BaseException:
             # Not cancelled: the slot may be taken in Redis already; give it back once known.
             with contextlib.suppress(Exception):
@@ -419,7 +431,7 @@ class Turns:
             raise
         in_use = await slot
         if in_use >= 0:
-            raise _too_many_streams(in_use)
+            raise too_many_streams(in_use)
         feed = self._new_feed()
         self.live[response_id] = feed
         request.reply_to = self.reply_queue
@@ -462,7 +474,7 @@ class Turns:
         connection = ConnectionSlot(self.slots, user_id, response_id)
         in_use = await self.slots.acquire_connection(user_id, response_id, connection.connection_id)
         if in_use >= 0:
-            raise _too_many_streams(in_use)
+            raise too_many_streams(in_use)
         feed = self._new_feed()
         feed.live = False
         self._follow_log(feed, response_id, after_seq)

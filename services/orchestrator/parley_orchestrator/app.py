@@ -94,7 +94,7 @@ async def serve(stop: asyncio.Event) -> None:
         events_exchange=events_exchange,
         in_flight=in_flight,
         media_refs=MediaRefs(media, settings.media_prompt_delivery),
-        image_turns=ImageTurns(media),
+        image_turns=ImageTurns(media, registry.images),
         dead_letters=DeadLetters(publish_channel, topology),
         deliveries=Deliveries(redis, settings.namespace),
     )

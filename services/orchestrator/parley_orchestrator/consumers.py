@@ -295,8 +295,10 @@ class ChatRequestConsumer:
         content: str,
         status: chat_pb2.ResponseStatus.ValueType,
         finish_reason: str,
+        usage: chat_pb2.Usage | None = None,
     ) -> None:
-        """Announce an answer no worker produced (history stores it; its usage is zero)."""
+        """Announce an answer no worker produced (history stores it; the completions consumer
+        charges `usage` to the user: none for most, a generated image's price for an image turn)."""
         completed = chat_pb2.ResponseCompleted(
             version=SCHEMA_VERSION,
             response_id=request.response_id,
@@ -306,7 +308,7 @@ class ChatRequestConsumer:
             model=model,
             content=content,
             status=status,
-            usage=chat_pb2.Usage(),
+            usage=usage if usage is not None else chat_pb2.Usage(),
             finish_reason=finish_reason,
             completed_at_ms=int(time.time() * 1000),
         )

@@ -11,38 +11,34 @@ A message asks for a picture when it starts (any case, after leading spaces) wit
 
 The rest of the message is the prompt. The stream gets `meta` (model "images"), an `image`
 frame (media id, presigned URL, type, size), a `delta` whose text names the media, `usage`
-(zero tokens) and `done`; that text is the assistant message stored in history, so a client
-reading history later finds the media id and fetches fresh URLs with GET /v1/media/{id}.
+(zero tokens; `cost_micros` the registry's price of one default-size image, charged against
+the user's monthly cost budget with the answer, like a model's usage) and `done`; that text is
+the assistant message stored in history, so a client reading history later finds the media id
+and fetches fresh URLs with GET /v1/media/{id}. The gateway refused the turn (429
+user_budget_exceeded) if the budget could not cover the image, and the turn holds the user's
+stream slot until it ends, like any turn.
 The response id is the generation's idempotency key: a redelivered request gets the same image.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from parley.v1 import chat_pb2
 from parley_common.errors import ParleyError, RateLimited, Unavailable
+from parley_common.image_prompts import image_prompt
 from parley_common.media_client import MediaClient
+from parley_common.models import ImagePricing
 from parley_common.replay import ResponseStream
 
 log = logging.getLogger(__name__)
 
 IMAGE_MODEL = "images"
-_ASKS_FOR_IMAGE = re.compile(
-    r"^\s*(?:/image|/imagine|draw|(?:generate|create|make)\s+(?:an?\s+)?(?:image|picture)\s+of)"
-    r"\s+(?P<prompt>\S.*)$",
-    re.IGNORECASE | re.DOTALL,
-)
 
-PublishCompleted = Callable[[chat_pb2.ChatRequest, str, str, "chat_pb2.ResponseStatus.ValueType", str], Awaitable[None]]
-
-
-def image_prompt(content: str) -> str | None:
-    """The picture a message asks for, or None when it asks for none."""
-    match = _ASKS_FOR_IMAGE.match(content)
-    return match.group("prompt").strip() if match else None
+PublishCompleted = Callable[
+    [chat_pb2.ChatRequest, str, str, "chat_pb2.ResponseStatus.ValueType", str, chat_pb2.Usage], Awaitable[None]
+]
 
 
 def answer_text(prompt: str, image: chat_pb2.StreamImage) -> str:
@@ -51,8 +47,9 @@ def answer_text(prompt: str, image: chat_pb2.StreamImage) -> str:
 
 
 class ImageTurns:
-    def __init__(self, media: MediaClient) -> None:
+    def __init__(self, media: MediaClient, pricing: ImagePricing) -> None:
         self.media = media
+        self.pricing = pricing
 
     async def run(
         self,
@@ -68,7 +65,9 @@ class ImageTurns:
         except ParleyError as err:
             log.warning("image generation failed", extra={"response_id": request.response_id, "code": err.code})
             await stream.fail(err.code, err.message, isinstance(err, Unavailable | RateLimited))
-            await publish_completed(request, IMAGE_MODEL, "", chat_pb2.RESPONSE_STATUS_FAILED, "error")
+            await publish_completed(
+                request, IMAGE_MODEL, "", chat_pb2.RESPONSE_STATUS_FAILED, "error", chat_pb2.Usage()
+            )
             return False
         high = next((r for r in generated.media.renditions if r.name == "high"), None)
         image = chat_pb2.StreamImage(
@@ -81,8 +80,13 @@ class ImageTurns:
         text = answer_text(prompt, image)
         await stream.emit(image=image)
         await stream.emit(delta=chat_pb2.StreamDelta(text=text))
-        await stream.emit(usage=chat_pb2.Usage())
+        # The image exists: it is charged (the gateway checked the budget could cover it).
+        usage = chat_pb2.Usage(cost_micros=self.pricing.cost_micros())
+        await stream.emit(usage=usage)
         await stream.emit(done=chat_pb2.StreamDone(finish_reason="stop"))
-        await publish_completed(request, IMAGE_MODEL, text, chat_pb2.RESPONSE_STATUS_COMPLETED, "stop")
+        await publish_completed(request, IMAGE_MODEL, text, chat_pb2.RESPONSE_STATUS_COMPLETED, "stop", usage)
         log.info("image turn answered", extra={"response_id": request.response_id, "media_id": image.media_id})
         return False
+
+
+__all__ = ["IMAGE_MODEL", "ImageTurns", "answer_text", "image_prompt"]

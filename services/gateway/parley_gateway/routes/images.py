@@ -2,22 +2,33 @@
 against Parley. Each image is stored as the user's media; `url` is a presigned URL of its
 "high" rendition, and `media_id` (an extra field) names it for GET /v1/media/{id} and for
 `media_ids` in a later message.
+
+A request holds one of the user's stream slots while its images are drawn, and costs the
+registry's price per image of its size (`images` in config/models.yaml): refused when the
+monthly cost budget cannot cover all `n`, charged for each image drawn. The response has no
+cost field (OpenAI's has none); the budget headers of the next response show it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
 from parley.v1 import media_pb2
 from parley_common.media_client import MediaClient
+from parley_common.models import ModelRegistry
+from parley_common.stream_slots import StreamSlots
+from parley_common.user_budgets import UserBudgets
 
 from ..auth import current_user
 from ..schemas import ImageGeneration
+from ..turns import too_many_streams
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -39,16 +50,45 @@ def image_item(generated: media_pb2.GeneratedImage, response_format: str) -> dic
 @router.post("/generations")
 async def generate_images(request: Request, user: User, body: ImageGeneration) -> dict[str, Any]:
     media: MediaClient = request.app.state.media
-    if request.app.state.user_budgets is not None:
-        # A user whose monthly limit is used up gets 429 user_budget_exceeded, like a chat turn.
-        await request.app.state.user_budgets.check(user)
+    registry: ModelRegistry = request.app.state.registry
+    budgets: UserBudgets | None = request.app.state.user_budgets
+    slots: StreamSlots = request.app.state.turns.slots
     size = "" if body.size == "auto" else body.size
-    generated = await asyncio.gather(
-        *(
-            media.generate_image(user, body.prompt, size, include_data=body.response_format == "b64_json")
-            for _ in range(body.n)
+    price = registry.images.cost_micros(size)
+    generation_id = "img_" + uuid.uuid4().hex
+    # The request holds one of the user's stream slots while its images are drawn (429
+    # too_many_streams past the limit), taken alongside the budget check: the images' price must
+    # fit in what is left of the monthly cost limit (429 user_budget_exceeded, nothing drawn).
+    slot = asyncio.ensure_future(slots.acquire(user, generation_id))
+    try:
+        if budgets is not None:
+            await budgets.check(user, price * body.n)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if await slot < 0:
+                await slots.release(user, generation_id)
+        raise
+    in_use = await slot
+    if in_use >= 0:
+        raise too_many_streams(in_use)
+    try:
+        results = await asyncio.gather(
+            *(
+                media.generate_image(user, body.prompt, size, include_data=body.response_format == "b64_json")
+                for _ in range(body.n)
+            ),
+            return_exceptions=True,
         )
-    )
+    finally:
+        await asyncio.shield(slots.release(user, generation_id))
+    generated = [r for r in results if isinstance(r, media_pb2.GeneratedImage)]
+    if generated and price and budgets is not None:
+        # Each image drawn is charged, also when another of the request's images failed (it is
+        # stored as the user's media, and a paid generator billed it).
+        await budgets.usage.charge(generation_id, user, 0, price * len(generated))
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed
     first = generated[0].media
     high = next((r for r in first.renditions if r.name == "high"), None)
     answer: dict[str, Any] = {
