@@ -25,7 +25,7 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.stack import Stack, StackConfig, running
 
 from ..unit.test_media_images import photo_jpeg
 from ..unit.test_media_video import short_video
@@ -147,7 +147,7 @@ async def vision_stack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPat
     }
     models_file = workdir / "models.yaml"
     models_file.write_text(yaml.safe_dump(registry))
-    stack = Stack(
+    async with running(
         StackConfig(
             infra=infra,
             namespace="t" + uuid.uuid4().hex[:10],
@@ -161,15 +161,9 @@ async def vision_stack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPat
                 "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
             },
         )
-    )
-    try:
-        await stack.start()
-    except Exception:
-        await stack.stop()
-        raise
-    yield stack
-    codes = await stack.stop()
-    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+    ) as stack:
+        yield stack
+    assert all(code == 0 for code in stack.exit_codes.values()), f"unclean exits: {stack.exit_codes}"
 
 
 def _model(provider: str) -> dict[str, Any]:
@@ -313,7 +307,7 @@ async def priced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -
     }
     models_file = workdir / "models.yaml"
     models_file.write_text(yaml.safe_dump(registry))
-    stack = Stack(
+    async with running(
         StackConfig(
             infra=infra,
             namespace="ti" + uuid.uuid4().hex[:10],
@@ -331,15 +325,9 @@ async def priced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -
                 "PARLEY_DEMO_TOKENS_PER_S": "4",
             },
         )
-    )
-    try:
-        await stack.start()
-    except Exception:
-        await stack.stop()
-        raise
-    yield stack
-    codes = await stack.stop()
-    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+    ) as stack:
+        yield stack
+    assert all(code == 0 for code in stack.exit_codes.values()), f"unclean exits: {stack.exit_codes}"
 
 
 def priced_client(stack: Stack, name: str) -> httpx.AsyncClient:

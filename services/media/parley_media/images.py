@@ -79,6 +79,13 @@ def _bytes_per_pixel(mode: str) -> int:
     return 4
 
 
+def _refuse_past_pixel_limit(width: int, height: int, limits: ImageLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise InvalidRequest(
+            f"the image is {width}x{height} pixels, more than the {limits.max_pixels} allowed", code="image_too_large"
+        )
+
+
 def decoded_bytes(data: bytes, file_type: FileType, limits: ImageLimits) -> int:
     """The memory processing this image will hold at its peak, from its header alone (nothing
     is decoded): its pixels as decoded (JPEGs at their draft() scale), plus a full-size RGB(A)
@@ -87,11 +94,7 @@ def decoded_bytes(data: bytes, file_type: FileType, limits: ImageLimits) -> int:
     try:
         with Image.open(io.BytesIO(data), formats=[file_type.pillow_format]) as source:
             width, height = source.size
-            if width * height > limits.max_pixels:
-                raise InvalidRequest(
-                    f"the image is {width}x{height} pixels, more than the {limits.max_pixels} allowed",
-                    code="image_too_large",
-                )
+            _refuse_past_pixel_limit(width, height, limits)
             if file_type.pillow_format == "JPEG":
                 source.draft(None, fit((width, height), limits.high_px))
                 width, height = source.size
@@ -112,11 +115,7 @@ def process_image(data: bytes, file_type: FileType, limits: ImageLimits) -> Proc
     try:
         with Image.open(io.BytesIO(data), formats=[file_type.pillow_format]) as source:
             width, height = source.size
-            if width * height > limits.max_pixels:
-                raise InvalidRequest(
-                    f"the image is {width}x{height} pixels, more than the {limits.max_pixels} allowed",
-                    code="image_too_large",
-                )
+            _refuse_past_pixel_limit(width, height, limits)
             frame_count = int(getattr(source, "n_frames", 1))
             source.seek(0)
             orientation = int(source.getexif().get(_ORIENTATION, 1))
