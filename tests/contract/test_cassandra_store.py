@@ -409,3 +409,29 @@ async def test_every_statement_reads_and_writes_at_local_quorum_and_only_the_cla
     again, created_again = await cstore.append_message(f"u-{ns}", f"c-{ns}", "m", "user", "hello", 5_000)
     assert (created, created_again) == (True, False) and again.created_at_ms == first.created_at_ms == 1_001
     assert [m.id for m in (await cstore.get_messages(f"u-{ns}", f"c-{ns}", "", 10))[0]] == ["m"]
+
+
+async def test_a_conversation_listed_before_migration_3_keeps_its_place_by_latest_activity(
+    cstore: CassandraHistoryStore, cassandra_target: CassandraTarget
+) -> None:
+    ns = uuid.uuid4().hex[:8]
+    user, old, other = f"u-{ns}", f"old-{ns}", f"other-{ns}"
+    ks = cassandra_target.keyspace
+    # As the store wrote it before migration 3: no listed time, its list row at its activity.
+    await cstore.db.execute(
+        f"INSERT INTO {ks}.conversations (conversation_id, user_id, title, created_at_ms, updated_at_ms)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (old, user, "old", 1_000, 5_000),
+    )
+    await cstore.db.execute(
+        f"INSERT INTO {ks}.conversations_by_user (user_id, updated_at_ms, conversation_id) VALUES (%s, %s, %s)",
+        (user, 5_000, old),
+    )
+    await cstore.create_conversation(user, other, "other", 4_000)
+    # A late answer to an older message: the conversation stays first, at its latest activity.
+    await cstore.complete_message(
+        user, old, "r-late", "", "late", history_pb2.MESSAGE_STATUS_COMPLETE, "m", chat_pb2.Usage(), 3_000
+    )
+    first, cursor = await cstore.list_conversations(user, "", 1)
+    rest, _ = await cstore.list_conversations(user, cursor, 10)
+    assert [(c.id, c.updated_at_ms) for c in first + rest] == [(old, 5_000), (other, 4_000)]

@@ -281,11 +281,15 @@ class CassandraHistoryStore:
         listed = listed_at(conversation)
         on_top = bool(top) and top[0]["conversation_id"] == cid and top[0]["updated_at_ms"] == listed
         if conversation.get("listed_at_ms") is None or (at > listed and not on_top):
-            items += [
-                (self.q["conversation_listed"], (at * 1000, at, cid)),
-                (self.q["listed_delete"], (user_id, listed, cid)),
-                (self.q["listed_insert"], (user_id, at, cid)),
-            ]
+            # To the conversation's latest activity (a row written before migration 3 has no
+            # listed time and moves on its first message, which may be older than its activity).
+            to = max(at, conversation["updated_at_ms"] or 0)
+            items.append((self.q["conversation_listed"], (to * 1000, to, cid)))
+            if to != listed:  # (a delete and an insert of one row in one batch: the delete wins)
+                items += [
+                    (self.q["listed_delete"], (user_id, listed, cid)),
+                    (self.q["listed_insert"], (user_id, to, cid)),
+                ]
         items += self._change(user_id, message_change_kind(message.role), cid, mid, bucket, message.created_at_ms)
         items.append((self.q["message_recorded"], (cid, mid)))
         await self.db.batch(items)
