@@ -176,18 +176,23 @@ async def test_an_older_message_arriving_late_does_not_move_a_conversation_back(
     assert [(c.id, c.updated_at_ms) for c in listed] == [(c1, 500), (c2, 200)]
 
 
+async def assert_every_read_refuses(store: HistoryStore, user: str, conversation: str, cursor: str) -> None:
+    """Paging messages, listing conversations and syncing from `cursor` are each invalid_cursor."""
+    for attempt in (
+        store.get_messages(user, conversation, cursor, 10),
+        store.list_conversations(user, cursor, 10),
+        store.sync(user, cursor, 10),
+    ):
+        with pytest.raises(InvalidRequest) as raised:
+            await attempt
+        assert raised.value.code == "invalid_cursor", cursor
+
+
 @pytest.mark.parametrize("cursor", ["%%%", "bm90LWEtbnVtYmVy", "YQ"])
 async def test_a_bad_cursor_is_a_clear_error(store: HistoryStore, ns: str, cursor: str) -> None:
     alice, c1 = f"alice-{ns}", f"c1-{ns}"
     await store.create_conversation(alice, c1, "", 1)
-    for attempt in (
-        store.get_messages(alice, c1, cursor, 10),
-        store.list_conversations(alice, cursor, 10),
-        store.sync(alice, cursor, 10),
-    ):
-        with pytest.raises(InvalidRequest) as raised:
-            await attempt
-        assert raised.value.code == "invalid_cursor"
+    await assert_every_read_refuses(store, alice, c1, cursor)
 
 
 # Numbers no position is: past int64 (as both stores keep them), a run of digits, and digits
@@ -213,14 +218,7 @@ async def test_a_cursor_whose_numbers_are_not_positions_is_a_clear_error(
         encode_cursor("snapshot", "", "", "", 5, number),
     ]
     for cursor in cursors:
-        for attempt in (
-            store.get_messages(alice, c1, cursor, 10),
-            store.list_conversations(alice, cursor, 10),
-            store.sync(alice, cursor, 10),
-        ):
-            with pytest.raises(InvalidRequest) as raised:
-                await attempt
-            assert raised.value.code == "invalid_cursor", cursor
+        await assert_every_read_refuses(store, alice, c1, cursor)
 
 
 # rename and delete

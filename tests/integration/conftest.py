@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from parley_dev.fake_providers import fake_provider_process
 from parley_dev.infra import Infra, provide
@@ -97,3 +98,12 @@ async def seen(fake: str) -> AsyncIterator[httpx.AsyncClient]:
 async def provider_calls(seen: httpx.AsyncClient) -> list[dict[str, Any]]:
     """Every call the fake provider received since the test began, oldest first."""
     return list((await seen.get("/_fake/requests")).json())
+
+
+async def cache_entries(stack: Stack, infra: Infra) -> int:
+    """How many answers the stack's response cache holds."""
+    redis = Redis.from_url(infra.redis_url)
+    try:
+        return len([k async for k in redis.scan_iter(f"{stack.config.namespace}:response-cache:*")])
+    finally:
+        await redis.aclose()

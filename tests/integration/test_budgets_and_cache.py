@@ -23,7 +23,7 @@ from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
 from parley_orchestrator.budgets import ProviderBudget
 
-from .conftest import provider_calls
+from .conftest import cache_entries, provider_calls
 from .sse import Frame, frames, read_all, text_of
 
 KEY = "pk_test_budgets_" + secrets.token_urlsafe(12)
@@ -284,14 +284,6 @@ async def test_a_long_conversation_is_trimmed_to_the_window_newest_turns_kept(
     assert calls[-1]["body"]["max_tokens"] == 100
     # The provider's own count of the prompt stays within the window too.
     assert calls[-1]["input_tokens"] + 100 <= 300
-
-
-async def cache_entries(stack: Stack, infra: Infra) -> int:
-    redis = Redis.from_url(infra.redis_url)
-    try:
-        return len([k async for k in redis.scan_iter(f"{stack.config.namespace}:response-cache:*")])
-    finally:
-        await redis.aclose()
 
 
 async def test_a_deterministic_request_is_answered_from_the_cache_without_a_provider_call(

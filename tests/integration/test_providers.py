@@ -16,14 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from parley_common.tokens import counter_for
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running
 
-from .conftest import provider_calls
+from .conftest import cache_entries, provider_calls
 from .sse import Frame, frames, read_all, text_of
 
 KEY = "pk_test_providers_" + secrets.token_urlsafe(12)
@@ -503,14 +502,6 @@ async def test_a_model_that_refuses_temperature_gets_none_and_its_output_limit_i
     assert "temperature" not in reasoner, "the user's temperature is not sent to a model that refuses it"
     assert reasoner["max_completion_tokens"] == 20 and "max_tokens" not in reasoner
     assert gpt["max_tokens"] == 20 and "max_completion_tokens" not in gpt
-
-
-async def cache_entries(stack: Stack, infra: Infra) -> int:
-    redis = Redis.from_url(infra.redis_url)
-    try:
-        return len([k async for k in redis.scan_iter(f"{stack.config.namespace}:response-cache:*")])
-    finally:
-        await redis.aclose()
 
 
 async def test_temperature_zero_on_a_model_that_refuses_temperature_is_not_served_from_the_cache(
