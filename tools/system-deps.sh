@@ -2,10 +2,18 @@
 # The machine's own packages Parley's `make run` and `make test` need, from Debian's packages:
 # installed with apt when missing and running as root, otherwise named with the command to run.
 #   tools/system-deps.sh run    RabbitMQ, Redis, Java 17 and Maven (Cassandra's jars come with Maven)
-#   tools/system-deps.sh test   the same, and Chromium for the browser tests
+#   tools/system-deps.sh test   the same, Chromium for the browser tests, and the container tools
+#   tools/system-deps.sh containers  podman (with runc, netavark, aardvark-dns for names between
+#                               pods, iptables for published ports) and debootstrap, for
+#                               `make image`, `make test-containers` and `make k8s-play`
 set -euo pipefail
 want=(rabbitmq-server:rabbitmq-server redis-server:redis-server java:openjdk-17-jre-headless mvn:maven)
-[ "${1:-run}" = test ] && want+=(chromium:chromium)
+containers=(podman:podman runc:runc debootstrap:debootstrap /usr/lib/podman/netavark:netavark
+  /usr/lib/podman/aardvark-dns:aardvark-dns iptables:iptables)
+case "${1:-run}" in
+  test) want+=(chromium:chromium "${containers[@]}") ;;
+  containers) want=("${containers[@]}") ;;
+esac
 
 missing=()
 for pair in "${want[@]}"; do

@@ -11,6 +11,7 @@ only, a small heap, one token, no gossip settle wait, no JMX, no snapshots on dr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .infra import InfraUnavailable, docker_available, free_port, terminate
+from .images import image
+from .infra import InfraUnavailable, free_port, terminate, use_containers
 
 ROOT = Path(__file__).resolve().parents[3]
 POM = ROOT / "tools" / "cassandra" / "pom.xml"
@@ -70,6 +72,21 @@ JVM17_FLAGS = [
     "-Dio.netty.tryReflectionSetAccessible=true",
     "-Dio.netty.allocator.useCacheForAllThreads=true",
     "-Dio.netty.allocator.maxOrder=11",
+]
+
+# The JVM and start-up flags of every node started here (a local one, or the image's).
+NODE_FLAGS = [
+    "-Xss256k",
+    "-XX:+UseG1GC",
+    "-XX:ParallelGCThreads=2",
+    "-XX:ConcGCThreads=1",
+    "-Djava.net.preferIPv4Stack=true",
+    "-Dcassandra-foreground=yes",
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.ring_delay_ms=0",
+    "-Dcassandra.superuser_setup_delay_ms=0",
+    "-Dcassandra.consistent.rangemovement=false",
+    *JVM17_FLAGS,
 ]
 
 _LOGBACK = """<configuration>
@@ -201,6 +218,12 @@ class LocalCassandra:
     def _write_config(self, native_port: int, storage_port: int) -> Path:
         conf = self.data_dir / "conf"
         conf.mkdir(parents=True, exist_ok=True)
+        (conf / "cassandra.yaml").write_text(self.config_text(native_port, storage_port))
+        (conf / "logback.xml").write_text(_LOGBACK.format(log=self.log_path))
+        return conf
+
+    def config_text(self, native_port: int, storage_port: int) -> str:
+        """cassandra.yaml for this node (tools/containers renders the image's from it too)."""
         d = self.data_dir
         settings = {
             "cluster_name": "'parley-local'",
@@ -250,31 +273,18 @@ class LocalCassandra:
             "[{class_name: org.apache.cassandra.locator.SimpleSeedProvider,"
             f" parameters: [{{seeds: '127.0.0.1:{storage_port}'}}]}}]"
         )
-        text = "".join(f"{key}: {value}\n" for key, value in settings.items()) + f"seed_provider: {seeds}\n"
-        (conf / "cassandra.yaml").write_text(text)
-        (conf / "logback.xml").write_text(_LOGBACK.format(log=self.log_path))
-        return conf
+        return "".join(f"{key}: {value}\n" for key, value in settings.items()) + f"seed_provider: {seeds}\n"
 
     def command(self, lib: Path, conf: Path) -> list[str]:
         flags = [
             f"-Xms{self.heap_mb}m",
             f"-Xmx{self.heap_mb}m",
-            "-Xss256k",
-            "-XX:+UseG1GC",
-            "-XX:ParallelGCThreads=2",
-            "-XX:ConcGCThreads=1",
-            "-Djava.net.preferIPv4Stack=true",
             f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
             f"-Dlogback.configurationFile=file://{conf / 'logback.xml'}",
             f"-Dcassandra.logdir={self.data_dir / 'logs'}",
             f"-Dcassandra.storagedir={self.data_dir}",
-            "-Dcassandra-foreground=yes",
-            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-            "-Dcassandra.ring_delay_ms=0",
-            "-Dcassandra.superuser_setup_delay_ms=0",
-            "-Dcassandra.consistent.rangemovement=false",
+            *NODE_FLAGS,
             *([] if self.durable else ["-Dcassandra.unsafesystem=true"]),
-            *JVM17_FLAGS,
             "-cp",
             f"{conf}:{lib}/*",
             "org.apache.cassandra.service.CassandraDaemon",
@@ -396,18 +406,26 @@ def provide_cassandra(
     """A Cassandra cluster for a test session, a dev run or a benchmark.
 
     CASSANDRA_CONTACT_POINTS when set; else a container of the deployed version when a Docker
-    engine answers (and `prefer_containers`); else a local node started from Maven Central's
-    jars in `workdir`, stopped afterwards."""
+    engine answers (and `prefer_containers`; PARLEY_INFRA decides as for `infra.provide`),
+    the image built here from the same jars (parley_dev.images); else a local node started
+    from Maven Central's jars in `workdir`, stopped afterwards. `settings` (cassandra.yaml) and
+    `durable` apply to both."""
     named = from_environment()
     if named is not None:
         yield named
         return
-    if prefer_containers and docker_available():
+    if use_containers(prefer_containers):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from testcontainers.community.cassandra import CassandraContainer
 
-            container = CassandraContainer(f"cassandra:{cassandra_version()}").start()
+            container = CassandraContainer(image("cassandra"))
+            if settings:
+                container.with_env("CASSANDRA_SETTINGS", json.dumps(settings))
+            if not durable:
+                jvm_opts = container.env.get("JVM_OPTS", "")
+                container.with_env("JVM_OPTS", f"{jvm_opts} -Dcassandra.unsafesystem=true".strip())
+            container.start()
         try:
             yield CassandraEndpoint(
                 contact_points=tuple(f"{host}:{port}" for host, port in container.get_contact_points()),

