@@ -49,6 +49,7 @@ TEXT_EXAMPLES: dict[tuple[str, str], list[dict[str, Any]]] = {
         {"path_parameters": NO_CONVERSATION, "body": {"content": "hi", "model": SURROGATE}},
     ],
     ("GET", "/v1/sync"): [{"query": {"since": encode_cursor(n)}} for n in BAD_NUMBERS],
+    ("GET", "/v1/conversations/search"): [{"query": {"q": LINE_BREAKERS}}, {"query": {"q": " ß" * 150}}],
     ("GET", "/v1/responses/{response_id}/events"): [
         {"path_parameters": {"response_id": "r_fuzz"}, "headers": {"Last-Event-ID": value}}
         for value in ("\xb2", "9" * 20, str(2**63))

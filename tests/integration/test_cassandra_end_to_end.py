@@ -129,6 +129,32 @@ async def test_rename_delete_and_lists(api: httpx.AsyncClient, cass_stack: Stack
         assert_error(await other.get(f"/v1/conversations/{kept}/messages"), 404, "conversation_not_found")
 
 
+async def test_search_finds_titles_and_message_text_never_deleted_or_others(
+    api: httpx.AsyncClient, cass_stack: Stack
+) -> None:
+    tag = "quokka" + uuid.uuid4().hex[:8]
+    named = await new_conversation(api, f"All about {tag.upper()}")
+    talked = await new_conversation(api, "a walk")
+    await send(api, talked, content=f"Is the Große Straße near {tag}?", model="demo", client_message_id=f"q-{tag}")
+    doomed = await new_conversation(api, f"{tag} too")
+    assert (await api.delete(f"/v1/conversations/{doomed}")).status_code == 204
+    await stored_messages(api, talked, 2)
+    found = await api.get("/v1/conversations/search", params={"q": f"grosse strasse near {tag}"})
+    assert found.status_code == 200, found.text
+    # The demo answer quotes the question: the newest matching message is the answer.
+    (hit,) = found.json()["data"]
+    assert hit["conversation"]["id"] == talked and hit["message_id"] not in (None, f"q-{tag}")
+    assert f"Große Straße near {tag}" in hit["snippet"]
+    everything = (await api.get("/v1/conversations/search", params={"q": tag})).json()["data"]
+    assert [h["conversation"]["id"] for h in everything] == [talked, named]
+    assert everything[1]["message_id"] is None and everything[1]["snippet"] is None
+    async with httpx.AsyncClient(
+        base_url=cass_stack.base_url, headers={"Authorization": f"Bearer {OTHER_KEY}"}
+    ) as other:
+        nothing = await other.get("/v1/conversations/search", params={"q": tag})
+        assert nothing.status_code == 200 and nothing.json()["data"] == []
+
+
 async def test_an_offline_client_syncs_what_it_missed(api: httpx.AsyncClient) -> None:
     async def drain(since: str) -> tuple[list[dict[str, Any]], str]:
         changes: list[dict[str, Any]] = []

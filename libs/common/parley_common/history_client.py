@@ -38,6 +38,7 @@ _IDEMPOTENT = [
     "RenameConversation",
     "DeleteConversation",
     "Sync",
+    "SearchConversations",
 ]
 _SERVICE_CONFIG = json.dumps(
     {
@@ -143,6 +144,16 @@ class HistoryClient:
     async def sync(self, user_id: str, since: str = "", limit: int = 0) -> history_pb2.SyncResponse:
         """Every change of the user's data after `since` ('' = from the beginning), oldest first."""
         return await self._call(self.stub.Sync, history_pb2.SyncRequest(user_id=user_id, since=since, limit=limit))
+
+    async def search_conversations(
+        self, user_id: str, query: str, limit: int = 0
+    ) -> history_pb2.SearchConversationsResponse:
+        """The user's conversations whose title or a message holds `query` (case-insensitive),
+        latest activity first; `limit` 0 = 20, at most 50."""
+        return await self._call(
+            self.stub.SearchConversations,
+            history_pb2.SearchConversationsRequest(user_id=user_id, query=query, limit=limit),
+        )
 
 
 __all__ = ["HistoryClient"]

@@ -43,6 +43,25 @@ def _unicode_text(value: str) -> str:
 Text = Annotated[str, AfterValidator(_unicode_text)]
 
 
+MAX_SEARCH_TEXT = 200
+
+
+def _search_text(value: str) -> str:
+    """The search text trimmed: 1..MAX_SEARCH_TEXT characters."""
+    trimmed = value.strip()
+    if not trimmed:
+        raise PydanticCustomError("string_too_short", "the search text is empty once trimmed")
+    if len(trimmed) > MAX_SEARCH_TEXT:
+        raise PydanticCustomError(
+            "string_too_long", "the search text is longer than {max} characters", {"max": MAX_SEARCH_TEXT}
+        )
+    return trimmed
+
+
+# `q` of GET /v1/conversations/search, trimmed (errors: too_short, too_long, invalid_unicode).
+SearchText = Annotated[str, AfterValidator(_unicode_text), AfterValidator(_search_text)]
+
+
 class CreateConversation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Text = Field(default="", max_length=200)
@@ -92,6 +111,16 @@ def message_json(m: history_pb2.Message) -> dict[str, Any]:
         "reply_to_id": m.reply_to_id or None,
         "usage": usage_json(m.usage) if m.role == "assistant" else None,
         "created_at_ms": m.created_at_ms,
+    }
+
+
+def search_hit_json(h: history_pb2.SearchHit) -> dict[str, Any]:
+    """A conversation found by search; the matching message and a snippet of it, or nulls when
+    the title matched."""
+    return {
+        "conversation": conversation_json(h.conversation),
+        "message_id": h.message_id or None,
+        "snippet": h.snippet or None,
     }
 
 

@@ -55,6 +55,11 @@ CQL = {
     " WHERE conversation_id = ? AND bucket_ms = ? LIMIT ?",
     "messages_before": f"SELECT {_MESSAGE_COLUMNS} FROM messages_by_bucket"
     " WHERE conversation_id = ? AND bucket_ms = ? AND (created_at_ms, message_id) < (?, ?) LIMIT ?",
+    # Search reads a message's id and text only.
+    "message_texts_first": "SELECT created_at_ms, message_id, content FROM messages_by_bucket"
+    " WHERE conversation_id = ? AND bucket_ms = ? LIMIT ?",
+    "message_texts_before": "SELECT created_at_ms, message_id, content FROM messages_by_bucket"
+    " WHERE conversation_id = ? AND bucket_ms = ? AND (created_at_ms, message_id) < (?, ?) LIMIT ?",
     "messages_drop": "DELETE FROM messages_by_bucket WHERE conversation_id = ? AND bucket_ms = ?",
     "message_bucket_insert": "INSERT INTO message_buckets (conversation_id, bucket_ms) VALUES (?, ?)",
     "message_buckets_upto": "SELECT bucket_ms FROM message_buckets WHERE conversation_id = ? AND bucket_ms <= ?"

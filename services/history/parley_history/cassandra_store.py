@@ -20,6 +20,7 @@ from parley_common.errors import Gone, NotFound, ParleyError
 
 from .cassandra_cql import prepare_all
 from .cassandra_session import CassandraSession, Row
+from .search import DEFAULT_SEARCH_CAPS, SearchCaps, search_conversations
 from .store import (
     CONVERSATION_KINDS,
     DEFAULT_SYNC_PAGE,
@@ -64,6 +65,7 @@ class CassandraHistoryStore:
         settle_ms: int,
         clock: Clock = wall_clock_ms,
         retention_ms: int = DEFAULT_RETENTION_MS,
+        search_caps: SearchCaps = DEFAULT_SEARCH_CAPS,
     ) -> None:
         self.db = db
         self.q = statements
@@ -74,6 +76,7 @@ class CassandraHistoryStore:
         self.clock = clock
         # How long the change log keeps a change (its TTL); older cursors have expired.
         self.retention_ms = retention_ms
+        self.search_caps = search_caps
 
     @classmethod
     async def open(
@@ -84,9 +87,16 @@ class CassandraHistoryStore:
         settle_ms: int,
         clock: Clock = wall_clock_ms,
         retention_ms: int = DEFAULT_RETENTION_MS,
+        search_caps: SearchCaps = DEFAULT_SEARCH_CAPS,
     ) -> CassandraHistoryStore:
         return cls(
-            db, await prepare_all(db), bucket_ms=bucket_ms, settle_ms=settle_ms, clock=clock, retention_ms=retention_ms
+            db,
+            await prepare_all(db),
+            bucket_ms=bucket_ms,
+            settle_ms=settle_ms,
+            clock=clock,
+            retention_ms=retention_ms,
+            search_caps=search_caps,
         )
 
     async def close(self) -> None:
@@ -331,7 +341,19 @@ class CassandraHistoryStore:
             bucket, created, mid = decode_cursor(before, 3)
             after = (cursor_int(bucket), cursor_int(created), mid)
         await self._conversation_row(user_id, conversation_id)
-        want = limit + 1
+        found = await self._message_rows(conversation_id, after, limit + 1, "messages_first", "messages_before")
+        page = fit_bytes([_message(r) for _, r in found[:limit]], max_bytes)
+        if len(found) <= len(page):
+            return page, ""
+        last_bucket, last = found[len(page) - 1]
+        return page, encode_cursor(last_bucket, last["created_at_ms"], last["message_id"])
+
+    async def _message_rows(
+        self, conversation_id: str, after: tuple[int, int, str] | None, want: int, first: str, before: str
+    ) -> list[tuple[int, Row]]:
+        """Up to `want` message rows (with their buckets) older than `after`, newest first,
+        walking only the buckets that exist; `first` and `before` name the statements to read
+        a bucket from its start and from a position."""
         found: list[tuple[int, Row]] = []
         upper = after[0] if after else _FAR_FUTURE_MS
         while len(found) < want:
@@ -339,20 +361,50 @@ class CassandraHistoryStore:
             for b in (r["bucket_ms"] for r in buckets):
                 n = want - len(found)
                 if after is not None and b == after[0]:
-                    rows = await self._run("messages_before", conversation_id, b, after[1], after[2], n)
+                    rows = await self._run(before, conversation_id, b, after[1], after[2], n)
                 else:
-                    rows = await self._run("messages_first", conversation_id, b, n)
+                    rows = await self._run(first, conversation_id, b, n)
                 found += [(b, r) for r in rows]
                 if len(found) >= want:
                     break
             if len(buckets) < _BUCKETS_PER_READ:
                 break
             upper = buckets[-1]["bucket_ms"] - 1
-        page = fit_bytes([_message(r) for _, r in found[:limit]], max_bytes)
-        if len(found) <= len(page):
+        return found
+
+    async def _message_texts(
+        self, user_id: str, conversation_id: str, before: str, limit: int
+    ) -> tuple[list[history_pb2.Message], str]:
+        """Search's read: a page of a listed conversation's messages, newest first, with their
+        ids and text only, and without get_messages' ownership read (the list has just read the
+        conversation): a search reads a conversation's row once, its buckets and its messages."""
+        after: tuple[int, int, str] | None = None
+        if before:
+            bucket, created, mid = decode_cursor(before, 3)
+            after = (cursor_int(bucket), cursor_int(created), mid)
+        found = await self._message_rows(
+            conversation_id, after, limit + 1, "message_texts_first", "message_texts_before"
+        )
+        page = [
+            history_pb2.Message(
+                id=r["message_id"],
+                conversation_id=conversation_id,
+                content=r["content"] or "",
+                created_at_ms=r["created_at_ms"],
+            )
+            for _, r in found[:limit]
+        ]
+        if len(found) <= limit:
             return page, ""
-        last_bucket, last = found[len(page) - 1]
+        last_bucket, last = found[limit - 1]
         return page, encode_cursor(last_bucket, last["created_at_ms"], last["message_id"])
+
+    async def search_conversations(self, user_id: str, query: str, limit: int) -> list[history_pb2.SearchHit]:
+        # No index answers a case-insensitive substring in Cassandra 5.0 (search.py says why): a
+        # scan of the user's list and messages, newest first, bounded by search_caps.
+        return await search_conversations(
+            self.list_conversations, self._message_texts, user_id, query, limit, self.search_caps
+        )
 
     # sync
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -11,6 +12,7 @@ from parley.v1 import history_pb2, history_pb2_grpc
 from parley_common.errors import InvalidRequest, grpc_errors
 from parley_common.prompt import collect_context
 
+from .search import hits_limit, search_query
 from .store import HistoryStore
 
 MAX_ID = 128
@@ -18,6 +20,10 @@ MAX_TITLE = 200
 MAX_CONTENT = 200_000
 MAX_CURSOR = 512
 ROLES = frozenset({"user", "assistant", "system"})
+# Searches one replica runs at once; the others wait (within their caller's deadline). A
+# search may read a thousand rows or more (search.py), so this bounds what searching, however
+# many clients ask at once, costs the store.
+SEARCHES_AT_ONCE = 4
 
 
 def _require_id(name: str, value: str) -> None:
@@ -45,6 +51,7 @@ def _now_ms(value: int = 0) -> int:
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[misc]
     def __init__(self, store: HistoryStore) -> None:
         self.store = store
+        self._searches = asyncio.Semaphore(SEARCHES_AT_ONCE)
 
     @grpc_errors
     async def CreateConversation(
@@ -169,6 +176,18 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         _require_id("conversation_id", request.conversation_id)
         await self.store.delete_conversation(request.user_id, request.conversation_id, _now_ms())
         return history_pb2.DeleteConversationResponse()
+
+    @grpc_errors
+    async def SearchConversations(
+        self,
+        request: history_pb2.SearchConversationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.SearchConversationsResponse:
+        _require_id("user_id", request.user_id)
+        query = search_query(request.query)
+        async with self._searches:
+            hits = await self.store.search_conversations(request.user_id, query, hits_limit(request.limit))
+        return history_pb2.SearchConversationsResponse(hits=hits)
 
     @grpc_errors
     async def Sync(

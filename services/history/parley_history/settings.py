@@ -7,6 +7,8 @@ from pydantic import Field, SecretStr, model_validator
 
 from parley_common.settings import CommonSettings
 
+from .search import DEFAULT_SEARCH_CAPS, SearchCaps
+
 
 class HistorySettings(CommonSettings):
     history_grpc_host: str = "127.0.0.1"
@@ -30,6 +32,10 @@ class HistorySettings(CommonSettings):
     # Cassandra: how long sync's change log keeps a change. A device whose cursor is older gets
     # `sync_cursor_expired` (410) and starts again from the beginning, which is then a snapshot.
     history_changes_retention_days: int = Field(default=90, ge=1, le=3650)
+    # What one conversation search may read (both stores: a scan, newest conversations first):
+    # conversations looked at and messages compared; older ones past either are not found.
+    history_search_max_conversations: int = Field(default=DEFAULT_SEARCH_CAPS.conversations, ge=16, le=20_000)
+    history_search_max_messages: int = Field(default=DEFAULT_SEARCH_CAPS.messages, ge=100, le=100_000)
 
     # "host" or "host:port", comma-separated.
     cassandra_contact_points: str = Field(default="127.0.0.1", min_length=1, max_length=2000)
@@ -69,6 +75,11 @@ class HistorySettings(CommonSettings):
 
     def sync_settle_ms(self) -> int:
         return self.minimum_settle_ms() if self.history_sync_settle_ms is None else self.history_sync_settle_ms
+
+    def search_caps(self) -> SearchCaps:
+        return SearchCaps(
+            conversations=self.history_search_max_conversations, messages=self.history_search_max_messages
+        )
 
     def contact_points(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.cassandra_contact_points.split(",") if p.strip())

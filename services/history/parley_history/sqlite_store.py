@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import NotFound
 
+from .search import DEFAULT_SEARCH_CAPS, SearchCaps, search_conversations
 from .sqlite_schema import migrate
 from .store import (
     CONVERSATION_KINDS,
@@ -45,9 +46,16 @@ _MESSAGE_COLUMNS = (
 
 
 class SqliteHistoryStore:
-    def __init__(self, path: Path, synchronous: str = "FULL", clock: Clock = wall_clock_ms) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "FULL",
+        clock: Clock = wall_clock_ms,
+        search_caps: SearchCaps = DEFAULT_SEARCH_CAPS,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self.search_caps = search_caps
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -246,6 +254,12 @@ class SqliteHistoryStore:
         page = fit_bytes([_message(r) for r in rows[:limit]])
         next_cursor = encode_cursor(page[-1].created_at_ms, page[-1].id) if len(rows) > len(page) else ""
         return page, next_cursor
+
+    async def search_conversations(self, user_id: str, query: str, limit: int) -> list[history_pb2.SearchHit]:
+        # The same bounded scan as on Cassandra (search.py), so both stores find the same things.
+        return await search_conversations(
+            self.list_conversations, self.get_messages, user_id, query, limit, self.search_caps
+        )
 
     # sync
 

@@ -16,6 +16,8 @@ from typing import Protocol
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import InvalidRequest
 
+from .search import SearchCaps
+
 MAX_PAGE = 200
 # The archive policy clients rely on: the newest 50 messages first, older ones on demand.
 DEFAULT_MESSAGE_PAGE = 50
@@ -43,6 +45,9 @@ class SyncPage:
 
 
 class HistoryStore(Protocol):
+    # What one search_conversations may read (search.py).
+    search_caps: SearchCaps
+
     async def create_conversation(
         self, user_id: str, conversation_id: str, title: str, now_ms: int
     ) -> history_pb2.Conversation: ...
@@ -99,6 +104,12 @@ class HistoryStore(Protocol):
 
         Each change carries its entity as it is now; changes to what has been deleted since
         are skipped (the deletion is not). `next_cursor` is where the next call starts."""
+        ...
+
+    async def search_conversations(self, user_id: str, query: str, limit: int) -> list[history_pb2.SearchHit]:
+        """The user's conversations whose title or any message holds `query` after Unicode case
+        folding, latest activity first, each once (search.py: a scan bounded by the store's
+        SearchCaps). InvalidRequest unless the trimmed query is 1..200 characters."""
         ...
 
     async def unready(self) -> str | None:

@@ -40,7 +40,9 @@ def cassandra_config(settings: HistorySettings) -> CassandraConfig:
 async def open_store(settings: HistorySettings) -> HistoryStore:
     """The store to serve from; a Cassandra keyspace must already be migrated."""
     if settings.history_store == "sqlite":
-        return SqliteHistoryStore(settings.history_sqlite_path, settings.history_sqlite_synchronous)
+        return SqliteHistoryStore(
+            settings.history_sqlite_path, settings.history_sqlite_synchronous, search_caps=settings.search_caps()
+        )
     keyspace = settings.cassandra_keyspace
     admin = await CassandraSession.connect(cassandra_config(settings))
     try:
@@ -58,6 +60,7 @@ async def open_store(settings: HistorySettings) -> HistoryStore:
         bucket_ms=settings.history_bucket_s * 1000,
         settle_ms=settings.sync_settle_ms(),
         retention_ms=settings.history_changes_retention_days * 86_400_000,
+        search_caps=settings.search_caps(),
     )
 
 

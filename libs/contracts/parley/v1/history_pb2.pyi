@@ -233,3 +233,29 @@ class SyncResponse(_message.Message):
     next_cursor: str
     has_more: bool
     def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class SearchConversationsRequest(_message.Message):
+    __slots__ = ("user_id", "query", "limit")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    query: str
+    limit: int
+    def __init__(self, user_id: _Optional[str] = ..., query: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("conversation", "message_id", "snippet")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    message_id: str
+    snippet: str
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., message_id: _Optional[str] = ..., snippet: _Optional[str] = ...) -> None: ...
+
+class SearchConversationsResponse(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...

@@ -79,6 +79,11 @@ class HistoryServiceStub:
                 request_serializer=parley_dot_v1_dot_history__pb2.SyncRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_history__pb2.SyncResponse.FromString,
                 _registered_method=True)
+        self.SearchConversations = channel.unary_unary(
+                '/parley.v1.HistoryService/SearchConversations',
+                request_serializer=parley_dot_v1_dot_history__pb2.SearchConversationsRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.SearchConversationsResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -147,6 +152,15 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchConversations(self, request, context):
+        """The user's conversations whose title or any message's text holds the query, compared
+        after Unicode case folding; latest activity first, each at most once. A bounded scan:
+        the newest conversations first, stopping at the limit or at a cap on the messages read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +208,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.Sync,
                     request_deserializer=parley_dot_v1_dot_history__pb2.SyncRequest.FromString,
                     response_serializer=parley_dot_v1_dot_history__pb2.SyncResponse.SerializeToString,
+            ),
+            'SearchConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchConversations,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.SearchConversationsRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.SearchConversationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +458,33 @@ class HistoryService:
             '/parley.v1.HistoryService/Sync',
             parley_dot_v1_dot_history__pb2.SyncRequest.SerializeToString,
             parley_dot_v1_dot_history__pb2.SyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/SearchConversations',
+            parley_dot_v1_dot_history__pb2.SearchConversationsRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.SearchConversationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,10 +13,12 @@ from ..auth import current_user
 from ..schemas import (
     CreateConversation,
     RenameConversation,
+    SearchText,
     SendMessage,
     conversation_json,
     message_json,
     page_json,
+    search_hit_json,
 )
 from ..turns import Turns, TurnStream
 
@@ -80,6 +82,20 @@ async def create_conversation(request: Request, user: User, body: CreateConversa
 async def list_conversations(request: Request, user: User, cursor: Cursor = "", limit: Limit = 20) -> dict[str, Any]:
     page = await request.app.state.history.list_conversations(user, cursor, limit)
     return page_json([conversation_json(c) for c in page.conversations], page.next_cursor)
+
+
+# Declared before the /{conversation_id} routes, which would take "search" for an id.
+@router.get("/search")
+async def search_conversations(
+    request: Request,
+    user: User,
+    q: Annotated[SearchText, Query(max_length=1000, description="1-200 characters once trimmed")],
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> dict[str, Any]:
+    """The user's conversations whose title or a message's text holds `q` (case-insensitive),
+    latest activity first, each once, with the newest matching message and a snippet of it."""
+    found = await request.app.state.history.search_conversations(user, q, limit)
+    return {"data": [search_hit_json(h) for h in found.hits]}
 
 
 @router.get("/{conversation_id}")
