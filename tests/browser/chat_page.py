@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
 expect.set_options(timeout=20_000)
 
@@ -30,6 +32,11 @@ RECORDER = """() => {
 }"""
 
 
+def echo(text: str, **directive: Any) -> str:
+    """A message that conftest's ECHO_MODEL (or PRICED_MODEL) answers with `text`, word by word."""
+    return f"{text}\n[[fake {json.dumps({'echo': True, **directive})}]]"
+
+
 class ChatPage:
     def __init__(self, page: Page) -> None:
         self.page = page
@@ -42,7 +49,7 @@ class ChatPage:
         await self.page.goto(path)
         await self.page.get_by_label("API key").fill(key)
         await self.page.get_by_role("button", name="Sign in").click()
-        refused = self.page.locator("#sign-in-error").filter(has_text="(")
+        refused = self.page.locator("#sign-in-error").filter(has_text=re.compile(r"\S"))
         await expect(self.page.get_by_role("button", name="Sign out").or_(refused)).to_be_visible()
         assert not await refused.is_visible(), f"sign-in refused: {await refused.text_content()}"
         await expect(self.page.locator("#workspace")).to_have_attribute("aria-busy", "false")
@@ -51,10 +58,14 @@ class ChatPage:
         return self.conversations.locator("button.open", has_text=title)
 
     async def new_chat(self) -> None:
-        count = await self.conversations.locator("li").count()
+        """An empty new conversation (the server has it once its first message is sent)."""
         await self.page.get_by_role("button", name="New conversation").click()
-        await expect(self.conversations.locator("li")).to_have_count(count + 1)
+        await expect(self.page.locator("#conversation-title")).to_have_text("New conversation")
         await expect(self.page.locator("#empty")).to_have_text("No messages yet. Ask anything.")
+        assert await self.current_conversation_id() == ""
+
+    async def pick_model(self, model: str) -> None:
+        await self.page.get_by_role("combobox", name="Model", exact=True).select_option(model)
 
     async def send(self, text: str) -> None:
         await self.composer.fill(text)
@@ -144,3 +155,22 @@ async def complete_turn(api: httpx.AsyncClient, conversation_id: str, content: s
         async for line in reply.aiter_lines():
             if line.startswith("event: done") or line.startswith("event: error"):
                 break
+
+
+# The screen sizes the issue names: a desktop and a phone.
+SIZES: dict[str, ViewportSize] = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+async def sized_context(browser: Browser, base_url: str, size: str, dark: bool = False) -> BrowserContext:
+    """A fresh browser context at one of SIZES (a phone is touch-first, at twice the pixels)."""
+    phone = size == "phone"
+    context = await browser.new_context(
+        base_url=base_url,
+        viewport=SIZES[size],
+        color_scheme="dark" if dark else "light",
+        device_scale_factor=2 if phone else 1,
+        is_mobile=phone,
+        has_touch=phone,
+    )
+    context.set_default_timeout(20_000)
+    return context

@@ -32,16 +32,24 @@ from tests.required import unavailable
 
 DEV_KEY = "pk_browser_" + secrets.token_urlsafe(18)
 FRANK_KEY = "pk_browser_frank_" + secrets.token_urlsafe(18)
+# Penny's plan has no tokens at all: every message she sends is refused (429 user_budget_exceeded).
+PENNY_KEY = "pk_browser_penny_" + secrets.token_urlsafe(18)
+# ada's conversations are only test_accessibility.py's (whose tests empty her list first and need to
+# know all of it) and test_code_and_maths.py's.
+ADA_KEY = "pk_browser_ada_" + secrets.token_urlsafe(18)
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 ECHO_MODEL = "fake-echo"
+# ECHO_MODEL's twin with a price, so that answers and estimates cost something.
+PRICED_MODEL = "fake-priced"
 # Monthly limits (the page shows what is left): the dev user's plan has room for every test
 # here many times over; frank's has no limit. Everyone else keeps the default plan.
 PLANS = {
     "default": {"monthly_tokens": 10_000_000, "monthly_cost_micros": 50_000_000},
     "browser": {"monthly_tokens": 5_000_000, "monthly_cost_micros": 25_000_000},
     "unlimited": {},
+    "spent": {"monthly_tokens": 0},
 }
-USER_PLANS = {"dev": "browser", "frank": "unlimited"}
+USER_PLANS = {"dev": "browser", "frank": "unlimited", "penny": "spent"}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -76,7 +84,7 @@ async def fake_provider() -> AsyncIterator[FakeProviderServer]:
 
 
 def models_file(workdir: Path, fake: FakeProviderServer) -> Path:
-    """The repository's model registry (the demo model, the default) plus ECHO_MODEL."""
+    """The repository's model registry (the demo model, the default) plus ECHO_MODEL and PRICED_MODEL."""
     registry = yaml.safe_load((Path(__file__).parents[2] / "config" / "models.yaml").read_text())
     registry["providers"]["fake-openai"] = {"kind": "openai", "base_url": fake.url + "/v1"}
     registry["models"][ECHO_MODEL] = {
@@ -86,6 +94,12 @@ def models_file(workdir: Path, fake: FakeProviderServer) -> Path:
         "max_output_tokens": 4096,
         "input_price_per_mtok": 0,
         "output_price_per_mtok": 0,
+    }
+    registry["models"][PRICED_MODEL] = {
+        **registry["models"][ECHO_MODEL],
+        "max_output_tokens": 256,
+        "input_price_per_mtok": 150,
+        "output_price_per_mtok": 600,
     }
     path = workdir / "models.yaml"
     path.write_text(yaml.safe_dump(registry))
@@ -106,7 +120,7 @@ async def stack(
             "PARLEY_MODELS_FILE": str(models_file(workdir, fake_provider)),
             "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai"]',
             "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "sk-fake"}',
-            "PARLEY_API_KEYS": f'{{"frank": "{FRANK_KEY}"}}',
+            "PARLEY_API_KEYS": json.dumps({"frank": FRANK_KEY, "ada": ADA_KEY, "penny": PENNY_KEY}),
             "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "150",
             "PARLEY_DEMO_TOKENS_PER_S": "12",
             "PARLEY_HEARTBEAT_S": "1",

@@ -22,9 +22,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 def count_text(counted: Mapping[str, Any]) -> str:
-    """An answer of POST /v1/tokens/count as the page should show it."""
+    """An answer of POST /v1/tokens/count as the page should show it (costs below $1 with 2 to 4 decimals)."""
     approx = "≈ " if counted["estimated"] else ""
-    return f"{approx}{counted['input_tokens']:,} tokens · up to ${counted['cost_estimate_micros'] / 1_000_000:.4f}"
+    cost = f"{counted['cost_estimate_micros'] / 1_000_000:.4f}".rstrip("0")
+    cost += "0" * (2 - len(cost.split(".")[1]))
+    return f"{approx}{counted['input_tokens']:,} tokens · up to ${cost}"
 
 
 def record_counts(page: Page) -> list[dict[str, Any]]:
@@ -78,9 +80,9 @@ async def test_the_draft_shows_the_token_count_and_cost_the_api_gives(page: Page
     assert len(counted_requests) - asked < 5, "debounced: not one request per keystroke"
     assert counted_requests[-1]["content"] == longer
 
-    # Too long to send: the error's code, before sending.
+    # Too long to send: said before sending.
     await chat.composer.fill("x" * 32_001)
-    await expect(estimate).to_contain_text("(content_too_long)")
+    await expect(estimate).to_contain_text("This message is too long to send (at most 32,000 characters).")
     await expect(estimate).to_have_attribute("data-state", "error")
 
     # Nothing for an empty draft.

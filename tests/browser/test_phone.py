@@ -44,7 +44,7 @@ async def test_a_phone_sized_screen_works_with_the_keyboard_alone(phone: Page) -
     await phone.keyboard.press("Enter")
     await expect(phone.locator("#workspace")).to_have_attribute("aria-busy", "false")
 
-    drawer = phone.get_by_role("button", name="Conversations")
+    drawer = phone.get_by_role("button", name="Conversations", exact=True)
     await expect(chat.conversations).to_be_hidden()
     await drawer.focus()
     await phone.keyboard.press("Enter")

@@ -1,8 +1,10 @@
 """The web client: a static single-page app, the page at `/` and its files under `/web/`.
 
 Plain ES modules, no build step. Every file goes out with a Content-Security-Policy that allows
-scripts, styles and connections from this origin only (no inline script, no other origin), so a
-message that smuggled markup into the page could still not run anything. Images may also come
+scripts, styles, fonts and connections from this origin only (no inline script, no other
+origin), so a message that smuggled markup into the page could still not run anything. The
+libraries the client uses (KaTeX, highlight.js) are files in web/vendor/, fetched by
+tools/vendor-web.sh at pinned versions and checked by sha256. Images may also come
 from the object store's origins (PARLEY_IMAGE_ORIGINS: presigned media URLs point there) and
 from `blob:` (previews of a picked file before it is uploaded).
 """
@@ -37,6 +39,10 @@ def content_security_policy(image_origins: Sequence[str] = ()) -> str:
             "script-src 'self'",
             "style-src 'self'",
             " ".join(("img-src 'self' blob:", *image_origins)),
+            # KaTeX's fonts (web/vendor/katex/fonts/): maths drawn with the system's fonts would
+            # misplace its symbols. Its style sheet is a file here and its elements' sizes are
+            # set through the CSSOM, which style-src does not restrict: no 'unsafe-inline'.
+            "font-src 'self'",
             "connect-src 'self'",
             # The service worker (/web/sw.js) that keeps the app's files for offline use.
             "worker-src 'self'",

@@ -1,6 +1,8 @@
 // The Parley HTTP API, one method per endpoint. Failures become ApiError carrying the server's
 // `{"error": {"code", "message"}}`; a request that never reached the server has status 0.
 
+import { plainError } from "./errors.js";
+
 export class ApiError extends Error {
   constructor(status, code, message, retryAfterS = null) {
     super(message);
@@ -14,10 +16,9 @@ export class ApiError extends Error {
     return this.status === 0 || this.status === 502 || this.status === 503 || this.status === 504;
   }
 
-  /** One plain sentence for the user, with the code for support. */
+  /** A plain sentence for the user, saying what to do next (errors.js); the code is for support. */
   describe() {
-    const wait = this.retryAfterS ? ` Try again in ${this.retryAfterS} s.` : "";
-    return `${this.message} (${this.code}).${wait}`;
+    return plainError(this);
   }
 }
 
@@ -109,6 +110,11 @@ export class Api {
 
   listConversations(cursor, limit = 20) {
     return this.request("GET", withQuery("/v1/conversations", { cursor, limit }));
+  }
+
+  /** Conversations whose title or messages contain `q`: {data: [{conversation, message_id, snippet}]}. */
+  searchConversations(q, signal, limit = 20) {
+    return this.request("GET", withQuery("/v1/conversations/search", { q, limit }), { signal });
   }
 
   createConversation(title = "") {

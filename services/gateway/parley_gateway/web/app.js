@@ -8,14 +8,20 @@ import { ConversationList, UNTITLED } from "./conversations.js";
 import { byId } from "./dom.js";
 import { DraftEstimate } from "./estimate.js";
 import { promptOf, useMediaApi } from "./media.js";
+import { ConversationSearch } from "./search.js";
 import { session } from "./session.js";
-import { HistoryStore, registerServiceWorker } from "./store.js";
+import { databaseName, HistoryStore, registerServiceWorker } from "./store.js";
 import { ResponseStream } from "./stream.js";
 import { SyncLoop } from "./sync.js";
 import { messagesFromPage, ThreadView, upsertMessage } from "./thread.js";
 
 const HISTORY_PAGE = 30;
 const AUTO_TITLE_CHARS = 60;
+// What the page shows before the first message of a new conversation (created on the server
+// only when that message is sent).
+const NEW_CONVERSATION = "New conversation";
+const OFFLINE_THREAD =
+  "This conversation cannot be loaded while Parley cannot be reached. It loads by itself when the connection is back.";
 
 let api = null;
 let sync = null;
@@ -25,6 +31,11 @@ const streams = new Map(); // conversation id -> the ResponseStream generating a
 let saved = null; // the signed-in key's saved history (store.js), null where there is none
 let reachable = true; // false from a request that could not reach the server until one does
 let showingSaved = false; // the page shows saved history: the server could not be reached
+let sending = false; // a first message waits for its conversation to be created
+let networkNotice = false; // the notice says the server cannot be reached (cleared once it can)
+const found = new Map(); // conversation id -> conversation, from search (maybe not in the list yet)
+// The other tabs of this app: one signing out signs out those using the same key.
+const tabs = "BroadcastChannel" in window ? new BroadcastChannel("parley") : null;
 
 const conversations = new ConversationList(byId("conversation-list"), byId("more-conversations"), {
   open: (id) => {
@@ -41,6 +52,7 @@ const view = new ThreadView({
   olderButton: byId("load-older"),
   title: byId("conversation-title"),
   empty: byId("empty"),
+  jumpButton: byId("jump-latest"),
 });
 const input = byId("composer-input");
 const attachments = new Attachments({
@@ -65,19 +77,38 @@ const estimate = new DraftEstimate({
   count: (draft, signal) => api.countTokens(draft, signal),
   context: () =>
     api ? { conversation_id: currentId, model: pickedModel(), media_ids: attachments.uploadedIds() } : null,
+  onChange: () => updateComposer(),
+});
+const search = new ConversationSearch({
+  input: byId("search"),
+  results: byId("search-results"),
+  status: byId("search-status"),
+  list: byId("search-list"),
+  container: byId("sidebar"),
+  search: (q, signal) => api.searchConversations(q, signal),
+  open: openFound,
+  describe: (error) => (error instanceof ApiError ? error.describe() : String(error?.message ?? error)),
+  untitled: UNTITLED,
 });
 
 // notices
 
+/** Shows `error` (an ApiError: its plain sentence; its code goes in data-code, for support). */
 function showNotice(error, prefix = "") {
   if (error?.name === "AbortError") return;
   const text = error instanceof ApiError ? error.describe() : String(error?.message ?? error);
-  byId("notice").textContent = prefix + text;
+  const notice = byId("notice");
+  notice.textContent = prefix + text;
+  if (error instanceof ApiError) notice.dataset.code = error.code;
+  else delete notice.dataset.code;
+  networkNotice = error instanceof ApiError && error.status === 0;
   byId("notice-close").hidden = false;
 }
 
 function clearNotice() {
   byId("notice").textContent = "";
+  delete byId("notice").dataset.code;
+  networkNotice = false;
   byId("notice-close").hidden = true;
 }
 
@@ -93,8 +124,11 @@ function updateConnection() {
 
 // signing in and out
 
-/** `remembered`: the key this tab signed in with before a reload (it may open saved history offline). */
-async function signIn(key, remembered = false) {
+/**
+ * `remembered`: the key this tab (or, remembered on this device, another) signed in with before
+ * (it may open saved history offline). `remember`: keep the key on this device (the sign-in form).
+ */
+async function signIn(key, remembered = false, remember = undefined) {
   const candidate = new Api(key, (error) => {
     if (api === candidate) signOut(error.describe());
   });
@@ -119,7 +153,7 @@ async function signIn(key, remembered = false) {
     }
     reachable = false;
   }
-  session.signIn(key);
+  session.signIn(key, remember);
   api = candidate;
   saved = store ?? (await HistoryStore.open(key));
   if (reachable) saved?.saveMeta("models", models);
@@ -140,17 +174,19 @@ async function signIn(key, remembered = false) {
   if (currentId === null) {
     // (unless the user already opened or started one)
     if (first) await openConversation(first);
-    else view.show(UNTITLED, { messages: [], olderCursor: null });
+    else startNewConversation();
   }
   byId("workspace").setAttribute("aria-busy", "false");
   input.focus();
 }
 
-function signOut(message = "") {
-  // Signing out forgets this key's saved history (and a refused key's).
+/** `told`: another tab signed out with this key (it has said so to the others already). */
+function signOut(message = "", told = false) {
+  // Signing out forgets this key's saved history (and a refused key's), here and in other tabs.
   const key = api?.key ?? session.apiKey();
   if (saved) saved.destroy().catch(() => {});
   else if (key) HistoryStore.destroy(key).catch(() => {});
+  if (key && !told) databaseName(key).then((digest) => tabs?.postMessage({ type: "signed-out", key: digest }));
   saved = null;
   showingSaved = false;
   reachable = true;
@@ -167,6 +203,11 @@ function signOut(message = "") {
   attachments.clear();
   useMediaApi(null);
   session.signOut();
+  search.clear();
+  found.clear();
+  input.value = "";
+  resizeComposer();
+  document.title = "Parley";
   history.replaceState(null, "", location.pathname);
   clearNotice();
   byId("workspace").hidden = true;
@@ -195,31 +236,65 @@ async function loadMoreConversations() {
   }
 }
 
-async function newConversation() {
-  try {
-    const conversation = await api.createConversation("");
-    conversations.upsert(conversation);
-    saved?.saveConversations([conversation]);
-    await openConversation(conversation.id);
-    return conversation.id;
-  } catch (error) {
-    showNotice(error);
-    return null;
+/** A new conversation: an empty thread here; the server has it once its first message is sent. */
+function startNewConversation() {
+  if (currentId !== null) leaveConversation(currentId);
+  currentId = null;
+  history.replaceState(null, "", location.pathname);
+  conversations.select(null);
+  markGenerating();
+  view.show(NEW_CONVERSATION, { messages: [], olderCursor: null });
+  estimate.refresh();
+  updateComposer();
+  input.focus();
+}
+
+/** Creates the conversation a first message goes into; its thread is the one on the page. */
+async function createConversation() {
+  const thread = view.thread;
+  const conversation = await api.createConversation("");
+  conversations.upsert(conversation);
+  saved?.saveConversations([conversation]);
+  threads.set(conversation.id, thread ?? { messages: [], olderCursor: null });
+  if (currentId === null && view.thread === thread) {
+    currentId = conversation.id;
+    history.replaceState(null, "", `#${encodeURIComponent(conversation.id)}`);
+    saved?.opened(conversation.id);
+    conversations.select(conversation.id);
   }
+  return conversation.id;
 }
 
 function titleOf(id) {
-  return conversations.get(id)?.title || UNTITLED;
+  return conversations.get(id)?.title || found.get(id)?.title || UNTITLED;
 }
 
-/** Opens a conversation. Leaving one whose answer is still being generated stops that answer. */
+/**
+ * Leaving conversation `id` stops the answer being written there, unless the user lets answers
+ * finish in the background (Settings).
+ */
+function leaveConversation(id) {
+  if (!session.settings().backgroundAnswers) stopAnswer(id, "left");
+}
+
+/** A search result: opens its conversation, at the message that matched when it is loaded. */
+async function openFound(conversation, messageId) {
+  found.set(conversation.id, conversation);
+  conversations.offer(conversation);
+  setSidebar(false);
+  await openConversation(conversation.id);
+  if (messageId && currentId === conversation.id) view.reveal(messageId);
+}
+
+/** Opens a conversation (see leaveConversation for the answer being written in the one left). */
 async function openConversation(id) {
-  if (currentId !== null && currentId !== id) stopAnswer(currentId);
+  if (currentId !== null && currentId !== id) leaveConversation(currentId);
   currentId = id;
   history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   saved?.opened(id);
   estimate.refresh();
   conversations.select(id);
+  markGenerating();
   updateComposer();
   let thread = threads.get(id);
   if (!thread) {
@@ -231,7 +306,11 @@ async function openConversation(id) {
       await loadThread(id, thread);
     } catch (error) {
       if (threads.get(id) === thread) threads.delete(id);
-      if (currentId === id) showNotice(error);
+      if (currentId === id) {
+        showNotice(error);
+        // Offline: it loads when the server answers again (reopenWaiting).
+        if (error.status === 0) view.show(titleOf(id), null, OFFLINE_THREAD);
+      }
       if (error instanceof ApiError && error.status === 404) forgetConversation(id);
       return;
     }
@@ -291,7 +370,7 @@ async function renameConversation(id, title) {
     const renamed = await api.renameConversation(id, title);
     conversations.upsert(renamed);
     saved?.saveConversations([renamed]);
-    if (currentId === id) byId("conversation-title").textContent = titleOf(id);
+    if (currentId === id) view.setTitle(titleOf(id));
   } catch (error) {
     showNotice(error);
     if (error instanceof ApiError && error.status === 404) forgetConversation(id);
@@ -318,7 +397,7 @@ function forgetConversation(id, why = "") {
   if (currentId === id) {
     currentId = null;
     history.replaceState(null, "", location.pathname);
-    view.show(UNTITLED, { messages: [], olderCursor: null });
+    view.show(NEW_CONVERSATION, { messages: [], olderCursor: null });
     updateComposer();
     if (why) showNotice(why);
   }
@@ -336,7 +415,7 @@ function applyChange(change) {
   if (change.conversation) {
     conversations.offer(change.conversation);
     if (conversations.get(id)) saved?.saveConversations([conversations.get(id)]);
-    if (currentId === id) byId("conversation-title").textContent = titleOf(id);
+    if (currentId === id) view.setTitle(titleOf(id));
   }
   if (change.message) {
     conversations.touch(id, change.changed_at_ms);
@@ -356,14 +435,13 @@ function applyChange(change) {
 // streaming answers
 
 function userMessageOf(stream) {
-  const unsent = stream.error !== null && stream.responseId === null;
   return {
     key: stream.clientMessageId,
     id: stream.clientMessageId,
     role: "user",
     content: stream.content,
     media: stream.media,
-    status: unsent ? "unsent" : "complete",
+    status: "complete",
     created_at_ms: stream.startedAt,
   };
 }
@@ -380,6 +458,7 @@ function answerOf(stream) {
     model: stream.model,
     error: stream.error,
     stopping: stream.stopRequested,
+    stoppedBy: stream.stopReason,
     queue: stream.queue,
     created_at_ms: stream.startedAt + 1,
   };
@@ -388,8 +467,16 @@ function answerOf(stream) {
 /** Shows a stream's state in its own conversation's thread, and nowhere else. */
 function reflect(stream) {
   updateConnection();
+  markGenerating();
   const thread = threads.get(stream.conversationId);
   if (!thread || stream.error?.code === "response_not_found") return;
+  if (stream.refused) {
+    // Never accepted: no trace of it in the thread (its draft goes back in the box).
+    const keys = new Set([userMessageOf(stream).key, answerOf(stream).key]);
+    thread.messages = thread.messages.filter((m) => !keys.has(m.key));
+    if (view.thread === thread) view.show(titleOf(stream.conversationId), thread);
+    return;
+  }
   const shown = [userMessageOf(stream), answerOf(stream)].map((m) => upsertMessage(thread.messages, m));
   if (view.thread === thread) for (const message of shown) view.update(message);
 }
@@ -400,10 +487,23 @@ function track(stream) {
   stream.addEventListener("started", () => {
     const { conversationId, clientMessageId, content } = stream;
     session.rememberLive(stream.responseId, { conversationId, clientMessageId, content });
+    // The message is accepted: a conversation without a title is named after it.
+    const conversation = conversations.get(conversationId);
+    if (conversation && !conversation.title && stream.startedHere) {
+      renameConversation(conversationId, content.replace(/\s+/g, " ").trim().slice(0, AUTO_TITLE_CHARS));
+    }
   });
   stream.addEventListener("end", () => {
     if (streams.get(stream.conversationId) === stream) streams.delete(stream.conversationId);
     if (stream.responseId) session.forgetLive(stream.responseId);
+    markGenerating();
+    if (stream.refused) {
+      restoreDraft(stream.content, stream.media);
+      const where = currentId === stream.conversationId ? "" : ` in “${titleOf(stream.conversationId)}”`;
+      showNotice(stream.error, `Your message${where} was not sent; it is back in the box. `);
+      updateComposer();
+      return;
+    }
     conversations.touch(stream.conversationId);
     updateComposer();
     updateConnection();
@@ -422,14 +522,17 @@ function track(stream) {
 }
 
 /**
- * Asks the server to stop the answer being generated in conversation `id` (the Stop button, or
- * leaving the conversation). Its stream reads on to the end, so the partial answer it keeps,
- * marked interrupted, is the text the server saved.
+ * Asks the server to stop the answer being generated in conversation `id`: `reason` "user" (the
+ * Stop button, Escape) or "left" (the user left the conversation). Its stream reads on to the
+ * end, so the partial answer it keeps, marked interrupted, is the text the server saved.
  */
-function stopAnswer(id) {
+function stopAnswer(id, reason) {
   const stream = streams.get(id);
   if (!stream || stream.finished) return;
-  stream.stop().catch((error) => {
+  stream.stopReason ??= reason;
+  const stopping = stream.stop(); // (it marks the stream stopping at once)
+  updateComposer();
+  stopping.catch((error) => {
     const where = currentId === id ? "" : `In “${titleOf(id)}”: `;
     showNotice(error, where);
   });
@@ -441,20 +544,60 @@ function resumeLiveResponses() {
   }
 }
 
+/** The sidebar marks "generating…" the conversations other than this one where an answer is written. */
+function markGenerating() {
+  const ids = new Set();
+  for (const [id, stream] of streams) {
+    if (id !== currentId && !stream.finished && !stream.stopRequested) ids.add(id);
+  }
+  conversations.showGenerating(ids);
+}
+
+/** Sends the composer's text (already taken out of the box) with its uploaded images. */
 async function send(content) {
-  const id = currentId ?? (await newConversation());
-  if (!id || streams.has(id)) return;
-  clearNotice();
   const media = attachments.take();
+  clearNotice();
+  let id = currentId;
+  if (id === null) {
+    sending = true; // (the box is empty meanwhile: a second Enter sends nothing)
+    try {
+      id = await createConversation();
+    } catch (error) {
+      restoreDraft(content, media);
+      showNotice(error, "Your message was not sent; it is back in the box. ");
+      return;
+    } finally {
+      sending = false;
+      updateComposer();
+    }
+  }
+  if (streams.has(id)) {
+    restoreDraft(content, media);
+    return;
+  }
   const stream = new ResponseStream(api, { conversationId: id, content, model: pickedModel(), media });
+  stream.startedHere = true;
   track(stream);
   reflect(stream);
   conversations.touch(id);
   updateComposer();
-  const conversation = conversations.get(id);
-  if (conversation && !conversation.title) {
-    renameConversation(id, content.replace(/\s+/g, " ").trim().slice(0, AUTO_TITLE_CHARS));
-  }
+  if (currentId !== id) leaveConversation(id); // the user went elsewhere while it was created
+}
+
+/** A message that was not sent goes back in the box (before whatever was typed since). */
+function restoreDraft(content, media = []) {
+  const typed = input.value.trim();
+  input.value = typed && typed !== content.trim() ? `${content}\n\n${input.value}` : content;
+  attachments.restore(media);
+  resizeComposer();
+  estimate.refresh();
+  updateComposer();
+}
+
+/** The composer grows with its text, up to its CSS max-height (then it scrolls). */
+function resizeComposer() {
+  input.style.height = "auto";
+  if (input.value) input.style.height = `${input.scrollHeight + input.offsetHeight - input.clientHeight}px`;
 }
 
 /** The model the user picked; null for the default, which leaves the server free to route. */
@@ -463,12 +606,29 @@ function pickedModel() {
   return picked && !picked.defaultSelected ? picked.value : null;
 }
 
+/** Why the draft cannot be sent now: {text, shownIn (the id of the element saying it)}, or null. */
+function sendRefusal() {
+  if (sending) return { text: "Sending…", shownIn: null };
+  const held = attachments.holdsBack();
+  if (held) return held;
+  if (estimate.refusal) return { text: estimate.refusal, shownIn: "estimate" };
+  return null;
+}
+
+/** The one button: Stop while an answer is written here, else Send (disabled, with the reason, when it cannot). */
 function updateComposer() {
-  const streaming = currentId !== null && streams.has(currentId);
-  // An image still uploading (or failed) holds the message back.
-  byId("send").disabled = streaming || attachments.pending;
-  byId("stop").disabled = !streaming;
-  if (!streaming && document.activeElement === byId("stop")) input.focus();
+  const button = byId("send");
+  const stream = currentId === null ? null : streams.get(currentId);
+  const refusal = stream ? null : sendRefusal();
+  const label = stream ? "Stop" : "Send";
+  if (button.textContent !== label) button.textContent = label;
+  button.dataset.action = stream ? "stop" : "send";
+  button.classList.toggle("primary", !stream);
+  button.disabled = stream ? stream.stopRequested || stream.finished : refusal !== null;
+  button.title = stream ? "Stop the answer (Escape)" : (refusal?.text ?? "");
+  if (refusal?.shownIn) button.setAttribute("aria-describedby", refusal.shownIn);
+  else button.removeAttribute("aria-describedby");
+  if (button.disabled && document.activeElement === button) input.focus();
 }
 
 // saved history: read without the server (store.js keeps it, sw.js keeps the app's files)
@@ -482,7 +642,15 @@ function setReachable(yes) {
   if (reachable === yes) return;
   reachable = yes;
   updateConnection();
-  if (yes) leaveSavedHistory();
+  if (!yes) return;
+  if (networkNotice) clearNotice(); // (it said the server cannot be reached)
+  leaveSavedHistory();
+  reopenWaiting();
+}
+
+/** The conversation on the page could not be loaded offline: load it now. */
+function reopenWaiting() {
+  if (api && currentId !== null && !threads.has(currentId)) openConversation(currentId);
 }
 
 /** The server cannot be reached at sign-in: the saved conversation list instead. */
@@ -551,7 +719,7 @@ byId("sign-in-form").addEventListener("submit", async (event) => {
   button.disabled = true;
   byId("sign-in-error").textContent = "";
   try {
-    await signIn(key);
+    await signIn(key, false, byId("remember").checked);
   } catch (error) {
     byId("sign-in-error").textContent = error instanceof ApiError ? error.describe() : String(error);
   } finally {
@@ -561,7 +729,7 @@ byId("sign-in-form").addEventListener("submit", async (event) => {
 byId("sign-out").addEventListener("click", () => signOut());
 byId("new-conversation").addEventListener("click", () => {
   setSidebar(false);
-  newConversation();
+  startNewConversation();
 });
 byId("load-older").addEventListener("click", loadOlder);
 byId("notice-close").addEventListener("click", () => {
@@ -579,25 +747,60 @@ byId("sidebar").addEventListener("keydown", (event) => {
     byId("toggle-sidebar").focus();
   }
 });
+// A tap outside the open drawer (on the veil the style sheet lays over the page, which belongs
+// to the workspace itself) closes it.
+byId("workspace").addEventListener("click", (event) => {
+  if (event.target !== byId("workspace") || !byId("sidebar").classList.contains("open")) return;
+  const hadFocus = byId("sidebar").contains(document.activeElement);
+  setSidebar(false);
+  if (hadFocus) byId("toggle-sidebar").focus();
+});
 byId("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const content = input.value.trim();
-  if (!content || byId("send").disabled) return;
+  // (while an answer is written here the button is Stop: Enter keeps the draft for later)
+  if (!content || byId("send").disabled || byId("send").dataset.action === "stop") return;
   if (!navigator.onLine || !reachable) {
     showNotice("You are offline: the message was not sent. It stays in the box; send it once Parley can be reached.");
     sync?.now(); // (it may be back: then the next try goes out)
     return;
   }
   input.value = "";
+  resizeComposer();
   send(content);
 });
+input.addEventListener("input", resizeComposer);
 input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     byId("composer").requestSubmit();
   }
 });
-byId("stop").addEventListener("click", () => stopAnswer(currentId));
+byId("send").addEventListener("click", () => {
+  if (byId("send").dataset.action === "stop") stopAnswer(currentId, "user");
+  else byId("composer").requestSubmit();
+});
+// Escape stops the answer being written here (the drawer, the rename box and the search box
+// have an Escape of their own).
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+  if (event.target.closest?.("#sidebar, #sign-in") || currentId === null) return;
+  const stream = streams.get(currentId);
+  if (!stream || stream.finished || stream.stopRequested) return;
+  event.preventDefault();
+  stopAnswer(currentId, "user");
+});
+byId("background-answers").checked = session.settings().backgroundAnswers;
+byId("background-answers").addEventListener("change", (event) => {
+  session.saveSettings({ backgroundAnswers: event.target.checked });
+});
+// Signing out in another tab deleted this key's saved history and forgot it on this device:
+// this tab signs out too. (Told by the key's digest, never the key.)
+tabs?.addEventListener("message", async (event) => {
+  if (event.data?.type !== "signed-out" || !api) return;
+  const key = api.key;
+  if ((await databaseName(key)) === event.data.key && api?.key === key) signOut("", true);
+});
 window.addEventListener("online", () => {
   for (const stream of streams.values()) stream.retryNow();
   updateConnection();
@@ -608,8 +811,18 @@ registerServiceWorker();
 const remembered = session.apiKey();
 if (remembered) {
   signIn(remembered, true).catch((error) => {
-    signOut(error instanceof ApiError ? error.describe() : String(error));
-    if (!(error instanceof ApiError && error.status === 401)) byId("api-key").value = remembered;
+    const why = error instanceof ApiError ? error.describe() : String(error);
+    if (error instanceof ApiError && error.status === 401) {
+      signOut(why); // the key no longer works: forget it
+      return;
+    }
+    // The server cannot be reached and nothing is saved to show: the form, the key (and
+    // "remember me", and this key's saved history) kept for the next try.
+    byId("sign-in").hidden = false;
+    byId("sign-in-error").textContent = why;
+    byId("api-key").value = remembered;
+    byId("remember").checked = session.rememberedKey() === remembered;
+    byId("api-key").focus();
   });
 } else {
   byId("sign-in").hidden = false;

@@ -83,6 +83,7 @@ export class Attachments extends EventTarget {
     this.message = message;
     this.items = [];
     this.counter = 0;
+    this.refusals = ""; // why files just picked were not attached
     button.addEventListener("click", () => input.click());
     input.addEventListener("change", () => {
       this.add([...input.files]);
@@ -122,6 +123,28 @@ export class Attachments extends EventTarget {
     return this.items.some((item) => RUNNING.has(item.status));
   }
 
+  /** Why the message must wait: {text, shownIn (the id of the element saying it)}, or null. */
+  holdsBack() {
+    if (this.items.some((item) => item.status === "failed")) {
+      return { text: this.failureText(), shownIn: this.message.id };
+    }
+    if (this.uploading) return { text: "Sending waits until the images have uploaded.", shownIn: null };
+    return null;
+  }
+
+  /** What to do about the images that did not upload, in plain words ("" when none failed). */
+  failureText() {
+    const failed = this.items.filter((item) => item.status === "failed");
+    if (failed.length === 0) return "";
+    if (failed.length > 1) {
+      return `${failed.length} images did not upload. Retry or remove them to send your message.`;
+    }
+    const [item] = failed;
+    return item.error.retryable
+      ? `“${item.name}” did not upload. Retry it, or remove it to send your message without it.`
+      : `“${item.name}” cannot be sent. Remove it to send your message.`;
+  }
+
   /** Checks and starts uploading `files`; refusals are said in the message area. */
   add(files) {
     const refusals = [];
@@ -145,8 +168,24 @@ export class Attachments extends EventTarget {
       this.list.append(item.node);
       this.start(item);
     }
-    this.message.textContent = refusals.join(" ");
+    this.refusals = refusals.join(" ");
     this.changed();
+  }
+
+  /** Attaches again media uploaded before (a message that was not sent goes back in the box). */
+  restore(media) {
+    for (const uploaded of media) {
+      if (this.items.length >= MAX_ATTACHMENTS) break;
+      const { name, ...rest } = uploaded;
+      const item = { key: `a${++this.counter}`, file: null, name: name || "image", status: "done", media: rest };
+      item.node = this.chip(item);
+      const thumb = rest.renditions?.thumb?.url;
+      if (thumb) item.node.querySelector(".attachment-thumb").src = thumb;
+      this.items.push(item);
+      this.list.append(item.node);
+      this.show(item);
+    }
+    if (media.length) this.changed();
   }
 
   /** The ids of the images uploaded so far (what the draft would carry if sent now). */
@@ -165,7 +204,7 @@ export class Attachments extends EventTarget {
   /** Drops every attachment, stopping uploads that still run. */
   clear() {
     for (const item of [...this.items]) this.remove(item, false);
-    this.message.textContent = "";
+    this.refusals = "";
     this.changed();
   }
 
@@ -210,7 +249,7 @@ export class Attachments extends EventTarget {
       if (item.status === "removed" || error?.name === "AbortError") return;
       item.status = "failed";
       const message = String(error?.message ?? error);
-      item.error = error instanceof ApiError ? error : new ApiError(0, "image_unreadable", message);
+      item.error = error instanceof ApiError ? error : new ApiError(400, "image_unreadable", message);
     } finally {
       item.controller = null;
     }
@@ -262,11 +301,13 @@ export class Attachments extends EventTarget {
     } else {
       percent.textContent = "";
     }
-    error.textContent = item.status === "failed" ? `Upload failed: ${item.error.describe()}` : "";
+    error.textContent = item.status === "failed" ? `Not uploaded. ${item.error.describe()}` : "";
     node.querySelector(".attachment-retry").hidden = !(item.status === "failed" && item.error.retryable);
   }
 
   changed() {
+    const text = [this.refusals, this.failureText()].filter(Boolean).join(" ");
+    if (this.message.textContent !== text) this.message.textContent = text;
     this.dispatchEvent(new Event("change"));
   }
 }

@@ -1,8 +1,9 @@
 // The user's monthly budget, as the last API answer's X-Budget-* headers told it (api.js
 // reads them): "123,456 tokens · $4.20 left this month", or "No monthly limit".
 
+import { formatCost } from "./format.js";
+
 const integer = new Intl.NumberFormat("en-US");
-const money = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 // An answer is charged when the orchestrator settles it, a moment after its last frame.
 const AFTER_ANSWER_MS = [300, 1000, 2000, 4000];
 
@@ -10,7 +11,7 @@ const AFTER_ANSWER_MS = [300, 1000, 2000, 4000];
 export function describeBudget(budget) {
   const parts = [];
   if (budget.tokensRemaining !== null) parts.push(`${integer.format(budget.tokensRemaining)} tokens`);
-  if (budget.costRemainingMicros !== null) parts.push(`$${money.format(budget.costRemainingMicros / 1_000_000)}`);
+  if (budget.costRemainingMicros !== null) parts.push(formatCost(budget.costRemainingMicros));
   return parts.length ? `${parts.join(" · ")} left this month` : "No monthly limit";
 }
 

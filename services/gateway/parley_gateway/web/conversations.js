@@ -1,9 +1,30 @@
-// The conversation list in the sidebar: latest activity first, paged with "Load more";
-// open, rename (inline, Enter saves, Escape cancels) and delete.
+// The conversation list in the sidebar: latest activity first, under date headings (Today,
+// Yesterday, Previous 7 days, Previous 30 days, then by month), paged with "Load more"; open,
+// rename (inline, Enter saves, Escape cancels) and delete. A conversation whose answer is being
+// written in the background is marked "generating…".
 
-import { el } from "./dom.js";
+import { byId, el } from "./dom.js";
 
 export const UNTITLED = "Untitled";
+// A row's buttons, left to right. The list is one tab stop (a roving tabindex): Tab comes to the
+// button last used (or the open conversation's), Up/Down/Home/End move between rows and
+// Left/Right between a row's buttons.
+const ROW_ROLES = ["open", "rename", "delete"];
+const ROW_CONTROL = ROW_ROLES.map((role) => `[data-conversation] [data-role="${role}"]`).join(", ");
+
+const monthFormat = new Intl.DateTimeFormat("en-US", { month: "long" });
+const monthYearFormat = new Intl.DateTimeFormat("en-US", { month: "long", year: "numeric" });
+
+/** The heading a conversation last active at `ms` is listed under, seen at `now` (local time). */
+export function dateGroup(ms, now = new Date()) {
+  const daysAgo = (days) => new Date(now.getFullYear(), now.getMonth(), now.getDate() - days).getTime();
+  if (ms >= daysAgo(0)) return "Today"; // (a clock a little ahead of this one's too)
+  if (ms >= daysAgo(1)) return "Yesterday";
+  if (ms >= daysAgo(7)) return "Previous 7 days";
+  if (ms >= daysAgo(30)) return "Previous 30 days";
+  const date = new Date(ms);
+  return (date.getFullYear() === now.getFullYear() ? monthFormat : monthYearFormat).format(date);
+}
 
 export class ConversationList {
   /** `actions`: {open(id), rename(id, title), remove(id), more()}, each may return a promise. */
@@ -15,7 +36,16 @@ export class ConversationList {
     this.nextCursor = null;
     this.selected = null;
     this.renaming = null; // {id, draft}
+    this.generating = new Set(); // ids of conversations whose answer is being written
+    this.tabStop = null; // {id, role}: the one control of the list that Tab reaches
     moreButton.addEventListener("click", () => actions.more());
+    listNode.addEventListener("keydown", (event) => this.moveFocus(event));
+    listNode.addEventListener("focusin", (event) => {
+      const control = event.target.closest?.(ROW_CONTROL);
+      if (!control) return;
+      this.tabStop = { id: control.closest("[data-conversation]").dataset.conversation, role: control.dataset.role };
+      this.updateTabStop();
+    });
   }
 
   clear() {
@@ -53,9 +83,17 @@ export class ConversationList {
   }
 
   remove(id) {
+    // Focus in the row going away (its Delete button, most often) moves to the row that takes its
+    // place, else the one above, else "New conversation": never lost to the page.
+    const at = this.items.findIndex((c) => c.id === id);
+    const row = this.listNode.querySelector(`[data-conversation="${CSS.escape(id)}"]`);
+    const hadFocus = row?.contains(document.activeElement) ?? false;
     this.items = this.items.filter((c) => c.id !== id);
     if (this.renaming?.id === id) this.renaming = null;
     this.render();
+    if (!hadFocus) return;
+    const next = this.items[Math.min(at, this.items.length - 1)];
+    (next ? this.control(next.id, "open") : byId("new-conversation"))?.focus();
   }
 
   /** Something happened in a conversation now: it moves to the top. */
@@ -66,6 +104,14 @@ export class ConversationList {
 
   select(id) {
     this.selected = id;
+    if (!this.listNode.contains(document.activeElement)) this.tabStop = null; // Tab comes to this one
+    this.render();
+  }
+
+  /** The conversations whose answer is being written while the user is elsewhere (a Set of ids). */
+  showGenerating(ids) {
+    if (ids.size === this.generating.size && [...ids].every((id) => this.generating.has(id))) return;
+    this.generating = new Set(ids);
     this.render();
   }
 
@@ -81,9 +127,56 @@ export class ConversationList {
     const focused = document.activeElement?.closest?.("[data-conversation]");
     const focusedRole = focused ? document.activeElement.dataset.role : null;
     const focusedId = focused?.dataset.conversation;
-    this.listNode.replaceChildren(...this.items.map((c) => this.row(c)));
+    const groups = [];
+    const now = new Date();
+    for (const conversation of this.items) {
+      const name = dateGroup(conversation.updated_at_ms, now);
+      if (groups.at(-1)?.name !== name) groups.push({ name, rows: [] });
+      groups.at(-1).rows.push(this.row(conversation));
+    }
+    this.listNode.replaceChildren(
+      ...groups.flatMap(({ name, rows }, index) => [
+        el("h2", { class: "conversation-group-title", id: `conversation-group-${index}` }, name),
+        el("ul", { class: "conversation-group", "aria-labelledby": `conversation-group-${index}` }, ...rows),
+      ]),
+    );
     this.moreButton.hidden = !this.nextCursor;
+    this.updateTabStop();
     if (focusedId && focusedRole) this.control(focusedId, focusedRole)?.focus();
+  }
+
+  /** Makes the tab stop (else the open conversation's row, else the first row) the only one. */
+  updateTabStop() {
+    const controls = this.listNode.querySelectorAll(ROW_CONTROL);
+    const stop =
+      (this.tabStop && this.control(this.tabStop.id, this.tabStop.role)) ||
+      (this.selected && this.control(this.selected, "open")) ||
+      this.listNode.querySelector(ROW_CONTROL);
+    for (const control of controls) control.tabIndex = control === stop ? 0 : -1;
+  }
+
+  /** The arrow keys, Home and End on a row's button (see ROW_ROLES). */
+  moveFocus(event) {
+    const control = event.target.closest?.(ROW_CONTROL);
+    if (!control || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const rows = [...this.listNode.querySelectorAll("[data-conversation]")]
+      .map((row) => ROW_ROLES.map((role) => row.querySelector(`[data-role="${role}"]`)).filter(Boolean))
+      .filter((row) => row.length > 0);
+    const r = rows.findIndex((row) => row.includes(control));
+    if (r < 0) return;
+    const c = rows[r].indexOf(control);
+    const inRow = (row, column) => row?.[Math.min(column, row.length - 1)];
+    const target = {
+      ArrowDown: inRow(rows[r + 1], c),
+      ArrowUp: inRow(rows[r - 1], c),
+      Home: rows[0][0],
+      End: rows.at(-1)[0],
+      ArrowRight: rows[r][c + 1],
+      ArrowLeft: rows[r][c - 1],
+    }[event.key];
+    if (!target) return;
+    event.preventDefault();
+    target.focus(); // (focusin makes it the tab stop)
   }
 
   /** A button (or the title field) of one conversation's row, by its data-role. */
@@ -101,7 +194,8 @@ export class ConversationList {
     const open = el(
       "button",
       { class: "open", "data-role": "open", "aria-current": this.selected === conversation.id ? "page" : null },
-      title,
+      el("span", { class: "open-title" }, title),
+      this.generating.has(conversation.id) ? el("span", { class: "generating" }, " generating…") : null,
     );
     open.addEventListener("click", () => this.actions.open(conversation.id));
     const rename = el("button", { class: "icon", "data-role": "rename", "aria-label": `Rename “${title}”` }, "✎");

@@ -5,14 +5,17 @@
 // a newer draft aborts the request for the older one.
 
 import { ApiError } from "./api.js";
+import { formatCost } from "./format.js";
 
 const DEBOUNCE_MS = 300;
 const integer = new Intl.NumberFormat("en-US");
+// A count refused with these statuses means sending the same draft would be refused too.
+const REFUSED = new Set([400, 413, 422]);
 
 /** An answer of POST /v1/tokens/count as one line: "≈ 1,234 tokens · up to $0.0031". */
 export function describeCount(count) {
   const tokens = `${count.estimated ? "≈ " : ""}${integer.format(count.input_tokens)} tokens`;
-  const cost = `up to $${(count.cost_estimate_micros / 1_000_000).toFixed(4)}`;
+  const cost = `up to ${formatCost(count.cost_estimate_micros)}`;
   const parts = [tokens, cost];
   const dropped = count.dropped_messages ?? 0;
   if (dropped > 0) parts.push(`${integer.format(dropped)} earlier message${dropped === 1 ? "" : "s"} won't fit`);
@@ -22,13 +25,16 @@ export function describeCount(count) {
 export class DraftEstimate {
   /**
    * `count(draft, signal)` asks the server; `context()` is {conversation_id, model} for the
-   * draft (either may be null), or null while signed out.
+   * draft (either may be null), or null while signed out. `onChange()` runs when `refusal`
+   * changes: the sentence saying why this draft cannot be sent, or null.
    */
-  constructor({ input, form, modelSelect, output, count, context }) {
+  constructor({ input, form, modelSelect, output, count, context, onChange = () => {} }) {
     this.input = input;
     this.output = output;
     this.count = count;
     this.context = context;
+    this.onChange = onChange;
+    this.refusal = null;
     this.timer = null;
     this.controller = null;
     input.addEventListener("input", () => this.refresh());
@@ -55,6 +61,13 @@ export class DraftEstimate {
     this.controller = null;
     this.output.textContent = "";
     delete this.output.dataset.state;
+    this.setRefusal(null);
+  }
+
+  setRefusal(reason) {
+    if (this.refusal === reason) return;
+    this.refusal = reason;
+    this.onChange();
   }
 
   async run() {
@@ -75,12 +88,14 @@ export class DraftEstimate {
       if (this.controller !== controller) return; // a newer draft is being counted
       this.output.textContent = describeCount(answer);
       this.output.dataset.state = answer.estimated ? "estimated" : "exact";
+      this.setRefusal(null);
     } catch (error) {
       if (this.controller !== controller || error?.name === "AbortError") return;
       if (error instanceof ApiError && error.status !== 0) {
         // Too long, a conversation gone: the user should know before sending.
         this.output.textContent = error.describe();
         this.output.dataset.state = "error";
+        this.setRefusal(REFUSED.has(error.status) ? error.describe() : null);
       } else {
         this.clear(); // offline: nothing to say about the cost
       }

@@ -10,6 +10,17 @@
 //
 // Re-rendering a long answer on every update stays cheap: the top-level blocks whose source
 // did not change keep their elements, and only the changed tail is built again.
+//
+// Code blocks with a language highlight.js knows are coloured, and LaTeX maths ($…$, $$…$$,
+// \(…\), \[…\]) is typeset by KaTeX: both vendored in web/vendor/ (tools/vendor-web.sh). Neither
+// ever turns text into markup: highlight.js's tokens are built here as <span>s around text
+// nodes (its HTML string is never used), and KaTeX builds its elements itself (render(), not
+// renderToString()) with trust off, so \href, \url, \includegraphics and \htmlClass-like
+// commands show as plain words; macro expansion and sizes are capped. Maths that does not
+// parse is shown as the text the model wrote. Maths still arriving shows as its source.
+
+import katex from "./vendor/katex/katex.mjs";
+import hljs from "./vendor/highlight/highlight.min.js";
 
 const SAFE_SCHEMES = new Set(["http:", "https:", "mailto:"]);
 const FENCE = /^( {0,3})(`{3,}|~{3,})[ \t]*([^`\s]*)[^`]*$/;
@@ -22,7 +33,29 @@ const LANGUAGE = /^[\w+#.-]{1,32}$/;
 const PUNCTUATION = /[!-/:-@[-`{-~]/;
 const BARE_URL = /^https?:\/\/[^\s<>"]+/;
 // Characters that may start something inline; text between them is copied in one piece.
-const SPECIAL = /[\\\n`[h*_~]/g;
+const SPECIAL = /[\\\n`[h*_~$]/g;
+// Display maths on lines of its own: $$ or \[ opens it, $$ or \] at a line's end closes it.
+const MATH_OPEN = /^ {0,3}(\$\$|\\\[)(.*)$/;
+// Longer maths is shown as its source: typesetting cost grows with it, and no answer needs more.
+const MAX_TEX = 4000;
+const KATEX_OPTIONS = {
+  throwOnError: true, // (its error element is styled inline, which the CSP refuses; ours is text)
+  trust: false, // \href, \url, \includegraphics, \htmlClass/Id/Style/Data: shown as their name
+  strict: "ignore",
+  maxExpand: 500, // macro expansions per expression: \def\a{\a\a}\a stops here
+  maxSize: 10, // ems: \rule{1000em}{1000em} is no bigger than this
+  errorColor: "currentColor", // an untrusted command's name, in the text's own colour
+  output: "htmlAndMathml", // MathML for screen readers, HTML for the eyes
+};
+// Highlighting costs about 3 ms per KB: bigger blocks stay plain, and while a block is still
+// arriving (re-highlighted on every update) only while it is small.
+const MAX_HIGHLIGHTED = 50_000;
+const MAX_HIGHLIGHTED_STREAMING = 4_000;
+// Typeset maths by source, kept for the next update of a streaming answer, which builds its
+// last paragraph again: a node no longer on the page moves into the new one (most recent last).
+const typeset = new Map(); // `${tag}:${display}:${tex}` -> {node, pass}
+const TYPESET_KEPT = 300;
+let pass = 0; // renderMarkdown calls: a node taken in this pass is not taken twice
 const WORD_CHAR = /[\p{L}\p{N}]/u;
 const rendered = new WeakMap(); // container -> [{key, node}] of its top-level blocks
 
@@ -31,8 +64,9 @@ const rendered = new WeakMap(); // container -> [{key, node}] of its top-level b
  * is still arriving (see the module doc).
  */
 export function renderMarkdown(container, text, { partial = false } = {}) {
+  pass += 1;
   const lines = text.replace(/\r\n?/g, "\n").split("\n");
-  const blocks = parseBlocks(lines);
+  const blocks = parseBlocks(lines, partial);
   const keyed = blocks.map((block, index) => {
     const open = partial && index === blocks.length - 1;
     return { block, open, key: `${block.type}${open ? "+" : ""}:${lines.slice(block.start, block.end).join("\n")}` };
@@ -79,6 +113,7 @@ function startsBlock(lines, i) {
   const line = lines[i];
   return (
     FENCE.test(line) ||
+    MATH_OPEN.test(line) ||
     HEADING.test(line) ||
     RULE.test(line) ||
     QUOTE.test(line) ||
@@ -109,8 +144,35 @@ function cellsOf(line) {
   return row.split(/(?<!\\)\|/).map((cell) => cell.trim().replace(/\\\|/g, "|"));
 }
 
-/** The blocks of `lines`: [{type, start, end, ...}], `start`/`end` the lines they came from. */
-function parseBlocks(lines) {
+/**
+ * Display maths starting at `lines[start]`: {type: "math", start, end, tex, source, closed}, or
+ * null (`source`: the lines as written, delimiters included).
+ * Unclosed, it runs to the end of `lines` (it may still be arriving).
+ */
+function displayMath(lines, start) {
+  const [, open, rest] = MATH_OPEN.exec(lines[start]);
+  const close = open === "$$" ? "$$" : "\\]";
+  const body = [];
+  for (let i = start; i < lines.length; i += 1) {
+    const line = (i === start ? rest : lines[i]).trimEnd();
+    if (line.endsWith(close)) {
+      body.push(line.slice(0, -close.length));
+      const tex = body.join("\n").trim();
+      const source = lines.slice(start, i + 1).join("\n");
+      return tex ? { type: "math", start, end: i + 1, tex, source, closed: true } : null;
+    }
+    if (i === start && line.includes(close)) return null; // $$a$$ and more: maths inside a paragraph
+    body.push(line);
+  }
+  const source = lines.slice(start).join("\n");
+  return { type: "math", start, end: lines.length, tex: body.join("\n").trim(), source, closed: false };
+}
+
+/**
+ * The blocks of `lines`: [{type, start, end, ...}], `start`/`end` the lines they came from.
+ * `partial`: the text is still arriving, so unclosed display maths at its end is kept as such.
+ */
+function parseBlocks(lines, partial = false) {
   const blocks = [];
   let i = 0;
   while (i < lines.length) {
@@ -137,6 +199,12 @@ function parseBlocks(lines) {
       blocks.push({ type: "code", start, end: i, language, code, closed, fence: marker[0] });
       continue;
     }
+    const math = MATH_OPEN.test(line) ? displayMath(lines, i) : null;
+    if (math && (math.closed || partial)) {
+      blocks.push(math);
+      i = math.end;
+      continue;
+    }
     const heading = HEADING.exec(line);
     if (heading) {
       blocks.push({ type: "heading", start, end: (i += 1), level: heading[1].length, text: heading[2] ?? "" });
@@ -149,11 +217,11 @@ function parseBlocks(lines) {
     if (QUOTE.test(line)) {
       const inner = [];
       while (i < lines.length && QUOTE.test(lines[i])) inner.push(QUOTE.exec(lines[i++])[1]);
-      blocks.push({ type: "quote", start, end: i, children: parseBlocks(inner) });
+      blocks.push({ type: "quote", start, end: i, children: parseBlocks(inner, partial) });
       continue;
     }
     if (isListItem(line)) {
-      const list = parseList(lines, i);
+      const list = parseList(lines, i, partial);
       blocks.push(list);
       i = list.end;
       continue;
@@ -176,7 +244,7 @@ function parseBlocks(lines) {
 }
 
 /** The list starting at `lines[start]`, with its items' blocks (nested lists among them). */
-function parseList(lines, start) {
+function parseList(lines, start, partial) {
   const first = ITEM.exec(lines[start]);
   const ordered = /\d/.test(first[2]);
   const delimiter = first[2].at(-1);
@@ -222,7 +290,7 @@ function parseList(lines, start) {
       if (blankBefore) loose = true;
       blankBefore = false;
     }
-    items.push(parseBlocks(body));
+    items.push(parseBlocks(body, partial));
     // A blank line between two items makes the list loose (paragraphs in its items).
     let next = i;
     while (next < lines.length && isBlank(lines[next])) next += 1;
@@ -243,7 +311,14 @@ function renderBlock(block, open) {
       if (open && !block.closed && /^ {0,3}([`~])\1*$/.test(code.at(-1) ?? "") && code.at(-1).includes(block.fence)) {
         code.pop();
       }
-      return codeBlock(code.join("\n"), block.language);
+      return codeBlock(code.join("\n"), block.language, open && !block.closed);
+    }
+    case "math": {
+      if (block.closed) return mathNode(block.tex, block.source, { display: true, tag: "div" });
+      const node = document.createElement("div"); // still arriving: its source, typeset once closed
+      node.className = "math-pending";
+      node.textContent = block.source;
+      return node;
     }
     case "heading": {
       // Levels below the page's own h1 and h2.
@@ -284,12 +359,14 @@ function renderBlock(block, open) {
   }
 }
 
-function codeBlock(code, language) {
+/** A code block; `arriving`: its closing fence has not come yet (it grows on every update). */
+function codeBlock(code, language, arriving = false) {
   const wrapper = document.createElement("div");
   wrapper.className = "code-block";
   const pre = document.createElement("pre");
+  pre.className = "hljs"; // the vendored theme's colours, highlighted or not
   const node = document.createElement("code");
-  node.textContent = code;
+  if (!highlight(node, code, language, arriving ? MAX_HIGHLIGHTED_STREAMING : MAX_HIGHLIGHTED)) node.textContent = code;
   pre.append(node);
   if (LANGUAGE.test(language)) {
     // Shown by the style sheet (attr()), so the label is not part of the answer's text.
@@ -314,6 +391,85 @@ function codeBlock(code, language) {
   }
   wrapper.append(pre);
   return wrapper;
+}
+
+/**
+ * Fills `node` with `code` coloured as `language` (a name or alias highlight.js knows), built
+ * from highlight.js's token tree as <span class="hljs-…"> elements around text nodes. False,
+ * leaving `node` untouched, for an unknown language, code longer than `limit`, or a failure.
+ */
+function highlight(node, code, language, limit) {
+  if (!language || code.length > limit || !hljs.getLanguage(language)) return false;
+  let tree;
+  try {
+    // The tree highlight.js renders its HTML from (its HTML string is never used here).
+    tree = hljs.highlight(code, { language, ignoreIllegals: true })._emitter?.root;
+  } catch {
+    return false;
+  }
+  if (!Array.isArray(tree?.children)) return false;
+  const fragment = document.createDocumentFragment();
+  appendTokens(fragment, tree.children);
+  if (fragment.textContent !== code) return false; // it must show exactly what the model wrote
+  node.className = `language-${language.toLowerCase().replace(/[^\w-]/g, "_")}`;
+  node.append(fragment);
+  return true;
+}
+
+function appendTokens(parent, tokens) {
+  for (const token of tokens) {
+    if (typeof token === "string") {
+      parent.append(token);
+    } else if (Array.isArray(token?.children)) {
+      const classes = typeof token.scope === "string" ? scopeClasses(token.scope) : [];
+      if (classes.length === 0) {
+        appendTokens(parent, token.children);
+        continue;
+      }
+      const span = document.createElement("span");
+      span.classList.add(...classes);
+      appendTokens(span, token.children);
+      parent.append(span);
+    }
+  }
+}
+
+/** highlight.js's class names for a scope: "title.function" -> hljs-title function_ (its rule). */
+function scopeClasses(scope) {
+  if (scope.startsWith("language:")) return [];
+  const [first, ...rest] = scope.split(".");
+  return [`hljs-${first}`, ...rest.map((part, i) => `${part}${"_".repeat(i + 1)}`)].filter((name) =>
+    /^[\w-]+$/.test(name),
+  );
+}
+
+/**
+ * `tex` typeset by KaTeX in a new `tag` element ("span" in a line of text, "div" on its own);
+ * `source` (the maths as written, delimiters included) is what shows when it does not parse.
+ */
+function mathNode(tex, source, { display = false, tag = "span" } = {}) {
+  const key = `${tag}:${display}:${tex}`;
+  const kept = typeset.get(key);
+  if (kept && kept.pass !== pass && !kept.node.isConnected) {
+    // (a node still shown, in another message or a block that did not change, stays there)
+    typeset.delete(key);
+    typeset.set(key, { node: kept.node, pass });
+    return kept.node;
+  }
+  const node = document.createElement(tag);
+  node.className = display ? "math math-display" : "math";
+  try {
+    if (tex.length > MAX_TEX) throw new RangeError(`longer than ${MAX_TEX} characters`);
+    katex.render(tex, node, { ...KATEX_OPTIONS, displayMode: display });
+  } catch (error) {
+    node.className = "math-error";
+    node.textContent = source;
+    node.title = `Not typeset: ${error instanceof Error ? error.message : "unknown error"}`;
+  }
+  typeset.delete(key);
+  typeset.set(key, { node, pass });
+  if (typeset.size > TYPESET_KEPT) typeset.delete(typeset.keys().next().value);
+  return node;
 }
 
 function table(block, open) {
@@ -458,6 +614,49 @@ function link(url, fill) {
 }
 
 const EMPHASIS = { "*": ["em", "strong"], _: ["em", "strong"], "~": [null, "del"] };
+const MATH_DELIMITERS = [
+  // [opening, closing, display]; $ is checked last, $$ being two of it
+  ["$$", "$$", true],
+  ["\\[", "\\]", true],
+  ["\\(", "\\)", false],
+  ["$", "$", false],
+];
+
+/**
+ * Where the maths whose content starts at `text[from]` closes with `close`, or -1: the first
+ * `close` not escaped by a backslash, within MAX_TEX characters. A single $ follows Pandoc's
+ * rule, so that prices are not maths: no space just inside either $, no digit just after
+ * the closing one ("$5 and $10" stays text). `misses` (close -> [from, to) known to hold no
+ * closer) keeps a text with many unclosed $ linear.
+ */
+function closingMath(text, from, close, misses) {
+  const end = Math.min(text.length, from + MAX_TEX + close.length);
+  const miss = misses.get(close);
+  let at = miss && from >= miss[0] && from < miss[1] ? miss[1] : from;
+  for (; at < end; at += 1) {
+    if (text.startsWith(close, at)) {
+      if (close === "$" && (/\s/.test(text[at - 1]) || /\d/.test(text[at + 1] ?? ""))) continue;
+      return at > from ? at : -1;
+    }
+    if (text[at] === "\\") at += 1; // an escaped character (\$, or \\ a TeX line break) closes nothing
+  }
+  misses.set(close, [from, end]);
+  return -1;
+}
+
+/** The inline maths starting at `text[at]`: {tex, source, display, end}, or null. */
+function mathAt(text, at, misses) {
+  for (const [open, close, display] of MATH_DELIMITERS) {
+    if (!text.startsWith(open, at)) continue;
+    const from = at + open.length;
+    if (open === "$" && /^\s?$/.test(text[from] ?? "")) return null;
+    const closing = closingMath(text, from, close, misses);
+    if (closing < 0) return null;
+    const end = closing + close.length;
+    return { tex: text.slice(from, closing), source: text.slice(at, end), display, end };
+  }
+  return null;
+}
 
 /**
  * Appends the inline content of `text` to `parent`. `open`: the text may be cut mid-way
@@ -478,11 +677,17 @@ function renderInline(parent, text, open = false) {
     return found;
   };
   const lastLinkMiddle = text.lastIndexOf("](");
+  const mathMisses = new Map();
   let found = null;
   let i = 0;
   while (i < text.length) {
     const c = text[i];
-    if (c === "\\" && PUNCTUATION.test(text[i + 1] ?? "")) {
+    const mathOpens = c === "$" || (c === "\\" && (text[i + 1] === "(" || text[i + 1] === "["));
+    if (mathOpens && (found = mathAt(text, i, mathMisses))) {
+      flush();
+      parent.append(mathNode(found.tex, found.source, { display: found.display }));
+      i = found.end;
+    } else if (c === "\\" && PUNCTUATION.test(text[i + 1] ?? "")) {
       plain += text[i + 1];
       i += 2;
     } else if (c === "\n") {

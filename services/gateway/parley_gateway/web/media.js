@@ -13,6 +13,7 @@ import { el } from "./dom.js";
 
 // The answer text of a generated picture (services/orchestrator/parley_orchestrator/image_turns.py).
 const GENERATED = /"([\s\S]*)" \((\d+)x(\d+), media (med_[a-z0-9]{24})\)\.\s*$/;
+const GENERATED_ID = /, media med_[a-z0-9]{24}\)(?=\.\s*$)/;
 // The commands that ask for a picture (the same file): what follows them is the prompt.
 const ASKS_FOR_IMAGE =
   /^\s*(?:\/image|\/imagine|draw|(?:generate|create|make)\s+(?:an?\s+)?(?:image|picture)\s+of)\s+(\S[\s\S]*)$/i;
@@ -32,6 +33,14 @@ export function useMediaApi(api) {
 export function promptOf(content) {
   const match = ASKS_FOR_IMAGE.exec(content ?? "");
   return match ? match[1].trim() : null;
+}
+
+/**
+ * An answer's text as the reader sees it: the answer of a generated picture names its media id
+ * for this page to find the picture by (`… (1024x1024, media med_…).`); the id is not for people.
+ */
+export function withoutMediaId(content) {
+  return content.replace(GENERATED_ID, ")");
 }
 
 /** The picture an answer from history names: {mediaId, width, height, prompt}, or null. */

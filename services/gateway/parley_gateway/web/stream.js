@@ -43,6 +43,7 @@ export class ResponseStream extends EventTarget {
     this.usage = null;
     this.error = null; // an ApiError once the answer failed
     this.stopRequested = false;
+    this.stopReason = null; // why the page asked to stop it ("user", "left"), for the thread to say
     this.closed = false;
     this.controller = null;
     this.silenceTimer = null;
@@ -51,6 +52,11 @@ export class ResponseStream extends EventTarget {
 
   get finished() {
     return FINISHED.has(this.status);
+  }
+
+  /** The server refused the message itself (it was never accepted, nothing of it is saved). */
+  get refused() {
+    return this.error !== null && this.responseId === null;
   }
 
   /** Runs until the answer ends (done or a final error) or close() is called. */

@@ -23,8 +23,24 @@ const SHELL = [
   "/web/typewriter.js",
   "/web/media.js",
   "/web/attach.js",
+  "/web/errors.js",
+  "/web/format.js",
+  "/web/search.js",
   "/web/style.css",
   "/web/icon.svg",
+  // vendored (tools/vendor-web.sh): code colours and maths, KaTeX's fonts included, so that an
+  // answer read offline looks as it did online
+  "/web/vendor/highlight/highlight.min.js",
+  "/web/vendor/highlight/a11y-light.min.css",
+  "/web/vendor/highlight/a11y-dark.min.css",
+  "/web/vendor/katex/katex.mjs",
+  "/web/vendor/katex/katex.min.css",
+  ...[
+    "AMS-Regular", "Caligraphic-Bold", "Caligraphic-Regular", "Fraktur-Bold", "Fraktur-Regular", "Main-Bold",
+    "Main-BoldItalic", "Main-Italic", "Main-Regular", "Math-BoldItalic", "Math-Italic", "SansSerif-Bold",
+    "SansSerif-Italic", "SansSerif-Regular", "Script-Regular", "Size1-Regular", "Size2-Regular", "Size3-Regular",
+    "Size4-Regular", "Typewriter-Regular",
+  ].map((font) => `/web/vendor/katex/fonts/KaTeX_${font}.woff2`),
 ];
 
 /** The app's files: the page itself and what lives under /web/ (this worker aside). */

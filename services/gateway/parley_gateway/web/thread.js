@@ -1,11 +1,13 @@
 // The messages of the open conversation. A message is
-// {key, id, role, content, status, usage, model, error, created_at_ms}; `key` stays the same
-// while a streaming answer learns its server id. Text is set with textContent only. Images
-// (`media` of a user message sent here, `images` of a live answer) go in `.media`: media.js.
+// {key, id, role, content, status, usage, model, error, stoppedBy, created_at_ms}; `key` stays
+// the same while a streaming answer learns its server id. Text is set with textContent only.
+// Images (`media` of a user message sent here, `images` of a live answer) go in `.media`:
+// media.js. While the reader has scrolled up during an answer, a "Jump to latest" button shows.
 
 import { el } from "./dom.js";
+import { formatCost } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
-import { showMedia } from "./media.js";
+import { showMedia, withoutMediaId } from "./media.js";
 import { Typewriters } from "./typewriter.js";
 
 const STATUS_TEXT = {
@@ -15,9 +17,18 @@ const STATUS_TEXT = {
   reconnecting: "Connection lost, reconnecting…",
   interrupted: "Interrupted",
   failed: "Failed",
-  unsent: "Not sent",
+};
+// Why an answer this page asked to stop was stopped (the partial answer is kept).
+const STOPPED_TEXT = {
+  user: "Stopped",
+  left: "Stopped when you left this conversation",
 };
 const LIVE = new Set(["sending", "queued", "streaming", "reconnecting"]);
+// Within this many pixels of the bottom, the reader follows the newest text.
+const NEAR_BOTTOM_PX = 48;
+const integer = new Intl.NumberFormat("en-US");
+// How long a message found by search stays marked.
+const FOUND_MS = 2500;
 
 /** A page of history (newest first, from the API) as messages, oldest first. */
 export function messagesFromPage(page) {
@@ -42,36 +53,85 @@ function queueText({ position, waitMs }) {
   return `Waiting for the model (position ${position}${wait})…`;
 }
 
+/** What an answer cost, or null when nothing was counted (an answer stopped before its first word). */
 function formatUsage(usage) {
-  const dollars = (usage.cost_micros ?? 0) / 1_000_000;
-  return `${usage.input_tokens} tokens in · ${usage.output_tokens} out · $${dollars.toFixed(6)}`;
+  const tokensIn = usage.input_tokens ?? 0;
+  const tokensOut = usage.output_tokens ?? 0;
+  if (tokensIn + tokensOut === 0) return null;
+  return `${integer.format(tokensIn)} tokens in · ${integer.format(tokensOut)} out · ${formatCost(usage.cost_micros)}`;
 }
 
 export class ThreadView {
-  constructor({ list, scroller, olderButton, title, empty }) {
+  constructor({ list, scroller, olderButton, title, empty, jumpButton }) {
     this.list = list;
     this.scroller = scroller;
     this.olderButton = olderButton;
     this.title = title;
     this.empty = empty;
+    this.jumpButton = jumpButton;
     this.thread = null;
+    this.unseen = false; // text arrived below what the reader is looking at
     // An answer's text is markdown, typed out while it streams (typewriter.js).
     this.typewriters = new Typewriters((element, text, live) => {
-      const stick = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < 48;
+      const stick = this.atBottom();
       renderMarkdown(element, text, { partial: live });
-      if (stick && element.isConnected) this.scroller.scrollTop = this.scroller.scrollHeight;
+      if (!element.isConnected) return;
+      if (stick) this.scroller.scrollTop = this.scroller.scrollHeight;
+      else this.unseen = true;
+      this.updateJump();
+    });
+    scroller.addEventListener("scroll", () => this.updateJump(), { passive: true });
+    jumpButton.addEventListener("click", () => {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+      this.updateJump();
+      this.list.focus({ preventScroll: true });
     });
   }
 
-  /** Shows a conversation's thread ({messages, olderCursor}), or nothing when `thread` is null. */
-  show(title, thread) {
-    this.thread = thread;
+  atBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = this.scroller;
+    return scrollHeight - scrollTop - clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  /** "Jump to latest" shows while the reader is scrolled up from an answer being written or new text. */
+  updateJump() {
+    if (this.atBottom()) this.unseen = false;
+    const live = Boolean(this.thread?.messages.some((m) => LIVE.has(m.status)));
+    const hide = this.atBottom() || !(live || this.unseen);
+    if (this.jumpButton.hidden !== hide) this.jumpButton.hidden = hide;
+  }
+
+  /** The conversation's title, on the page and in the tab. */
+  setTitle(title) {
     this.title.textContent = title;
+    document.title = `${title} · Parley`;
+  }
+
+  /**
+   * Shows a conversation's thread ({messages, olderCursor}), or nothing when `thread` is null
+   * (`waiting` says why: its messages are loading, by default).
+   */
+  show(title, thread, waiting = "Loading…") {
+    this.thread = thread;
+    this.setTitle(title);
     this.list.replaceChildren(...(thread?.messages ?? []).map((m) => this.node(m, true)));
     this.olderButton.hidden = !thread?.olderCursor;
-    this.empty.textContent = thread ? "No messages yet. Ask anything." : "Loading…";
+    this.empty.textContent = thread ? "No messages yet. Ask anything." : waiting;
     this.empty.hidden = Boolean(thread?.messages.length);
     this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.unseen = false;
+    this.updateJump();
+  }
+
+  /** Brings the message with server id `id` into view and marks it for a moment (a search hit). */
+  reveal(id) {
+    const node = [...this.list.children].find((child) => child.dataset.id === id);
+    if (!node) return false;
+    node.scrollIntoView({ block: "center" });
+    node.classList.add("found");
+    setTimeout(() => node.classList.remove("found"), FOUND_MS);
+    this.updateJump();
+    return true;
   }
 
   /** Older messages were added at the top: keep what the reader was looking at in place. */
@@ -84,7 +144,7 @@ export class ThreadView {
 
   /** One message changed or arrived. */
   update(message) {
-    const stick = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < 48;
+    const stick = this.atBottom();
     const existing = this.list.querySelector(`[data-key="${CSS.escape(message.key)}"]`);
     if (existing) {
       this.fill(existing, message);
@@ -96,6 +156,8 @@ export class ThreadView {
       this.empty.hidden = true;
     }
     if (stick) this.scroller.scrollTop = this.scroller.scrollHeight;
+    else this.unseen = true;
+    this.updateJump();
   }
 
   /** A message's element; `whole`: its text appears at once, even while it streams. */
@@ -116,20 +178,24 @@ export class ThreadView {
     const text = node.querySelector(".text");
     if (message.role === "assistant") {
       const live = LIVE.has(message.status);
-      this.typewriters.show(message.key, text, message.content ?? "", { live, whole });
+      this.typewriters.show(message.key, text, withoutMediaId(message.content ?? ""), { live, whole });
     } else {
       text.textContent = message.content;
     }
+    if (message.id) node.dataset.id = message.id;
     node.dataset.status = message.status;
     showMedia(node.querySelector(".media"), message);
     node.setAttribute("aria-busy", String(LIVE.has(message.status)));
     const parts = [];
     if (message.stopping && LIVE.has(message.status)) parts.push("Stopping…");
     else if (message.status === "queued" && message.queue?.position) parts.push(queueText(message.queue));
-    else if (message.status in STATUS_TEXT) parts.push(STATUS_TEXT[message.status]);
+    else if (message.status === "interrupted" && message.stoppedBy in STOPPED_TEXT) {
+      parts.push(STOPPED_TEXT[message.stoppedBy]);
+    } else if (message.status in STATUS_TEXT) parts.push(STATUS_TEXT[message.status]);
     if (message.error) parts.push(message.error.describe?.() ?? String(message.error));
     if (message.role === "assistant") {
-      if (message.usage && !LIVE.has(message.status)) parts.push(formatUsage(message.usage));
+      const usage = message.usage && !LIVE.has(message.status) ? formatUsage(message.usage) : null;
+      if (usage) parts.push(usage);
       if (message.model) parts.push(message.model);
     }
     node.querySelector(".meta").textContent = parts.join(" — ");
