@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/parley/v1/*.proto)
 
 .PHONY: install run test unit integration browser-test system-deps test-deps lint proto bench load lock clean k8s-check image
+.PHONY: image-base images test-containers k8s-play
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +20,10 @@ install: $(STAMP)
 run: install system-deps
 	$(BIN)/python -m parley_dev.run
 
+# The local-servers suites, then the same system in containers (test-containers, k8s-play).
 test: install test-deps lint k8s-check
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/containers
+	$(MAKE) test-containers k8s-play
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -48,6 +51,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/common libs/dev services
 
+# The web client's vendored libraries (KaTeX, highlight.js; axe-core for the browser tests), fetched
+# with npm at the versions pinned in tools/vendor-web.sh and checked against tools/vendor-web.sha256.
+.PHONY: vendor-web
+vendor-web:
+	tools/vendor-web.sh
+
 # Regenerates libs/contracts from proto/ (the committed code; tests/unit/test_contracts.py fails when stale).
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=libs/contracts --pyi_out=libs/contracts \
@@ -67,11 +76,37 @@ load: install system-deps
 k8s-check: install
 	$(BIN)/python -m tools.k8s_check
 
-# The one container image of every service (Dockerfile), tagged with the commit; needs a Docker engine.
-IMAGE ?= parley
-image:
-	@docker info >/dev/null 2>&1 || { echo "make image needs a Docker engine, and none answers here" >&2; exit 1; }
-	docker build -t $(IMAGE):$$(git describe --always --dirty 2>/dev/null || echo dev) -t $(IMAGE):latest .
+# Images (tools/containers): with Docker where an engine answers, else with podman as root (runc,
+# a containers.conf written for this machine). No registry is reachable here, so the base is
+# Debian bookworm + Python 3.11 from Debian's packages with debootstrap (image-base: reused when
+# it exists, FORCE=1 rebuilds it); builds get the host's pip and apt configuration as secrets.
+# image: the one image of every service (Dockerfile), localhost/parley:<commit> and :latest.
+# images: that, and the RabbitMQ, Redis, Cassandra and S3 images the tests' containers run.
+CONTAINERS := $(BIN)/python -m tools.containers
+image-base: install
+	@tools/system-deps.sh containers
+	$(CONTAINERS) base $(if $(FORCE),--force)
+
+image: image-base
+	$(CONTAINERS) app
+
+images: image
+	$(CONTAINERS) infra
+
+# The containers path of the fixtures, for real: podman's Docker API on a socket of its own
+# (never the default Docker paths, which other test runs on this machine would pick up) as
+# DOCKER_HOST for this command only. PARLEY_INFRA=containers makes a missing engine a failure.
+# The subset: the image itself, a turn, resume, faults, and history on Cassandra.
+CONTAINER_TESTS ?= tests/containers tests/integration/test_chat_turn.py tests/integration/test_streams.py \
+	tests/integration/test_faults.py tests/integration/test_cassandra_end_to_end.py
+test-containers: images
+	PARLEY_INFRA=containers PARLEY_REQUIRE=all $(CONTAINERS) with-api -- $(BIN)/python -m pytest $(CONTAINER_TESTS) \
+		--deselect tests/integration/test_cassandra_end_to_end.py::test_cassandra_stopped_during_turns_then_back_keeps_every_answer_once
+
+# deploy/k8s/overlays/local played with `podman kube play`: every probe passes, a turn and a
+# resume through the gateway's published port, then everything is torn down.
+k8s-play: images
+	$(CONTAINERS) play
 
 # Re-pins requirements.lock from what the venv holds (after changing pyproject.toml dependencies).
 lock:

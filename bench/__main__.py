@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import history, media, orchestrator, providers, streams, ttft
+from . import budget_queue, bus, history, media, orchestrator, providers, streams, ttft
 
 BENCHMARKS = {
     "ttft": ttft.main,
@@ -14,6 +14,8 @@ BENCHMARKS = {
     "history": history.main,
     "orchestrator": orchestrator.main,
     "media": media.main,
+    "bus": bus.main,
+    "queue": budget_queue.main,
 }
 
 

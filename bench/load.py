@@ -62,7 +62,6 @@ import httpx
 from parley_common.topology import Topology
 from parley_dev.infra import provide
 from parley_dev.stack import Stack, StackConfig
-from parley_orchestrator.completions import completions_queue_name
 
 from .load_report import Observations, Sample, TurnRecord, print_report, summarize
 from .sse_client import TurnResult, send_turn
@@ -472,7 +471,7 @@ async def _remove_namespace(amqp_url: str, namespace: str) -> dict[str, int]:
         topology.requests_queue,
         topology.provider_queue("demo"),
         topology.history_completed_queue,
-        completions_queue_name(topology),
+        topology.completions_queue,
         topology.dead_letter_queue,
     ]
     left: dict[str, int] = {}

@@ -94,7 +94,7 @@ def registry_file(workdir: Path) -> Path:
 async def wait_for_consumer(channel: aio_pika.abc.AbstractChannel, queue: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        declared = await channel.declare_queue(queue, durable=True)
+        declared = await channel.declare_queue(queue, passive=True)
         if (declared.declaration_result.consumer_count or 0) > 0:
             return
         if time.monotonic() > deadline:

@@ -1,8 +1,8 @@
 """What a test needs from the machine, and what happens when it is missing.
 
 A test whose server or browser is missing skips, saying why, unless PARLEY_REQUIRE names it
-(comma-separated: `cassandra`, `browser`, or `all`): then the test fails. `.ci/run` sets
-PARLEY_REQUIRE=all, so a green CI means every suite ran.
+(comma-separated: `cassandra`, `browser`, `rabbitmq-cluster`, or `all`): then the test fails.
+`.ci/run` sets PARLEY_REQUIRE=all, so a green CI means every suite ran.
 """
 
 from __future__ import annotations

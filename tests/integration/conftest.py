@@ -7,6 +7,7 @@ uses its own namespace, so it never sees the traffic of a `make run` on the same
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,8 +19,10 @@ import pytest
 from redis.asyncio import Redis
 
 from parley_dev.fake_providers import fake_provider_process
-from parley_dev.infra import Infra, provide
+from parley_dev.infra import Infra, InfraUnavailable, provide
+from parley_dev.rabbit_cluster import RabbitCluster, provide_rabbit_cluster
 from parley_dev.stack import Stack, StackConfig, running
+from tests.required import unavailable
 
 DEV_KEY = "pk_test_" + secrets.token_urlsafe(18)
 BOB_KEY = "pk_test_bob_" + secrets.token_urlsafe(18)
@@ -31,6 +34,21 @@ pytestmark = pytest.mark.integration
 def infra() -> Iterator[Infra]:
     with provide() as found:
         yield found
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes (Debian's rabbitmq-server) clustered on loopback, started on first
+    use, stopped after the session. A test that stops or kills nodes calls `restore()` before it
+    ends. Missing, its tests skip — or fail under PARLEY_REQUIRE."""
+    stack = contextlib.ExitStack()
+    try:
+        cluster = stack.enter_context(provide_rabbit_cluster(tmp_path_factory.mktemp("rabbit-cluster")))
+    except InfraUnavailable as exc:
+        stack.close()
+        unavailable("rabbitmq-cluster", f"no RabbitMQ cluster: {exc}")
+    with stack:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

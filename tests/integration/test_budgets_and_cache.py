@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
 from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
+from parley_common.provider_budgets import ProviderBudget
 from parley_common.tokens import counter_for
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
-from parley_orchestrator.budgets import ProviderBudget
 
 from .conftest import cache_entries, provider_calls
 from .sse import Frame, frames, read_all, text_of
@@ -29,6 +29,7 @@ from .sse import Frame, frames, read_all, text_of
 KEY = "pk_test_budgets_" + secrets.token_urlsafe(12)
 CAROL_KEY = "pk_test_carol_" + secrets.token_urlsafe(12)
 MAX_WAIT_S = 4
+TINY_TOKENS = 2100
 
 
 def registry(fake_url: str) -> dict[str, Any]:
@@ -67,6 +68,7 @@ def registry(fake_url: str) -> dict[str, Any]:
             "spare": fake_model("spare-test", requests_per_minute=1),
         },
         "routing": {"simple": "fake-mini", "strong": "demo", "simple_max_chars": 80, "simple_max_history": 2},
+        "images": {"price_per_image": 0.04},
     }
 
 
@@ -86,7 +88,13 @@ async def bstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
                 "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
                 "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
                 "PARLEY_API_KEYS": json.dumps({"carol": CAROL_KEY}),
-                "PARLEY_PLANS": json.dumps({"default": {"monthly_tokens": 10_000_000}, "tiny": {"monthly_tokens": 1}}),
+                # Room for one turn on "fake" (its prompt and 2,000 tokens of answer), not two.
+                "PARLEY_PLANS": json.dumps(
+                    {
+                        "default": {"monthly_tokens": 10_000_000},
+                        "tiny": {"monthly_tokens": TINY_TOKENS, "monthly_cost_micros": 50_000},
+                    }
+                ),
                 "PARLEY_USER_PLANS": json.dumps({"carol": "tiny"}),
                 "PARLEY_BUDGET_MAX_WAIT_S": str(MAX_WAIT_S),
                 "PARLEY_BUDGET_POLL_S": "0.05",
@@ -185,31 +193,41 @@ async def test_a_request_that_waits_too_long_gets_a_clear_retryable_error(
     assert len(await provider_calls(seen)) == 1, "the request that timed out never reached the provider"
 
 
-async def test_a_user_over_the_monthly_limit_gets_429_and_the_provider_no_call(
+async def test_a_user_whose_budget_cannot_cover_a_turn_gets_429_and_the_provider_no_call(
     bstack: Stack, api: httpx.AsyncClient, seen: httpx.AsyncClient
 ) -> None:
     async with client_for(bstack, CAROL_KEY) as carol:
-        first = await turn(carol, "my one question this month", "fake")
+        first = await turn(carol, 'my one question this month [[fake {"tokens": 100}]]', "fake")
         assert first[-1].event == "done"
+        used = sum(next(f for f in first if f.event == "usage").data[k] for k in ("input_tokens", "output_tokens"))
         # Usage is charged when the answer completes: wait until it shows.
         deadline = time.monotonic() + 15
-        while (remaining := (await carol.get("/v1/models")).headers["x-budget-tokens-remaining"]) != "0":
+        while (remaining := (await carol.get("/v1/models")).headers["x-budget-tokens-remaining"]) != str(
+            TINY_TOKENS - used
+        ):
             assert time.monotonic() < deadline, f"usage never charged ({remaining} left)"
             await asyncio.sleep(0.05)
         calls_before = len(await provider_calls(seen))
         conversation = await new_conversation(carol)
-        refused = await carol.post(f"/v1/conversations/{conversation}/messages", json={"content": "one more?"})
+        # What is left no longer covers a turn's worst case: its prompt and 2,000 tokens of answer.
+        refused = await carol.post(
+            f"/v1/conversations/{conversation}/messages", json={"content": "one more?", "model": "fake"}
+        )
         assert refused.status_code == 429
         error = refused.json()["error"]
         assert error["code"] == "user_budget_exceeded" and "resets at" in error["message"]
+        assert f"the {TINY_TOKENS - used} left" in error["message"] and "max_output_tokens" in error["message"]
         assert int(refused.headers["retry-after"]) > 0
-        assert refused.headers["x-budget-tokens-remaining"] == "0" and refused.headers["x-budget-plan"] == "tiny"
+        assert refused.headers["x-budget-tokens-remaining"] == str(TINY_TOKENS - used)
+        assert refused.headers["x-budget-plan"] == "tiny"
         openai_style = await carol.post(
             "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "and now?"}]}
         )
         assert openai_style.status_code == 429
-        picture = await carol.post("/v1/images/generations", json={"prompt": "a cat on a mat"})
+        # Two pictures cost 80,000 micro-dollars, more than what is left of her 50,000.
+        picture = await carol.post("/v1/images/generations", json={"prompt": "a cat on a mat", "n": 2})
         assert picture.status_code == 429 and picture.json()["error"]["code"] == "user_budget_exceeded"
+        assert "micro-dollars" in picture.json()["error"]["message"]
         await asyncio.sleep(0.3)
         assert len(await provider_calls(seen)) == calls_before, "nothing reached a provider"
         stored = (await carol.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
@@ -349,7 +367,10 @@ async def test_a_fallback_model_is_budgeted_like_a_first_choice(
             assert time.monotonic() < deadline, f"the spare model's budget holds {spare.tokens}, not {used}"
             await asyncio.sleep(0.05)
         assert spare.requests == 1
-        assert (await budget.state("busy")).requests == 0
+        # The overloaded provider got the request and counted it: it keeps its place, with its
+        # prompt's tokens (the answer's reserve went back).
+        busy = await budget.state("busy")
+        assert busy.requests == 1 and 0 < busy.tokens < 2000
         # The spare model's one request a minute is used: the next fallback waits in line for
         # it (the client is told), and gives up after the maximum wait without calling it.
         calls_before = len(await provider_calls(seen))

@@ -12,14 +12,16 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from parley_common.user_budgets import MonthlyUsage
+from parley_common.errors import RateLimited
+from parley_common.provider_budgets import Admission, BudgetLimits, ProviderBudget, send_entry
+from parley_common.user_budgets import MonthlyUsage, PlanLimits, UserBudgets
 from parley_dev.infra import Infra
-from parley_orchestrator.budgets import BudgetLimits, ProviderBudget
 
 PROCESSES = 4
 PER_PROCESS = 50
 TOKENS = 100
-WINDOW_S = 2.0
+# Nothing slides out of the window while the processes race, however slow the machine.
+WINDOW_S = 60.0
 
 
 @pytest.fixture
@@ -104,13 +106,20 @@ async def test_200_concurrent_reservations_from_4_processes_admit_exactly_the_bu
     assert await redis.llen(f"{prefix}:ring") == 0 and not await redis.keys(f"{prefix}:wait:*")
     assert int(await redis.get(f"{prefix}:wsum") or 0) == 0
 
+
+async def test_reservations_leave_with_the_window(redis: Redis) -> None:
+    budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=1.0)
+    limits = BudgetLimits(requests_per_minute=3, tokens_per_minute=None)
+    for rid in ("a", "b", "c"):
+        assert (await budget.acquire("m", limits, rid, "ann", TOKENS)).admitted
+    assert await budget.reconcile("m", "b", 7)
     # Once the window has slid past them, nothing at all is held.
     deadline = time.monotonic() + 10
     while (state := await budget.state("m")).requests:
         assert time.monotonic() < deadline, "reservations outlived their window"
         await asyncio.sleep(0.1)
     assert (state.requests, state.tokens, state.waiting) == (0, 0, 0)
-    assert await redis.hlen(f"{prefix}:tok") == 0
+    assert await redis.hlen(f"{budget.prefix('m')}:tok") == 0
 
 
 async def test_the_queue_is_round_robin_across_users_and_fifo_within_one(redis: Redis) -> None:
@@ -171,3 +180,174 @@ async def test_a_users_usage_is_charged_once_per_response(redis: Redis) -> None:
     spent = await usage.spent("ann")
     assert (spent.tokens, spent.cost_micros) == (200, 50)
     assert (await usage.spent("bob")).tokens == 0
+
+
+async def redis_ms(redis: Redis) -> int:
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def counted_from(redis: Redis, budget: ProviderBudget, model: str, entry: str) -> int:
+    """When the window started counting `entry` (Redis ms)."""
+    score = await redis.zscore(budget.keys(model)[0], entry)
+    assert score is not None, f"{entry} holds no place in the window"
+    return int(score)
+
+
+async def test_the_wait_estimate_counts_down_to_each_place_however_deep_in_the_queue(redis: Redis) -> None:
+    budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=60)
+    limits = BudgetLimits(requests_per_minute=2, tokens_per_minute=None)
+    assert (await budget.acquire("m", limits, "r1", "ann", 1)).admitted
+    await asyncio.sleep(0.3)
+    assert (await budget.acquire("m", limits, "r2", "ann", 1)).admitted
+    first, second = await counted_from(redis, budget, "m", "r1"), await counted_from(redis, budget, "m", "r2")
+    waiters = [f"w{i}" for i in range(1, 6)]
+    for rid in waiters:
+        assert not (await budget.acquire("m", limits, rid, "bob", 1)).admitted
+    # Two places a minute: w1 and w2 take r1's and r2's when they leave, w3 and w4 take theirs
+    # a minute later, w5 r1's place again two minutes later (not "a window per round" from now).
+    expected = {"w1": first + 60_000, "w2": second + 60_000, "w3": first + 120_000, "w4": second + 120_000}
+    expected["w5"] = first + 180_000
+    for position, rid in enumerate(waiters, start=1):
+        before = await redis_ms(redis)
+        admission = await budget.acquire("m", limits, rid, "bob", 1)
+        after = await redis_ms(redis)
+        assert admission.position == position
+        assert expected[rid] - after - 1 <= admission.wait_ms <= expected[rid] - before + 1, rid
+    # Asked again later, the deepest estimate has counted down by the time that passed.
+    earlier = await budget.acquire("m", limits, "w5", "bob", 1)
+    await asyncio.sleep(0.5)
+    later = await budget.acquire("m", limits, "w5", "bob", 1)
+    assert earlier.wait_ms - 700 <= later.wait_ms <= earlier.wait_ms - 450
+
+    # Tokens per minute: the places free as the tokens that held them leave.
+    tokens = BudgetLimits(requests_per_minute=None, tokens_per_minute=300)
+    assert (await budget.acquire("t", tokens, "a", "ann", 100)).admitted
+    await asyncio.sleep(0.2)
+    assert (await budget.acquire("t", tokens, "b", "ann", 200)).admitted
+    a_at, b_at = await counted_from(redis, budget, "t", "a"), await counted_from(redis, budget, "t", "b")
+    for rid in ("x1", "x2"):
+        assert not (await budget.acquire("t", tokens, rid, "cy", 100)).admitted
+    now = await redis_ms(redis)
+    x1, x2 = await budget.acquire("t", tokens, "x1", "cy", 100), await budget.acquire("t", tokens, "x2", "cy", 100)
+    assert abs(x1.wait_ms - (a_at + 60_000 - now)) <= 50, "a's 100 tokens make room for x1"
+    assert abs(x2.wait_ms - (b_at + 60_000 - now)) <= 50, "then b's 200 for x2 (x1 holds 100 by then)"
+
+
+async def test_whoever_asks_admits_every_head_of_the_queue_that_fits(redis: Redis) -> None:
+    budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=60)
+    limits = BudgetLimits(requests_per_minute=3, tokens_per_minute=None)
+    for rid in ("a", "b", "c"):
+        assert (await budget.acquire("m", limits, rid, "ann", 1)).admitted
+    for rid in ("w1", "w2", "w3", "w4"):
+        assert not (await budget.acquire("m", limits, rid, "bob", 1)).admitted
+    await budget.release("m", "a")
+    await budget.release("m", "b")
+    # The last in line asks: the two at the head get the two free places, in turn.
+    assert (await budget.acquire("m", limits, "w4", "bob", 1, estimate=False)) == Admission(False, 0, 0)
+    assert (await budget.state("m")).requests == 3
+    assert (await budget.acquire("m", limits, "w1", "bob", 1)).admitted
+    assert (await budget.acquire("m", limits, "w2", "bob", 1)).admitted
+    assert (await budget.acquire("m", limits, "w3", "bob", 1)).position == 1
+    # A place given while its waiter was giving up goes back: it never reached the provider.
+    await budget.release("m", "c")
+    assert not (await budget.acquire("m", limits, "w4", "bob", 1)).admitted
+    await budget.leave("m", "w3")
+    assert (await budget.state("m")).requests == 2
+    assert (await budget.acquire("m", limits, "w4", "bob", 1)).admitted
+
+
+async def test_every_request_sent_counts_until_its_window_passes_and_only_unsent_ones_go_back(redis: Redis) -> None:
+    budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=60)
+    limits = BudgetLimits(requests_per_minute=4, tokens_per_minute=None)
+    # The orchestrator reserves each turn's place; "sent" and "slow" reach the provider.
+    for rid in ("sent", "slow", "never"):
+        assert (await budget.acquire("m", limits, rid, "ann", 500)).admitted
+    granted = await counted_from(redis, budget, "m", "sent")
+    await asyncio.sleep(0.05)
+    for rid in ("sent", "slow"):
+        assert (await budget.acquire("m", limits, rid, "ann", 500, send_of=rid)).admitted
+        assert await budget.sends("m", rid) == 1
+    assert await counted_from(redis, budget, "m", "sent") > granted, "counted from when it was sent"
+    await asyncio.sleep(0.05)
+    sent_at = await counted_from(redis, budget, "m", "slow")
+    await budget.answered("m", "slow", 500)
+    assert await counted_from(redis, budget, "m", "slow") > sent_at, "and then from when the provider answered"
+    # The provider refused "sent" (a 429): its retry needs a place of its own, the last one.
+    retry = send_entry("sent", await budget.sends("m", "sent"))
+    assert retry == "sent#2"
+    assert (await budget.acquire("m", limits, retry, "ann", 40, send_of="sent")).admitted
+    assert await budget.sends("m", "sent") == 2
+    # A connection refused never reached the provider: that request's place goes back.
+    await budget.unsent("m", "sent", retry)
+    assert await budget.sends("m", "sent") == 1 and (await budget.state("m")).requests == 3
+    # The turns end: what reached the provider stays counted (with the tokens used, or the
+    # prompt's of an answer cut off while the provider was slow), what never did goes back.
+    assert await budget.settle("m", "sent", 120)
+    assert await budget.settle("m", "slow", 40)
+    assert await budget.settle("m", "never", 0)
+    assert not await budget.settle("m", "never", 0), "settling again changes nothing"
+    state = await budget.state("m")
+    assert (state.requests, state.tokens) == (2, 160)
+
+
+async def test_a_request_whose_place_slid_out_before_it_was_sent_takes_a_new_one(redis: Redis) -> None:
+    budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=1.0)
+    limits = BudgetLimits(requests_per_minute=1, tokens_per_minute=None)
+    assert (await budget.acquire("m", limits, "late", "ann", 300)).admitted
+    await asyncio.sleep(1.1)  # the job waited for a worker longer than the window
+    assert (await budget.acquire("m", limits, "other", "bob", 300)).admitted
+    # The window is full again: sending now would be a second request within its minute.
+    assert not (await budget.acquire("m", limits, "late", "ann", 300, send_of="late")).admitted
+    assert await budget.sends("m", "late") == 0
+    await budget.leave("m", "late")
+
+
+async def test_a_users_running_turns_hold_their_worst_case_so_together_they_never_overspend(infra: Infra) -> None:
+    namespace = "tb" + uuid.uuid4().hex[:10]
+    plan = PlanLimits(monthly_tokens=550, monthly_cost_micros=None)
+    # Forty holds at once over four connections.
+    clients = [Redis.from_url(infra.redis_url) for _ in range(4)]
+    try:
+        ledgers = [MonthlyUsage(client, namespace) for client in clients]
+        held = await asyncio.gather(*(ledgers[i % 4].hold("ann", f"r{i}", 100, 0, plan) for i in range(40)))
+        admitted = [f"r{i}" for i, got in enumerate(held) if got.held]
+        assert len(admitted) == 5, "five worst cases of 100 fit 550, never a sixth"
+        usage = ledgers[0]
+        spent, holding = await usage.state("ann")
+        assert (spent.tokens, holding.tokens) == (0, 500)
+        # Answers are charged what they used, and their holds go; failed ones give theirs back.
+        for rid in admitted[:3]:
+            assert await usage.charge(rid, "ann", 60, 0)
+            assert not await usage.charge(rid, "ann", 60, 0), "charged once"
+        for rid in admitted[3:]:
+            await usage.release("ann", rid)
+        spent, holding = await usage.state("ann")
+        assert (spent.tokens, holding.tokens) == (180, 0)
+        # A turn delivered again after it was charged holds nothing.
+        assert (await usage.hold("ann", admitted[0], 100, 0, plan)).held
+        assert (await usage.state("ann"))[1].tokens == 0
+        # 370 left: three more, and a smaller worst case still fits beside them.
+        assert all([(await usage.hold("ann", f"s{i}", 100, 0, plan)).held for i in range(3)])
+        assert not (await usage.hold("ann", "s3", 100, 0, plan)).held
+        assert (await usage.hold("ann", "s3", 70, 0, plan)).held
+        # A hold may always shrink (the exact worst case below the gateway's estimate).
+        assert await usage.charge("extra", "ann", 100, 0)
+        assert (await usage.hold("ann", "s0", 90, 0, plan)).held
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_hold_nobody_settles_is_given_back_in_time(redis: Redis) -> None:
+    usage = MonthlyUsage(redis, "tb" + uuid.uuid4().hex[:10], hold_ttl_s=1)
+    budgets = UserBudgets(usage, {"small": PlanLimits(monthly_tokens=100)}, {}, "small")
+    await budgets.hold("ann", "r1", 100, 0)
+    with pytest.raises(RateLimited) as refused:
+        await budgets.hold("ann", "r2", 1, 0)
+    assert refused.value.code == "user_budget_exceeded" and "other answers" in refused.value.message
+    assert refused.value.headers["Retry-After"] == "5"
+    assert (await budgets.status("ann")).tokens_remaining == 0
+    await asyncio.sleep(1.1)  # r1's process died: nobody settles it
+    assert (await budgets.status("ann")).tokens_remaining == 100
+    await budgets.hold("ann", "r2", 100, 0)

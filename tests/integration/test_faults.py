@@ -19,7 +19,7 @@ from .test_chat_turn import messages_of
 async def dead_letters(connection: aio_pika.abc.AbstractConnection, queue: str, want: int) -> list[dict]:
     """The headers of the first `want` dead letters (waiting up to 10 s)."""
     channel = await connection.channel()
-    dlq = await channel.declare_queue(queue, durable=True)
+    dlq = await channel.declare_queue(queue, passive=True)
     found: list[dict] = []
     deadline = time.monotonic() + 10
     while len(found) < want and time.monotonic() < deadline:

@@ -1,4 +1,5 @@
-"""Monthly user limits: the arithmetic (the Redis ledger is exercised in tests/integration)."""
+"""Monthly user limits and the budget queue's frames: the arithmetic (the Redis ledgers are
+exercised in tests/integration)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import datetime as dt
 import pytest
 
 from parley.v1 import chat_pb2
+from parley_common.budget_queue import worth_showing
 from parley_common.models import ModelConfig
+from parley_common.provider_budgets import Admission
 from parley_common.user_budgets import BudgetStatus, MonthlySpend, PlanLimits, month_of
 from parley_orchestrator.response_cache import cache_key, is_deterministic
 
@@ -44,6 +47,37 @@ def test_headers_say_what_is_left_and_when_it_resets() -> None:
         "X-Budget-Cost-Remaining-Micros": "400",
     }
     assert "X-Budget-Tokens-Remaining" not in status(0, 0, PlanLimits(monthly_cost_micros=5)).headers()
+
+
+def test_what_running_turns_hold_counts_as_spent_until_they_end() -> None:
+    limits = PlanLimits(monthly_tokens=1000, monthly_cost_micros=500)
+    busy = BudgetStatus("free", limits, MonthlySpend(400, 100), 1_800_000_000, held=MonthlySpend(500, 300))
+    assert (busy.tokens_remaining, busy.cost_remaining_micros) == (100, 100)
+    assert busy.headers()["X-Budget-Tokens-Remaining"] == "100"
+    assert busy.shortfall(100, 100) is None, "exactly what is left fits"
+    tokens = busy.shortfall(101, 0)
+    assert tokens is not None
+    assert "up to 101 tokens" in tokens and "the 100 left" in tokens and "other answers" in tokens
+    cost = busy.shortfall(0, 101)
+    assert cost is not None and "101 micro-dollars" in cost and "cost limit" in cost
+    spent = BudgetStatus("free", limits, MonthlySpend(1000, 0), 1_800_000_000)
+    assert spent.shortfall(0, 0) == "the monthly tokens limit of your plan 'free' is used up"
+    assert BudgetStatus("free", PlanLimits(), MonthlySpend(10**9, 10**9), 0).shortfall(10**9, 10**9) is None
+
+
+def test_a_queued_frame_goes_out_when_it_tells_something_new_or_to_show_the_wait_counting_down() -> None:
+    shown = Admission(False, position=3, wait_ms=30_000)
+    assert worth_showing(None, 0.0, shown, 10.0), "the first one"
+    assert not worth_showing(shown, 0.5, Admission(False, 2, 20_000), 10.0), "at most one change a second"
+    assert worth_showing(shown, 0.5, Admission(False, 1, 10_000), 10.0), "but next in line at once"
+    assert worth_showing(shown, 1.5, Admission(False, 2, 28_500), 10.0), "a new position"
+    counted_down = Admission(False, 3, 27_000)
+    assert not worth_showing(shown, 3.0, counted_down, 10.0), "the wait counts down as shown: nothing new"
+    assert worth_showing(shown, 3.0, Admission(False, 3, 33_000), 10.0), "an estimate 6 s later than shown"
+    assert not worth_showing(shown, 3.0, Admission(False, 3, 29_000), 10.0), "2 s off a 29 s wait: under a tenth"
+    assert worth_showing(shown, 10.0, Admission(False, 3, 20_000), 10.0), "the countdown, every refresh"
+    assert not worth_showing(shown, 1.5, Admission(False, 1, 1_500), 10.0), "not for a start within 2 s"
+    assert worth_showing(shown, 10.0, Admission(False, 1, 1_500), 10.0), "unless the refresh is due"
 
 
 def test_plan_limits_reject_negative_values() -> None:

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.robust_connection import RobustConnection
 from google.protobuf.message import DecodeError, Message
+from yarl import URL
 
 from .telemetry import inject_headers
 from .topology import SCHEMA_VERSION
@@ -23,23 +25,83 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
+# How soon a dropped connection tries again (on the next node).
+RECONNECT_INTERVAL_S = 1.0
+
 
 class PoisonMessage(Exception):
     """A message that can never be processed: wrong type, unknown version or undecodable body."""
 
 
-async def connect(url: str, timeout_s: float) -> AbstractRobustConnection:
-    """Connect with exponential backoff and jitter until `timeout_s` has passed.
+def broker_urls(setting: str) -> list[str]:
+    """The broker URLs of PARLEY_AMQP_URL: one URL, or several separated by commas (the nodes
+    of a RabbitMQ cluster, tried in turn)."""
+    urls = [part.strip() for part in setting.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("PARLEY_AMQP_URL names no broker")
+    return urls
 
-    The connection is robust: after a broker restart aio-pika reconnects and re-declares
-    queues and consumers by itself.
+
+class FailoverConnection(RobustConnection):
+    """A robust connection to one of several nodes of a cluster.
+
+    aio-pika's robust connection reconnects to the one URL it was given and, once connected,
+    restores its channels: queues and exchanges are declared again (with their arguments) and
+    consumers consume again. This one moves on to the next node before every new attempt, so
+    a dead node is left behind and the services carry on through any node that is up.
     """
+
+    def __init__(self, urls: list[str], start: int, **kwargs: Any) -> None:
+        self._urls = [URL(url) for url in urls]
+        self._index = start % len(self._urls)
+        self._attempted = False
+        super().__init__(self._urls[self._index], **kwargs)
+
+    @property
+    def url(self) -> URL:
+        return self._urls[self._index]
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        # Set by aio-pika at start and when a secret is updated: keep every node's URL alike.
+        for i, known in enumerate(self._urls):
+            self._urls[i] = known.with_password(value.password) if value.password else known
+
+    @property
+    def transport(self) -> Any:
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        # aio-pika clears the transport before every connection attempt: each attempt after
+        # the first goes to the next node.
+        if value is None and getattr(self, "_attempted", False):
+            self._index = (self._index + 1) % len(self._urls)
+        elif value is not None:
+            self._attempted = True
+        self._transport = value
+
+
+async def connect(url: str, timeout_s: float) -> AbstractRobustConnection:
+    """Connect to the broker (PARLEY_AMQP_URL: one URL or a cluster's, comma-separated), with
+    exponential backoff and jitter over the nodes until `timeout_s` has passed.
+
+    The connection is robust: when it drops, it reconnects to the next node that answers and
+    declares its queues and consumers again by itself (FailoverConnection).
+    """
+    urls = broker_urls(url)
     deadline = time.monotonic() + timeout_s
     delay = 0.2
+    # Start at a random node (the clients of a cluster spread over its nodes), then the next.
+    node = random.randrange(len(urls))
     while True:
+        connection = FailoverConnection(urls, node, reconnect_interval=RECONNECT_INTERVAL_S)
+        node += 1
         try:
-            return await aio_pika.connect_robust(url, timeout=10)
+            await connection.connect(timeout=10)
+            return connection
         except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
+            await connection.close()
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("broker not reachable, retrying", extra={"error": str(exc), "retry_in_s": delay})

@@ -1,27 +1,35 @@
 """Per-user monthly limits on tokens and cost, shared by every gateway and orchestrator.
 
-Each user has a plan (configured at the gateway: PARLEY_PLANS, PARLEY_USER_PLANS,
-PARLEY_DEFAULT_PLAN) with a monthly token limit and a monthly cost limit in micro-dollars.
-Months are calendar months in UTC; usage resets at 00:00 UTC on the first of the next month.
+Each user has a plan (PARLEY_PLANS, PARLEY_USER_PLANS, PARLEY_DEFAULT_PLAN, read by the gateway
+and the orchestrator alike) with a monthly token limit and a monthly cost limit in
+micro-dollars. Months are calendar months in UTC; usage resets at 00:00 UTC on the first of
+the next month.
 
-- The gateway checks before it publishes a request: a user with no budget left gets 429
-  `user_budget_exceeded` (with Retry-After and the reset time) and nothing is spent.
-- Generated images have a known price (the registry's `images`): the gateway also refuses a
-  generation whose price is more than the cost left (429 `user_budget_exceeded`). There is no
-  reservation: it checks, then the images are charged once generated (the OpenAI-compatible
-  endpoint charges each image it returns; a chat `/image` turn is charged with its answer).
-- The orchestrator charges each answer's usage, as the provider reported it, when the answer
-  completes (ResponseCompleted). The charge is idempotent per response (a marker key), so a
-  redelivered event is not charged twice.
+A turn holds its worst case from admission until it ends, so turns running at once can never
+spend together more than the plan has left:
 
-Overshoot bound: a request is admitted while any budget is left, and answers are charged when
-they finish, so a user can go over by what the answers running at that moment use: at most
-PARLEY_MAX_STREAMS_PER_USER answers (default 20), each at most its model's context window in
-tokens (prompt and answer together), and those tokens' price in cost. With the demo registry
-(8,192-token window) that is 20 * 8,192 = 163,840 tokens. Image generations are checked
-against their price but not reserved, so those running at once can each pass the check: the
-cost overshoot is at most PARLEY_MAX_STREAMS_PER_USER generations (each holds a stream slot) of
-at most 4 images at the highest image price.
+- The gateway, before it publishes a request, holds what the turn may use at most as far as
+  it can tell: the message (and the system prompt) counted with the model's tokenizer, plus
+  the longest answer allowed, and their price (for an `/image` turn, the picture's price).
+  A turn that does not fit gets 429 `user_budget_exceeded` (with Retry-After and the reset
+  time) and nothing is spent. Image generations (POST /v1/images/generations) hold the price
+  of all their images the same way.
+- The orchestrator, once the prompt is assembled (the conversation's history, the images) and
+  the model is picked, replaces that hold by the turn's exact worst case: its prompt's tokens
+  plus its output cap, priced on the model that answers. A turn that no longer fits ends
+  before any provider is called, with an `error` frame `user_budget_exceeded`.
+- When the answer completes (ResponseCompleted), the orchestrator charges its usage as the
+  provider reported it and drops the hold, in one step (idempotent per response: a marker
+  key, so a redelivered event is not charged twice). A turn that fails before any worker has
+  it gives its hold back at once; a hold nobody settles (a process died) expires after an hour.
+
+Hold and charge are atomic Redis scripts, and a hold is admitted only while what is spent plus
+what every running turn holds, plus this one, fits the limit. Overshoot is therefore bounded
+by the difference between a hold and the truth: a provider counting the prompt differently
+from Parley's tokenizer (Anthropic's and Gemini's are not public; Parley counts with the
+nearest one), or a price reported differently from the registry's.
+
+All of a user's keys share a hash tag ({user}), so the scripts touch one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -29,27 +37,123 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.asyncio import Redis
 
 from .errors import RateLimited
+from .settings import CommonSettings
 
-# KEYS[1] = the user's usage hash for the month, KEYS[2] = the response's charge marker.
-# ARGV = tokens, cost_micros, marker ttl ms, usage ttl ms. Returns 1 when charged, 0 if it was before.
-_CHARGE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then
-  redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'cost_micros', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+# KEYS (every script): 1 the user's usage hash of the month, 2 the user's holds (hash id ->
+# "tokens cost", with their sums in the fields '#tokens' and '#cost'), 3 when each hold expires
+# (zset id -> ms), 4 the response's charge marker.
+_LEDGER = """
+local function now_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+local function drop(id)
+  local held = redis.call('HGET', KEYS[2], id)
+  if not held then return end
+  local t, c = string.match(held, '^(%d+) (%d+)$')
+  -- 0 - x, not -x: Lua writes minus zero as "-0", which Redis refuses as an integer
+  redis.call('HINCRBY', KEYS[2], '#tokens', 0 - tonumber(t))
+  redis.call('HINCRBY', KEYS[2], '#cost', 0 - tonumber(c))
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+local function expire(now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)) do drop(id) end
+end
+local function sums(key, a, b)
+  local v = redis.call('HMGET', key, a, b)
+  return tonumber(v[1] or '0'), tonumber(v[2] or '0')
+end
+"""
+
+# ARGV: 1 response id, 2 tokens, 3 cost, 4 token limit (-1: none), 5 cost limit (-1: none),
+# 6 hold ttl ms. Returns {outcome, spent tokens, spent cost, held tokens, held cost}: outcome 1
+# when held (held = all holds, this one included), 0 when it does not fit (held = the others'),
+# 2 when the response was charged already (nothing is held for it).
+_HOLD = (
+    _LEDGER
+    + """
+local now = now_ms()
+expire(now)
+local st, sc = sums(KEYS[1], 'tokens', 'cost_micros')
+local ht, hc = sums(KEYS[2], '#tokens', '#cost')
+if redis.call('EXISTS', KEYS[4]) == 1 then return {2, st, sc, ht, hc} end
+local id, t, c = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local tl, cl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ot, oc = 0, 0
+local old = redis.call('HGET', KEYS[2], id)
+if old then
+  local a, b = string.match(old, '^(%d+) (%d+)$')
+  ot, oc = tonumber(a), tonumber(b)
+end
+local others_t, others_c = ht - ot, hc - oc
+local fits = (tl < 0 or st + others_t + t <= tl) and (cl < 0 or sc + others_c + c <= cl)
+-- a hold may always shrink (the exact worst case below the gateway's estimate)
+if not fits and not (old and t <= ot and c <= oc) then return {0, st, sc, others_t, others_c} end
+redis.call('HSET', KEYS[2], id, t .. ' ' .. c)
+redis.call('HINCRBY', KEYS[2], '#tokens', t - ot)
+redis.call('HINCRBY', KEYS[2], '#cost', c - oc)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), id)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+return {1, st, sc, others_t + t, others_c + c}
+"""
+)
+
+# ARGV: 1 response id.
+_RELEASE = (
+    _LEDGER
+    + """
+expire(now_ms())
+drop(ARGV[1])
+return 1
+"""
+)
+
+# ARGV: 1 response id, 2 tokens, 3 cost_micros, 4 marker ttl ms, 5 usage ttl ms.
+# Returns 1 when charged, 0 if it was before. The response's hold goes either way.
+_CHARGE = (
+    _LEDGER
+    + """
+expire(now_ms())
+drop(ARGV[1])
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then
+  redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'cost_micros', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
   return 1
 end
 return 0
 """
+)
+
+# Returns {spent tokens, spent cost, held tokens, held cost}.
+_STATE = (
+    _LEDGER
+    + """
+expire(now_ms())
+local st, sc = sums(KEYS[1], 'tokens', 'cost_micros')
+local ht, hc = sums(KEYS[2], '#tokens', '#cost')
+return {st, sc, ht, hc}
+"""
+)
+
 _MARKER_TTL_MS = 7 * 24 * 3600 * 1000
 _USAGE_TTL_MS = 62 * 24 * 3600 * 1000  # the month and the next: enough to answer questions about it
+# A hold nobody settles (its turn's process died) is given back after this long: longer than
+# any turn lasts (the waits for the conversation's previous turn and for provider budget, and
+# the provider's own total timeout).
+HOLD_TTL_S = 3600
+# A request refused while the user's other answers hold the rest of the budget may try again
+# this soon: they settle when they end.
+RETRY_WHILE_HELD_S = 5
 
 
 class PlanLimits(BaseModel):
@@ -60,6 +164,26 @@ class PlanLimits(BaseModel):
 
 
 DEFAULT_PLANS = {"default": PlanLimits(monthly_tokens=10_000_000, monthly_cost_micros=50_000_000)}
+
+
+class PlanSettings(CommonSettings):
+    """The plans, as the gateway (admitting turns) and the orchestrator (holding each turn's
+    exact worst case) both read them: set them the same for both."""
+
+    # Per-user monthly limits: plans by name (JSON, e.g. {"free": {"monthly_tokens": 100000,
+    # "monthly_cost_micros": 1000000}}; a limit left out is no limit), the plan of some users
+    # (JSON {"user id": "plan"}), and the plan of everyone else.
+    plans: dict[str, PlanLimits] = DEFAULT_PLANS
+    user_plans: dict[str, str] = {}
+    default_plan: str = "default"
+
+    @model_validator(mode="after")
+    def _known_plans(self) -> Self:
+        named = [("PARLEY_DEFAULT_PLAN", self.default_plan)] + [(f"user {u!r}", p) for u, p in self.user_plans.items()]
+        for who, plan in named:
+            if plan not in self.plans:
+                raise ValueError(f"{who} names plan {plan!r}, which PARLEY_PLANS does not define")
+        return self
 
 
 def month_of(now: float) -> tuple[str, int]:
@@ -81,23 +205,53 @@ class BudgetStatus:
     limits: PlanLimits
     spent: MonthlySpend
     reset_at: int  # epoch seconds
+    # The worst cases held by the user's turns running now (settled when they end).
+    held: MonthlySpend = field(default_factory=MonthlySpend)
 
     @property
     def tokens_remaining(self) -> int | None:
         limit = self.limits.monthly_tokens
-        return None if limit is None else max(0, limit - self.spent.tokens)
+        return None if limit is None else max(0, limit - self.spent.tokens - self.held.tokens)
 
     @property
     def cost_remaining_micros(self) -> int | None:
         limit = self.limits.monthly_cost_micros
-        return None if limit is None else max(0, limit - self.spent.cost_micros)
+        return None if limit is None else max(0, limit - self.spent.cost_micros - self.held.cost_micros)
 
     def exhausted(self) -> str | None:
-        """Which limit is used up ("tokens" or "cost"), or None."""
+        """Which limit has nothing left ("tokens" or "cost"), or None."""
         if self.tokens_remaining == 0:
             return "tokens"
         if self.cost_remaining_micros == 0:
             return "cost"
+        return None
+
+    def shortfall(self, tokens: int, cost_micros: int) -> str | None:
+        """Why a request that may use up to `tokens` and `cost_micros` cannot start now (a
+        sentence), or None when it fits."""
+        for kind, limit, spent, held, need, unit in (
+            ("tokens", self.limits.monthly_tokens, self.spent.tokens, self.held.tokens, tokens, "tokens"),
+            (
+                "cost",
+                self.limits.monthly_cost_micros,
+                self.spent.cost_micros,
+                self.held.cost_micros,
+                cost_micros,
+                "micro-dollars",
+            ),
+        ):
+            if limit is None:
+                continue
+            if spent >= limit:
+                return f"the monthly {kind} limit of your plan {self.plan!r} is used up"
+            if spent + held + need > limit:
+                left = max(0, limit - spent - held)
+                running = " while your other answers are generated" if held else ""
+                return (
+                    f"this request may use up to {need} {unit} (its prompt and the longest answer it allows), "
+                    f"more than the {left} left of the monthly {kind} limit of your plan {self.plan!r}{running}; "
+                    "ask for a shorter answer (max_output_tokens) or wait"
+                )
         return None
 
     def headers(self) -> dict[str, str]:
@@ -109,33 +263,87 @@ class BudgetStatus:
         return out
 
 
-class MonthlyUsage:
-    """The Redis ledger of what each user spent per month."""
+@dataclass(frozen=True)
+class Hold:
+    """The answer of MonthlyUsage.hold."""
 
-    def __init__(self, redis: Redis, namespace: str) -> None:
+    held: bool  # False: it does not fit
+    spent: MonthlySpend
+    # Every hold of the user, this one included when held; the others' when not.
+    holds: MonthlySpend
+
+
+class MonthlyUsage:
+    """The Redis ledger of what each user spent per month, and of what their running turns hold."""
+
+    def __init__(self, redis: Redis, namespace: str, *, hold_ttl_s: int = HOLD_TTL_S) -> None:
         self.redis = redis
         self.namespace = namespace
+        self.hold_ttl_ms = hold_ttl_s * 1000
+        self._hold = redis.register_script(_HOLD)
+        self._release = redis.register_script(_RELEASE)
         self._charge = redis.register_script(_CHARGE)
+        self._state = redis.register_script(_STATE)
 
     def key(self, user_id: str, month: str) -> str:
-        return f"{self.namespace}:user-usage:{user_id}:{month}"
+        return f"{self.namespace}:user-usage:{{{user_id}}}:{month}"
 
-    def marker_key(self, response_id: str) -> str:
-        return f"{self.namespace}:user-charged:{response_id}"
+    def marker_key(self, user_id: str, response_id: str) -> str:
+        return f"{self.namespace}:user-charged:{{{user_id}}}:{response_id}"
+
+    def keys(self, user_id: str, response_id: str, now: float | None) -> list[str]:
+        month, _ = month_of(time.time() if now is None else now)
+        return [
+            self.key(user_id, month),
+            f"{self.namespace}:user-holds:{{{user_id}}}",
+            f"{self.namespace}:user-hold-expiry:{{{user_id}}}",
+            self.marker_key(user_id, response_id),
+        ]
+
+    async def state(self, user_id: str, now: float | None = None) -> tuple[MonthlySpend, MonthlySpend]:
+        """(spent this month, held by running turns)."""
+        st, sc, ht, hc = await self._state(keys=self.keys(user_id, "", now))
+        return MonthlySpend(int(st), int(sc)), MonthlySpend(int(ht), int(hc))
 
     async def spent(self, user_id: str, now: float | None = None) -> MonthlySpend:
-        month, _ = month_of(time.time() if now is None else now)
-        tokens, cost = await self.redis.hmget(self.key(user_id, month), ["tokens", "cost_micros"])
-        return MonthlySpend(int(tokens or 0), int(cost or 0))
+        return (await self.state(user_id, now))[0]
+
+    async def hold(
+        self,
+        user_id: str,
+        response_id: str,
+        tokens: int,
+        cost_micros: int,
+        limits: PlanLimits,
+        now: float | None = None,
+    ) -> Hold:
+        """Hold `tokens` and `cost_micros` for a response (replacing what it held) if what is
+        spent and held, with it, fits `limits`. A response charged already holds nothing."""
+        outcome, st, sc, ht, hc = await self._hold(
+            keys=self.keys(user_id, response_id, now),
+            args=[
+                response_id,
+                max(0, tokens),
+                max(0, cost_micros),
+                -1 if limits.monthly_tokens is None else limits.monthly_tokens,
+                -1 if limits.monthly_cost_micros is None else limits.monthly_cost_micros,
+                self.hold_ttl_ms,
+            ],
+        )
+        return Hold(int(outcome) != 0, MonthlySpend(int(st), int(sc)), MonthlySpend(int(ht), int(hc)))
+
+    async def release(self, user_id: str, response_id: str) -> None:
+        """Give a response's hold back (it will not be charged: nothing ran)."""
+        await self._release(keys=self.keys(user_id, response_id, None), args=[response_id])
 
     async def charge(
         self, response_id: str, user_id: str, tokens: int, cost_micros: int, now: float | None = None
     ) -> bool:
-        """Add one answer's usage to its user's month; False when this response was charged before."""
-        month, _ = month_of(time.time() if now is None else now)
+        """Add one answer's usage to its user's month and drop its hold; False when this
+        response was charged before."""
         charged = await self._charge(
-            keys=[self.key(user_id, month), self.marker_key(response_id)],
-            args=[max(0, tokens), max(0, cost_micros), _MARKER_TTL_MS, _USAGE_TTL_MS],
+            keys=self.keys(user_id, response_id, now),
+            args=[response_id, max(0, tokens), max(0, cost_micros), _MARKER_TTL_MS, _USAGE_TTL_MS],
         )
         return bool(charged)
 
@@ -151,36 +359,64 @@ class UserBudgets:
         self.user_plans = user_plans
         self.default_plan = default_plan
 
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: PlanSettings) -> UserBudgets:
+        return cls(MonthlyUsage(redis, settings.namespace), settings.plans, settings.user_plans, settings.default_plan)
+
     def plan_of(self, user_id: str) -> str:
         return self.user_plans.get(user_id, self.default_plan)
 
     async def status(self, user_id: str) -> BudgetStatus:
         now = time.time()
         plan = self.plan_of(user_id)
-        spent = await self.usage.spent(user_id, now)
-        return BudgetStatus(plan=plan, limits=self.plans[plan], spent=spent, reset_at=month_of(now)[1])
+        spent, held = await self.usage.state(user_id, now)
+        return BudgetStatus(plan=plan, limits=self.plans[plan], spent=spent, reset_at=month_of(now)[1], held=held)
 
-    async def check(self, user_id: str, cost_micros: int = 0) -> BudgetStatus:
-        """The user's status; raises RateLimited (429 user_budget_exceeded) when a limit is used
-        up, or when what is left of the cost limit is less than `cost_micros`: the known price of
-        the request (generated images), charged by the caller once it is done."""
+    async def check(self, user_id: str, tokens: int = 0, cost_micros: int = 0) -> BudgetStatus:
+        """The user's status; raises RateLimited (429 user_budget_exceeded) when a request that
+        may use up to `tokens` and `cost_micros` does not fit what is left (nothing is held)."""
         status = await self.status(user_id)
-        exhausted = status.exhausted()
-        remaining = status.cost_remaining_micros
-        reset = dt.datetime.fromtimestamp(status.reset_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if exhausted is not None:
-            message = f"the monthly {exhausted} limit of your plan {status.plan!r} is used up; it resets at {reset}"
-        elif remaining is not None and cost_micros > remaining:
-            message = (
-                f"this request costs {cost_micros} micro-dollars, more than the {remaining} left of the monthly "
-                f"cost limit of your plan {status.plan!r}; it resets at {reset}"
-            )
-        else:
-            return status
-        retry_after = max(1, status.reset_at - int(time.time()))
-        raise RateLimited(
-            message, code="user_budget_exceeded", headers={**status.headers(), "Retry-After": str(retry_after)}
-        )
+        reason = status.shortfall(tokens, cost_micros)
+        if reason is not None:
+            raise _refusal(status, reason)
+        return status
+
+    def limited(self, user_id: str) -> bool:
+        """Whether the user's plan limits anything (else nothing needs holding)."""
+        limits = self.plans[self.plan_of(user_id)]
+        return limits.monthly_tokens is not None or limits.monthly_cost_micros is not None
+
+    async def hold(self, user_id: str, response_id: str, tokens: int, cost_micros: int) -> None:
+        """Hold the most a request may use until it is charged (MonthlyUsage.charge) or given
+        back (`release`); raises RateLimited (429 user_budget_exceeded) when it does not fit."""
+        if not self.limited(user_id):
+            return
+        now = time.time()
+        plan = self.plan_of(user_id)
+        limits = self.plans[plan]
+        got = await self.usage.hold(user_id, response_id, tokens, cost_micros, limits, now)
+        if got.held:
+            return
+        status = BudgetStatus(plan=plan, limits=limits, spent=got.spent, reset_at=month_of(now)[1], held=got.holds)
+        reason = status.shortfall(tokens, cost_micros) or f"the monthly limits of your plan {plan!r} do not cover it"
+        raise _refusal(status, reason)
+
+    async def release(self, user_id: str, response_id: str) -> None:
+        await self.usage.release(user_id, response_id)
+
+
+def _refusal(status: BudgetStatus, reason: str) -> RateLimited:
+    reset = dt.datetime.fromtimestamp(status.reset_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    retry_after = max(1, status.reset_at - int(time.time()))
+    spent_alone = BudgetStatus(status.plan, status.limits, status.spent, status.reset_at)
+    if status.held != MonthlySpend() and spent_alone.exhausted() is None:
+        # What the other answers hold comes back when they end.
+        retry_after = RETRY_WHILE_HELD_S
+    return RateLimited(
+        f"{reason}; it resets at {reset}",
+        code="user_budget_exceeded",
+        headers={**status.headers(), "Retry-After": str(retry_after)},
+    )
 
 
 class HeaderCheck(Protocol):
@@ -203,10 +439,13 @@ class WithBudgetHeaders:
 
 __all__ = [
     "DEFAULT_PLANS",
+    "HOLD_TTL_S",
     "BudgetStatus",
+    "Hold",
     "MonthlySpend",
     "MonthlyUsage",
     "PlanLimits",
+    "PlanSettings",
     "UserBudgets",
     "WithBudgetHeaders",
     "month_of",

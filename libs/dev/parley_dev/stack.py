@@ -24,6 +24,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from parley_common.amqp import connect
+from parley_common.models import DEFAULT_MODELS_FILE, ModelRegistry
 from parley_common.topology import Topology
 
 from .infra import Infra, LocalS3, S3Endpoint, free_port, terminate
@@ -107,11 +109,19 @@ class Stack:
         env.update(overrides)
         return env
 
-    def start_service(self, service: str, port: int | None = None, **overrides: str) -> subprocess.Popen[bytes]:
-        """Start one service (again); `port` starts an extra gateway on another port."""
+    def start_service(
+        self, service: str, port: int | None = None, replica: str | None = None, **overrides: str
+    ) -> subprocess.Popen[bytes]:
+        """Start one service (again); `port` starts an extra gateway on another port, `replica`
+        another process of any service on the same namespace (named `<service>@<replica>`, with
+        an operations port of its own)."""
         name = service if port is None else f"{service}@{port}"
         if port is not None:
             overrides["PARLEY_PORT"] = str(port)
+        if replica is not None:
+            name = f"{service}@{replica}"
+            if service in self.metrics_ports:
+                overrides.setdefault("PARLEY_METRICS_PORT", str(free_port()))
         log = open(self.workdir / "log" / f"{name}.log", "ab")
         self._logs[name] = log
         process = subprocess.Popen(
@@ -174,7 +184,7 @@ class Stack:
         topology = Topology(self.config.namespace)
         pending = {"gateway", "media", "orchestrator", "provider-worker"}
         async with httpx.AsyncClient(timeout=2.0) as client:
-            connection = await aio_pika.connect(self.config.infra.amqp_url)
+            connection = await connect(self.config.infra.amqp_url, timeout_s)
             try:
                 while pending:
                     self._check_alive()
@@ -214,7 +224,35 @@ class Stack:
         if self.local_s3 is not None:
             await asyncio.to_thread(self.local_s3.stop)
             self.local_s3 = None
+        await self._delete_queues()
         return codes
+
+    async def _delete_queues(self) -> None:
+        """Delete the namespace's durable queues: quorum queues live until deleted, and a
+        broker that keeps every test run's queues grows slow to start and to answer."""
+        models_file = self.env_for("provider-worker").get("PARLEY_MODELS_FILE")
+        try:
+            registry = ModelRegistry.load(self.workdir / models_file if models_file else DEFAULT_MODELS_FILE)
+            providers = list(registry.providers)
+        except (OSError, ValueError):
+            providers = ["demo"]
+        names = Topology(self.config.namespace).durable_queues(providers)
+        try:
+            connection = await connect(self.config.infra.amqp_url, 10)
+        except (OSError, aio_pika.exceptions.AMQPError):
+            return  # the broker is gone (a test stopped it): nothing to clean
+        try:
+            for name in names:
+                channel = await connection.channel()
+                try:
+                    await channel.queue_delete(name)
+                except aio_pika.exceptions.AMQPError:
+                    pass
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+        finally:
+            await connection.close()
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from parley.v1 import chat_pb2
 from parley_common.amqp import connect
+from parley_common.bus import frames
 from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
@@ -25,7 +27,7 @@ from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry, shutdown_telemetry
-from parley_common.topology import Topology
+from parley_common.topology import STREAM_EVENT, Topology
 from parley_common.user_budgets import MonthlyUsage, UserBudgets, WithBudgetHeaders
 
 from .auth import ApiKeys
@@ -35,6 +37,7 @@ from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestRateLimit
 from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, web
 from .settings import GatewaySettings
+from .turn_estimates import TurnEstimates
 from .turns import Turns
 
 log = logging.getLogger("parley.gateway")
@@ -81,9 +84,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             publish_channel=publish_channel,
             reply_queue=reply_queue.name,
             user_budgets=app.state.user_budgets,
-            image_pricing=registry.images,
+            estimates=TurnEstimates(registry, settings.system_prompt, settings.reserved_output_tokens),
         )
-        await reply_queue.consume(app.state.turns.on_frame, no_ack=True)
+        await reply_queue.consume(frames(chat_pb2.StreamEvent, STREAM_EVENT, app.state.turns.on_frame), no_ack=True)
         app.state.amqp.reconnect_callbacks.add(app.state.turns.on_reconnect)
         log.info("ready", extra={"port": settings.port})
         yield

@@ -6,8 +6,7 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
-from parley_common.settings import CommonSettings
-from parley_common.user_budgets import DEFAULT_PLANS, PlanLimits
+from parley_common.user_budgets import PlanSettings
 
 from .auth import configured_digest
 
@@ -15,7 +14,7 @@ from .auth import configured_digest
 _ORIGIN_CHARS = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(PlanSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # user id -> API key, JSON in PARLEY_API_KEYS. Each value is the key (at least 16
@@ -71,12 +70,7 @@ class GatewaySettings(CommonSettings):
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
     prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=2000)
     reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)
-    # Per-user monthly limits: plans by name (JSON, e.g. {"free": {"monthly_tokens": 100000,
-    # "monthly_cost_micros": 1000000}}; a limit left out is no limit), the plan of some users
-    # (JSON {"user id": "plan"}), and the plan of everyone else.
-    plans: dict[str, PlanLimits] = DEFAULT_PLANS
-    user_plans: dict[str, str] = {}
-    default_plan: str = "default"
+    # Per-user monthly limits (PARLEY_PLANS, PARLEY_USER_PLANS, PARLEY_DEFAULT_PLAN): PlanSettings.
 
     @field_validator("image_origins")
     @classmethod
@@ -131,14 +125,6 @@ class GatewaySettings(CommonSettings):
     def _header_limits(self) -> GatewaySettings:
         if self.max_header_line_bytes > self.max_header_bytes:
             raise ValueError("PARLEY_MAX_HEADER_LINE_BYTES is larger than PARLEY_MAX_HEADER_BYTES")
-        return self
-
-    @model_validator(mode="after")
-    def _known_plans(self) -> GatewaySettings:
-        named = [("PARLEY_DEFAULT_PLAN", self.default_plan)] + [(f"user {u!r}", p) for u, p in self.user_plans.items()]
-        for who, plan in named:
-            if plan not in self.plans:
-                raise ValueError(f"{who} names plan {plan!r}, which PARLEY_PLANS does not define")
         return self
 
     def all_keys(self) -> dict[str, SecretStr]:

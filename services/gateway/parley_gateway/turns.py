@@ -19,25 +19,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.amqp import envelope
 from parley_common.control import Cancellations
 from parley_common.errors import InvalidRequest, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from parley_common.history_client import HistoryClient
-from parley_common.image_prompts import image_prompt
 from parley_common.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
-from parley_common.models import ImagePricing
 from parley_common.replay import ReplayLog, is_terminal
 from parley_common.stream_slots import StreamSlots
-from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, STREAM_EVENT, Topology
+from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, Topology
 from parley_common.user_budgets import UserBudgets
 
 from .schemas import SendMessage
 from .settings import GatewaySettings
 from .sse import HEARTBEAT, encode_event, encode_local_error
+from .turn_estimates import TurnEstimates
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +255,13 @@ class Turns:
         publish_channel: AbstractChannel,
         reply_queue: str,
         user_budgets: UserBudgets | None = None,
-        image_pricing: ImagePricing | None = None,
+        estimates: TurnEstimates | None = None,
     ) -> None:
         self.settings = settings
         # Monthly per-user limits, checked before anything is published (None: no limits).
         self.user_budgets = user_budgets
-        # A conversation turn that asks for an image costs its price: the budget must cover it.
-        self.image_pricing = image_pricing
+        # What a turn may cost at most, held in the monthly budget from admission on.
+        self.estimates = estimates
         self.topology = topology
         self.history = history
         self.replay = replay
@@ -279,13 +278,9 @@ class Turns:
     def _new_feed(self) -> Feed:
         return Feed(asyncio.Queue(maxsize=self.settings.live_buffer_frames))
 
-    async def on_frame(self, message: AbstractIncomingMessage) -> None:
-        """Consumer of this gateway's reply queue (no-ack: the replay log is the durable copy)."""
-        try:
-            event = open_envelope(message, chat_pb2.StreamEvent, STREAM_EVENT)
-        except PoisonMessage as exc:
-            log.error("dropping bad frame", extra={"reason": str(exc)})
-            return
+    def on_frame(self, event: chat_pb2.StreamEvent) -> None:
+        """Frames of this gateway's reply queue (consumed no-ack through bus.frames: the replay
+        log is the durable copy), handed to the live turn they belong to."""
         feed = self.live.get(event.response_id)
         if feed is None or feed.lagging:
             return
@@ -405,12 +400,24 @@ class Turns:
             await self._release_claim(request.response_id)
             raise
 
-    def _known_cost(self, request: chat_pb2.ChatRequest) -> int:
-        """What a turn costs before any model answers it: an `/image` turn's picture (see the
-        orchestrator's image_turns), else 0 (a model's answer is charged once it is known)."""
-        if self.image_pricing is None or not request.conversation_id or image_prompt(request.content) is None:
-            return 0
-        return self.image_pricing.cost_micros()
+    async def _hold_budget(self, request: chat_pb2.ChatRequest) -> None:
+        """Hold the turn's worst case, as far as it is known here, in the user's monthly budget
+        (the orchestrator holds the exact one once it has the prompt; the answer's completion
+        charges what was used). Over the budget: 429 user_budget_exceeded."""
+        if self.user_budgets is None or not self.user_budgets.limited(request.user_id):
+            return
+        tokens, cost = await self.estimates.worst_case(request) if self.estimates is not None else (0, 0)
+        await self.user_budgets.hold(request.user_id, request.response_id, tokens, cost)
+
+    async def _release_budget(self, request: chat_pb2.ChatRequest) -> None:
+        if self.user_budgets is None:
+            return
+        try:
+            await self.user_budgets.release(request.user_id, request.response_id)
+        except RedisError as exc:
+            # The hold expires by itself (user_budgets.HOLD_TTL_S).
+            extra = {"response_id": request.response_id, "error": str(exc)}
+            log.warning("could not give back a budget hold", extra=extra)
 
     async def _admit_and_publish(self, request: chat_pb2.ChatRequest) -> TurnStream:
         response_id = request.response_id
@@ -420,8 +427,7 @@ class Turns:
         # limit: 429 user_budget_exceeded, and nothing reaches the bus.
         slot = asyncio.ensure_future(self.slots.acquire(request.user_id, response_id, connection.connection_id))
         try:
-            if self.user_budgets is not None:
-                await self.user_budgets.check(request.user_id, self._known_cost(request))
+            await self._hold_budget(request)
         except BaseException:
             # Not cancelled: the slot may be taken in Redis already; give it back once known.
             with contextlib.suppress(Exception):
@@ -431,6 +437,7 @@ class Turns:
             raise
         in_use = await slot
         if in_use >= 0:
+            await self._release_budget(request)
             raise too_many_streams(in_use)
         feed = self._new_feed()
         self.live[response_id] = feed
@@ -446,6 +453,7 @@ class Turns:
             self.live.pop(response_id, None)
             await self.slots.release(request.user_id, response_id)
             await connection.release()
+            await self._release_budget(request)
             log.error("could not queue the request", extra={"error": str(exc)})
             raise Unavailable("the chat service is unavailable, try again", code="queue_unavailable") from None
         return TurnStream(
@@ -626,6 +634,10 @@ class Turns:
                 if item.seq <= held:
                     continue  # the client has it already
                 idle_since = time.monotonic()
+                if item.WhichOneof("kind") == "queued":
+                    # A queued turn is alive for as long as the queue said it would wait: the
+                    # idle timeout counts from then (the queue also refreshes its frame).
+                    idle_since += item.queued.estimated_wait_ms / 1000
                 conversation_id = conversation_id or item.conversation_id
                 if item.WhichOneof("kind") == "delta" and sent_delta and coalesce_s > 0:
                     if pending is None:

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import sys
 
-from parley.v1 import history_pb2_grpc
+from parley.v1 import chat_pb2, history_pb2_grpc
 from parley_common.amqp import connect
-from parley_common.dead_letters import DeadLetters
+from parley_common.bus import Consumers, DeadLetters
 from parley_common.errors import ParleyError
 from parley_common.grpc_server import GrpcServer
 from parley_common.lifecycle import InFlight, run_service
@@ -20,10 +20,10 @@ from parley_common.logs import setup_logging
 from parley_common.ops_server import OpsServer, broker_check
 from parley_common.settings import load_settings
 from parley_common.telemetry import setup_telemetry
-from parley_common.topology import Topology
+from parley_common.topology import RESPONSE_COMPLETED, Topology
 
 from .cassandra_migrations import MigrationError
-from .consumers import CompletionConsumer
+from .consumers import AnswerRecorder
 from .grpc_api import HistoryServicer
 from .settings import HistorySettings
 from .stores import SchemaNotCurrent, migrate_store, open_store
@@ -57,10 +57,15 @@ async def serve(stop: asyncio.Event) -> None:
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=settings.history_prefetch)
     topology = Topology(settings.namespace)
-    queue = await topology.declare_history_completed_queue(channel)
     in_flight = InFlight()
-    dead_letters = DeadLetters(await connection.channel(publisher_confirms=True), topology)
-    consumer_tag = await queue.consume(CompletionConsumer(store, in_flight, dead_letters, queue.name))
+    consumers = Consumers(DeadLetters(await connection.channel(publisher_confirms=True), topology), in_flight)
+    await consumers.subscribe(
+        await topology.declare_history_completed_queue(channel),
+        chat_pb2.ResponseCompleted,
+        RESPONSE_COMPLETED,
+        AnswerRecorder(store),
+        "history.persist_response",
+    )
     await grpc_server.ready()
     ops.add_check("store", store.unready)
     ops.add_check("broker", broker_check(connection))
@@ -70,7 +75,7 @@ async def serve(stop: asyncio.Event) -> None:
     await stop.wait()
     ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
-    await queue.cancel(consumer_tag)
+    await consumers.stop()
     if not await in_flight.drain(settings.shutdown_grace_s):
         log.warning("in-flight events not finished; they will be redelivered")
     await grpc_server.stop(settings.shutdown_grace_s)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from parley.v1 import chat_pb2
 from parley_common.amqp import connect
+from parley_common.bus import Consumers, DeadLetters
 from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters, Deliveries
+from parley_common.dispatch import Dispatch
 from parley_common.history_client import HistoryClient
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
@@ -19,12 +21,12 @@ from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry
-from parley_common.topology import Topology
-from parley_common.user_budgets import MonthlyUsage
+from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, Topology
+from parley_common.user_budgets import UserBudgets
 
 from .budget_queue import BudgetQueue
 from .budgets import ProviderBudget
-from .completions import CompletionConsumer, declare_completions_queue
+from .completions import CompletionSettler
 from .consumers import ChatRequestConsumer
 from .fallbacks import FallbackConsumer
 from .image_turns import ImageTurns
@@ -62,13 +64,15 @@ async def serve(stop: asyncio.Event) -> None:
     cancellations = Cancellations(redis, settings.namespace, control_exchange)
     # Load every model's encoding now (from the installed package, never the network), not on a first turn.
     await asyncio.to_thread(lambda: [counter_for_model(registry, name) for name in registry.models])
-    budget = ProviderBudget(redis, settings.namespace, stale_s=max(10.0, settings.budget_poll_s * 20))
+    budget = ProviderBudget.from_settings(redis, settings)
+    budget_queue = BudgetQueue.from_settings(budget, cancellations, settings)
     cache = ResponseCache(redis, settings.namespace, settings.response_cache_ttl_s)
     records = JobRecords(redis, settings.namespace)
+    slots = StreamSlots(redis, settings.namespace)
+    user_budgets = UserBudgets.from_settings(redis, settings)
     # Answers made here (from the cache, or cancelled early) must reach history even before it starts.
-    await topology.declare_history_completed_queue(publish_channel)
-    events_exchange = await topology.declare_events_exchange(publish_channel)
-    consumer = ChatRequestConsumer(
+    dispatch = await Dispatch.open(publish_channel, topology, reply_channel, replay)
+    requests = ChatRequestConsumer(
         settings=settings,
         topology=topology,
         history=history,
@@ -83,38 +87,51 @@ async def serve(stop: asyncio.Event) -> None:
             max_wait_s=settings.turn_max_wait_s,
         ),
         cancellations=cancellations,
-        slots=StreamSlots(redis, settings.namespace),
-        budget_queue=BudgetQueue(
-            budget, cancellations, max_wait_s=settings.budget_max_wait_s, poll_s=settings.budget_poll_s
-        ),
+        slots=slots,
+        budget_queue=budget_queue,
         cache=cache,
         records=records,
-        publish_channel=publish_channel,
-        reply_channel=reply_channel,
-        events_exchange=events_exchange,
-        in_flight=in_flight,
+        dispatch=dispatch,
         media_refs=MediaRefs(media, settings.media_prompt_delivery),
-        image_turns=ImageTurns(media, registry.images),
-        dead_letters=DeadLetters(publish_channel, topology),
-        deliveries=Deliveries(redis, settings.namespace),
+        image_turns=ImageTurns(media, registry.images, dispatch),
+        user_budgets=user_budgets,
     )
-    completions = await declare_completions_queue(topology, consume_channel)
-    completions_tag = await completions.consume(
-        CompletionConsumer(
+    consumers = Consumers(DeadLetters(publish_channel, topology), in_flight)
+    await consumers.subscribe(
+        await topology.declare_completions_queue(consume_channel),
+        chat_pb2.ResponseCompleted,
+        RESPONSE_COMPLETED,
+        CompletionSettler(
             registry=registry,
             records=records,
             budget=budget,
-            usage=MonthlyUsage(redis, settings.namespace),
+            usage=user_budgets.usage,
             cache=cache,
-            dead_letters=DeadLetters(publish_channel, topology),
-            queue=completions.name,
-            in_flight=in_flight,
-        )
+        ),
+        "orchestrator.settle_completion",
     )
-    fallbacks = await topology.declare_fallbacks_queue(consume_channel)
-    fallbacks_tag = await fallbacks.consume(FallbackConsumer(consumer))
-    queue = await topology.declare_requests_queue(consume_channel)
-    consumer_tag = await queue.consume(consumer)
+    await consumers.subscribe(
+        await topology.declare_fallbacks_queue(consume_channel),
+        chat_pb2.ProviderJob,
+        PROVIDER_JOB,
+        FallbackConsumer(
+            settings=settings,
+            registry=registry,
+            budget_queue=budget_queue,
+            records=records,
+            slots=slots,
+            dispatch=dispatch,
+            user_budgets=user_budgets,
+        ),
+        "orchestrator.fallback",
+    )
+    await consumers.subscribe(
+        await topology.declare_requests_queue(consume_channel),
+        chat_pb2.ChatRequest,
+        CHAT_REQUEST,
+        requests,
+        "orchestrator.handle_request",
+    )
     log.info("ready", extra={"models": sorted(registry.models)})
 
     ops.add_check("broker", broker_check(connection))
@@ -124,9 +141,7 @@ async def serve(stop: asyncio.Event) -> None:
     await stop.wait()
     ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
-    await queue.cancel(consumer_tag)
-    await completions.cancel(completions_tag)
-    await fallbacks.cancel(fallbacks_tag)
+    await consumers.stop()
     if not await in_flight.drain(settings.shutdown_grace_s):
         log.warning("in-flight requests not finished; they will be redelivered")
     await connection.close()

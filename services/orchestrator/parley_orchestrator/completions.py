@@ -2,9 +2,12 @@
 
 It consumes its own queue, <ns>.orchestrator.response-completed, bound to `response.completed`:
 
-- the provider budget: the reservation becomes the tokens the provider reported; a request
-  that used nothing (failed, or cancelled before the provider answered) gives it all back;
-- the user's monthly usage is charged (idempotent per response);
+- the provider budget: when a request of the turn reached the provider, its entry keeps its
+  place in the window (the provider counted it) with the tokens the provider reported, or
+  its prompt's when it reported none (a 429, cancelled while the provider was slow); an entry
+  whose request was never sent (cancelled before the worker called) goes back;
+- the user's monthly usage is charged and the turn's hold dropped, in one step (idempotent
+  per response); a turn that used nothing just gives its hold back;
 - a deterministic request that completed normally (ended "stop" or "length") fills the
   response cache.
 
@@ -16,15 +19,11 @@ from __future__ import annotations
 
 import logging
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import PoisonMessage, open_envelope
 from parley_common.context import counter_for_model
-from parley_common.dead_letters import DeadLetters
-from parley_common.lifecycle import InFlight
 from parley_common.models import ModelRegistry
-from parley_common.topology import RESPONSE_COMPLETED, RK_RESPONSE_COMPLETED, Topology
 from parley_common.user_budgets import MonthlyUsage
 
 from .budgets import ProviderBudget
@@ -37,25 +36,8 @@ log = logging.getLogger(__name__)
 # safety block or a refusal ("content_filter"), nor for a reason that is no clean end ("other").
 CACHEABLE_FINISH_REASONS = frozenset({"stop", "length"})
 
-# A completion that cannot be settled (Redis down) is retried this often, this far apart, then
-# dead-lettered: its reservation then simply slides out of the budget's window.
-MAX_ATTEMPTS = 5
-RETRY_DELAY_S = 1.0
 
-
-def completions_queue_name(topology: Topology) -> str:
-    """The orchestrator's own queue of completions (topology.py names the shared ones)."""
-    return f"{topology.namespace}.orchestrator.response-completed"
-
-
-async def declare_completions_queue(topology: Topology, channel: AbstractChannel) -> AbstractQueue:
-    exchange = await topology.declare_events_exchange(channel)
-    queue = await channel.declare_queue(completions_queue_name(topology), durable=True)
-    await queue.bind(exchange, RK_RESPONSE_COMPLETED)
-    return queue
-
-
-class CompletionConsumer:
+class CompletionSettler:
     def __init__(
         self,
         *,
@@ -64,47 +46,29 @@ class CompletionConsumer:
         budget: ProviderBudget,
         usage: MonthlyUsage,
         cache: ResponseCache,
-        dead_letters: DeadLetters,
-        queue: str,
-        in_flight: InFlight,
     ) -> None:
+        """The handler of the orchestrator's completions queue (bus.Subscriber does the rest:
+        a completion that cannot be settled, Redis down, is tried again a few times, then
+        dead-lettered; its reservation then simply slides out of the budget's window)."""
         self.registry = registry
-        self.dead_letters = dead_letters
-        self.queue = queue
         self.records = records
         self.budget = budget
         self.usage = usage
         self.cache = cache
-        self.in_flight = in_flight
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        with self.in_flight:
-            try:
-                event = open_envelope(message, chat_pb2.ResponseCompleted, RESPONSE_COMPLETED)
-            except PoisonMessage as exc:
-                await self.dead_letters.bury(message, self.queue, str(exc))
-                return
-            try:
-                await self.settle(event)
-            except Exception as exc:
-                log.exception("could not settle a response, will retry", extra={"response_id": event.response_id})
-                await self.dead_letters.retry_later(
-                    message, self.queue, f"{type(exc).__name__}: {exc}", MAX_ATTEMPTS, RETRY_DELAY_S
-                )
-                return
-            await message.ack()
+    async def __call__(self, event: chat_pb2.ResponseCompleted, message: AbstractIncomingMessage) -> None:
+        await self.settle(event)
 
     async def settle(self, event: chat_pb2.ResponseCompleted) -> None:
         """Reconcile the budget, charge the user, fill the cache; safe to repeat."""
         record = await self.records.get(event.response_id)
         tokens, cost = self.usage_of(event, record)
         if record is not None and record.reserved:
-            if tokens > 0:
-                await self.budget.reconcile(record.model, event.response_id, tokens)
-            else:
-                await self.budget.release(record.model, event.response_id)
+            await self.budget.settle(record.model, event.response_id, tokens or record.prompt_tokens)
         if tokens > 0 or cost > 0:
             await self.usage.charge(event.response_id, event.user_id, tokens, cost)
+        else:
+            await self.usage.release(event.user_id, event.response_id)
         if (
             record is not None
             and record.cache_key
@@ -133,4 +97,4 @@ class CompletionConsumer:
         return record.prompt_tokens + output, spec.cost_micros(record.prompt_tokens, output)
 
 
-__all__ = ["CompletionConsumer", "declare_completions_queue"]
+__all__ = ["CompletionSettler"]

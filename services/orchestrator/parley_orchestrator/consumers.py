@@ -9,30 +9,22 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.amqp import PoisonMessage, envelope, open_envelope
 from parley_common.context import ContextPlan, plan_context_async, prompt_token_budget
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters, Deliveries
+from parley_common.dispatch import Dispatch, Turn
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
-from parley_common.lifecycle import InFlight
 from parley_common.prompt import build_prompt
 from parley_common.replay import ReplayLog, ResponseStream
 from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import consumer_span
-from parley_common.topology import (
-    CHAT_REQUEST,
-    PROVIDER_JOB,
-    RESPONSE_COMPLETED,
-    RK_RESPONSE_COMPLETED,
-    SCHEMA_VERSION,
-    Topology,
-)
+from parley_common.topology import SCHEMA_VERSION, Topology
+from parley_common.user_budgets import UserBudgets
 
 from .budget_queue import BudgetQueue
+from .budgets import hold_worst_case
 from .image_turns import ImageTurns, image_prompt
 from .job_records import JobRecord, JobRecords
 from .media_refs import MediaRefs
@@ -53,22 +45,38 @@ async def replay_stored_answer(stream: ResponseStream, answer: history_pb2.Messa
     await stream.emit(done=chat_pb2.StreamDone(finish_reason=reason))
 
 
-async def run_step(step: Awaitable[bool], stream: ResponseStream, slots: StreamSlots, user_id: str) -> None:
+async def run_step(
+    step: Awaitable[bool],
+    stream: ResponseStream,
+    slots: StreamSlots,
+    user_id: str,
+    budgets: UserBudgets | None = None,
+) -> None:
     """Run one orchestrator step of a turn (`step` is True once a worker has the job). A failure
     ends the client's stream with its code; when no worker will finish the turn, the user's
-    stream slot is given back here."""
-    published = False
+    stream slot is given back here, and after a failure what the turn held of the user's
+    monthly budget (a turn that ended otherwise published its completion, which settles it)."""
+    published = failed = False
     try:
         published = await step
     except ParleyError as err:
         # The client learns why its turn ended; the message is done with either way.
         log.warning("request failed", extra={"response_id": stream.response_id, "code": err.code})
         await stream.fail(err.code, err.message, isinstance(err, Unavailable))
+        failed = True
     except Exception:
         log.exception("request failed", extra={"response_id": stream.response_id})
         await stream.fail("internal", "the request could not be processed", True)
+        failed = True
     if not published:
         await slots.release(user_id, stream.response_id)
+    if failed and budgets is not None:
+        try:
+            await budgets.release(user_id, stream.response_id)
+        except Exception as exc:
+            # Redis is most likely what failed the turn; the hold expires by itself.
+            extra = {"response_id": stream.response_id, "error": str(exc)}
+            log.warning("could not give back a budget hold", extra=extra)
 
 
 class ChatRequestConsumer:
@@ -86,18 +94,16 @@ class ChatRequestConsumer:
         budget_queue: BudgetQueue,
         cache: ResponseCache,
         records: JobRecords,
-        publish_channel: AbstractChannel,
-        reply_channel: AbstractChannel,
-        events_exchange: AbstractExchange,
-        in_flight: InFlight,
+        dispatch: Dispatch,
         media_refs: MediaRefs,
         image_turns: ImageTurns,
-        dead_letters: DeadLetters,
-        deliveries: Deliveries,
+        user_budgets: UserBudgets | None = None,
     ) -> None:
+        """The handler of the requests queue (bus.Subscriber does the rest)."""
+        # Each turn's exact worst case is held in its user's monthly budget (None: no limits).
+        self.user_budgets = user_budgets
         self.settings = settings
-        self.dead_letters = dead_letters
-        self.deliveries = deliveries
+        self.dispatch = dispatch
         self.topology = topology
         self.history = history
         self.router = router
@@ -108,38 +114,12 @@ class ChatRequestConsumer:
         self.budget_queue = budget_queue
         self.cache = cache
         self.records = records
-        self.publish_channel = publish_channel
-        self.reply_channel = reply_channel
-        self.events_exchange = events_exchange
-        self.in_flight = in_flight
         self.media_refs = media_refs
         self.image_turns = image_turns
-        self.declared_providers: set[str] = set()
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        with (
-            self.in_flight,
-            consumer_span(__name__, "orchestrator.handle_request", message.headers),
-        ):
-            try:
-                request = open_envelope(message, chat_pb2.ChatRequest, CHAT_REQUEST)
-            except PoisonMessage as exc:
-                # To the dead-letter queue with the reason, never redelivered.
-                await self.dead_letters.bury(message, self.topology.requests_queue, str(exc))
-                return
-            if (count := await self.deliveries.exceeded(message)) is not None:
-                reason = f"delivered {count} times without being acknowledged: its handling stops the orchestrator"
-                await self.dead_letters.bury(message, self.topology.requests_queue, reason)
-                return
-            stream = ResponseStream(
-                channel=self.reply_channel,
-                replay=self.replay,
-                response_id=request.response_id,
-                conversation_id=request.conversation_id,
-                reply_to=request.reply_to,
-            )
-            await run_step(self.handle(request, stream), stream, self.slots, request.user_id)
-            await message.ack()
+    async def __call__(self, request: chat_pb2.ChatRequest, message: AbstractIncomingMessage) -> None:
+        stream = self.dispatch.stream(Turn.of_request(request))
+        await run_step(self.handle(request, stream), stream, self.slots, request.user_id, self.user_budgets)
 
     async def handle(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> bool:
         """Turn the request into a provider job; True when one was published."""
@@ -189,7 +169,7 @@ class ChatRequestConsumer:
             await replay_stored_answer(stream, answered)
             return False
         if (wanted := image_prompt(request.content)) is not None:
-            return await self.image_turns.run(request, stream, wanted, self.publish_completed)
+            return await self.image_turns.run(request, stream, wanted)
         prompt = build_prompt(self.settings.system_prompt, context)
         return await self.answer(request, stream, prompt, older_unseen=not appended.context_complete)
 
@@ -229,7 +209,7 @@ class ChatRequestConsumer:
                 },
             )
         if await self.cancellations.requested(request.response_id):
-            await self.end_cancelled(request, stream, route)
+            await self.dispatch.end_cancelled(Turn.of_request(request), stream, route.model)
             return False
         digest = ""
         if self.cache.enabled and is_deterministic(request, route.spec):
@@ -239,6 +219,8 @@ class ChatRequestConsumer:
                 log.info("answered from the cache", extra={"response_id": request.response_id, "model": route.model})
                 await self.serve_cached(request, stream, cached, plan)
                 return False
+        # Before any wait for the provider: a turn the user's budget cannot cover ends now.
+        await hold_worst_case(self.user_budgets, request.user_id, request.response_id, plan)
         reserved = False
         if not route.limits.unlimited:
             admitted = await self.budget_queue.admit(
@@ -250,7 +232,7 @@ class ChatRequestConsumer:
                 tokens=plan.reserved_tokens(),
             )
             if not admitted:
-                await self.end_cancelled(request, stream, route)
+                await self.dispatch.end_cancelled(Turn.of_request(request), stream, route.model)
                 return False
             reserved = True
         try:
@@ -261,12 +243,6 @@ class ChatRequestConsumer:
                 # Nothing reached the provider: the reservation goes back at once.
                 await asyncio.shield(self.budget_queue.budget.release(route.model, request.response_id))
             raise
-
-    async def end_cancelled(self, request: chat_pb2.ChatRequest, stream: ResponseStream, route: Route) -> None:
-        """Cancelled before reaching a provider: an empty answer, stored as interrupted like the worker's."""
-        await stream.emit(meta=chat_pb2.StreamMeta(model=route.model, user_message_id=request.client_message_id))
-        await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
-        await self.publish_completed(request, route.model, "", chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled")
 
     async def serve_cached(
         self, request: chat_pb2.ChatRequest, stream: ResponseStream, cached: CachedAnswer, plan: ContextPlan
@@ -284,38 +260,12 @@ class ChatRequestConsumer:
         await stream.emit(delta=chat_pb2.StreamDelta(text=cached.content))
         await stream.emit(usage=chat_pb2.Usage())
         await stream.emit(done=chat_pb2.StreamDone(finish_reason=cached.finish_reason))
-        await self.publish_completed(
-            request, cached.model, cached.content, chat_pb2.RESPONSE_STATUS_COMPLETED, cached.finish_reason
-        )
-
-    async def publish_completed(
-        self,
-        request: chat_pb2.ChatRequest,
-        model: str,
-        content: str,
-        status: chat_pb2.ResponseStatus.ValueType,
-        finish_reason: str,
-        usage: chat_pb2.Usage | None = None,
-    ) -> None:
-        """Announce an answer no worker produced (history stores it; the completions consumer
-        charges `usage` to the user: none for most, a generated image's price for an image turn)."""
-        completed = chat_pb2.ResponseCompleted(
-            version=SCHEMA_VERSION,
-            response_id=request.response_id,
-            user_id=request.user_id,
-            conversation_id=request.conversation_id,
-            user_message_id=request.client_message_id,
-            model=model,
-            content=content,
-            status=status,
-            usage=usage if usage is not None else chat_pb2.Usage(),
-            finish_reason=finish_reason,
-            completed_at_ms=int(time.time() * 1000),
-        )
-        await self.events_exchange.publish(
-            envelope(completed, message_type=RESPONSE_COMPLETED, idempotency_key=request.response_id),
-            routing_key=RK_RESPONSE_COMPLETED,
-            mandatory=True,
+        await self.dispatch.completed(
+            Turn.of_request(request),
+            cached.model,
+            cached.content,
+            chat_pb2.RESPONSE_STATUS_COMPLETED,
+            cached.finish_reason,
         )
 
     async def publish_job(self, request: chat_pb2.ChatRequest, route: Route, plan: ContextPlan) -> bool:
@@ -340,16 +290,5 @@ class ChatRequestConsumer:
             dropped_messages=plan.fit.dropped_messages,
             truncated_messages=plan.fit.truncated_messages,
         )
-        await self.send_to_provider(job, idempotency_key=request.response_id)
+        await self.dispatch.send_job(job, idempotency_key=request.response_id)
         return True
-
-    async def send_to_provider(self, job: chat_pb2.ProviderJob, idempotency_key: str) -> None:
-        """Publish `job` on its provider's queue (declared the first time this process uses it)."""
-        if job.provider not in self.declared_providers:
-            await self.topology.declare_provider_queue(self.publish_channel, job.provider)
-            self.declared_providers.add(job.provider)
-        await self.publish_channel.default_exchange.publish(
-            envelope(job, message_type=PROVIDER_JOB, idempotency_key=idempotency_key),
-            routing_key=self.topology.provider_queue(job.provider),
-            mandatory=True,
-        )

@@ -23,9 +23,9 @@ The response id is the generation's idempotency key: a redelivered request gets 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from parley.v1 import chat_pb2
+from parley_common.dispatch import Dispatch, Turn
 from parley_common.errors import ParleyError, RateLimited, Unavailable
 from parley_common.image_prompts import image_prompt
 from parley_common.media_client import MediaClient
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_MODEL = "images"
 
-PublishCompleted = Callable[
-    [chat_pb2.ChatRequest, str, str, "chat_pb2.ResponseStatus.ValueType", str, chat_pb2.Usage], Awaitable[None]
-]
-
 
 def answer_text(prompt: str, image: chat_pb2.StreamImage) -> str:
     short = prompt if len(prompt) <= 200 else prompt[:199] + "…"
@@ -47,16 +43,16 @@ def answer_text(prompt: str, image: chat_pb2.StreamImage) -> str:
 
 
 class ImageTurns:
-    def __init__(self, media: MediaClient, pricing: ImagePricing) -> None:
+    def __init__(self, media: MediaClient, pricing: ImagePricing, dispatch: Dispatch) -> None:
         self.media = media
         self.pricing = pricing
+        self.dispatch = dispatch
 
     async def run(
         self,
         request: chat_pb2.ChatRequest,
         stream: ResponseStream,
         prompt: str,
-        publish_completed: PublishCompleted,
     ) -> bool:
         """Generate, stream and record the answer. False: no provider job was published."""
         await stream.emit(meta=chat_pb2.StreamMeta(model=IMAGE_MODEL, user_message_id=request.client_message_id))
@@ -65,8 +61,8 @@ class ImageTurns:
         except ParleyError as err:
             log.warning("image generation failed", extra={"response_id": request.response_id, "code": err.code})
             await stream.fail(err.code, err.message, isinstance(err, Unavailable | RateLimited))
-            await publish_completed(
-                request, IMAGE_MODEL, "", chat_pb2.RESPONSE_STATUS_FAILED, "error", chat_pb2.Usage()
+            await self.dispatch.completed(
+                Turn.of_request(request), IMAGE_MODEL, "", chat_pb2.RESPONSE_STATUS_FAILED, "error"
             )
             return False
         high = next((r for r in generated.media.renditions if r.name == "high"), None)
@@ -84,7 +80,9 @@ class ImageTurns:
         usage = chat_pb2.Usage(cost_micros=self.pricing.cost_micros())
         await stream.emit(usage=usage)
         await stream.emit(done=chat_pb2.StreamDone(finish_reason="stop"))
-        await publish_completed(request, IMAGE_MODEL, text, chat_pb2.RESPONSE_STATUS_COMPLETED, "stop", usage)
+        await self.dispatch.completed(
+            Turn.of_request(request), IMAGE_MODEL, text, chat_pb2.RESPONSE_STATUS_COMPLETED, "stop", usage
+        )
         log.info("image turn answered", extra={"response_id": request.response_id, "media_id": image.media_id})
         return False
 

@@ -10,10 +10,11 @@ from parley_common.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     MAX_CONTEXT_MESSAGES,
 )
-from parley_common.settings import CommonSettings
+from parley_common.provider_budgets import ProviderBudgetSettings
+from parley_common.user_budgets import PlanSettings
 
 
-class OrchestratorSettings(CommonSettings):
+class OrchestratorSettings(PlanSettings, ProviderBudgetSettings):
     history_grpc_target: str = "127.0.0.1:50051"
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
     # The most stored messages a prompt starts from: the newest ones until the model's context
@@ -25,10 +26,9 @@ class OrchestratorSettings(CommonSettings):
     orchestrator_prefetch: int = Field(default=256, ge=1, le=5000)
     # A turn waits at most this long for the previous turn of its conversation to finish.
     turn_max_wait_s: float = Field(default=600.0, gt=0, le=3600)
-    # A request over its model's provider budget waits at most this long for its turn, then
-    # fails with the retryable `provider_budget_timeout`; it asks for its turn this often.
-    budget_max_wait_s: float = Field(default=120.0, gt=0, le=3600)
-    budget_poll_s: float = Field(default=0.2, ge=0.01, le=5)
+    # The provider budget's wait (PARLEY_BUDGET_MAX_WAIT_S, PARLEY_BUDGET_POLL_S):
+    # ProviderBudgetSettings. The users' plans (PARLEY_PLANS, …), for each turn's exact worst
+    # case: PlanSettings, the same as the gateway's.
     # Deterministic answers (temperature 0) are served from the cache for this long; 0 turns it off.
     response_cache_ttl_s: int = Field(default=3600, ge=0, le=30 * 24 * 3600)
     # The media service, which resolves a message's media ids into images.

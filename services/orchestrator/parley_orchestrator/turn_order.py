@@ -1,9 +1,11 @@
 """One turn at a time per conversation.
 
-Each request takes the conversation's "latest turn" pointer in Redis (SET … GET, atomic)
-and learns which turn came before it. It then waits until that turn has finished — in
-"replace" mode after cancelling it — and until the previous answer is in history, so the
-new message is stored after it and the prompt includes it. Requests form a chain; their
+Each request takes the conversation's "latest turn" pointer in Redis (one script, atomic)
+and learns which turn came before it; its place is recorded, so a request delivered again
+after its orchestrator stopped (SIGTERM or SIGKILL) waits for the same turn as before. It
+then waits until that turn has finished — in "replace" mode after cancelling it — and until
+the previous answer is in history, so the new message is stored after it and the prompt
+includes it. Requests form a chain; their
 streams and their history never interleave.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from parley.v1 import history_pb2
+from parley_common.budget_queue import QUEUED_REFRESH_S
 from parley_common.control import Cancellations
 from parley_common.errors import ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
@@ -26,6 +29,19 @@ from parley_common.replay import ReplayLog, is_terminal
 HISTORY_WAIT_S = 10.0
 # How many of the newest messages are looked through for the previous answer.
 RECENT = 10
+
+# KEYS: the conversation's latest turn, this turn's place; ARGV: response id, ttl. Returns the
+# turn before this one ("" for none): the one recorded at its first entry, if it entered before.
+ENTER = """
+local place = redis.call('GET', KEYS[2])
+if place then
+  return place
+end
+local latest = redis.call('GET', KEYS[1]) or ''
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[2], latest, 'EX', ARGV[2])
+return latest
+"""
 
 
 class TurnOrder:
@@ -47,15 +63,27 @@ class TurnOrder:
         self.cancellations = cancellations
         self.max_wait_s = max_wait_s
         self.ttl_s = ttl_s
+        self._enter = redis.register_script(ENTER)
 
     def key(self, conversation_id: str) -> str:
         return f"{self.namespace}:conversation-turn:{conversation_id}"
 
+    def place_key(self, conversation_id: str, response_id: str) -> str:
+        """The turn that came before `response_id` ("" for none), kept from its first delivery."""
+        return f"{self.namespace}:conversation-turn:{conversation_id}:before:{response_id}"
+
     async def enter(self, conversation_id: str, response_id: str) -> str | None:
-        """Become the conversation's latest turn; returns the turn before it, if any."""
-        raw = await self.redis.set(self.key(conversation_id), response_id, ex=self.ttl_s, get=True)
-        previous = raw.decode() if isinstance(raw, bytes) else None
-        return None if previous in (None, response_id) else previous
+        """Become the conversation's latest turn; returns the turn before it, if any.
+
+        A request delivered again (its orchestrator stopped while it waited) keeps the place
+        it took the first time, whatever has entered since: it still waits for the same turn.
+        """
+        previous = await self._enter(
+            keys=[self.key(conversation_id), self.place_key(conversation_id, response_id)],
+            args=[response_id, self.ttl_s],
+        )
+        text = previous.decode() if isinstance(previous, bytes) else str(previous or "")
+        return None if text in ("", response_id) else text
 
     async def take_turn(
         self,
@@ -109,7 +137,7 @@ class TurnOrder:
             await on_queued()
             try:
                 async with asyncio.timeout(self.max_wait_s):
-                    await self._until_terminal(previous)
+                    await refreshing(self._until_terminal(previous), on_queued)
             except TimeoutError:
                 raise Unavailable(
                     "the previous answer in this conversation is still running", code="conversation_busy"
@@ -141,3 +169,20 @@ class TurnOrder:
                 continue
             if is_terminal(event):
                 return
+
+
+async def refreshing(
+    waiting: Awaitable[None], on_queued: Callable[[], Awaitable[object]], every_s: float = QUEUED_REFRESH_S
+) -> None:
+    """Await `waiting`, calling `on_queued` again every `every_s` meanwhile: the client's queued
+    frame is refreshed, so the gateway never takes a turn waiting its turn for an idle stream."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        while not (await asyncio.wait({task}, timeout=every_s))[0]:
+            await on_queued()
+        task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -7,22 +7,27 @@ import logging
 
 import httpx
 
+from parley.v1 import chat_pb2
 from parley_common.amqp import connect
+from parley_common.budget_queue import BudgetQueue
+from parley_common.bus import Consumers, DeadLetters
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters, Deliveries
+from parley_common.dispatch import Dispatch
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
 from parley_common.models import ModelRegistry
 from parley_common.ops_server import OpsServer, broker_check, redis_check
+from parley_common.provider_budgets import ProviderBudget
 from parley_common.redis_clients import command_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
 from parley_common.stream_slots import StreamSlots
 from parley_common.telemetry import setup_telemetry
-from parley_common.topology import Topology
+from parley_common.topology import CANCEL_RESPONSE, PROVIDER_JOB, Topology
 
 from .consumers import ProviderJobConsumer
 from .leases import JobLease
+from .provider_sends import ProviderSends
 from .providers import Provider, model_client_key
 from .providers.anthropic import AnthropicProvider
 from .providers.demo import DemoProvider
@@ -101,18 +106,19 @@ async def serve(stop: asyncio.Event) -> None:
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
     publish_channel = await connection.channel(publisher_confirms=True)
-    # Completion events must reach history even if it has not started yet: declare its queue too.
-    await topology.declare_history_completed_queue(publish_channel)
-    events_exchange = await topology.declare_events_exchange(publish_channel)
     reply_channel = await connection.channel(publisher_confirms=False)
     control_channel = await connection.channel()
     in_flight = InFlight()
+    replay = ReplayLog.from_settings(redis, settings)
+    # Completion events must reach history even if it has not started yet: Dispatch declares its queue too.
+    dispatch = await Dispatch.open(publish_channel, topology, reply_channel, replay)
+    cancellations = Cancellations(redis, settings.namespace, None)
+    budget = ProviderBudget.from_settings(redis, settings)
     consumer = ProviderJobConsumer(
         providers=providers,
         registry=registry,
-        topology=topology,
-        replay=ReplayLog.from_settings(redis, settings),
-        cancellations=Cancellations(redis, settings.namespace, None),
+        replay=replay,
+        cancellations=cancellations,
         slots=StreamSlots(redis, settings.namespace),
         lease=JobLease(redis, settings.namespace, ttl_s=settings.worker_lease_s),
         policy=RetryPolicy(
@@ -121,19 +127,28 @@ async def serve(stop: asyncio.Event) -> None:
             max_retry_after_s=settings.provider_max_retry_after_s,
         ),
         coalesce_s=settings.worker_coalesce_ms / 1000,
-        reply_channel=reply_channel,
-        publish_channel=publish_channel,
-        events_exchange=events_exchange,
-        in_flight=in_flight,
-        dead_letters=DeadLetters(publish_channel, topology),
-        deliveries=Deliveries(redis, settings.namespace),
+        dispatch=dispatch,
+        sends=ProviderSends(registry, budget, BudgetQueue.from_settings(budget, cancellations, settings)),
     )
-    control_queue = await topology.declare_control_queue(control_channel)
-    await control_queue.consume(consumer.on_control)
-    consuming = []
+    dead_letters = DeadLetters(publish_channel, topology)
+    # Cancels are heard until the process ends; jobs stop being taken when it starts stopping.
+    control = Consumers(dead_letters, InFlight())
+    await control.subscribe(
+        await topology.declare_control_queue(control_channel),
+        chat_pb2.CancelResponse,
+        CANCEL_RESPONSE,
+        consumer.on_control,
+        "worker.control",
+    )
+    jobs = Consumers(dead_letters, in_flight)
     for name in providers:
-        queue = await topology.declare_provider_queue(consume_channel, name)
-        consuming.append((queue, await queue.consume(consumer)))
+        await jobs.subscribe(
+            await topology.declare_provider_queue(consume_channel, name),
+            chat_pb2.ProviderJob,
+            PROVIDER_JOB,
+            consumer,
+            "worker.run_job",
+        )
     log.info("ready", extra={"providers": sorted(providers)})
 
     ops.add_check("broker", broker_check(connection))
@@ -143,8 +158,7 @@ async def serve(stop: asyncio.Event) -> None:
     await stop.wait()
     ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
-    for queue, tag in consuming:
-        await queue.cancel(tag)
+    await jobs.stop()
     if not await in_flight.drain(settings.shutdown_grace_s):
         log.warning("streams still running after the grace period; interrupting them")
         consumer.cancel_all()

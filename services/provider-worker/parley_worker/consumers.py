@@ -8,32 +8,25 @@ import contextlib
 import logging
 import time
 
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import PoisonMessage, envelope, open_envelope
+from parley_common.amqp import PoisonMessage
 from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
-from parley_common.dead_letters import DeadLetters, Deliveries
-from parley_common.lifecycle import InFlight
+from parley_common.dispatch import Dispatch, Turn
+from parley_common.errors import ParleyError, Unavailable
 from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND
 from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog, ResponseStream, is_terminal
 from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import consumer_span, tracer
-from parley_common.topology import (
-    CANCEL_RESPONSE,
-    PROVIDER_JOB,
-    RESPONSE_COMPLETED,
-    RK_RESPONSE_COMPLETED,
-    SCHEMA_VERSION,
-    Topology,
-)
+from parley_common.telemetry import tracer
 
 from .batching import DeltaBatcher
 from .leases import JobLease
+from .provider_sends import Permit, ProviderSends
 from .providers import Finish, Provider, TextChunk, UsageReport, model_client_key
 from .providers.errors import ProviderError
 from .resilience import RetryPolicy
@@ -61,35 +54,28 @@ class ProviderJobConsumer:
         *,
         providers: dict[str, Provider],
         registry: ModelRegistry,
-        topology: Topology,
         replay: ReplayLog,
         cancellations: Cancellations,
         slots: StreamSlots,
         lease: JobLease,
         policy: RetryPolicy,
         coalesce_s: float,
-        reply_channel: AbstractChannel,
-        publish_channel: AbstractChannel,
-        events_exchange: AbstractExchange,
-        in_flight: InFlight,
-        dead_letters: DeadLetters,
-        deliveries: Deliveries,
+        dispatch: Dispatch,
+        sends: ProviderSends,
     ) -> None:
-        self.dead_letters = dead_letters
-        self.deliveries = deliveries
+        """The handler of the provider queues this worker serves, and of its control queue
+        (bus.Subscriber does the rest)."""
         self.providers = providers
         self.registry = registry
-        self.topology = topology
         self.replay = replay
         self.cancellations = cancellations
         self.slots = slots
         self.lease = lease
         self.policy = policy
         self.coalesce_s = coalesce_s
-        self.reply_channel = reply_channel
-        self.publish_channel = publish_channel
-        self.events_exchange = events_exchange
-        self.in_flight = in_flight
+        self.dispatch = dispatch
+        # Every request sent to a provider holds a place in its model's budget.
+        self.sends = sends
         self.running: dict[str, asyncio.Task[None]] = {}
         self.cancel_reasons: dict[str, str] = {}
 
@@ -107,56 +93,27 @@ class ProviderJobConsumer:
         for response_id in list(self.running):
             self.cancel(response_id, SHUTDOWN)
 
-    async def on_control(self, message: AbstractIncomingMessage) -> None:
-        """Consumer of this worker's control queue (every worker hears every cancel)."""
-        async with message.process():
-            try:
-                command = open_envelope(message, chat_pb2.CancelResponse, CANCEL_RESPONSE)
-            except PoisonMessage as exc:
-                log.error("dropping bad control message", extra={"reason": str(exc)})
-                return
-            if self.cancel(command.response_id, command.reason or "user"):
-                log.info("cancelling", extra={"response_id": command.response_id, "reason": command.reason})
+    async def on_control(self, command: chat_pb2.CancelResponse, message: AbstractIncomingMessage) -> None:
+        """Handler of this worker's control queue (every worker hears every cancel)."""
+        if self.cancel(command.response_id, command.reason or "user"):
+            log.info("cancelling", extra={"response_id": command.response_id, "reason": command.reason})
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        with (
-            self.in_flight,
-            consumer_span(__name__, "worker.run_job", message.headers),
-        ):
-            try:
-                job = open_envelope(message, chat_pb2.ProviderJob, PROVIDER_JOB)
-                # A model served at a base_url of its own has a client of its own.
-                provider = self.providers.get(model_client_key(job.provider, job.model)) or self.providers.get(
-                    job.provider
-                )
-                if provider is None:
-                    raise PoisonMessage(f"this worker does not serve provider {job.provider!r}")
-            except PoisonMessage as exc:
-                await self.dead_letters.bury(message, message.routing_key or "", str(exc))
-                return
-            if (count := await self.deliveries.exceeded(message)) is not None:
-                # A worker that died mid-job is redelivered once or twice; this one keeps killing them.
-                reason = f"delivered {count} times without being acknowledged: its handling stops the worker"
-                await self.dead_letters.bury(message, message.routing_key or "", reason)
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            self.running[job.response_id] = task
-            try:
-                await self.handle(job, provider, bool(message.redelivered))
-            finally:
-                self.running.pop(job.response_id, None)
-                self.cancel_reasons.pop(job.response_id, None)
-            await message.ack()
+    async def __call__(self, job: chat_pb2.ProviderJob, message: AbstractIncomingMessage) -> None:
+        # A model served at a base_url of its own has a client of its own.
+        provider = self.providers.get(model_client_key(job.provider, job.model)) or self.providers.get(job.provider)
+        if provider is None:
+            raise PoisonMessage(f"this worker does not serve provider {job.provider!r}")
+        task = asyncio.current_task()
+        assert task is not None
+        self.running[job.response_id] = task
+        try:
+            await self.handle(job, provider, bool(message.redelivered))
+        finally:
+            self.running.pop(job.response_id, None)
+            self.cancel_reasons.pop(job.response_id, None)
 
     async def handle(self, job: chat_pb2.ProviderJob, provider: Provider, redelivered: bool) -> None:
-        stream = ResponseStream(
-            channel=self.reply_channel,
-            replay=self.replay,
-            response_id=job.response_id,
-            conversation_id=job.conversation_id,
-            reply_to=job.reply_to,
-        )
+        stream = self.dispatch.stream(Turn.of_job(job))
         acquired = await self.lease.try_acquire(job.response_id, job.attempt)
         if not acquired and redelivered:
             # Redelivered after its worker died: wait for that worker's lease to lapse.
@@ -208,10 +165,18 @@ class ProviderJobConsumer:
         first_token_at = time.monotonic()
         if job.created_at_ms:
             QUEUE_WAIT.labels(job.provider).observe(max(0.0, time.time() - job.created_at_ms / 1000))
+        permit: Permit | None = None
+        answered = False
         while True:
             try:
                 if delay:
                     await asyncio.sleep(delay)
+                # Each request sent holds its place in the model's budget first, a retry too.
+                permit, answered = await self.sends.before_send(job, stream), False
+                if permit is None:
+                    # Cancelled while it waited for its place: ended like any cancelled turn.
+                    self.cancel_reasons.setdefault(job.response_id, "user")
+                    raise asyncio.CancelledError
                 # The provider call is a span of its own (one per attempt) in the turn's trace.
                 with tracer(__name__).start_as_current_span(
                     "provider.stream",
@@ -221,6 +186,10 @@ class ProviderJobConsumer:
                     # aclosing: whatever ends the loop (an error, a cancel) closes the upstream connection now.
                     async with contextlib.aclosing(provider.stream(job)) as chunks:
                         async for chunk in chunks:
+                            if not answered:
+                                # The provider has the request: it counts from now.
+                                await self.sends.answered(job, permit)
+                                answered = True
                             if not meta_sent:
                                 # The provider accepted the request: now the model is known for sure.
                                 await stream.emit(meta=self.meta(job))
@@ -247,6 +216,10 @@ class ProviderJobConsumer:
             except ProviderError as err:
                 # Text already taken from the provider reaches the client before anything else.
                 await batcher.close()
+                if permit is not None and not err.reached_provider:
+                    await self.sends.unsent(job, permit)
+                elif permit is not None and not answered:
+                    await self.sends.answered(job, permit)
                 PROVIDER_ERRORS.labels(job.provider, err.kind).inc()
                 extra = {"response_id": job.response_id, "kind": err.kind, "status": err.status, "model": job.model}
                 if parts:
@@ -296,6 +269,14 @@ class ProviderJobConsumer:
                     await stream.emit(usage=usage)
                     await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
                 break
+            except ParleyError as err:
+                # No place in the provider's budget in time (or ever): nothing more is sent.
+                log.warning("no provider budget", extra={"response_id": job.response_id, "code": err.code})
+                await batcher.close()
+                status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if parts else chat_pb2.RESPONSE_STATUS_FAILED
+                finish_reason = "error"
+                await stream.fail(err.code, err.message, isinstance(err, Unavailable))
+                break
             except Exception as exc:
                 log.exception("provider stream failed", extra={"response_id": job.response_id})
                 await batcher.close()
@@ -324,12 +305,7 @@ class ProviderJobConsumer:
             "falling back",
             extra={"response_id": job.response_id, "from": job.model, "to": target.model, "kind": err.kind},
         )
-        await self.topology.declare_fallbacks_queue(self.publish_channel)
-        await self.publish_channel.default_exchange.publish(
-            envelope(nxt, message_type=PROVIDER_JOB, idempotency_key=f"{job.response_id}:{nxt.attempt}"),
-            routing_key=self.topology.fallbacks_queue,
-            mandatory=True,
-        )
+        await self.dispatch.hand_to_fallback(nxt)
 
     async def used_so_far(self, job: chat_pb2.ProviderJob, parts: list[str], known: chat_pb2.Usage) -> chat_pb2.Usage:
         """What an answer cut short after its first text used, priced: the prompt's tokens as the
@@ -369,24 +345,7 @@ class ProviderJobConsumer:
         finish_reason: str,
     ) -> None:
         """Publish the response's final state (history persists it) and free the user's slot."""
-        completed = chat_pb2.ResponseCompleted(
-            version=SCHEMA_VERSION,
-            response_id=job.response_id,
-            user_id=job.user_id,
-            conversation_id=job.conversation_id,
-            user_message_id=job.user_message_id,
-            model=job.model,
-            content="".join(parts),
-            status=status,
-            usage=usage,
-            finish_reason=finish_reason,
-            completed_at_ms=int(time.time() * 1000),
-        )
-        await self.events_exchange.publish(
-            envelope(completed, message_type=RESPONSE_COMPLETED, idempotency_key=job.response_id),
-            routing_key=RK_RESPONSE_COMPLETED,
-            mandatory=True,
-        )
+        await self.dispatch.completed(Turn.of_job(job), job.model, "".join(parts), status, finish_reason, usage)
         try:
             await self.slots.release(job.user_id, job.response_id)
         except RedisError as exc:

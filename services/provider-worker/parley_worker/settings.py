@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from parley_common.settings import CommonSettings
+from parley_common.provider_budgets import ProviderBudgetSettings
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(ProviderBudgetSettings):
+    # Every request sent to a provider with limits holds a place in its budget; a retry waits
+    # for one like any request (PARLEY_BUDGET_MAX_WAIT_S, PARLEY_BUDGET_POLL_S).
     # Which providers' queues this worker consumes (workers scale per provider).
     worker_providers: list[str] = ["demo"]
     # How many streams one worker process serves at once.

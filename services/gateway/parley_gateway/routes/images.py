@@ -4,9 +4,11 @@ against Parley. Each image is stored as the user's media; `url` is a presigned U
 `media_ids` in a later message.
 
 A request holds one of the user's stream slots while its images are drawn, and costs the
-registry's price per image of its size (`images` in config/models.yaml): refused when the
-monthly cost budget cannot cover all `n`, charged for each image drawn. The response has no
-cost field (OpenAI's has none); the budget headers of the next response show it.
+registry's price per image of its size (`images` in config/models.yaml): the price of all `n`
+is held in the monthly cost budget before anything is drawn (refused when it does not fit, so
+generations running at once never overspend it), then each image drawn is charged and the
+rest given back. The response has no cost field (OpenAI's has none); the budget headers of the
+next response show it.
 """
 
 from __future__ import annotations
@@ -57,35 +59,41 @@ async def generate_images(request: Request, user: User, body: ImageGeneration) -
     price = registry.images.cost_micros(size)
     generation_id = "img_" + uuid.uuid4().hex
     # The request holds one of the user's stream slots while its images are drawn (429
-    # too_many_streams past the limit), taken alongside the budget check: the images' price must
+    # too_many_streams past the limit), taken alongside the budget hold: the images' price must
     # fit in what is left of the monthly cost limit (429 user_budget_exceeded, nothing drawn).
     slot = asyncio.ensure_future(slots.acquire(user, generation_id))
     try:
         if budgets is not None:
-            await budgets.check(user, price * body.n)
+            await budgets.hold(user, generation_id, 0, price * body.n)
     except BaseException:
         with contextlib.suppress(Exception):
             if await slot < 0:
                 await slots.release(user, generation_id)
         raise
     in_use = await slot
-    if in_use >= 0:
-        raise too_many_streams(in_use)
+    charged = False
     try:
-        results = await asyncio.gather(
-            *(
-                media.generate_image(user, body.prompt, size, include_data=body.response_format == "b64_json")
-                for _ in range(body.n)
-            ),
-            return_exceptions=True,
-        )
+        if in_use >= 0:
+            raise too_many_streams(in_use)
+        try:
+            results = await asyncio.gather(
+                *(
+                    media.generate_image(user, body.prompt, size, include_data=body.response_format == "b64_json")
+                    for _ in range(body.n)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await asyncio.shield(slots.release(user, generation_id))
+        generated = [r for r in results if isinstance(r, media_pb2.GeneratedImage)]
+        if budgets is not None and generated and price:
+            # Each image drawn is charged, also when another of the request's images failed (it
+            # is stored as the user's media, and a paid generator billed it); the hold goes.
+            await asyncio.shield(budgets.usage.charge(generation_id, user, 0, price * len(generated)))
+            charged = True
     finally:
-        await asyncio.shield(slots.release(user, generation_id))
-    generated = [r for r in results if isinstance(r, media_pb2.GeneratedImage)]
-    if generated and price and budgets is not None:
-        # Each image drawn is charged, also when another of the request's images failed (it is
-        # stored as the user's media, and a paid generator billed it).
-        await budgets.usage.charge(generation_id, user, 0, price * len(generated))
+        if budgets is not None and not charged:
+            await asyncio.shield(budgets.release(user, generation_id))
     failed = next((r for r in results if isinstance(r, BaseException)), None)
     if failed is not None:
         raise failed

@@ -13,7 +13,9 @@
      └── ConnectionFailed         connection               refused, dropped mid-stream        yes    after retries
 
 `retryable`: the same request may succeed later (after `retry_after_s` when the provider
-said how long). `fallback_worthy`: the provider itself is in trouble, so another model in
+said how long). `reached_provider`: False only when the request never left (the connection
+was refused or never opened), so the provider did not count it against its rate limits.
+`fallback_worthy`: the provider itself is in trouble, so another model in
 the fallback chain is a better bet than failing the turn. Retries and fallbacks happen
 only before the first token reached the client (resilience.RetryPolicy); an overloaded
 provider is left alone at once, the others are retried first.
@@ -73,9 +75,11 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after_s: float | None = None,
         provider: str = "",
+        reached_provider: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.reached_provider = reached_provider
         self.kind: ErrorKind = kind
         self.status = status
         self.retry_after_s = retry_after_s
@@ -141,13 +145,14 @@ class AuthenticationFailed(ProviderError):
 
 class ProviderTimeout(ProviderError):
     def __init__(self, message: str, *, phase: TimeoutPhase, status: int | None = None, provider: str = "") -> None:
-        super().__init__(message, kind="timeout", status=status, provider=provider)
+        # A connect timeout: the request was never sent.
+        super().__init__(message, kind="timeout", status=status, provider=provider, reached_provider=phase != "connect")
         self.phase: TimeoutPhase = phase
 
 
 class ConnectionFailed(ProviderError):
-    def __init__(self, message: str, *, provider: str = "") -> None:
-        super().__init__(message, kind="connection", provider=provider)
+    def __init__(self, message: str, *, provider: str = "", reached_provider: bool = True) -> None:
+        super().__init__(message, kind="connection", provider=provider, reached_provider=reached_provider)
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,14 @@ async def open_sse(
         message = f"{provider}: cannot send the request: {redact(str(exc), secret)}"
         raise BadRequest(message, status=None, provider=provider) from None
     except httpx.TransportError as exc:
-        # ConnectError, ReadError, RemoteProtocolError (a body cut short): the connection is gone.
+        # ConnectError, ReadError, RemoteProtocolError (a body cut short): the connection is gone
+        # (a ConnectError before the request left: the provider never saw it).
         reason = redact(str(exc), secret) or type(exc).__name__
-        raise ConnectionFailed(f"{provider}: connection failed: {reason}", provider=provider) from None
+        raise ConnectionFailed(
+            f"{provider}: connection failed: {reason}",
+            provider=provider,
+            reached_provider=not isinstance(exc, httpx.ConnectError),
+        ) from None
 
 
 async def guard_stream(
