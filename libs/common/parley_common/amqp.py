@@ -63,9 +63,12 @@ class FailoverConnection(RobustConnection):
 
     @url.setter
     def url(self, value: URL) -> None:
-        # Set by aio-pika at start and when a secret is updated: keep every node's URL alike.
+        # Set by aio-pika at start (the current node's URL) and when a secret is updated: the
+        # current node's, and any other node's with the same user, take the new password.
+        current = self._urls[self._index]
         for i, known in enumerate(self._urls):
-            self._urls[i] = known.with_password(value.password) if value.password else known
+            if i == self._index or (known.user == current.user and known.password == current.password):
+                self._urls[i] = known.with_password(value.password) if value.password is not None else known
 
     @property
     def transport(self) -> Any:
