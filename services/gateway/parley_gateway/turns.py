@@ -633,6 +633,12 @@ class Turns:
                 held = pending.seq if pending is not None else last
                 if item.seq <= held:
                     continue  # the client has it already
+                if feed.live and item.seq > held + 1:
+                    # A frame never reached this gateway's reply queue (frames are unconfirmed:
+                    # one published while the broker failed over can be lost). The replay log
+                    # has every frame: go on from there, past the live frames already queued.
+                    feed.lagging = True
+                    continue
                 idle_since = time.monotonic()
                 if item.WhichOneof("kind") == "queued":
                     # A queued turn is alive for as long as the queue said it would wait: the
