@@ -27,6 +27,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from parley_common.errors import Unavailable
+
 from .cassandra_session import CassandraSession
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -171,11 +173,19 @@ class _Runner:
     async def acquire(self, wait_s: float) -> None:
         deadline = time.monotonic() + wait_s
         while True:
-            rows = await self.run(
-                f"INSERT INTO {self.keyspace}.schema_lock (name, owner, since) VALUES ('migrations', %s, %s)"
-                f" IF NOT EXISTS USING TTL {self.lock_ttl_s}",
-                (self.owner, datetime.now(UTC)),
-            )
+            try:
+                rows = await self.run(
+                    f"INSERT INTO {self.keyspace}.schema_lock (name, owner, since) VALUES ('migrations', %s, %s)"
+                    f" IF NOT EXISTS USING TTL {self.lock_ttl_s}",
+                    (self.owner, datetime.now(UTC)),
+                )
+            except Unavailable:
+                # The lease's Paxos round timed out (a node just started, or busy): its outcome is
+                # unknown, so ask again — a lease taken meanwhile reads back with our owner.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+                continue
             if rows[0]["[applied]"] or rows[0].get("owner") == self.owner:
                 return
             if time.monotonic() > deadline:
