@@ -8,6 +8,8 @@ import os
 import secrets
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -91,14 +93,52 @@ Ctrl-C stops everything.""",
         flush=True,
     )
     stopped = asyncio.create_task(stop.wait())
+    supervisor = Supervisor(stack)
     while not stop.is_set():
-        await asyncio.wait([stopped], timeout=1.0)
-        dead = [name for name, p in stack.processes.items() if p.poll() is not None]
-        if dead:
-            print(f"service exited: {', '.join(dead)}; stopping (see {workdir / 'log'})", flush=True)
-            break
+        await asyncio.wait([stopped], timeout=0.5)
+        if not stop.is_set():
+            supervisor.check(time.monotonic())
     print("stopping…", flush=True)
     await stack.stop()
+
+
+class Supervisor:
+    """Keeps `make run`'s services up: a service that exits is started again after a backoff
+    (1 s, doubling to 30 s; back to 1 s once it has stayed up for a minute), with a log line
+    saying what exited, how, when it comes back and where its log is."""
+
+    FIRST_DELAY_S = 1.0
+    MAX_DELAY_S = 30.0
+    STABLE_AFTER_S = 60.0
+
+    def __init__(self, stack: Stack, say: Callable[[str], None] | None = None) -> None:
+        self.stack = stack
+        self.say = say or (lambda line: print(line, flush=True))
+        now = time.monotonic()
+        self.started_at = {name: now for name in stack.processes}
+        self.delay_s = {name: self.FIRST_DELAY_S for name in stack.processes}
+        self.restart_at: dict[str, float] = {}
+
+    def check(self, now: float) -> None:
+        for name, process in list(self.stack.processes.items()):
+            if name in self.restart_at or process.poll() is None:
+                continue
+            if now - self.started_at.get(name, now) >= self.STABLE_AFTER_S:
+                self.delay_s[name] = self.FIRST_DELAY_S
+            delay = self.delay_s.get(name, self.FIRST_DELAY_S)
+            self.restart_at[name] = now + delay
+            self.say(
+                f"{name} exited with status {process.returncode}; restarting it in {delay:.0f} s "
+                f"(log: {self.stack.workdir / 'log' / f'{name}.log'})"
+            )
+        for name, when in list(self.restart_at.items()):
+            if now < when:
+                continue
+            del self.restart_at[name]
+            process = self.stack.restart_service(name)
+            self.started_at[name] = now
+            self.delay_s[name] = min(self.delay_s.get(name, self.FIRST_DELAY_S) * 2, self.MAX_DELAY_S)
+            self.say(f"{name} restarted (pid {process.pid})")
 
 
 if __name__ == "__main__":

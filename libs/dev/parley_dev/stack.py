@@ -64,7 +64,12 @@ class Stack:
         self.history_port = free_port()
         self.media_port = free_port()
         # Prometheus endpoints of the services that have no HTTP server of their own.
-        self.metrics_ports = {"orchestrator": free_port(), "provider-worker": free_port(), "history": free_port()}
+        self.metrics_ports = {
+            "orchestrator": free_port(),
+            "provider-worker": free_port(),
+            "history": free_port(),
+            "media": free_port(),
+        }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # How each service exited when the stack was stopped (0 = a clean SIGTERM shutdown).
         self.exit_codes: dict[str, int | None] = {}
@@ -134,6 +139,16 @@ class Stack:
         self.processes[name] = process
         return process
 
+    def restart_service(self, name: str) -> subprocess.Popen[bytes]:
+        """Start again a service (plain name, as `start()` starts it) whose process has exited."""
+        old = self.processes.pop(name, None)
+        if old is not None and old.poll() is None:
+            raise RuntimeError(f"{name} is still running (pid {old.pid})")
+        log = self._logs.pop(name, None)
+        if log is not None:
+            log.close()
+        return self.start_service(name)
+
     def stop_service(self, name: str, timeout_s: float = 30.0) -> int | None:
         process = self.processes.pop(name, None)
         if process is None:
@@ -179,10 +194,11 @@ class Stack:
             raise RuntimeError(f"history migrate exited with {code}:\n{self.log_tail('history-migrate')}")
 
     async def wait_ready(self, timeout_s: float = 60.0, gateway_url: str | None = None) -> None:
-        """Poll until every service answers: gateway /readyz, gRPC health, queue consumers."""
+        """Poll until every service answers: gateway /readyz, gRPC health, queue consumers.
+        (The gateway's readiness does not include history's: history is asked itself.)"""
         deadline = time.monotonic() + timeout_s
         topology = Topology(self.config.namespace)
-        pending = {"gateway", "media", "orchestrator", "provider-worker"}
+        pending = {"gateway", "history", "media", "orchestrator", "provider-worker"}
         async with httpx.AsyncClient(timeout=2.0) as client:
             connection = await connect(self.config.infra.amqp_url, timeout_s)
             try:
@@ -197,9 +213,11 @@ class Stack:
                             pass
                     if "media" in pending and await _grpc_serving(f"127.0.0.1:{self.media_port}"):
                         pending.discard("media")
+                    if "history" in pending and await _grpc_serving(f"127.0.0.1:{self.history_port}"):
+                        pending.discard("history")
                     for service, queue in (
                         ("orchestrator", topology.requests_queue),
-                        ("provider-worker", topology.provider_queue("demo")),
+                        ("provider-worker", topology.provider_queue(self.worker_providers()[0])),
                     ):
                         if service in pending and await _consumers(connection, queue) > 0:
                             pending.discard(service)
@@ -210,6 +228,17 @@ class Stack:
                     await asyncio.sleep(0.1)
             finally:
                 await connection.close()
+
+    def worker_providers(self) -> list[str]:
+        """The providers whose queues the stack's worker consumes (PARLEY_WORKER_PROVIDERS, a
+        JSON list as the worker's settings read it; the worker's default is the demo provider)."""
+        configured = self.env_for("provider-worker").get("PARLEY_WORKER_PROVIDERS")
+        if not configured:
+            return ["demo"]
+        providers = json.loads(configured)
+        if not isinstance(providers, list) or not providers or not all(isinstance(p, str) for p in providers):
+            raise ValueError(f"PARLEY_WORKER_PROVIDERS must be a non-empty JSON list of names, not {configured!r}")
+        return providers
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
