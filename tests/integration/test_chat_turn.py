@@ -83,10 +83,14 @@ async def test_sending_the_same_client_message_id_again_makes_no_second_message(
         second = await read_all(r)
     assert first_id == second_id
     assert text_of(second) == text_of(first) and second[-1].event == "done"
-    stored = await messages_of(client, conversation, 2)
-    await asyncio.sleep(0.3)
-    stored = (await client.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
-    assert [m["id"] for m in stored] == [first_id, "client-msg-1"]
+    # A later message is recorded after anything the repeat could have made (turns of one
+    # conversation are recorded in order), so once its answer is in, a duplicate would show.
+    later = {"content": "and then this", "client_message_id": "client-msg-2"}
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=later) as r:
+        later_id = r.headers["x-parley-response-id"]
+        assert (await read_all(r))[-1].event == "done"
+    stored = await messages_of(client, conversation, 4)
+    assert [m["id"] for m in stored] == [later_id, "client-msg-2", first_id, "client-msg-1"]
 
 
 async def test_message_history_pages_backwards(client: httpx.AsyncClient, conversation: str) -> None:
