@@ -22,7 +22,7 @@ run: install system-deps
 
 # The local-servers suites, then the same system in containers (test-containers, k8s-play).
 test: install test-deps lint k8s-check
-	$(BIN)/python -m pytest tests --ignore=tests/containers
+	$(BIN)/python -m pytest tests --ignore=tests/containers --durations=40
 	$(MAKE) test-containers k8s-play
 
 unit: install
