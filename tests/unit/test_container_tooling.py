@@ -62,3 +62,17 @@ def test_podman_is_given_only_published_ports_and_volumes_of_each_pods_own() -> 
     assert play_volumes(given) == ["parley-models-x", "parley-play-gateway-tmp", "parley-play-history-tmp"]
     # The rendered objects themselves are left as kustomize built them.
     assert gateway["spec"]["template"]["spec"]["volumes"][0]["name"] == "tmp"
+
+
+def test_podman_gets_the_namespace_written_out_where_a_cluster_would_fill_it_in() -> None:
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    gateway = deployment("gateway", containers=[{"name": "gateway", "env": env}])
+    gateway["metadata"]["namespace"] = "parley"
+    (given,) = for_podman([gateway])
+    assert given["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "value": "parley"},
+    ]

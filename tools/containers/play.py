@@ -115,7 +115,9 @@ def for_podman(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
       them, and the ConfigMaps' volumes, removed at teardown);
     - it applies the pod's restart policy to initContainers too: under `Always` it restarts a
       `migrate` that finished, then fails to remove it, so a pod with initContainers restarts
-      its containers on failure only."""
+      its containers on failure only;
+    - it refuses the downward API's `metadata.namespace` (it has no namespaces), so that field
+      becomes the Deployment's namespace written out, which is what a cluster would fill in."""
     copies: list[dict[str, Any]] = json.loads(json.dumps(objects))
     for obj in copies:
         if obj.get("kind") != "Deployment":
@@ -135,6 +137,11 @@ def for_podman(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 container.pop("ports", None)
             for mount in container.get("volumeMounts", []):
                 mount["name"] = renamed.get(mount["name"], mount["name"])
+            for env in container.get("env", []):
+                field = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if field == "metadata.namespace":
+                    del env["valueFrom"]
+                    env["value"] = obj["metadata"].get("namespace", "default")
     return copies
 
 

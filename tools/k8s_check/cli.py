@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from .objects import kind_name
 from .rules import manifest_problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,13 @@ DEFAULT_TOOLS_DIR = REPO / ".venv" / "k8s-tools"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # Custom resources with no schema in kubernetes-validate: skipped by the schema step on purpose,
 # checked structurally by the rules (`keda_problems`).
-KINDS_WITHOUT_SCHEMA = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+KINDS_WITHOUT_SCHEMA = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+}
 
 
 def ensure_tools(tools_dir: Path) -> Path:
@@ -62,6 +69,11 @@ def ensure_tools(tools_dir: Path) -> Path:
 def kustomizations() -> list[Path]:
     overlays = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
     return [K8S / "base", *overlays]
+
+
+def namespace_kustomizations() -> list[Path]:
+    """deploy/k8s/namespace and its variants: applied once, apart from the application."""
+    return sorted(p.parent for p in (K8S / "namespace").glob("**/kustomization.yaml"))
 
 
 def unused_components(overlays: list[Path]) -> list[str]:
@@ -137,11 +149,22 @@ def main(argv: list[str] | None = None) -> int:
             text, found = build(bin_dir, directory)
             if not found:
                 objects = [o for o in yaml.safe_load_all(text) if o]
-                found = manifest_problems(objects, readme)
+                found = manifest_problems(objects, readme, directory.name)
                 path = Path(tmp) / (name.replace("/", "-") + ".yaml")
                 path.write_text(text)
                 built.append(path)
             report(f"{name}: kustomize build + Parley rules", found, since)
+        for directory in namespace_kustomizations():
+            since = time.monotonic()
+            name = str(directory.relative_to(K8S))
+            text, found = build(bin_dir, directory)
+            if not found:
+                objects = [o for o in yaml.safe_load_all(text) if o]
+                found = [f"{kind_name(o)} is not a Namespace" for o in objects if o.get("kind") != "Namespace"]
+                path = Path(tmp) / (name.replace("/", "-") + ".yaml")
+                path.write_text(text)
+                built.append(path)
+            report(f"{name}: kustomize build", found, since)
         since = time.monotonic()
         versions = " and ".join(KUBERNETES_VERSIONS)
         report(f"schemas (Kubernetes {versions}, strict)", schema_problems(bin_dir, built), since)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from parley_common.models import ModelRegistry
 
+from . import cluster
 from .objects import (
     Manifest,
     all_containers,
@@ -352,8 +353,9 @@ def secret_keys(objects: list[Manifest]) -> set[tuple[str, str]]:
     return keys
 
 
-def manifest_problems(objects: list[Manifest], readme: str | None = None) -> list[str]:
-    """Parley's rules on one kustomize build (see the module docstring); [] when it passes."""
+def manifest_problems(objects: list[Manifest], readme: str | None = None, build: str | None = None) -> list[str]:
+    """Parley's rules on one kustomize build (see the module docstring); [] when it passes.
+    `build` names it (`base`, `dev`, `prod`, …) for the rules that depend on the overlay."""
     problems: list[str] = []
     configmaps = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "ConfigMap"}
     containers: list[ParleyContainer] = []
@@ -377,6 +379,18 @@ def manifest_problems(objects: list[Manifest], readme: str | None = None) -> lis
         problems.extend(port_problems(pc))
         problems.extend(grace_problems(pc))
         problems.extend(hardening_problems(pc))
+        problems.extend(cluster.probe_problems(pc))
+        problems.extend(cluster.scrape_problems(pc))
+        problems.extend(cluster.worker_grace_problems(pc))
+        problems.extend(cluster.prestop_problems(pc, prestop_seconds(pc.container)))
+        problems.extend(cluster.grpc_target_problems(pc, objects))
+    problems.extend(cluster.disruption_problems(objects))
+    problems.extend(cluster.autoscaling_problems(objects, containers))
+    problems.extend(cluster.egress_problems(objects, containers))
+    problems.extend(cluster.edge_problems(objects, containers))
+    if build is not None:
+        problems.extend(cluster.image_problems(objects, build))
+        problems.extend(cluster.namespace_owner_problems(objects, build))
     problems.extend(registry_problems(containers, configmaps))
     problems.extend(keda_problems(objects, containers))
     problems.extend(reference_problems(objects))

@@ -24,6 +24,9 @@ from parley_worker.settings import WorkerSettings
 from .objects import EnvVar
 
 PLACEHOLDER_SECRET = "placeholder-secret-value-0123456789"
+# Variables a Parley container may get that are not Parley settings: OpenTelemetry's SDK reads
+# OTEL_RESOURCE_ATTRIBUTES itself, built from the downward API's pod name and namespace.
+NOT_SETTINGS = {"OTEL_RESOURCE_ATTRIBUTES", "POD_NAME", "POD_NAMESPACE"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def env_problems(where: str, module: str | None, env: list[EnvVar]) -> tuple[Bas
     seen: dict[str, str] = {}
     for var in env:
         key = var.name.upper()
+        if key in NOT_SETTINGS:
+            continue
         if key in seen:
             problems.append(f"{where}: {var.name} is set twice ({seen[key]}, {var.source}); set it in one place")
         seen[key] = var.source
