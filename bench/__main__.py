@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import budget_queue, bus, history, media, orchestrator, providers, streams, ttft
+from . import budget_queue, bus, history, media, orchestrator, peer, profile, providers, streams, ttft
 
 BENCHMARKS = {
     "ttft": ttft.main,
@@ -16,6 +16,8 @@ BENCHMARKS = {
     "media": media.main,
     "bus": bus.main,
     "queue": budget_queue.main,
+    "peer": peer.main,
+    "profile": profile.main,
 }
 
 
