@@ -45,7 +45,7 @@ async def completions_waiting(stack: Stack) -> int:
 
 async def restart_history(stack: Stack) -> None:
     stack.start_service("history")
-    await stack.wait_ready()  # the gateway's /readyz includes history serving
+    await stack.wait_ready()  # history SERVING on gRPC health (asked by wait_ready itself)
 
 
 async def a_turn_works(client: httpx.AsyncClient) -> None:

@@ -77,20 +77,22 @@ async def test_redis_restarted_mid_stream(
     # While Redis is down: a clear, typed 503 (limits cannot be checked, so nothing is admitted).
     down = await client.post(f"/v1/conversations/{conversation}/messages", json={"content": "while down"})
     assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
-    # Every service says it is not ready (a load balancer and Kubernetes stop sending it work)...
-    not_ready = await client.get("/readyz")
-    assert not_ready.status_code == 503 and not_ready.json()["checks"]["redis"] is False
+    # Every service reports Redis down but stays ready: Redis is shared by every replica, so
+    # turning them all unready would only make the edge answer 503 to everything (resumes of
+    # answers already in flight included); the request that needs Redis gets the 503 above...
+    still_ready = await client.get("/readyz")
+    assert still_ready.status_code == 200 and still_ready.json()["dependencies"]["redis"] != "ok", still_ready.text
     for service in ("orchestrator", "provider-worker"):
         ops = await client.get(f"http://127.0.0.1:{stack.metrics_ports[service]}/readyz")
-        assert ops.status_code == 503 and "redis" in ops.json()["problems"], (service, ops.text)
-        # ...but is alive: no restart for a dependency that is down.
+        assert ops.status_code == 200 and ops.json()["dependencies"]["redis"] != "ok", (service, ops.text)
+        # ...and is alive: no restart for a dependency that is down.
         assert (await client.get(f"http://127.0.0.1:{stack.metrics_ports[service]}/healthz")).status_code == 200
     assert (await client.get("/healthz")).status_code == 200
     ended = await asyncio.wait_for(turn, 60)
     assert ended[-1].event == "done" or (ended[-1].event == "error" and ended[-1].data["retryable"]), ended[-1]
     await asyncio.to_thread(ensure_local, local_servers.redis_url)  # starts it and waits until it answers
     assert reachable(local_servers.redis_url)
-    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/readyz")).json()["dependencies"]["redis"] == "ok"
     # This Redis keeps nothing across a restart (no persistence): the replay log of the turn
     # that ran through it is gone, and a resume says so clearly instead of hanging.
     response_id = ended[0].data["response_id"]

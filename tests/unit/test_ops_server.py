@@ -26,11 +26,16 @@ async def test_ready_only_while_serving_and_every_check_passes() -> None:
     await ops.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops.port}") as client:
-            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/healthz")).json() == {"service": "worker", "status": "alive"}
             starting = await client.get("/readyz")
             assert starting.status_code == 503 and starting.json()["problems"] == {"service": "starting"}
             ops.mark_ready()
-            assert (await client.get("/readyz")).json() == {"status": "ready", "service": "worker"}
+            assert (await client.get("/readyz")).json() == {
+                "service": "worker",
+                "status": "ready",
+                "problems": {},
+                "dependencies": {},
+            }
             broker_up = False
             down = await client.get("/readyz")
             assert down.status_code == 503 and down.json()["problems"] == {"broker": "broker disconnected"}
@@ -54,3 +59,35 @@ async def test_port_zero_serves_nothing() -> None:
     await ops.start()
     await ops.stop()
     assert ops._server is None
+
+
+async def test_a_shared_dependency_down_is_reported_but_never_makes_the_replica_unready() -> None:
+    redis_up = False
+
+    async def redis() -> str | None:
+        return None if redis_up else "redis: ConnectionError"
+
+    async def broken() -> str | None:
+        raise RuntimeError("a bug in a check")
+
+    ops = OpsServer("orchestrator", "127.0.0.1", free_port())
+    ops.add_dependency("redis", redis)
+    await ops.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops.port}") as client:
+            ops.mark_ready()
+            down = await client.get("/readyz")
+            assert down.status_code == 200
+            assert down.json() == {
+                "service": "orchestrator",
+                "status": "ready",
+                "problems": {},
+                "dependencies": {"redis": "redis: ConnectionError"},
+            }
+            redis_up = True
+            assert (await client.get("/readyz")).json()["dependencies"] == {"redis": "ok"}
+            ops.add_dependency("broken", broken)
+            reported = await client.get("/readyz")
+            assert reported.status_code == 200 and reported.json()["dependencies"]["broken"] == "RuntimeError"
+    finally:
+        await ops.stop()

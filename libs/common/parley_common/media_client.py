@@ -31,6 +31,7 @@ MAX_REPLY_BYTES = 16 * 1024 * 1024
 _IDEMPOTENT = ["CompleteUpload", "GetMedia", "DeleteMedia", "CheckMedia", "ResolveImages"]
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": grpc_client.LOAD_BALANCING,
         "methodConfig": [
             {
                 "name": [{"service": "parley.v1.MediaService", "method": m} for m in _IDEMPOTENT],
@@ -42,7 +43,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
@@ -55,6 +56,7 @@ class MediaClient:
                 ("grpc.service_config", _SERVICE_CONFIG),
                 ("grpc.enable_retries", 1),
                 ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
+                *grpc_client.CHANNEL_OPTIONS,
             ],
         )
         self.stub = media_pb2_grpc.MediaServiceStub(self.channel)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 
 from parley.v1 import chat_pb2, history_pb2_grpc
 from parley_common.amqp import connect
 from parley_common.bus import Consumers, DeadLetters
-from parley_common.errors import ParleyError
+from parley_common.errors import ParleyError, Unavailable
 from parley_common.grpc_server import GrpcServer
 from parley_common.lifecycle import InFlight, run_service
 from parley_common.logs import setup_logging
@@ -29,6 +30,8 @@ from .settings import HistorySettings
 from .stores import SchemaNotCurrent, migrate_store, open_store
 
 log = logging.getLogger("parley.history")
+# Between attempts of `migrate` to reach a store that does not answer yet.
+MIGRATE_RETRY_S = 2.0
 
 
 async def serve(stop: asyncio.Event) -> None:
@@ -76,22 +79,43 @@ async def serve(stop: asyncio.Event) -> None:
     ops.mark_stopping()
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await consumers.stop()
-    if not await in_flight.drain(settings.shutdown_grace_s):
+    # The events in flight and the gRPC calls in flight drain side by side, within one grace
+    # period: one after the other they could take twice PARLEY_SHUTDOWN_GRACE_S, past the
+    # pod's terminationGracePeriodSeconds.
+    drained, _ = await asyncio.gather(
+        in_flight.drain(settings.shutdown_grace_s), grpc_server.stop(settings.shutdown_grace_s)
+    )
+    if not drained:
         log.warning("in-flight events not finished; they will be redelivered")
-    await grpc_server.stop(settings.shutdown_grace_s)
     await connection.close()
     await store.close()
     await ops.stop()
 
 
 async def migrate() -> None:
+    """Bring the store's schema to this build's version. A store that does not answer yet (a
+    Cassandra node starting, failing over) is asked again until PARLEY_CONNECT_TIMEOUT_S has
+    passed, as the services wait for the broker: an initContainer that gave up at once would
+    be restarted with a growing back-off while the store is already back."""
     settings = load_settings(HistorySettings)
     setup_logging("history", settings.log_level)
-    try:
-        applied = await migrate_store(settings)
-    except (MigrationError, ParleyError) as exc:
-        log.error("migration failed", extra={"reason": str(exc)})
-        raise SystemExit(2) from None
+    deadline = time.monotonic() + settings.connect_timeout_s
+    attempt = 1
+    while True:
+        try:
+            applied = await migrate_store(settings)
+            break
+        except Unavailable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("migration failed", extra={"reason": str(exc), "attempts": attempt})
+                raise SystemExit(2) from None
+            log.warning("store not reachable; trying again", extra={"reason": str(exc), "attempt": attempt})
+            await asyncio.sleep(min(MIGRATE_RETRY_S, left))
+            attempt += 1
+        except (MigrationError, ParleyError) as exc:
+            log.error("migration failed", extra={"reason": str(exc)})
+            raise SystemExit(2) from None
     log.info("schema is current", extra={"store": settings.history_store, "applied": applied})
 
 

@@ -1,8 +1,12 @@
 """Media service process: MediaService over gRPC, on object storage.
 
-Readiness follows object storage: health says SERVING once the bucket is there, and goes back
-to NOT_SERVING while the store cannot be reached. A sweep removes presigned uploads never
-completed, a bounded batch every `PARLEY_MEDIA_UPLOAD_SWEEP_INTERVAL_S`.
+Health: gRPC health (readiness) says SERVING once the bucket has been found (or created) the
+first time, and stays SERVING while object storage is down: every media replica shares that
+store, so turning them all unready would only move the failure to the edge. A call that needs
+the store gets a retryable UNAVAILABLE (`storage_unavailable`) instead, and the operations port
+(`PARLEY_METRICS_PORT`: /healthz for liveness, /readyz, /metrics) reports the store's state
+under `dependencies`. A sweep removes presigned uploads never completed, a bounded batch every
+`PARLEY_MEDIA_UPLOAD_SWEEP_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from parley_common.errors import ParleyError
 from parley_common.grpc_server import GrpcServer
 from parley_common.lifecycle import run_service
 from parley_common.logs import setup_logging
+from parley_common.ops_server import OpsServer
 from parley_common.settings import load_settings
 from parley_common.telemetry import setup_telemetry
 
@@ -46,24 +51,39 @@ def build_generator(settings: MediaSettings, cpu: CpuPool, http: httpx.AsyncClie
     return DemoImageGenerator(cpu)
 
 
-async def watch_store(store: ObjectStore, server: GrpcServer, stop: asyncio.Event) -> None:
-    """Keep health in step with object storage (creating the bucket when it is missing)."""
-    serving: bool | None = None
-    while not stop.is_set():
-        try:
-            await store.ensure_bucket()
-            reachable = True
-        except ParleyError as exc:
-            reachable = False
-            if serving is not False:
-                log.warning("object storage not reachable", extra={"reason": exc.message})
-        if reachable != serving:
-            await server.ready(reachable)
-            if reachable:
-                log.info("ready", extra={"port": server.port, "bucket": store.bucket})
-            serving = reachable
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), STORE_CHECK_S if reachable else 0.5)
+class StoreWatch:
+    """Object storage as last seen: the bucket ensured every few seconds (created when missing)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.problem: str | None = "not checked yet"
+        self.found_once = asyncio.Event()
+
+    async def dependency(self) -> str | None:
+        return self.problem
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.store.ensure_bucket()
+                if self.problem is not None:
+                    log.info("object storage reachable", extra={"bucket": self.store.bucket})
+                self.problem = None
+                self.found_once.set()
+            except ParleyError as exc:
+                if self.problem is None or not self.found_once.is_set():
+                    log.warning("object storage not reachable", extra={"reason": exc.message})
+                self.problem = f"object storage: {exc.message}"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STORE_CHECK_S if self.problem is None else 0.5)
+
+
+async def serve_when_store_found(watch: StoreWatch, server: GrpcServer, ops: OpsServer) -> None:
+    """SERVING once the bucket was found the first time; from then on, whatever the store does."""
+    await watch.found_once.wait()
+    await server.ready()
+    ops.mark_ready()
+    log.info("ready", extra={"port": server.port, "bucket": watch.store.bucket})
 
 
 async def sweep_uploads(library: MediaLibrary, stop: asyncio.Event) -> None:
@@ -85,6 +105,9 @@ async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(MediaSettings)
     setup_logging("media", settings.log_level)
     setup_telemetry("media", settings.otlp_endpoint)
+    # /healthz (liveness: the process), /readyz (object storage reported, not gating), /metrics.
+    ops = OpsServer("media", settings.metrics_host, settings.metrics_port)
+    await ops.start()
     store = ObjectStore(
         endpoint=settings.s3_endpoint,
         public_endpoint=settings.s3_public_endpoint,
@@ -106,11 +129,20 @@ async def serve(stop: asyncio.Event) -> None:
     )
     await server.start()
     log.info("grpc listening", extra={"port": server.port, "generator": library.generator.name})
-    watcher = asyncio.create_task(watch_store(store, server, stop))
+    watch = StoreWatch(store)
+    ops.add_dependency("object_storage", watch.dependency)
+    watcher = asyncio.create_task(watch.run(stop))
+    serving = asyncio.create_task(serve_when_store_found(watch, server, ops))
     sweeper = asyncio.create_task(sweep_uploads(library, stop))
     await stop.wait()
     log.info("shutting down")
-    await watcher
+    ops.mark_stopping()
+    # The store check may be waiting on an unreachable store (up to PARLEY_S3_TIMEOUT_S): not
+    # worth a moment of the grace period.
+    for task in (serving, watcher):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await sweeper
     # In-flight calls (an upload being processed) finish within the grace period.
     await server.stop(settings.shutdown_grace_s)
@@ -118,6 +150,7 @@ async def serve(stop: asyncio.Event) -> None:
     await asyncio.to_thread(cpu.shutdown)
     await asyncio.to_thread(videos.shutdown)
     store.close()
+    await ops.stop()
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -9,6 +11,30 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from parley_common.settings import CommonSettings
 
 MB = 1_000_000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup_root: Path | None = None) -> int:
+    """The CPUs this process may use: its container's CPU limit (cgroup v2 `cpu.max`, or v1
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us`) rounded up, else the CPUs it is allowed to run on.
+    A pod limited to 1 CPU on a 64-core node gets 1, not 64 (threads beyond the limit only queue
+    and are throttled)."""
+    root = CGROUP_ROOT if cgroup_root is None else cgroup_root
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota: float | None = None
+    try:
+        limit, period = (root / "cpu.max").read_text().split()[:2]
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            quota = limit_us / period_us if limit_us > 0 and period_us > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None and quota > 0:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
 
 
 class MediaSettings(CommonSettings):
@@ -41,7 +67,8 @@ class MediaSettings(CommonSettings):
     media_max_video_s: float = Field(default=120.0, gt=0, le=3600)
     media_video_frames: int = Field(default=4, ge=1, le=16)
     # Threads for decoding and encoding (Pillow and PyAV release the GIL while they work).
-    media_workers: int = Field(default=max(2, os.cpu_count() or 2), ge=1, le=64)
+    # Default: the CPUs of the container's limit (`available_cpus`, at least 2), not the node's.
+    media_workers: int = Field(default_factory=lambda: min(64, max(2, available_cpus())), ge=1, le=64)
     # Images being processed at once; each may hold its bytes and decoded frames.
     media_max_concurrent_jobs: int = Field(default=4, ge=1, le=256)
     # Decoded image bytes in flight across all jobs (estimated from each header before it is

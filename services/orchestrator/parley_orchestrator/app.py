@@ -135,7 +135,7 @@ async def serve(stop: asyncio.Event) -> None:
     log.info("ready", extra={"models": sorted(registry.models)})
 
     ops.add_check("broker", broker_check(connection))
-    ops.add_check("redis", redis_check(redis))
+    ops.add_dependency("redis", redis_check(redis))
     ops.mark_ready()
 
     await stop.wait()

@@ -1,20 +1,26 @@
-"""Liveness (cheap) and readiness (every dependency reachable)."""
+"""Liveness (the process answers) and readiness (accepting, and connected to the broker).
+
+Readiness is `parley_common.ops_server.Readiness`, the same JSON every service answers: Redis
+and history are reported under `dependencies` but never make a gateway unready — one history
+restart or a Redis failover would otherwise turn every gateway unready at once, and the edge
+would answer 503 to everything (resumes and the web client included). The request that needs
+one of them gets a retryable `unavailable` error instead.
+"""
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from parley_common.ops_server import liveness
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    return liveness("gateway")
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -25,22 +31,5 @@ async def metrics() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
-
-    async def redis_ok() -> bool:
-        try:
-            return bool(await asyncio.wait_for(state.redis.ping(), 1.0))
-        except Exception:
-            return False
-
-    history_ok, redis_up = await asyncio.gather(state.history.serving(), redis_ok())
-    checks: dict[str, Any] = {
-        "broker": not state.amqp.is_closed,
-        "redis": redis_up,
-        "history": history_ok,
-        "accepting": not state.stopping,
-    }
-    ready = all(checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
-    )
+    status, body = await request.app.state.readiness.report()
+    return JSONResponse(body, status_code=status)
