@@ -62,6 +62,9 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=libs/contracts --pyi_out=libs/contracts \
 		--grpc_python_out=libs/contracts $(PROTOS)
 
+# Every benchmark in bench/__main__.py (one: `$(BIN)/python -m bench peer`). `peer` installs the
+# LiteLLM proxy into its own virtualenv, .cache/litellm-venv (never .venv), on first use and fails
+# saying why when it cannot; `profile` attaches py-spy (dev extras) to the services.
 bench: install system-deps
 	$(BIN)/python -m bench
 

@@ -12,15 +12,26 @@ from parley_gateway.sse import encode_event, encode_local_error
 from parley_gateway.turns import response_id_for
 
 
-def test_sse_frames_carry_id_type_and_both_ids() -> None:
+def test_sse_frames_carry_id_type_and_both_ids_but_deltas_only_their_text() -> None:
     event = chat_pb2.StreamEvent(
         response_id="r1", conversation_id="c1", seq=7, delta=chat_pb2.StreamDelta(text="héllo\nworld")
     )
     raw = encode_event(event).decode()
     lines = raw.split("\n")
     assert lines[0] == "id: 7" and lines[1] == "event: delta" and raw.endswith("\n\n")
-    data = json.loads(lines[2].removeprefix("data: "))
-    assert data == {"response_id": "r1", "conversation_id": "c1", "text": "héllo\nworld"}
+    # A delta is most of an answer's frames: its ids are in the response's header and URL.
+    assert json.loads(lines[2].removeprefix("data: ")) == {"text": "héllo\nworld"}
+    done = encode_event(
+        chat_pb2.StreamEvent(
+            response_id="r1", conversation_id="c1", seq=8, done=chat_pb2.StreamDone(finish_reason="stop")
+        )
+    ).decode()
+    assert done.startswith("id: 8\nevent: done\ndata: ")
+    assert json.loads(done.split("\n")[2].removeprefix("data: ")) == {
+        "response_id": "r1",
+        "conversation_id": "c1",
+        "finish_reason": "stop",
+    }
 
 
 def test_local_errors_have_no_id_so_resume_points_stay_valid() -> None:

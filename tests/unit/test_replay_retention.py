@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.replay import ReplayLog
+from parley_common.replay import ReplayLog, ResponseStream
 from parley_common.settings import CommonSettings
 from parley_common.stream_slots import StreamSlots
 from parley_dev.infra import ensure_local
@@ -106,6 +106,55 @@ async def test_a_finished_answer_is_kept_only_the_finished_ttl(redis: Redis, nam
     assert 0 < await redis.ttl(log.owner_key("r1")) <= 120
     assert [f.seq for f in await log.read_after("r1", 0)] == [1, 2, 3]
     assert await log.owner_record("r1") == ("alice", "c1")
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_frames_appended_together_are_kept_in_order_and_a_last_done_ends_the_log(
+    redis: Redis, namespace: str
+) -> None:
+    log = ReplayLog(redis, namespace, ttl_s=3600, finished_ttl_s=120)
+    assert await log.claim("r1", "alice", "c1")
+    await log.append_many([delta(1), delta(2)])
+    assert 3500 < await redis.ttl(log.key("r1")) <= 3600
+    await log.append_many([delta(3), done(4)])
+    assert 0 < await redis.ttl(log.key("r1")) <= 120
+    assert 0 < await redis.ttl(log.owner_key("r1")) <= 120
+    assert [f.seq for f in await log.read_after("r1", 0)] == [1, 2, 3, 4]
+
+
+class RecordingExchange:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, chat_pb2.StreamEvent]] = []
+
+    async def publish(self, message: Any, routing_key: str, mandatory: bool) -> None:
+        self.published.append((routing_key, chat_pb2.StreamEvent.FromString(message.body)))
+
+
+class RecordingChannel:
+    def __init__(self) -> None:
+        self.default_exchange = RecordingExchange()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_frames_emitted_together_are_numbered_logged_and_published_as_one_at_a_time(
+    redis: Redis, namespace: str
+) -> None:
+    log = ReplayLog(redis, namespace)
+    channel = RecordingChannel()
+    stream = ResponseStream(channel=channel, replay=log, response_id="r1", conversation_id="c1", reply_to="q")  # type: ignore[arg-type]
+    await stream.emit(meta=chat_pb2.StreamMeta(model="m"))
+    sent = await stream.emit_many({"delta": chat_pb2.StreamDelta(text="a")}, {"delta": chat_pb2.StreamDelta(text="b")})
+    assert [f.seq for f in sent] == [2, 3]
+    with pytest.raises(RuntimeError):
+        # Nothing may follow the last frame, even in the same batch: nothing of it is sent.
+        await stream.emit_many({"done": chat_pb2.StreamDone(finish_reason="stop")}, {"usage": chat_pb2.Usage()})
+    assert not stream.closed
+    await stream.emit_many({"usage": chat_pb2.Usage(output_tokens=2)}, {"done": chat_pb2.StreamDone()})
+    assert stream.closed and await stream.emit_many() == []
+    logged = await log.read_after("r1", 0)
+    kinds = ["meta", "delta", "delta", "usage", "done"]
+    assert [(f.seq, f.WhichOneof("kind")) for f in logged] == list(zip(range(1, 6), kinds, strict=True))
+    assert [(q, f) for q, f in channel.default_exchange.published] == [("q", f) for f in logged]
 
 
 @pytest.mark.usefixtures("cleanup")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from parley.v1 import chat_pb2
 from parley_common.stream_slots import StreamSlots
 from parley_dev.infra import ensure_local
 from parley_gateway.turns import ConnectionSlot, TurnStream
@@ -125,3 +126,38 @@ async def test_a_served_connection_keeps_its_slot_and_gives_it_back_however_it_e
         with contextlib.suppress(RuntimeError, asyncio.CancelledError):
             await task
         assert await redis.zscore(slots.key("u"), member) is None, f"given back when the connection {ending}"
+
+
+async def test_an_answer_that_ended_gives_its_slot_back_when_one_is_asked_for(slots: StreamSlots) -> None:
+    for i in range(3):
+        assert await slots.acquire("u", f"r{i}", f"c{i}") == -1
+        await slots.release_connection("u", f"r{i}", f"c{i}")
+    ended = {"r0"}  # r0's last frame was sent; its worker has not given the slot back yet
+
+    async def finished(response_id: str) -> bool:
+        return response_id in ended
+
+    assert await slots.acquire("u", "r3", "c3") == 3
+    assert await slots.free_finished("u", finished) == 1
+    assert await slots.acquire("u", "r3", "c3") == -1
+    # An open connection keeps its slot, even to an answer that has ended.
+    ended.add("r3")
+    assert await slots.free_finished("u", finished) == 1  # r3's answer, not its connection c3
+    assert await slots.acquire("u", "r4", "c4") == 3, "r1, r2 and the connection to r3 hold all three"
+
+
+async def _ended_answer() -> AsyncIterator[Any]:
+    yield chat_pb2.StreamEvent(seq=1, delta=chat_pb2.StreamDelta(text="hi"))
+    yield chat_pb2.StreamEvent(seq=2, done=chat_pb2.StreamDone(finish_reason="stop"))
+
+
+async def test_a_connection_gives_its_slot_back_before_the_last_frame_is_sent(slots: StreamSlots, redis: Redis) -> None:
+    slot = ConnectionSlot(slots, "u", "r1")
+    assert await slots.acquire_connection("u", "r1", slot.connection_id) == -1
+    member = slots.connection_member("r1", slot.connection_id)
+    stream = TurnStream("r1", "c1", _ended_answer(), slot=slot)
+    held_at: list[bool] = []
+    async with stream.held():
+        async for _item in stream.events:
+            held_at.append(await redis.zscore(slots.key("u"), member) is not None)
+    assert held_at == [True, False], "held while the answer streams, free when its last frame goes out"

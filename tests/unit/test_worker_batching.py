@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from parley.v1 import chat_pb2
 from parley_worker.batching import DeltaBatcher
 
 
@@ -19,6 +20,25 @@ class RecordingStream:
         async with self.lock:
             await asyncio.sleep(0.001)
             self.frames.append((asyncio.get_running_loop().time(), kind["delta"].text))
+
+
+class BatchRecordingStream:
+    """Records every frame with the write it went out in (ResponseStream.emit / emit_many)."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+
+    async def emit(self, **kind: Any) -> None:
+        await self.emit_many(kind)
+
+    async def emit_many(self, *kinds: dict[str, Any]) -> None:
+        await asyncio.sleep(0.001)
+        self.writes.append([_describe(kind) for kind in kinds])
+
+
+def _describe(kind: dict[str, Any]) -> str:
+    ((name, value),) = kind.items()
+    return f"delta:{value.text}" if name == "delta" else name
 
 
 async def test_first_token_alone_then_fast_tokens_merged_in_order() -> None:
@@ -60,3 +80,31 @@ async def test_window_zero_sends_every_token() -> None:
         await batcher.add(str(i))
     await batcher.close()
     assert [t for _, t in stream.frames] == ["0", "1", "2", "3", "4"]
+
+
+async def test_a_lead_frame_goes_out_with_the_first_text_and_the_last_frames_with_the_held_text() -> None:
+    stream = BatchRecordingStream()
+    batcher = DeltaBatcher(stream, window_s=10)  # type: ignore[arg-type]
+    batcher.lead(meta=chat_pb2.StreamMeta(model="m"))
+    for text in ("a", "b", "c"):
+        await batcher.add(text)
+    await batcher.close({"usage": chat_pb2.Usage()}, {"done": chat_pb2.StreamDone()})
+    assert stream.writes == [["meta", "delta:a"], ["delta:bc", "usage", "done"]]
+
+
+async def test_a_lead_frame_with_no_text_goes_out_with_the_last_frames() -> None:
+    stream = BatchRecordingStream()
+    batcher = DeltaBatcher(stream, window_s=0.01)  # type: ignore[arg-type]
+    batcher.lead(meta=chat_pb2.StreamMeta(model="m"))
+    await batcher.close({"done": chat_pb2.StreamDone()})
+    assert stream.writes == [["meta", "done"]]
+
+
+async def test_text_held_past_the_window_goes_out_alone_before_the_last_frames() -> None:
+    stream = BatchRecordingStream()
+    batcher = DeltaBatcher(stream, window_s=0.01)  # type: ignore[arg-type]
+    await batcher.add("a")
+    await batcher.add("b")
+    await asyncio.sleep(0.05)
+    await batcher.close({"done": chat_pb2.StreamDone()})
+    assert stream.writes == [["delta:a"], ["delta:b"], ["done"]]

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 TERMINAL_KINDS = frozenset({"done", "error"})
 
 
+def latest_turn_key(namespace: str, conversation_id: str) -> str:
+    """The Redis key holding the response id of a conversation's latest turn: written by the
+    orchestrator's turn order, read by the gateway to tell whether an answer still streams."""
+    return f"{namespace}:conversation-turn:{conversation_id}"
+
+
 def is_terminal(event: chat_pb2.StreamEvent) -> bool:
     return event.WhichOneof("kind") in TERMINAL_KINDS
 
@@ -106,14 +112,23 @@ class ReplayLog:
         return record[0] if record is not None else None
 
     async def append(self, event: chat_pb2.StreamEvent) -> None:
-        key = self.key(event.response_id)
+        await self.append_many([event])
+
+    async def append_many(self, events: list[chat_pb2.StreamEvent]) -> None:
+        """Append frames of one response, in order, in one round trip (only the last may be
+        terminal)."""
+        if not events:
+            return
+        last = events[-1]
+        key = self.key(last.response_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"e": event.SerializeToString()}, id=f"0-{event.seq}", maxlen=self.max_frames)
-            if is_terminal(event):
+            for event in events:
+                pipe.xadd(key, {"e": event.SerializeToString()}, id=f"0-{event.seq}", maxlen=self.max_frames)
+            if is_terminal(last):
                 # Finished: kept only long enough to resume; the owner record goes with it, so a
                 # response is never known to have an owner but no frames.
                 pipe.expire(key, self.finished_ttl_s)
-                pipe.expire(self.owner_key(event.response_id), self.finished_ttl_s)
+                pipe.expire(self.owner_key(last.response_id), self.finished_ttl_s)
             else:
                 pipe.expire(key, self.ttl_s)
             await pipe.execute()
@@ -217,21 +232,35 @@ class ResponseStream:
     async def emit(self, **kind: Any) -> chat_pb2.StreamEvent:
         """Send one frame, e.g. `emit(delta=chat_pb2.StreamDelta(text="Hi"))`."""
         async with self._lock:
-            return await self._emit(kind)
+            return (await self._emit([kind]))[0]
 
-    async def _emit(self, kind: dict[str, Any]) -> chat_pb2.StreamEvent:
+    async def emit_many(self, *kinds: dict[str, Any]) -> list[chat_pb2.StreamEvent]:
+        """Send several frames that are ready at once, in order, e.g.
+        `emit_many({"usage": usage}, {"done": done})`: one replay-log round trip for all of
+        them, then their publishes; the same frames, numbers and order as one `emit` each."""
+        if not kinds:
+            return []
+        async with self._lock:
+            return await self._emit(list(kinds))
+
+    async def _emit(self, kinds: list[dict[str, Any]]) -> list[chat_pb2.StreamEvent]:
         if self.closed:
             raise RuntimeError("stream already ended")
         if self.seq is None:
             self.seq = await self.replay.last_seq(self.response_id)
-        self.seq += 1
-        event = chat_pb2.StreamEvent(
-            response_id=self.response_id, conversation_id=self.conversation_id, seq=self.seq, **kind
-        )
-        self.closed = is_terminal(event)
+        events = [
+            chat_pb2.StreamEvent(
+                response_id=self.response_id, conversation_id=self.conversation_id, seq=self.seq + i, **kind
+            )
+            for i, kind in enumerate(kinds, 1)
+        ]
+        if any(is_terminal(event) for event in events[:-1]):
+            raise RuntimeError("a frame after the stream's last one")
+        self.seq += len(events)
+        self.closed = is_terminal(events[-1])
         # The log first: a frame a client saw live is always in the log for a resume.
         try:
-            await self.replay.append(event)
+            await self.replay.append_many(events)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is down: the live stream goes on; only a resume of this stream may miss frames.
             if not self.log_lost:
@@ -241,19 +270,20 @@ class ResponseStream:
                 )
             self.log_lost = True
         if self.reply_to:
-            # mandatory=False: the reply queue is gone when its client left; the log still has it.
-            await self.channel.default_exchange.publish(
-                envelope(
-                    event,
-                    message_type=STREAM_EVENT,
-                    idempotency_key=f"{self.response_id}:{self.seq}",
-                    persistent=False,
-                    traced=False,
-                ),
-                routing_key=self.reply_to,
-                mandatory=False,
-            )
-        return event
+            for event in events:
+                # mandatory=False: the reply queue is gone when its client left; the log still has it.
+                await self.channel.default_exchange.publish(
+                    envelope(
+                        event,
+                        message_type=STREAM_EVENT,
+                        idempotency_key=f"{self.response_id}:{event.seq}",
+                        persistent=False,
+                        traced=False,
+                    ),
+                    routing_key=self.reply_to,
+                    mandatory=False,
+                )
+        return events
 
     async def fail(self, code: str, message: str, retryable: bool) -> None:
         if not self.closed:

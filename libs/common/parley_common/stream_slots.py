@@ -16,6 +16,7 @@ gateway's connections are given back within that time).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -103,6 +104,19 @@ class StreamSlots:
 
     async def release(self, user_id: str, response_id: str) -> None:
         await self.redis.zrem(self.key(user_id), response_id)
+
+    async def free_finished(self, user_id: str, finished: Callable[[str], Awaitable[bool]]) -> int:
+        """Give back the slots of this user's answers that have ended (`finished(response_id)`)
+        but are still held: a worker frees an answer's slot just after its last frame is sent,
+        so a client that read the end of an answer and at once starts another can arrive first.
+        Connections keep theirs (an open connection counts until it closes). Returns how many
+        slots were given back."""
+        members = await self.redis.zrange(self.key(user_id), 0, -1)
+        answers = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        ended = [answer for answer in answers if SEPARATOR not in answer and await finished(answer)]
+        if ended:
+            await self.redis.zrem(self.key(user_id), *ended)
+        return len(ended)
 
     async def acquire_connection(self, user_id: str, response_id: str, connection_id: str) -> int:
         """A slot for one more connection streaming `response_id`: -1 when taken, else how many

@@ -41,8 +41,17 @@ def shutdown_telemetry() -> None:
         _provider.shutdown()
 
 
+_tracers: dict[str, trace.Tracer] = {}
+
+
 def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
+    """The tracer of one module, made once: a span is opened per message and per provider call,
+    and `trace.get_tracer` builds a new tracer (and its instrumentation scope) at each call. A
+    tracer got before `setup_telemetry` is a proxy that follows the provider once installed."""
+    found = _tracers.get(name)
+    if found is None:
+        found = _tracers[name] = trace.get_tracer(name)
+    return found
 
 
 def inject_headers(headers: dict[str, Any]) -> dict[str, Any]:

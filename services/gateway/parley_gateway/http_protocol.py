@@ -14,16 +14,22 @@ client may make the gateway hold before its request reaches the app.
 Every error here is JSON like the app's, `{"error": {"code", "message"}}`, with
 `Connection: close`; the gateway then stops reading and closes the connection a moment later,
 so a client still sending sees the answer before the connection goes.
+
+Event streams: each request's scope carries a `StreamHooks` (extension `parley.stream`), with
+which a streaming response writes its body straight to the connection (no ASGI message and
+middleware wrapper per frame) and learns that its client is gone when the connection drops,
+without a task of its own waiting for `http.disconnect`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 # How long a refused connection stays open (not read) after its answer was sent.
 LINGER_S = 1.0
@@ -36,6 +42,54 @@ class HttpLimits:
     header_timeout_s: float
     body_timeout_s: float
     body_min_bytes_per_s: int
+
+
+STREAM_HOOKS: Final = "parley.stream"
+
+
+class StreamHooks:
+    """One request's direct line to its connection, for a response streamed in many writes.
+
+    `write_chunk` sends one piece of a chunked body as uvicorn's own `send` would (`drain`
+    first waits while the client does not read); it can be used once the response's start
+    went through `send` (so every middleware's headers are in it) and the body is chunked; the
+    body's end still goes through `send`. `on_lost` is called (once) when the connection drops
+    mid-response.
+    """
+
+    __slots__ = ("cycle", "on_lost")
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self.cycle = cycle
+        self.on_lost: Callable[[], None] | None = None
+
+    @property
+    def can_write(self) -> bool:
+        cycle = self.cycle
+        return cycle.response_started and cycle.chunked_encoding is True and not cycle.response_complete
+
+    @property
+    def disconnected(self) -> bool:
+        return self.cycle.disconnected
+
+    @property
+    def write_paused(self) -> bool:
+        """The client is not reading: `drain` before writing more."""
+        return self.cycle.flow.write_paused and not self.cycle.disconnected
+
+    async def drain(self) -> None:
+        if self.write_paused:
+            await self.cycle.flow.drain()
+
+    def write_chunk(self, data: bytes) -> None:
+        cycle = self.cycle
+        if data and not cycle.disconnected and not cycle.transport.is_closing():
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def lost(self) -> None:
+        callback, self.on_lost = self.on_lost, None
+        if callback is not None and not self.cycle.response_complete:
+            callback()
 
 
 class _Refused(Exception):
@@ -71,6 +125,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._refusal: tuple[int, str, str] | None = None
         self._refused = False
+        # The hooks of the requests whose responses may still be streaming on this connection.
+        self._stream_hooks: list[StreamHooks] = []
 
     # connection
 
@@ -81,6 +137,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+        hooks, self._stream_hooks = self._stream_hooks, []
+        for hook in hooks:
+            hook.lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -143,6 +202,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._arm_body_timer(self._body_since + self.limits.body_timeout_s)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            hooks = StreamHooks(cycle)
+            self._stream_hooks = [h for h in self._stream_hooks if not h.cycle.response_complete]
+            self._stream_hooks.append(hooks)
+            self.scope.setdefault("extensions", {})[STREAM_HOOKS] = hooks  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)

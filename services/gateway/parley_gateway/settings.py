@@ -63,6 +63,9 @@ class GatewaySettings(PlanSettings):
     # text is held at most this long, or until this many bytes are waiting.
     coalesce_ms: int = Field(default=20, ge=0, le=1000)
     coalesce_max_bytes: int = Field(default=4096, ge=1, le=1_000_000)
+    # Event streams compressed (gzip or deflate) for clients whose Accept-Encoding allows it,
+    # flushed frame by frame; false: always sent as they are.
+    sse_compression: bool = True
     # Frames one live stream may buffer for a slow client; past that it reads from the replay log.
     live_buffer_frames: int = Field(default=512, ge=16, le=100_000)
     # How a prompt is assembled, for token counts before sending (POST /v1/tokens/count): the

@@ -32,7 +32,7 @@ from .providers import Provider, model_client_key
 from .providers.anthropic import AnthropicProvider
 from .providers.demo import DemoProvider
 from .providers.gemini import GeminiProvider
-from .providers.http import StreamTimeouts
+from .providers.http import StreamTimeouts, upstream_client
 from .providers.openai import OpenAIProvider
 from .resilience import RetryPolicy
 from .settings import WorkerSettings
@@ -94,10 +94,11 @@ async def serve(stop: asyncio.Event) -> None:
     ops = OpsServer("provider-worker", settings.metrics_host, settings.metrics_port)
     await ops.start()
     registry = settings.model_registry()
-    # One connection pool for every upstream call of this process; timeouts are per phase (StreamTimeouts).
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.provider_total_timeout_s, connect=settings.provider_connect_timeout_s),
-        limits=httpx.Limits(max_connections=settings.worker_prefetch * 2, max_keepalive_connections=100),
+    # One client for every upstream call of this process; timeouts are per phase (StreamTimeouts).
+    client = upstream_client(
+        total_timeout_s=settings.provider_total_timeout_s,
+        connect_timeout_s=settings.provider_connect_timeout_s,
+        max_streams=settings.worker_prefetch,
     )
     providers = build_providers(settings, registry, client)
     topology = Topology(settings.namespace)
@@ -152,7 +153,7 @@ async def serve(stop: asyncio.Event) -> None:
     log.info("ready", extra={"providers": sorted(providers)})
 
     ops.add_check("broker", broker_check(connection))
-    ops.add_check("redis", redis_check(redis))
+    ops.add_dependency("redis", redis_check(redis))
     ops.mark_ready()
 
     await stop.wait()

@@ -27,8 +27,8 @@ from parley_common.models import ModelRegistry
 from ..auth import current_user
 from ..schemas import Text
 from ..sse import json_data
+from ..sse_response import StreamResponse
 from ..turns import Heartbeat, Notice, Turns, TurnStream
-from .conversations import StreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,9 @@ async def _chunks(
             body["usage"] = None
         return f"data: {json_data(body)}\n\n".encode()
 
+    # A delta's chunk, the hot path, is the same bytes around its text: encoded once (the same
+    # JSON as chunk() makes).
+    delta_head, delta_tail = delta_chunk_parts(chunk_id, created, model, include_usage)
     usage = chat_pb2.Usage()
     try:
         async for item in stream.events:
@@ -180,9 +183,7 @@ async def _chunks(
                     ]
                 )
             elif kind == "delta":
-                yield chunk(
-                    [{"index": 0, "delta": {"content": item.delta.text}, "logprobs": None, "finish_reason": None}]
-                )
+                yield delta_head + json_data(item.delta.text).encode() + delta_tail
             elif kind == "usage":
                 usage = item.usage
             elif kind == "done":
@@ -205,6 +206,17 @@ async def _chunks(
                 return
     finally:
         await stream.events.aclose()  # type: ignore[attr-defined]
+
+
+def delta_chunk_parts(chunk_id: str, created: int, model: str, include_usage: bool) -> tuple[bytes, bytes]:
+    """The bytes before and after a delta's JSON-encoded text in its `chat.completion.chunk`."""
+    head = (
+        f'data: {{"id":{json_data(chunk_id)},"object":"chat.completion.chunk","created":{created},'
+        f'"model":{json_data(model)},"system_fingerprint":null,'
+        '"choices":[{"index":0,"delta":{"content":'
+    )
+    tail = '},"logprobs":null,"finish_reason":null}]' + (',"usage":null' if include_usage else "") + "}\n\n"
+    return head.encode(), tail.encode()
 
 
 def _error_chunk(code: str, message: str) -> bytes:

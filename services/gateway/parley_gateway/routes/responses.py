@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from parley_common.errors import InvalidRequest
 
 from ..auth import current_user
+from ..sse_response import sse_response
 from ..turns import Turns
-from .conversations import sse_response
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 

@@ -64,6 +64,80 @@ class StreamTimeouts:
         return httpx.Timeout(connect=self.connect_s, read=None, write=self.connect_s, pool=self.connect_s)
 
 
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Several connection pools behind one transport; each request goes to the pool with the
+    fewest responses open (the first of them on a tie).
+
+    httpcore's pool walks every connection it holds at each request's start and at each
+    response's close (and asks the kernel whether each idle one is still open): with a hundred
+    streams open, that walk was a third of the worker's CPU. Spread over `shards` pools, each
+    walk sees a fraction of the connections. A quiet worker keeps sending through the first
+    pool, so its requests reuse one kept-alive connection (no new TLS handshake each time).
+    Every pool may open `limits.max_connections` (a worker never runs more streams than its
+    prefetch, so no pool waits for a connection while another has room) and keeps its share
+    of the idle ones.
+    """
+
+    def __init__(self, *, limits: httpx.Limits, shards: int = 8) -> None:
+        if shards < 1:
+            raise ValueError("ShardedTransport needs at least one shard")
+        keepalive = limits.max_keepalive_connections
+        per_pool = httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=None if keepalive is None else max(1, -(-keepalive // shards)),
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        # One TLS context for every pool: loading the CA bundle is the slow part of making one.
+        ssl_context = httpx.create_ssl_context()
+        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context, limits=per_pool) for _ in range(shards)]
+        self.open = [0] * shards
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        shard = self.open.index(min(self.open))
+        self.open[shard] += 1
+        try:
+            response = await self._pools[shard].handle_async_request(request)
+        except BaseException:
+            self.open[shard] -= 1
+            raise
+        response.stream = _CountedStream(response.stream, self.open, shard)
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    """A response body that counts as open in its pool until it is closed."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, counts: list[int], shard: int) -> None:
+        assert isinstance(stream, httpx.AsyncByteStream)
+        self._stream = stream
+        self._counts = counts
+        self._shard: int | None = shard
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._stream:
+            yield part
+
+    async def aclose(self) -> None:
+        if self._shard is not None:
+            self._counts[self._shard] -= 1
+            self._shard = None
+        await self._stream.aclose()
+
+
+def upstream_client(*, total_timeout_s: float, connect_timeout_s: float, max_streams: int) -> httpx.AsyncClient:
+    """The one HTTP client of a worker process for every provider call (timeouts are per phase:
+    StreamTimeouts), over a ShardedTransport sized for `max_streams` streams at once."""
+    limits = httpx.Limits(max_connections=max_streams * 2, max_keepalive_connections=100)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s),
+        transport=ShardedTransport(limits=limits, shards=max(1, min(16, max_streams // 12))),
+    )
+
+
 ErrorReader = Callable[[int, bytes], ErrorDetail]
 
 
