@@ -161,6 +161,8 @@ def api_error_codes() -> set[str]:
     for path in sources:
         text = path.read_text()
         codes |= set(re.findall(r'\bcode\s*=\s*"([a-z][a-z0-9_]*)"', text))
+        # (a provider error's class attribute: parley_worker/providers/errors.py)
+        codes |= set(re.findall(r'\bclient_code(?:\s*:\s*ClassVar\[str\])?\s*=\s*"([a-z][a-z0-9_]*)"', text))
         codes |= set(re.findall(r'\.fail\(\s*"([a-z][a-z0-9_]*)"', text))
         codes |= set(re.findall(r'Notice\(\s*\w+,\s*\w+,\s*"([a-z][a-z0-9_]*)"', text))
         codes |= set(re.findall(r'_CODES\.get\([^()]*(?:\([^()]*\))?[^()]*,\s*"([a-z][a-z0-9_]*)"\)', text))

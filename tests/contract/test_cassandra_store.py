@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT
-from cassandra.query import BatchStatement, BatchType, SimpleStatement
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, SimpleStatement
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import Gone
@@ -153,7 +153,7 @@ async def claimers_write(store: CassandraHistoryStore, cid: str, mid: str, bucke
     """The claimer's own write of its answer, as _store_message makes it."""
     await store._run(
         "message_insert", cid, bucket, claimed_at, mid, "assistant", "the first answer", 1, "m", "",
-        1, 2, 0, claimed_at * 1000 + 1,
+        1, 2, 0, "", UNSET_VALUE, "stop", claimed_at * 1000 + 1,
     )  # fmt: skip
 
 
@@ -400,8 +400,9 @@ async def test_every_statement_reads_and_writes_at_local_quorum_and_only_the_cla
     assert profile.consistency_level == ConsistencyLevel.LOCAL_QUORUM
     assert profile.serial_consistency_level == ConsistencyLevel.LOCAL_SERIAL
     # Every statement may be retried by the driver or sent again by a redelivery, except the
-    # lightweight transaction, whose second try would report "not applied".
-    assert {name for name, s in cstore.q.items() if not s.is_idempotent} == {"message_claim"}
+    # lightweight transactions (a message's claim, a continuation's), whose second try would
+    # report "not applied".
+    assert {name for name, s in cstore.q.items() if not s.is_idempotent} == {"message_claim", "continuation_claim"}
     # And a retried append is the same message, once.
     ns = uuid.uuid4().hex[:8]
     await cstore.create_conversation(f"u-{ns}", f"c-{ns}", "", 1_000)
@@ -435,3 +436,43 @@ async def test_a_conversation_listed_before_migration_3_keeps_its_place_by_lates
     first, cursor = await cstore.list_conversations(user, "", 1)
     rest, _ = await cstore.list_conversations(user, cursor, 10)
     assert [(c.id, c.updated_at_ms) for c in first + rest] == [(old, 5_000), (other, 4_000)]
+
+
+async def test_a_conversation_written_before_versions_reads_as_one_path_and_is_upgraded_on_its_next_write(
+    cstore: CassandraHistoryStore, cassandra_target: CassandraTarget
+) -> None:
+    ns = uuid.uuid4().hex[:8]
+    user, cid = f"u-{ns}", f"c-{ns}"
+    ks = cassandra_target.keyspace
+    await cstore.create_conversation(user, cid, "old", 1_000)
+    for i, (mid, role) in enumerate([("m1", "user"), ("r1", "assistant"), ("m2", "user")]):
+        await cstore.append_message(user, cid, mid, role, f"text {i}", 1_000 + (i + 1) * BUCKET_MS)
+    # As migration 5 finds them: no parents, no children rows, no leaf.
+    for mid, at in (("m1", 1), ("r1", 2), ("m2", 3)):
+        created = 1_000 + at * BUCKET_MS
+        await cstore.db.execute(
+            f"UPDATE {ks}.messages_by_bucket SET parent_id = null WHERE conversation_id = %s AND bucket_ms = %s"
+            " AND created_at_ms = %s AND message_id = %s",
+            (cid, created - created % BUCKET_MS, created, mid),
+        )
+    await cstore.db.execute(f"DELETE FROM {ks}.message_children WHERE conversation_id = %s", (cid,))
+    await cstore.db.execute(
+        f"UPDATE {ks}.conversations SET current_message_id = null WHERE conversation_id = %s", (cid,)
+    )
+    page, _ = await cstore.get_messages(user, cid, "", 10)
+    assert [(m.id, m.parent_id, list(m.sibling_ids)) for m in page] == [
+        ("m2", "r1", ["m2"]),
+        ("r1", "m1", ["r1"]),
+        ("m1", "", ["m1"]),
+    ]
+    # A regeneration of the old answer: the conversation gets explicit parents first, so the old
+    # answer and the new one are versions of each other, and switching back finds its path.
+    await cstore.set_current(user, cid, "m1", True, 9_000)
+    await cstore.complete_message(
+        user, cid, "r1b", "m1", "again", history_pb2.MESSAGE_STATUS_COMPLETE, "m", chat_pb2.Usage(), 9_001
+    )
+    assert list((await cstore.get_message(user, cid, "r1b")).sibling_ids) == ["r1", "r1b"]
+    back = await cstore.set_current(user, cid, "r1", False, 9_002)
+    assert back.current_message_id == "m2"
+    page, _ = await cstore.get_messages(user, cid, "", 10)
+    assert [m.id for m in page] == ["m2", "r1", "m1"]

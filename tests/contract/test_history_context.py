@@ -90,7 +90,8 @@ async def test_answers_a_prompt_leaves_out_cost_nothing(store: HistoryStore, ns:
             alice,
             c1,
             f"m{i:03d}",
-            "m000",
+            # Each one after the one before, so that all are on the current path.
+            f"m{i - 1:03d}",
             "broken " * 50,
             history_pb2.MESSAGE_STATUS_FAILED,
             "demo",

@@ -121,14 +121,18 @@ async def test_messages_page_backwards_newest_first(store: HistoryStore, ns: str
     assert [m.id for m in seen] == [f"m{i}" for i in reversed(range(7))]
 
 
-async def test_messages_are_ordered_by_time_then_id_whatever_the_arrival_order(store: HistoryStore, ns: str) -> None:
+async def test_a_message_is_dated_after_its_parent_whatever_its_clock_said(store: HistoryStore, ns: str) -> None:
     alice, c1 = f"alice-{ns}", f"c1-{ns}"
     await store.create_conversation(alice, c1, "", 1)
     await store.append_message(alice, c1, "late", "user", "", 300)
     await store.append_message(alice, c1, "early", "user", "", 100)
     await store.append_message(alice, c1, "b", "user", "", 200)
     await store.append_message(alice, c1, "a", "user", "", 200)
-    assert [m.id for m in await all_messages(store, alice, c1, 2)] == ["late", "b", "a", "early"]
+    seen = await all_messages(store, alice, c1, 2)
+    # Each follows the current leaf, so the path is the order they came in.
+    assert [m.id for m in seen] == ["a", "b", "early", "late"]
+    assert [m.created_at_ms for m in seen] == [303, 302, 301, 300]
+    assert [m.parent_id for m in seen] == ["b", "early", "late", ""]
 
 
 async def test_paging_crosses_time_buckets_and_skips_empty_ones(store: HistoryStore, ns: str) -> None:
@@ -171,7 +175,8 @@ async def test_an_older_message_arriving_late_does_not_move_a_conversation_back(
     await store.create_conversation(alice, c1, "", 100)
     await store.create_conversation(alice, c2, "", 200)
     await store.append_message(alice, c1, "new", "user", "", 500)
-    await store.append_message(alice, c1, "old", "user", "", 300)
+    # Another version of the first message (no parent, so nothing to be dated after).
+    await store.append_message(alice, c1, "old", "user", "", 300, parent_id="")
     listed, _ = await store.list_conversations(alice, "", 10)
     assert [(c.id, c.updated_at_ms) for c in listed] == [(c1, 500), (c2, 200)]
 

@@ -47,6 +47,10 @@ async def test_an_old_sqlite_file_is_migrated_and_keeps_its_history(tmp_path: Pa
     try:
         messages, _ = await store.get_messages("alice", "c1", "", 10)
         assert [m.id for m in messages] == ["r1", "m1"]
+        # One version each: a single path whose leaf is the newest message.
+        assert [m.parent_id for m in messages] == ["m1", ""]
+        assert [list(m.sibling_ids) for m in messages] == [["r1"], ["m1"]]
+        assert (await store.get_conversation("alice", "c1")).current_message_id == "r1"
         page = await store.sync("alice", "", 100)
         assert [(c.kind, c.message.id or c.conversation_id) for c in page.changes] == [
             (history_pb2.CHANGE_KIND_CONVERSATION_CREATED, "c2"),
@@ -57,6 +61,7 @@ async def test_an_old_sqlite_file_is_migrated_and_keeps_its_history(tmp_path: Pa
         await store.append_message("alice", "c1", "m2", "user", "new", 400)
         after = await store.sync("alice", page.next_cursor, 100)
         assert [c.message.id for c in after.changes] == ["m2"]
+        assert after.changes[0].message.parent_id == "r1" and after.changes[0].current_message_id == "m2"
     finally:
         await store.close()
     db = sqlite3.connect(tmp_path / "h.sqlite3", isolation_level=None)

@@ -42,7 +42,10 @@ async def test_a_message_streams_an_answer_and_both_land_in_history(
     assert kinds.count("delta") > 5, "the answer should arrive token by token"
     ids = [f.id for f in frames]
     assert ids[0] == 1 and ids == sorted(set(ids)), "ids start at 1 and only grow"
-    assert all(f.data["response_id"] == response_id and f.data["conversation_id"] == conversation for f in frames)
+    # Every frame but a delta names its response and conversation; a delta carries only its text.
+    named = [f for f in frames if f.event != "delta"]
+    assert all(f.data["response_id"] == response_id and f.data["conversation_id"] == conversation for f in named)
+    assert all(set(f.data) == {"text"} for f in frames if f.event == "delta")
     answer = text_of(frames)
     assert answer.startswith('You said: "Hello, Parley!".')
     usage = next(f.data for f in frames if f.event == "usage")

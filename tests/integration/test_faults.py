@@ -72,9 +72,12 @@ async def _restart_worker(stack: Stack, **overrides: str) -> None:
     await stack.wait_ready()
 
 
-async def test_a_worker_killed_after_tokens_were_shown_ends_the_turn_interrupted(
+async def test_a_worker_killed_after_tokens_were_shown_is_replaced_and_the_answer_goes_on(
     stack: Stack, client: httpx.AsyncClient, conversation: str
 ) -> None:
+    # The demo model can go on from a partial answer: the restarted worker takes the job over
+    # from the text shown (test_worker_takeover.py: every wire format, a second worker running,
+    # and a model that cannot continue).
     stack.stop_service("provider-worker")
     await _restart_worker(stack)
     seen = []
@@ -87,11 +90,17 @@ async def test_a_worker_killed_after_tokens_were_shown_ends_the_turn_interrupted
                 await _restart_worker(stack)
             if frame.event in ("done", "error"):
                 break
-    assert seen[-1].event == "error" and seen[-1].data["code"] == "worker_lost" and seen[-1].data["retryable"]
+    assert seen[-1].event == "done" and not [f for f in seen if f.event == "error"]
     shown = text_of(seen)
-    stored = await messages_of(client, conversation, 2)
-    answer = next(m for m in stored if m["id"] == response_id)
-    assert answer["status"] == "interrupted" and answer["content"] == shown, "no text repeated, none lost"
+    assert shown.startswith('You said: "die now".')
+    deadline = time.monotonic() + 10
+    while True:
+        stored = await messages_of(client, conversation, 2)
+        answer = next(m for m in stored if m["id"] == response_id)
+        if answer["status"] != "streaming" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert answer["status"] == "complete" and answer["content"] == shown, "no text repeated, none lost"
 
 
 async def test_a_worker_killed_before_the_first_token_has_its_job_redelivered_and_answered_once(

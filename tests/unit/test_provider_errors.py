@@ -70,9 +70,16 @@ def test_retryable_and_fallback_worthy(error: ProviderError, retryable: bool, fa
     assert (error.retryable, error.fallback_worthy) == (retryable, fallback_worthy)
 
 
-def test_the_base_class_with_a_kind_behaves_like_the_subclass() -> None:
-    plain = ProviderError("x", kind="overloaded", status=529, provider="anthropic")
-    assert plain.retryable and plain.fallback_worthy
+def test_each_kind_has_one_class_whose_attributes_say_what_to_do() -> None:
+    kinds = ["rate_limited", "overloaded", "server_error", "bad_response", "context_length_exceeded",
+             "bad_request", "auth", "timeout", "connection"]  # fmt: skip
+    errors = [error_for(kind, "x") for kind in kinds]  # type: ignore[arg-type]
+    assert [e.kind for e in errors] == kinds
+    assert len({type(e) for e in errors}) == len(kinds)
+    # Every kind tells the client something different, always a provider's code or the context one.
+    codes = [e.client_code for e in errors]
+    assert len(set(codes)) == len(codes)
+    assert all(c.startswith("provider_") or c == "context_length_exceeded" for c in codes)
     assert isinstance(error_for("overloaded", "x"), Overloaded)
     assert isinstance(error_for("context_length_exceeded", "x"), ContextLengthExceeded)
 

@@ -39,15 +39,20 @@ _IDEMPOTENT = [
     "DeleteConversation",
     "Sync",
     "SearchConversations",
+    "GetMessage",
+    "SetCurrentMessage",
+    "BeginContinuation",
+    "ConversationMedia",
 ]
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": grpc_client.LOAD_BALANCING,
         "methodConfig": [
             {
                 "name": [{"service": "parley.v1.HistoryService", "method": m} for m in _IDEMPOTENT],
                 "retryPolicy": _RETRY,
             }
-        ]
+        ],
     }
 )
 
@@ -56,7 +61,11 @@ class HistoryClient:
     def __init__(self, target: str, timeout_s: float = 5.0) -> None:
         self.channel = grpc.aio.insecure_channel(
             target,
-            options=[("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)],
+            options=[
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                *grpc_client.CHANNEL_OPTIONS,
+            ],
         )
         self.stub = history_pb2_grpc.HistoryServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -104,7 +113,11 @@ class HistoryClient:
         created_at_ms: int,
         context_limit: int = 0,
         context_token_budget: int = 0,
+        *,
+        parent_id: str | None = None,
+        media_ids: list[str] | None = None,
     ) -> history_pb2.AppendMessageResponse:
+        """`parent_id`: an edit's parent ("" for the first message); None = the current leaf."""
         return await self._call(
             self.stub.AppendMessage,
             history_pb2.AppendMessageRequest(
@@ -116,18 +129,55 @@ class HistoryClient:
                 created_at_ms=created_at_ms,
                 context_limit=context_limit,
                 context_token_budget=context_token_budget,
+                parent_id=parent_id or "",
+                has_parent_id=parent_id is not None,
+                media_ids=media_ids or [],
             ),
         )
 
     async def get_messages(
-        self, user_id: str, conversation_id: str, before: str = "", limit: int = 0
+        self, user_id: str, conversation_id: str, before: str = "", limit: int = 0, leaf_id: str = ""
     ) -> history_pb2.GetMessagesResponse:
+        """The current path (or the one ending at `leaf_id`), newest first."""
         return await self._call(
             self.stub.GetMessages,
             history_pb2.GetMessagesRequest(
-                user_id=user_id, conversation_id=conversation_id, before=before, limit=limit
+                user_id=user_id, conversation_id=conversation_id, before=before, limit=limit, leaf_id=leaf_id
             ),
         )
+
+    async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
+        return await self._call(
+            self.stub.GetMessage,
+            history_pb2.GetMessageRequest(user_id=user_id, conversation_id=conversation_id, message_id=message_id),
+        )
+
+    async def set_current(
+        self, user_id: str, conversation_id: str, message_id: str, exact: bool = False
+    ) -> history_pb2.Conversation:
+        return await self._call(
+            self.stub.SetCurrentMessage,
+            history_pb2.SetCurrentMessageRequest(
+                user_id=user_id, conversation_id=conversation_id, message_id=message_id, exact=exact
+            ),
+        )
+
+    async def begin_continuation(
+        self, user_id: str, conversation_id: str, message_id: str, response_id: str
+    ) -> history_pb2.BeginContinuationResponse:
+        return await self._call(
+            self.stub.BeginContinuation,
+            history_pb2.BeginContinuationRequest(
+                user_id=user_id, conversation_id=conversation_id, message_id=message_id, response_id=response_id
+            ),
+        )
+
+    async def conversation_media(self, user_id: str, conversation_id: str) -> list[str]:
+        reply = await self._call(
+            self.stub.ConversationMedia,
+            history_pb2.ConversationMediaRequest(user_id=user_id, conversation_id=conversation_id),
+        )
+        return list(reply.media_ids)
 
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> history_pb2.Conversation:
         return await self._call(

@@ -38,3 +38,8 @@ ACTIVE_STREAMS = Gauge("parley_active_streams", "SSE streams open on this gatewa
 PROVIDER_ERRORS = Counter(
     "parley_provider_errors_total", "Failed provider calls, by provider and error kind.", ["provider", "kind"]
 )
+WORKER_TAKEOVERS = Counter(
+    "parley_worker_takeovers_total",
+    "Answers a provider worker went on with after the worker streaming them died, by model.",
+    ["model"],
+)

@@ -19,6 +19,22 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["demo", "openai", "anthropic", "gemini"]
     base_url: str = ""
+    # Whether the provider can go on from a partial answer (ProviderJob.continue_from), see
+    # `can_continue`. None: what the kind's API documents. For an OpenAI-compatible server
+    # that supports continuing the final message (vLLM's `continue_final_message` with
+    # `add_generation_prompt: false`) set it true; OpenAI's own API cannot.
+    continue_final_message: bool | None = None
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether this provider can continue a partial answer: Anthropic (the partial answer as
+        the last assistant turn, docs.anthropic.com "Prefill Claude's response") and the demo
+        provider always; an OpenAI-compatible server only when `continue_final_message: true`
+        (vLLM); OpenAI's own Chat Completions and Gemini document no way to, unless the entry
+        says so (the fake provider server continues every format)."""
+        if self.continue_final_message is not None:
+            return self.continue_final_message
+        return self.kind in ("anthropic", "demo")
 
 
 class ModelConfig(BaseModel):
@@ -50,6 +66,10 @@ class ModelConfig(BaseModel):
     # is what vLLM, Ollama and llama.cpp's server document; OpenAI's own API wants
     # `max_completion_tokens` (its reasoning models refuse `max_tokens`).
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # Whether this model can go on from a partial answer, when it differs from its provider's
+    # `continue_final_message` (e.g. an Anthropic model that refuses a prefilled assistant
+    # turn); None: as its provider. See ModelRegistry.can_continue.
+    continue_final_message: bool | None = None
 
     @model_validator(mode="after")
     def _sampling(self) -> ModelConfig:
@@ -158,6 +178,19 @@ class ModelRegistry(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as exc:
             raise ValueError(f"invalid model registry {path}: {exc}") from None
+
+    def can_continue(self, model: str) -> bool:
+        """Whether `model`'s provider can go on from a partial answer, so that an interrupted or
+        length-stopped answer can be continued (POST .../messages/{id}/continue; a job with
+        `ProviderJob.continue_from` set) and an answer whose worker died is taken over by
+        another worker instead of ending `interrupted`. False for an unknown model.
+        See ProviderConfig.can_continue for which providers can."""
+        spec = self.models.get(model)
+        if spec is None:
+            return False
+        if spec.continue_final_message is not None:
+            return spec.continue_final_message
+        return self.providers[spec.provider].can_continue
 
     def chain(self, name: str) -> list[str]:
         """The model and its fallbacks, in order, each once (fallbacks of fallbacks included)."""

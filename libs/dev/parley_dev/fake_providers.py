@@ -55,6 +55,14 @@ message's text (it is removed before the answer is derived):
                          as a structured-output refusal does (finish_reason stays "stop")
     no_usage      bool   OpenAI format: leave out the usage chunk, as some compatible servers do
 
+A request that asks to continue a partial answer gets the rest of the answer it would have
+given, from where that partial answer ends (the answer's own start: its remaining tokens; any
+other text: the tokens past as many as it has), `max_tokens` counting only the new tokens.
+Each format says so its own way: Anthropic a last `assistant` turn (refused with the API's
+400 when it ends in whitespace), Gemini a last `model` turn, OpenAI-compatible servers vLLM's
+`continue_final_message: true` with `add_generation_prompt: false` and a last `assistant`
+message (a last assistant message without them is answered anew, as OpenAI's API does).
+
 A client that hangs up mid-stream is noticed at once (an ASGI `http.disconnect` while
 streaming): its request shows `client_closed: true` and the stream stops.
 """
@@ -136,6 +144,15 @@ def answer_tokens(prompt: str, count: int | None = None) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(words)]
 
 
+def continuation(tokens: list[str], prefill: str) -> list[str]:
+    """The tokens that go on from `prefill`: the rest of the answer when it starts with
+    `prefill`, else the tokens past as many as `prefill` has."""
+    answer = "".join(tokens)
+    if answer.startswith(prefill):
+        return _TOKEN.findall(answer[len(prefill) :])
+    return tokens[len(_TOKEN.findall(prefill)) :]
+
+
 def count_tokens(texts: list[str], messages: int, images: int) -> int:
     return sum(len(_TOKEN.findall(text)) for text in texts) + 3 * messages + 85 * images
 
@@ -151,6 +168,8 @@ class Turn:
     images: int
     max_tokens: int | None
     include_usage: bool = True
+    # The partial answer to go on from (a prefilled assistant turn), "" for a new answer.
+    prefill: str = ""
 
 
 @dataclass
@@ -221,6 +240,15 @@ class OpenAIFormat:
             if message.get("role") == "user":
                 last_user = "\n".join(found)
         options = body.get("stream_options") or {}
+        prefill = ""
+        if body.get("continue_final_message") is True:
+            # vLLM's chat extension: the final assistant message is left open and continued.
+            if body.get("add_generation_prompt", True) is not False:
+                raise BadTurn("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+            last = body["messages"][-1] if body["messages"] else {}
+            if last.get("role") != "assistant":
+                raise BadTurn("continue_final_message is set but the final message is not an assistant message")
+            prefill = "".join(_str_or_texts(last.get("content"))[0])
         return Turn(
             model=body["model"],
             texts=texts,
@@ -229,6 +257,7 @@ class OpenAIFormat:
             images=images,
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
             include_usage=bool(options.get("include_usage")),
+            prefill=prefill,
         )
 
     def error(
@@ -331,7 +360,13 @@ class AnthropicFormat:
             images += pictures
             if message["role"] == "user":
                 last_user = "\n".join(found)
-        return Turn(body["model"], texts, last_user, len(body["messages"]), images, body["max_tokens"])
+        prefill = ""
+        if body["messages"] and body["messages"][-1].get("role") == "assistant":
+            # A prefilled answer ("Prefill Claude's response"): Claude goes on from it.
+            prefill = "".join(_str_or_texts(body["messages"][-1].get("content"))[0])
+            if prefill != prefill.rstrip():
+                raise BadTurn("messages: final assistant content cannot end with trailing whitespace")
+        return Turn(body["model"], texts, last_user, len(body["messages"]), images, body["max_tokens"], prefill=prefill)
 
     def error(
         self, status: int, message: str | None, retry_after: float | None
@@ -424,7 +459,10 @@ class GeminiFormat:
                 last_user = "\n".join(found)
         config = body.get("generationConfig") or body.get("generation_config") or {}
         limit = config.get("maxOutputTokens") or config.get("max_output_tokens")
-        return Turn(path_model, texts, last_user, len(contents), images, limit)
+        last = contents[-1]
+        prefill = "".join(str(p["text"]) for p in last.get("parts") or () if "text" in p)
+        prefill = prefill if last.get("role") == "model" else ""
+        return Turn(path_model, texts, last_user, len(contents), images, limit, prefill=prefill)
 
     def error(
         self, status: int, message: str | None, retry_after: float | None
@@ -642,6 +680,8 @@ async def _send_stream(fmt: Format, stream: Stream, send: Send, gone: asyncio.Ev
         tokens = _TOKEN.findall(stream.turn.last_user)
     else:
         tokens = answer_tokens(stream.turn.last_user, plan.tokens)
+    if stream.turn.prefill:
+        tokens = continuation(tokens, stream.turn.prefill)
     cut = stream.turn.max_tokens is not None and len(tokens) > stream.turn.max_tokens
     if cut:
         tokens = tokens[: stream.turn.max_tokens]

@@ -22,6 +22,7 @@ from parley_common.control import Cancellations
 from parley_common.history_client import HistoryClient
 from parley_common.logs import setup_logging
 from parley_common.media_client import MediaClient
+from parley_common.ops_server import Readiness, ReadyCheck, broker_check, redis_check
 from parley_common.redis_clients import command_client, follower_client
 from parley_common.replay import ReplayLog
 from parley_common.settings import load_settings
@@ -35,7 +36,7 @@ from .errors import install_error_handlers
 from .http_protocol import HttpLimits, protocol_class
 from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestRateLimit
-from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, web
+from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, versions, web
 from .settings import GatewaySettings
 from .turn_estimates import TurnEstimates
 from .turns import Turns
@@ -43,11 +44,19 @@ from .turns import Turns
 log = logging.getLogger("parley.gateway")
 
 
+def history_dependency(history: HistoryClient) -> ReadyCheck:
+    async def check() -> str | None:
+        return None if await history.serving() else "history: not serving"
+
+    return check
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topology = Topology(settings.namespace)
         app.state.stopping = False
+        app.state.readiness = Readiness("gateway")
         app.state.registry = registry
         app.state.api_keys = ApiKeys(settings.all_keys())
         app.state.history = HistoryClient(settings.history_grpc_target)
@@ -88,6 +97,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
         await reply_queue.consume(frames(chat_pb2.StreamEvent, STREAM_EVENT, app.state.turns.on_frame), no_ack=True)
         app.state.amqp.reconnect_callbacks.add(app.state.turns.on_reconnect)
+        # Ready: accepting and connected to the broker. Redis and history are shared by every
+        # gateway: reported, never gating (a request that needs one gets a retryable error).
+        app.state.readiness.add_check("broker", broker_check(app.state.amqp))
+        app.state.readiness.add_dependency("redis", redis_check(app.state.redis))
+        app.state.readiness.add_dependency("history", history_dependency(app.state.history))
+        app.state.readiness.mark_ready()
         log.info("ready", extra={"port": settings.port})
         yield
         await app.state.amqp.close()
@@ -109,8 +124,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url="/redoc" if docs else None,
     )
     install_error_handlers(app)
+    # Read by the event streams' responses (sse_response.py).
+    app.state.sse_compression = settings.sse_compression
     app.include_router(health.router)
     app.include_router(conversations.router)
+    app.include_router(versions.router)
     app.include_router(responses.router)
     app.include_router(sync.router)
     app.include_router(models.router)
@@ -148,6 +166,7 @@ class GatewayServer(uvicorn.Server):
         state = self.parley_app.state
         if not getattr(state, "stopping", True):
             state.stopping = True
+            state.readiness.mark_stopping()
             asyncio.get_event_loop().call_soon_threadsafe(state.turns.shutdown)
         super().handle_exit(sig, frame)
         # uvicorn re-raises the signal after its graceful shutdown, so the process would die

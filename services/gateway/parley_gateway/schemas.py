@@ -15,6 +15,7 @@ _CHANGE_TYPES = {
     history_pb2.CHANGE_KIND_CONVERSATION_DELETED: "conversation.deleted",
     history_pb2.CHANGE_KIND_MESSAGE_ADDED: "message.added",
     history_pb2.CHANGE_KIND_MESSAGE_COMPLETED: "message.completed",
+    history_pb2.CHANGE_KIND_CONVERSATION_UPDATED: "conversation.updated",
 }
 _STATUS = {
     history_pb2.MESSAGE_STATUS_COMPLETE: "complete",
@@ -92,16 +93,89 @@ class SendMessage(BaseModel):
     image_detail: Literal["high", "low"] = "high"
 
 
+ClientRequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+MessageId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Regenerate(BaseModel):
+    """POST /v1/conversations/{cid}/messages/{message_id}/regenerate: a new version of that answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    # The same id again attaches to the same response instead of making another version.
+    client_request_id: ClientRequestId | None = None
+    model: Text | None = Field(default=None, max_length=64)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
+
+
+class EditMessage(BaseModel):
+    """POST /v1/conversations/{cid}/messages/{message_id}/edit: a new version of that user
+    message, and an answer to it."""
+
+    model_config = ConfigDict(extra="forbid")
+    content: Text
+    media_ids: list[MediaId] = Field(default_factory=list, max_length=MAX_MEDIA_PER_MESSAGE)
+    image_detail: Literal["high", "low"] = "high"
+    client_request_id: ClientRequestId | None = None
+    model: Text | None = Field(default=None, max_length=64)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
+
+
+class ContinueAnswer(BaseModel):
+    """POST /v1/conversations/{cid}/messages/{message_id}/continue: that answer goes on."""
+
+    model_config = ConfigDict(extra="forbid")
+    client_request_id: ClientRequestId | None = None
+
+
+class SetCurrent(BaseModel):
+    """PUT /v1/conversations/{cid}/current: the version to show."""
+
+    model_config = ConfigDict(extra="forbid")
+    message_id: MessageId
+
+
 def usage_json(u: chat_pb2.Usage) -> dict[str, int]:
     return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_micros": u.cost_micros}
 
 
 def conversation_json(c: history_pb2.Conversation) -> dict[str, Any]:
-    return {"id": c.id, "title": c.title, "created_at_ms": c.created_at_ms, "updated_at_ms": c.updated_at_ms}
-
-
-def message_json(m: history_pb2.Message) -> dict[str, Any]:
     return {
+        "id": c.id,
+        "title": c.title,
+        "created_at_ms": c.created_at_ms,
+        "updated_at_ms": c.updated_at_ms,
+        "current_message_id": c.current_message_id or None,
+    }
+
+
+def attachment_json(media_id: str, m: media_pb2.Media | None) -> dict[str, Any]:
+    """A message's attachment with a fresh URL (its display rendition); nulls when the media
+    is gone."""
+    shown = None
+    if m is not None:
+        by_name = {r.name: r for r in m.renditions}
+        shown = by_name.get("high") or by_name.get("poster") or (m.renditions[0] if m.renditions else None)
+    return {
+        "id": media_id,
+        "url": shown.url if shown is not None else None,
+        "content_type": shown.mime_type if shown is not None else None,
+        "width": m.width if m is not None else None,
+        "height": m.height if m is not None else None,
+    }
+
+
+def message_json(m: history_pb2.Message, media: dict[str, media_pb2.Media | None] | None = None) -> dict[str, Any]:
+    """A message; `media`: its attachments, resolved (fresh URLs), by id."""
+    siblings = list(m.sibling_ids) or [m.id]
+    return {
+        "parent_id": m.parent_id or None,
+        "finish_reason": m.finish_reason or None,
+        "media": [attachment_json(i, (media or {}).get(i)) for i in m.media_ids],
+        "versions": {
+            "index": siblings.index(m.id) + 1 if m.id in siblings else 1,
+            "count": len(siblings),
+            "ids": siblings,
+        },
         "id": m.id,
         "conversation_id": m.conversation_id,
         "role": m.role,
@@ -128,23 +202,26 @@ def page_json(items: list[dict[str, Any]], next_cursor: str) -> dict[str, Any]:
     return {"data": items, "next_cursor": next_cursor or None}
 
 
-def change_json(c: history_pb2.Change) -> dict[str, Any]:
-    """One sync change: its type, when, and the conversation or message as it is now."""
+def change_json(c: history_pb2.Change, media: dict[str, media_pb2.Media | None] | None = None) -> dict[str, Any]:
+    """One sync change: its type, when, and the conversation or message as it is now, with the
+    conversation's current leaf."""
     body: dict[str, Any] = {
         "type": _CHANGE_TYPES.get(c.kind, "unknown"),
         "conversation_id": c.conversation_id,
         "changed_at_ms": c.changed_at_ms,
     }
+    if c.kind != history_pb2.CHANGE_KIND_CONVERSATION_DELETED:
+        body["current_message_id"] = c.current_message_id or None
     if c.HasField("conversation"):
         body["conversation"] = conversation_json(c.conversation)
     if c.HasField("message"):
-        body["message"] = message_json(c.message)
+        body["message"] = message_json(c.message, media)
     return body
 
 
-def sync_json(page: history_pb2.SyncResponse) -> dict[str, Any]:
+def sync_json(page: history_pb2.SyncResponse, media: dict[str, media_pb2.Media | None] | None = None) -> dict[str, Any]:
     return {
-        "data": [change_json(c) for c in page.changes],
+        "data": [change_json(c, media) for c in page.changes],
         "next_cursor": page.next_cursor or None,
         "has_more": page.has_more,
     }

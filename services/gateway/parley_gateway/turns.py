@@ -65,15 +65,21 @@ class _Ended:
     pass
 
 
+class _Gone:
+    pass
+
+
 SHUTDOWN: Final = _Shutdown()
 # The response ended before the frame a resume started after: the stream closes with nothing more.
 ENDED: Final = _Ended()
 # The replay log could not be read (Redis down): the relay ends the stream with a notice.
 LOG_UNAVAILABLE: Final = _LogUnavailable()
 LOG_READ_ATTEMPTS = 5
+# The client's connection is gone: the relay ends at once, sending nothing more.
+GONE: Final = _Gone()
 # Makes a waiting relay look at its feed again (after the broker connection came back).
 WAKE: Final = _Wake()
-Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable | _Truncated | _Ended
+Item: TypeAlias = chat_pb2.StreamEvent | _Shutdown | _Wake | _LogUnavailable | _Truncated | _Ended | _Gone
 
 
 @dataclass(eq=False)
@@ -169,54 +175,110 @@ class TurnStream:
         conversation_id: str,
         events: AsyncIterator[Out],
         slot: ConnectionSlot | None = None,
+        feed: Feed | None = None,
     ) -> None:
         self.response_id = response_id
         self.conversation_id = conversation_id
-        self.events = events
+        self.events = self._ending_with_the_answer(events) if slot is not None else events
         self.slot = slot
+        self._renewing: _Renewal | None = None
+        # Where the events come from, so that a client gone ends them (see `interrupt`).
+        self.feed = feed
+
+    def interrupt(self) -> None:
+        """The client is gone: the events end at once, without sending anything more (a
+        stream without a feed ends when its next write finds the connection closed)."""
+        feed = self.feed
+        if feed is None:
+            return
+        while True:
+            try:
+                feed.queue.put_nowait(GONE)
+                return
+            except asyncio.QueueFull:
+                feed.queue.get_nowait()  # nobody will read those frames
 
     @property
     def body(self) -> AsyncIterator[bytes]:
         """The events as Server-Sent Events."""
         return _as_sse(self.events)
 
+    async def _ending_with_the_answer(self, events: AsyncIterator[Out]) -> AsyncIterator[Out]:
+        """The events; the connection's slot is given back before the answer's last frame is
+        sent, so a client that reads it and at once starts another answer finds the slot free."""
+        try:
+            async for item in events:
+                if isinstance(item, chat_pb2.StreamEvent) and is_terminal(item):
+                    await self._give_back_slot()
+                yield item
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         """While its connection is served: keep the connection's stream slot; then, however the
         connection ended (its last frame, the client gone, an error), close the events and give
         the slot back."""
-        slot = self.slot
-        renewing = asyncio.create_task(_keep(slot)) if slot is not None else None
+        if self.slot is not None:
+            self._renewing = _Renewal(self.slot)
         try:
             yield
         finally:
-            if renewing is not None:
-                renewing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewing
             try:
                 await self.events.aclose()  # type: ignore[attr-defined]
             finally:
-                if slot is not None:
-                    self.slot = None
-                    try:
-                        await slot.release()
-                    except RedisError as exc:
-                        # It expires by itself within the connection lease.
-                        log.warning(
-                            "could not give back a stream slot",
-                            extra={"response_id": slot.response_id, "error": str(exc)},
-                        )
+                await self._give_back_slot()
+
+    async def _give_back_slot(self) -> None:
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            await renewing.stop()
+        slot, self.slot = self.slot, None
+        if slot is None:
+            return
+        try:
+            await slot.release()
+        except RedisError as exc:
+            # It expires by itself within the connection lease.
+            log.warning("could not give back a stream slot", extra={"response_id": slot.response_id, "error": str(exc)})
 
 
-async def _keep(slot: ConnectionSlot) -> None:
-    """Renew a connection's slot until cancelled; a failed renewal is tried again next time."""
-    while True:
-        await asyncio.sleep(slot.slots.renew_every_s)
+class _Renewal:
+    """Renews a connection's slot every `renew_every_s` until stopped; a failed renewal is tried
+    again next time. A timer between renewals, not a task sleeping per open stream: a task
+    exists only while a renewal runs."""
+
+    __slots__ = ("running", "slot", "stopped", "timer")
+
+    def __init__(self, slot: ConnectionSlot) -> None:
+        self.slot = slot
+        self.running: asyncio.Task[None] | None = None
+        self.stopped = False
+        self.timer = asyncio.get_running_loop().call_later(slot.slots.renew_every_s, self._due)
+
+    def _due(self) -> None:
+        if not self.stopped:
+            self.running = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        slot = self.slot
         try:
             await slot.renew()
         except RedisError as exc:
             log.warning("could not renew a stream slot", extra={"response_id": slot.response_id, "error": str(exc)})
+        finally:
+            self.running = None
+            if not self.stopped:
+                self.timer = asyncio.get_running_loop().call_later(slot.slots.renew_every_s, self._due)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.timer.cancel()
+        running = self.running
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
 
 
 async def _as_sse(events: AsyncIterator[Out]) -> AsyncIterator[bytes]:
@@ -359,6 +421,24 @@ class Turns:
             return await self.resume_claimed(user_id, response_id, conversation_id, after_seq=0)
         return await self._launch(request)
 
+    async def start_steered(self, request: chat_pb2.ChatRequest) -> TurnStream:
+        """A regenerate, edit or continue (routes/versions.py has checked that the conversation
+        and the message are the user's): claimed like a send, so the same client_request_id
+        attaches to the same response, then admitted and published like one."""
+        claimed = await self.replay.claim(request.response_id, request.user_id, request.conversation_id)
+        self.owned.remember(request.user_id, request.conversation_id)
+        if not claimed:
+            return await self.resume_claimed(request.user_id, request.response_id, request.conversation_id, after_seq=0)
+        return await self._launch(request)
+
+    async def started(self, user_id: str, response_id: str) -> TurnStream | None:
+        """The stream of `response_id` when this user already started it (a request sent again
+        attaches to its response before the message it acted on is checked again), else None."""
+        record = await self.replay.owner_record(response_id)
+        if record is None or record[0] != user_id:
+            return None
+        return await self.resume_claimed(user_id, response_id, record[1], after_seq=0)
+
     async def start_stateless(
         self,
         user_id: str,
@@ -436,6 +516,9 @@ class Turns:
                     await connection.release()
             raise
         in_use = await slot
+        if in_use >= 0 and await self.slots.free_finished(request.user_id, self.replay.finished):
+            # Some of those answers had ended, their slots not yet given back: ask once more.
+            in_use = await self.slots.acquire(request.user_id, response_id, connection.connection_id)
         if in_use >= 0:
             await self._release_budget(request)
             raise too_many_streams(in_use)
@@ -461,6 +544,7 @@ class Turns:
             request.conversation_id,
             self._relay(feed, response_id, request.conversation_id, 0),
             slot=connection,
+            feed=feed,
         )
 
     # resuming and cancelling
@@ -481,6 +565,8 @@ class Turns:
         # being generated rides on that answer's slot).
         connection = ConnectionSlot(self.slots, user_id, response_id)
         in_use = await self.slots.acquire_connection(user_id, response_id, connection.connection_id)
+        if in_use >= 0 and await self.slots.free_finished(user_id, self.replay.finished):
+            in_use = await self.slots.acquire_connection(user_id, response_id, connection.connection_id)
         if in_use >= 0:
             raise too_many_streams(in_use)
         feed = self._new_feed()
@@ -491,6 +577,7 @@ class Turns:
             conversation_id,
             self._relay(feed, response_id, conversation_id, after_seq),
             slot=connection,
+            feed=feed,
         )
 
     def _follow_log(self, feed: Feed, response_id: str, after_seq: int) -> None:
@@ -569,8 +656,12 @@ class Turns:
                 if pending is not None:
                     wait = min(wait, flush_at - now)
                 try:
-                    async with asyncio.timeout(max(wait, 0)):
-                        item = await feed.queue.get()
+                    if feed.queue.empty() or wait <= 0:
+                        async with asyncio.timeout(max(wait, 0)):
+                            item = await feed.queue.get()
+                    else:
+                        # A frame is waiting already: no timer to arm and cancel.
+                        item = feed.queue.get_nowait()
                 except TimeoutError:
                     now = time.monotonic()
                     if pending is not None and now >= flush_at:
@@ -591,6 +682,8 @@ class Turns:
                         yield HEARTBEAT_ITEM
                         quiet_since = now
                     continue
+                if isinstance(item, _Gone):
+                    return
                 if isinstance(item, _Wake):
                     continue
                 if isinstance(item, _Ended):
@@ -640,12 +733,13 @@ class Turns:
                     feed.lagging = True
                     continue
                 idle_since = time.monotonic()
-                if item.WhichOneof("kind") == "queued":
+                kind = item.WhichOneof("kind")
+                if kind == "queued":
                     # A queued turn is alive for as long as the queue said it would wait: the
                     # idle timeout counts from then (the queue also refreshes its frame).
                     idle_since += item.queued.estimated_wait_ms / 1000
                 conversation_id = conversation_id or item.conversation_id
-                if item.WhichOneof("kind") == "delta" and sent_delta and coalesce_s > 0:
+                if kind == "delta" and sent_delta and coalesce_s > 0:
                     if pending is None:
                         pending = chat_pb2.StreamEvent()
                         pending.CopyFrom(item)
@@ -661,7 +755,6 @@ class Turns:
                     yield pending
                     last, pending = pending.seq, None
                 last = item.seq
-                kind = item.WhichOneof("kind")
                 if kind == "meta":
                     model = item.meta.model
                 elif kind == "delta" and measure_first_token and not sent_delta:

@@ -12,7 +12,7 @@ from .cassandra_session import CassandraSession
 
 _MESSAGE_COLUMNS = (
     "conversation_id, bucket_ms, created_at_ms, message_id, role, content, status, model, reply_to_id,"
-    " input_tokens, output_tokens, cost_micros"
+    " input_tokens, output_tokens, cost_micros, parent_id, media_ids, finish_reason"
 )
 _CHANGE_COLUMNS = (
     "user_id, bucket_ms, changed_at_ms, change_id, kind, conversation_id, message_id,"
@@ -24,8 +24,10 @@ CQL = {
     # replicas is not ready).
     "ready": "SELECT version FROM schema_migrations LIMIT 1",
     # conversations: the canonical row
-    "conversation_get": "SELECT user_id, title, created_at_ms, updated_at_ms, deleted_at_ms, listed_at_ms"
-    " FROM conversations WHERE conversation_id = ?",
+    "conversation_get": "SELECT user_id, title, created_at_ms, updated_at_ms, deleted_at_ms, listed_at_ms,"
+    " current_message_id FROM conversations WHERE conversation_id = ?",
+    # The current path's leaf (migration 5).
+    "conversation_leaf": "UPDATE conversations SET current_message_id = ? WHERE conversation_id = ?",
     "conversation_insert": "INSERT INTO conversations (conversation_id, user_id, title, created_at_ms)"
     " VALUES (?, ?, ?, ?)",
     # The write timestamp is the activity time: concurrent touches converge on the latest one.
@@ -45,10 +47,27 @@ CQL = {
     "message_claim": "INSERT INTO message_claims (conversation_id, message_id, bucket_ms, created_at_ms)"
     " VALUES (?, ?, ?, ?) IF NOT EXISTS",
     "message_recorded": "UPDATE message_claims SET recorded = true WHERE conversation_id = ? AND message_id = ?",
+    "message_claim_get": "SELECT bucket_ms, created_at_ms, recorded, continues_id, base_chars FROM message_claims"
+    " WHERE conversation_id = ? AND message_id = ?",
+    # A continuation: its response id claimed with the message it continues and where it began.
+    "continuation_claim": "INSERT INTO message_claims (conversation_id, message_id, bucket_ms, created_at_ms,"
+    " continues_id, base_chars, base_input_tokens, base_output_tokens, base_cost_micros)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+    "message_continue": "UPDATE messages_by_bucket SET content = ?, status = ?, finish_reason = ?, input_tokens = ?,"
+    " output_tokens = ?, cost_micros = ?"
+    " WHERE conversation_id = ? AND bucket_ms = ? AND created_at_ms = ? AND message_id = ?",
+    "message_set_parent": "UPDATE messages_by_bucket SET parent_id = ?"
+    " WHERE conversation_id = ? AND bucket_ms = ? AND created_at_ms = ? AND message_id = ?",
+    # message_children: versions and the way down a path
+    "child_insert": "INSERT INTO message_children (conversation_id, parent_id, created_at_ms, message_id, role,"
+    " bucket_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    "children_of": "SELECT parent_id, created_at_ms, message_id, role, bucket_ms FROM message_children"
+    " WHERE conversation_id = ? AND parent_id IN ?",
+    "children_drop": "DELETE FROM message_children WHERE conversation_id = ?",
     # messages_by_bucket and message_buckets. The write timestamp comes from the claim: the
     # claimer's write outranks any other writer's of the same message (first answer kept).
     "message_insert": f"INSERT INTO messages_by_bucket ({_MESSAGE_COLUMNS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "message_get": f"SELECT {_MESSAGE_COLUMNS} FROM messages_by_bucket"
     " WHERE conversation_id = ? AND bucket_ms = ? AND created_at_ms = ? AND message_id = ?",
     "messages_first": f"SELECT {_MESSAGE_COLUMNS} FROM messages_by_bucket"
@@ -59,6 +78,11 @@ CQL = {
     "message_texts_first": "SELECT created_at_ms, message_id, content FROM messages_by_bucket"
     " WHERE conversation_id = ? AND bucket_ms = ? LIMIT ?",
     "message_texts_before": "SELECT created_at_ms, message_id, content FROM messages_by_bucket"
+    " WHERE conversation_id = ? AND bucket_ms = ? AND (created_at_ms, message_id) < (?, ?) LIMIT ?",
+    # Keys only: the walks that need no text (legacy parents, media, finding a message).
+    "message_keys_first": "SELECT created_at_ms, message_id, parent_id, role, media_ids FROM messages_by_bucket"
+    " WHERE conversation_id = ? AND bucket_ms = ? LIMIT ?",
+    "message_keys_before": "SELECT created_at_ms, message_id, parent_id, role, media_ids FROM messages_by_bucket"
     " WHERE conversation_id = ? AND bucket_ms = ? AND (created_at_ms, message_id) < (?, ?) LIMIT ?",
     "messages_drop": "DELETE FROM messages_by_bucket WHERE conversation_id = ? AND bucket_ms = ?",
     "message_bucket_insert": "INSERT INTO message_buckets (conversation_id, bucket_ms) VALUES (?, ?)",
@@ -78,7 +102,7 @@ CQL = {
 }
 
 # Not safe to send twice blindly: a lightweight transaction's second try reports "not applied".
-_NOT_IDEMPOTENT = frozenset({"message_claim"})
+_NOT_IDEMPOTENT = frozenset({"message_claim", "continuation_claim"})
 
 
 async def prepare_all(session: CassandraSession) -> dict[str, PreparedStatement]:

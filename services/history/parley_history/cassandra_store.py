@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cassandra.query import UNSET_VALUE, PreparedStatement
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.errors import Gone, NotFound, ParleyError
+from parley_common.errors import Gone, InvalidRequest, NotFound, ParleyError
 
 from .cassandra_cql import prepare_all
 from .cassandra_session import CassandraSession, Row
 from .search import DEFAULT_SEARCH_CAPS, SearchCaps, search_conversations
 from .store import (
+    ANY_PARENT,
     CONVERSATION_KINDS,
     DEFAULT_SYNC_PAGE,
     MAX_PAGE_BYTES,
     Clock,
+    RawPage,
     SyncPage,
     bucket_start,
     changes_within,
@@ -36,7 +38,9 @@ from .store import (
     final_answer,
     fit_bytes,
     message_change_kind,
+    message_not_found,
     new_message,
+    walk_path,
     wall_clock_ms,
 )
 
@@ -49,6 +53,10 @@ _LIST_SCANS = 8  # list rounds before a (shorter) page is returned with its curs
 _FAR_FUTURE_MS = 2**62
 # Reads in flight at once for one sync page (each change's entity is read by its key).
 _HYDRATE_CONCURRENCY = 16
+# The most steps from a message down to the newest leaf below it (PUT current).
+_MAX_DESCENT = 10_000
+# Parents asked for in one read of message_children.
+_PARENTS_PER_READ = 100
 
 
 def _not_found() -> NotFound:
@@ -243,6 +251,7 @@ class CassandraHistoryStore:
             await asyncio.gather(*(self._run("messages_drop", conversation_id, b["bucket_ms"]) for b in buckets))
             upper = buckets[-1]["bucket_ms"] - 1
         await self._run("message_buckets_drop", conversation_id)
+        await self._run("children_drop", conversation_id)
         # The message claims expire by themselves (a claim of a deleted conversation is never
         # read: its messages are refused first).
         await self.db.batch(
@@ -255,9 +264,81 @@ class CassandraHistoryStore:
 
     # messages
 
-    async def _store_message(self, user_id: str, message: history_pb2.Message) -> tuple[history_pb2.Message, bool]:
-        conversation = await self._conversation_row(user_id, message.conversation_id)
+    async def _keys(self, conversation_id: str) -> list[tuple[int, Row]]:
+        """Every message's keys (no text), newest first."""
+        return await self._message_rows(conversation_id, None, 2**31 - 1, "message_keys_first", "message_keys_before")
+
+    async def _upgrade(self, conversation_id: str, conversation: Row) -> Row:
+        """A conversation written before migration 5 gets explicit parents (each message's
+        parent is the one before it in time), its children rows and its leaf (the newest
+        message). Idempotent: a retry writes the same values."""
+        keys = await self._keys(conversation_id)
+        writes = []
+        olders: list[tuple[int, Row] | None] = [*keys[1:], None] if keys else []
+        for (bucket, row), older in zip(keys, olders, strict=True):
+            if row["parent_id"] is not None:
+                continue
+            parent = older[1]["message_id"] if older is not None else ""
+            key = (conversation_id, bucket, row["created_at_ms"], row["message_id"])
+            writes.append(self._run("message_set_parent", parent, *key))
+            writes.append(
+                self._run(
+                    "child_insert", conversation_id, parent, row["created_at_ms"], row["message_id"],
+                    row["role"] or "", bucket,
+                )
+            )  # fmt: skip
+        for start in range(0, len(writes), _HYDRATE_CONCURRENCY):
+            await asyncio.gather(*writes[start : start + _HYDRATE_CONCURRENCY])
+        leaf = keys[0][1]["message_id"] if keys else ""
+        if keys:
+            await self._run("conversation_leaf", leaf, conversation_id)
+        return {**conversation, "current_message_id": leaf}
+
+    async def _locate(self, conversation_id: str, message_id: str) -> tuple[int, int] | None:
+        """(bucket, created_at) of a message: from its claim, or (claims expire after 30 days)
+        by walking the conversation's keys."""
+        claim = await self._run("message_claim_get", conversation_id, message_id)
+        if claim and claim[0]["continues_id"] is None and claim[0]["created_at_ms"] is not None:
+            return claim[0]["bucket_ms"], claim[0]["created_at_ms"]
+        for bucket, row in await self._keys(conversation_id):
+            if row["message_id"] == message_id:
+                return bucket, row["created_at_ms"]
+        return None
+
+    async def _read(self, conversation_id: str, message_id: str) -> tuple[int, Row] | None:
+        at = await self._locate(conversation_id, message_id)
+        if at is None:
+            return None
+        rows = await self._run("message_get", conversation_id, at[0], at[1], message_id)
+        return (at[0], rows[0]) if rows else None
+
+    async def _current(self, user_id: str, conversation_id: str) -> Row:
+        """The conversation's row, its messages upgraded to explicit parents first if need be."""
+        conversation = await self._conversation_row(user_id, conversation_id)
+        if conversation.get("current_message_id") is None:
+            conversation = await self._upgrade(conversation_id, conversation)
+        return conversation
+
+    async def _store_message(
+        self, user_id: str, message: history_pb2.Message, parent_id: str | None = None
+    ) -> tuple[history_pb2.Message, bool]:
+        conversation = await self._current(user_id, message.conversation_id)
         cid, mid = message.conversation_id, message.id
+        leaf = conversation.get("current_message_id") or ""
+        if message.reply_to_id:
+            parent_id = message.reply_to_id
+        elif parent_id is None:
+            parent_id = leaf
+        if parent_id and parent_id != mid:
+            at = await self._locate(cid, parent_id)
+            if at is None:
+                if not message.reply_to_id:
+                    raise message_not_found()
+                parent_id = ""
+            else:
+                # Dated after its parent: a path read newest first meets the child first.
+                message.created_at_ms = max(message.created_at_ms, at[1] + 1)
+        message.parent_id = parent_id
         bucket = bucket_start(message.created_at_ms, self.bucket_ms)
         # The list's first row, read beside the claim: a conversation already at the top of the
         # list stays where it is (each move is a delete and an insert, and leaves a tombstone).
@@ -266,6 +347,8 @@ class CassandraHistoryStore:
         )
         claim = claimed[0]
         created = bool(claim["[applied]"])
+        if not created and claim.get("continues_id"):
+            return await self._apply_continuation(user_id, message, claim), False
         if not created:
             # Stored before (or being stored): the first claim fixed the key.
             bucket, message.created_at_ms = claim["bucket_ms"], claim["created_at_ms"]
@@ -273,7 +356,7 @@ class CassandraHistoryStore:
                 rows = await self._run("message_get", cid, bucket, message.created_at_ms, mid)
                 if not rows:
                     raise _not_found()  # deleted with its conversation meanwhile
-                return _message(rows[0]), False
+                return (await self._with_siblings(cid, [_message(rows[0])]))[0], False
             # The first writer stopped before finishing (or is still writing): finish with the
             # same key, at a write timestamp just below the claimer's, so that its row, if it
             # lands, is the one kept.
@@ -282,9 +365,15 @@ class CassandraHistoryStore:
         await self._run(
             "message_insert",
             cid, bucket, message.created_at_ms, mid, message.role, message.content, int(message.status),
-            message.model, message.reply_to_id, u.input_tokens, u.output_tokens, u.cost_micros, written_at,
+            message.model, message.reply_to_id, u.input_tokens, u.output_tokens, u.cost_micros,
+            message.parent_id, list(message.media_ids) or UNSET_VALUE, message.finish_reason, written_at,
         )  # fmt: skip
-        items: Items = [(self.q["message_bucket_insert"], (cid, bucket))]
+        items: Items = [
+            (self.q["message_bucket_insert"], (cid, bucket)),
+            (self.q["child_insert"], (cid, message.parent_id, message.created_at_ms, mid, message.role, bucket)),
+        ]
+        if not message.reply_to_id or leaf == message.parent_id:
+            items.append((self.q["conversation_leaf"], (mid, cid)))
         at = message.created_at_ms
         if at > (conversation["updated_at_ms"] or 0):
             items.append((self.q["conversation_touch"], (at * 1000, at, cid)))
@@ -307,14 +396,81 @@ class CassandraHistoryStore:
             # What was kept: the claimer's row if it landed meanwhile.
             rows = await self._run("message_get", cid, bucket, message.created_at_ms, mid)
             if rows:
-                return _message(rows[0]), False
-        return message, created
+                return (await self._with_siblings(cid, [_message(rows[0])]))[0], False
+        return (await self._with_siblings(cid, [message]))[0], created
+
+    async def _apply_continuation(self, user_id: str, answer: history_pb2.Message, claim: Row) -> history_pb2.Message:
+        """The continued message with `answer` appended: set to its text when the continuation
+        began plus the new text (so a retry writes the same), then the claim is recorded."""
+        cid = answer.conversation_id
+        key = (cid, claim["bucket_ms"], claim["created_at_ms"], claim["continues_id"])
+        rows = await self._run("message_get", *key)
+        if not rows:
+            raise message_not_found()
+        if not claim.get("recorded"):
+            target = rows[0]
+            u = answer.usage
+            failed = answer.status == history_pb2.MESSAGE_STATUS_FAILED
+            await self._run(
+                "message_continue",
+                (target["content"] or "")[: claim["base_chars"] or 0] + answer.content,
+                # A continuation that failed leaves the answer as it was (and so in prompts).
+                target["status"] if failed else int(answer.status),
+                (target["finish_reason"] or "") if failed else answer.finish_reason,
+                (claim["base_input_tokens"] or 0) + u.input_tokens,
+                (claim["base_output_tokens"] or 0) + u.output_tokens,
+                (claim["base_cost_micros"] or 0) + u.cost_micros,
+                *key,
+            )  # fmt: skip
+            await self.db.batch(
+                [
+                    *self._change(user_id, history_pb2.CHANGE_KIND_MESSAGE_COMPLETED, cid, key[3], key[1], key[2]),
+                    (self.q["message_recorded"], (cid, answer.id)),
+                ]
+            )
+            rows = await self._run("message_get", *key)
+        return (await self._with_siblings(cid, [_message(rows[0])]))[0]
+
+    async def _with_siblings(
+        self, conversation_id: str, messages: list[history_pb2.Message]
+    ) -> list[history_pb2.Message]:
+        """`messages` with their sibling_ids (messages written before migration 5 have none
+        recorded: themselves only)."""
+        children = await self._children(conversation_id, {m.parent_id for m in messages if m.parent_id != ANY_PARENT})
+        for message in messages:
+            if message.parent_id == ANY_PARENT:
+                message.parent_id = ""  # not known outside a walk of the path: shown as none
+                message.sibling_ids[:] = [message.id]
+                continue
+            same = [mid for mid, role in children.get(message.parent_id, []) if role == message.role]
+            message.sibling_ids[:] = same if message.id in same else [message.id]
+        return messages
+
+    async def _children(self, conversation_id: str, parents: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """Each parent's children as (id, role), oldest first."""
+        wanted = sorted(set(parents))
+        found: dict[str, list[tuple[int, str, str]]] = {}
+        for start in range(0, len(wanted), _PARENTS_PER_READ):
+            for row in await self._run("children_of", conversation_id, wanted[start : start + _PARENTS_PER_READ]):
+                found.setdefault(row["parent_id"], []).append(
+                    (row["created_at_ms"], row["message_id"], row["role"] or "")
+                )
+        return {p: [(mid, role) for _, mid, role in sorted(rows)] for p, rows in found.items()}
 
     async def append_message(
-        self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, now_ms: int
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        role: str,
+        content: str,
+        now_ms: int,
+        *,
+        parent_id: str | None = None,
+        media_ids: Sequence[str] = (),
     ) -> tuple[history_pb2.Message, bool]:
-        message = new_message(conversation_id, message_id, role, content, now_ms)
-        return await self._store_message(user_id, message)
+        message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
+        return await self._store_message(user_id, message, parent_id)
 
     async def complete_message(
         self,
@@ -327,14 +483,119 @@ class CassandraHistoryStore:
         model: str,
         usage: chat_pb2.Usage,
         now_ms: int,
+        *,
+        finish_reason: str = "",
     ) -> history_pb2.Message:
-        message = final_answer(conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms)
+        message = final_answer(
+            conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms, finish_reason
+        )
         stored, _ = await self._store_message(user_id, message)
         return stored
 
     async def get_messages(
+        self, user_id: str, conversation_id: str, before: str, limit: int, *, leaf_id: str = ""
+    ) -> tuple[list[history_pb2.Message], str]:
+        conversation = await self._conversation_row(user_id, conversation_id)
+        leaf = leaf_id or conversation.get("current_message_id") or ""
+        start = ""
+        if leaf and not before:
+            at = await self._locate(conversation_id, leaf)
+            if at is None:
+                if leaf_id:
+                    raise message_not_found()
+                leaf = ""
+            else:
+                # Just newer than the leaf, so the walk starts at it.
+                start = encode_cursor(at[0], at[1], leaf + "\U0010ffff")
+
+        async def raw(cursor: str, n: int) -> RawPage:
+            after: tuple[int, int, str] | None = None
+            if cursor:
+                bucket, created, mid = decode_cursor(cursor, 3)
+                after = (cursor_int(bucket), cursor_int(created), mid)
+            found = await self._message_rows(conversation_id, after, n + 1, "messages_first", "messages_before")
+            page = [(_message(r), encode_cursor(b, r["created_at_ms"], r["message_id"])) for b, r in found[:n]]
+            return page, page[-1][1] if len(found) > n else ""
+
+        page, cursor = await walk_path(raw, leaf, start, before, limit)
+        return await self._with_siblings(conversation_id, page), cursor
+
+    async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
+        await self._current(user_id, conversation_id)
+        claim = await self._run("message_claim_get", conversation_id, message_id)
+        if claim and claim[0]["continues_id"] is not None:
+            # A continuation's response id: the message it was appended to, once it was.
+            c = claim[0]
+            rows = await self._run(
+                "message_get", conversation_id, c["bucket_ms"], c["created_at_ms"], c["continues_id"]
+            )
+            if not (c["recorded"] and rows):
+                raise message_not_found()
+            return (await self._with_siblings(conversation_id, [_message(rows[0])]))[0]
+        found = await self._read(conversation_id, message_id)
+        if found is None:
+            raise message_not_found()
+        return (await self._with_siblings(conversation_id, [_message(found[1])]))[0]
+
+    async def set_current(
+        self, user_id: str, conversation_id: str, message_id: str, exact: bool, now_ms: int
+    ) -> history_pb2.Conversation:
+        conversation = await self._current(user_id, conversation_id)
+        if await self._locate(conversation_id, message_id) is None:
+            raise message_not_found()
+        leaf = message_id
+        for _ in range(0 if exact else _MAX_DESCENT):
+            below = (await self._children(conversation_id, [leaf])).get(leaf)
+            if not below:
+                break
+            leaf = below[-1][0]
+        if leaf != conversation.get("current_message_id"):
+            await self.db.batch(
+                [
+                    (self.q["conversation_leaf"], (leaf, conversation_id)),
+                    *self._change(user_id, history_pb2.CHANGE_KIND_CONVERSATION_UPDATED, conversation_id, leaf),
+                ]
+            )
+        current = _conversation(conversation_id, conversation)
+        current.current_message_id = leaf
+        return current
+
+    async def begin_continuation(
+        self, user_id: str, conversation_id: str, message_id: str, response_id: str
+    ) -> tuple[history_pb2.Message, int, bool]:
+        await self._current(user_id, conversation_id)
+        found = await self._read(conversation_id, message_id)
+        if found is None:
+            raise message_not_found()
+        bucket, row = found
+        target = _message(row)
+        if target.role != "assistant":
+            raise InvalidRequest("only an answer can be continued", code="not_continuable")
+        u = target.usage
+        claimed = await self._run(
+            "continuation_claim", conversation_id, response_id, bucket, target.created_at_ms, message_id,
+            len(target.content), u.input_tokens, u.output_tokens, u.cost_micros,
+        )  # fmt: skip
+        claim = claimed[0]
+        if claim["[applied]"]:
+            return (await self._with_siblings(conversation_id, [target]))[0], len(target.content), False
+        if claim.get("continues_id") != message_id:
+            raise InvalidRequest("this response continues another message", code="invalid_request")
+        return (
+            (await self._with_siblings(conversation_id, [target]))[0],
+            int(claim.get("base_chars") or 0),
+            bool(claim.get("recorded")),
+        )
+
+    async def conversation_media(self, user_id: str, conversation_id: str) -> list[str]:
+        await self._conversation_row(user_id, conversation_id)
+        keys = await self._keys(conversation_id)
+        return list(dict.fromkeys(m for _, row in keys for m in row["media_ids"] or []))
+
+    async def _all_messages(
         self, user_id: str, conversation_id: str, before: str, limit: int, *, max_bytes: int = MAX_PAGE_BYTES
     ) -> tuple[list[history_pb2.Message], str]:
+        """Every message of every version, newest first (sync's snapshot)."""
         limit = clamp_limit(limit)
         after: tuple[int, int, str] | None = None
         if before:
@@ -343,6 +604,7 @@ class CassandraHistoryStore:
         await self._conversation_row(user_id, conversation_id)
         found = await self._message_rows(conversation_id, after, limit + 1, "messages_first", "messages_before")
         page = fit_bytes([_message(r) for _, r in found[:limit]], max_bytes)
+        await self._with_siblings(conversation_id, page)
         if len(found) <= len(page):
             return page, ""
         last_bucket, last = found[len(page) - 1]
@@ -472,13 +734,14 @@ class CassandraHistoryStore:
                     conversation_id=conversation.id,
                     changed_at_ms=conversation.updated_at_ms,
                     conversation=conversation,
+                    current_message_id=conversation.current_message_id,
                 )
                 changes.append(change)
                 size += change.ByteSize()
                 current, messages_before = conversation.id, ""
                 continue
             try:
-                page, more = await self.get_messages(
+                page, more = await self._all_messages(
                     user_id, current, messages_before, limit - len(changes), max_bytes=MAX_PAGE_BYTES - size
                 )
             except NotFound:
@@ -490,6 +753,8 @@ class CassandraHistoryStore:
                     changed_at_ms=message.created_at_ms,
                     message=message,
                 )
+                if changes and changes[0].conversation_id == current:
+                    change.current_message_id = changes[0].current_message_id
                 changes.append(change)
                 size += change.ByteSize()
             messages_before = more
@@ -554,18 +819,26 @@ class CassandraHistoryStore:
             return found[0] if found else None
 
         messages = await asyncio.gather(*(message_of(r) for r in rows))
+        by_conversation: dict[str, list[history_pb2.Message]] = {}
+        parsed = [None if m is None else _message(m) for m in messages]
+        for m in parsed:
+            if m is not None:
+                by_conversation.setdefault(m.conversation_id, []).append(m)
+        await asyncio.gather(*(self._with_siblings(cid, ms) for cid, ms in by_conversation.items()))
         changes: list[history_pb2.Change | None] = []
-        for row, message in zip(rows, messages, strict=True):
+        for row, message in zip(rows, parsed, strict=True):
             change = history_pb2.Change(
                 kind=row["kind"], conversation_id=row["conversation_id"], changed_at_ms=row["changed_at_ms"]
             )
+            if row["conversation_id"] in alive:
+                change.current_message_id = alive[row["conversation_id"]].current_message_id
             if row["kind"] == history_pb2.CHANGE_KIND_CONVERSATION_DELETED:
                 changes.append(change)
             elif row["kind"] in CONVERSATION_KINDS and row["conversation_id"] in alive:
                 change.conversation.CopyFrom(alive[row["conversation_id"]])
                 changes.append(change)
             elif message is not None:
-                change.message.CopyFrom(_message(message))
+                change.message.CopyFrom(message)
                 changes.append(change)
             else:
                 changes.append(None)
@@ -586,6 +859,7 @@ def _conversation(conversation_id: str, row: Row) -> history_pb2.Conversation:
         title=row["title"] or "",
         created_at_ms=row["created_at_ms"] or 0,
         updated_at_ms=row["updated_at_ms"] or 0,
+        current_message_id=row.get("current_message_id") or "",
     )
 
 
@@ -604,4 +878,8 @@ def _message(row: Row) -> history_pb2.Message:
             cost_micros=row["cost_micros"] or 0,
         ),
         created_at_ms=row["created_at_ms"],
+        # A row written before migration 5 has no parent: the message before it in time.
+        parent_id=ANY_PARENT if row.get("parent_id") is None else row["parent_id"],
+        media_ids=row.get("media_ids") or [],
+        finish_reason=row.get("finish_reason") or "",
     )

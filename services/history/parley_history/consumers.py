@@ -21,6 +21,10 @@ STATUS = {
 }
 
 
+# What a message keeps of why its answer ended (the client offers to continue after "length").
+FINISH_REASONS = frozenset({"stop", "length", "content_filter", "other", "cancelled"})
+
+
 class AnswerRecorder:
     def __init__(self, store: HistoryStore) -> None:
         """The handler of history's completions queue (bus.Subscriber does the rest: a
@@ -41,6 +45,7 @@ class AnswerRecorder:
                 event.model,
                 event.usage,
                 event.completed_at_ms,
+                finish_reason=event.finish_reason if event.finish_reason in FINISH_REASONS else "",
             )
         except NotFound:
             # The conversation was deleted while the answer streamed: nothing to keep.

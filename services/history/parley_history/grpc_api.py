@@ -20,6 +20,8 @@ MAX_TITLE = 200
 MAX_CONTENT = 200_000
 MAX_CURSOR = 512
 ROLES = frozenset({"user", "assistant", "system"})
+MAX_MEDIA = 8
+MAX_FINISH_REASON = 32
 # Searches one replica runs at once; the others wait (within their caller's deadline). A
 # search may read a thousand rows or more (search.py), so this bounds what searching, however
 # many clients ask at once, costs the store.
@@ -97,6 +99,12 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             raise InvalidRequest(f"role must be one of {sorted(ROLES)}")
         if len(request.content) > MAX_CONTENT:
             raise InvalidRequest(f"content is longer than {MAX_CONTENT} characters")
+        if len(request.media_ids) > MAX_MEDIA:
+            raise InvalidRequest(f"a message holds at most {MAX_MEDIA} media")
+        for media_id in request.media_ids:
+            _require_id("media_id", media_id)
+        if request.has_parent_id and request.parent_id:
+            _require_id("parent_id", request.parent_id)
         message, created = await self.store.append_message(
             request.user_id,
             request.conversation_id,
@@ -104,11 +112,14 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             request.role,
             request.content,
             _now_ms(request.created_at_ms),
+            parent_id=request.parent_id if request.has_parent_id else None,
+            media_ids=list(request.media_ids),
         )
         if not (request.context_limit or request.context_token_budget):
             return history_pb2.AppendMessageResponse(message=message, created=created)
 
         async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+            # The current path, which now ends at the appended message.
             return await self.store.get_messages(request.user_id, request.conversation_id, before, limit)
 
         latest = await collect_context(
@@ -129,6 +140,8 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         _require_id("message_id", request.message_id)
         if len(request.content) > MAX_CONTENT * 5:
             raise InvalidRequest("content too long")
+        if len(request.finish_reason) > MAX_FINISH_REASON:
+            raise InvalidRequest("finish_reason too long")
         return await self.store.complete_message(
             request.user_id,
             request.conversation_id,
@@ -139,6 +152,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             request.model,
             request.usage,
             _now_ms(request.completed_at_ms),
+            finish_reason=request.finish_reason,
         )
 
     @grpc_errors
@@ -150,10 +164,62 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         _require_id("user_id", request.user_id)
         _require_id("conversation_id", request.conversation_id)
         _require_cursor("before", request.before)
+        if request.leaf_id:
+            _require_id("leaf_id", request.leaf_id)
         page, cursor = await self.store.get_messages(
-            request.user_id, request.conversation_id, request.before, request.limit
+            request.user_id, request.conversation_id, request.before, request.limit, leaf_id=request.leaf_id
         )
         return history_pb2.GetMessagesResponse(messages=page, next_cursor=cursor)
+
+    @grpc_errors
+    async def GetMessage(
+        self,
+        request: history_pb2.GetMessageRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.Message:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        _require_id("message_id", request.message_id)
+        return await self.store.get_message(request.user_id, request.conversation_id, request.message_id)
+
+    @grpc_errors
+    async def SetCurrentMessage(
+        self,
+        request: history_pb2.SetCurrentMessageRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.Conversation:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        _require_id("message_id", request.message_id)
+        return await self.store.set_current(
+            request.user_id, request.conversation_id, request.message_id, request.exact, _now_ms()
+        )
+
+    @grpc_errors
+    async def BeginContinuation(
+        self,
+        request: history_pb2.BeginContinuationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.BeginContinuationResponse:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        _require_id("message_id", request.message_id)
+        _require_id("response_id", request.response_id)
+        message, base, applied = await self.store.begin_continuation(
+            request.user_id, request.conversation_id, request.message_id, request.response_id
+        )
+        return history_pb2.BeginContinuationResponse(message=message, base_chars=base, applied=applied)
+
+    @grpc_errors
+    async def ConversationMedia(
+        self,
+        request: history_pb2.ConversationMediaRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> history_pb2.ConversationMediaResponse:
+        _require_id("user_id", request.user_id)
+        _require_id("conversation_id", request.conversation_id)
+        media = await self.store.conversation_media(request.user_id, request.conversation_id)
+        return history_pb2.ConversationMediaResponse(media_ids=media)
 
     @grpc_errors
     async def RenameConversation(

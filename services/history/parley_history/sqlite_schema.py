@@ -63,7 +63,39 @@ SELECT user_id, kind, conversation_id, message_id, at_ms FROM (
 ) ORDER BY at_ms, tie;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_TABLES), (2, _V2_SYNC))
+# Version 3: versions. A message's parent (the message before it on its path), its media and
+# finish reason; the conversation's current leaf; continuations being streamed. What an older
+# file holds becomes a single path: each message's parent is the one before it, the leaf is
+# the newest message.
+_V3_VERSIONS = """
+ALTER TABLE conversations ADD COLUMN current_message_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN parent_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN media_ids TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN finish_reason TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS messages_by_parent ON messages (conversation_id, parent_id, created_at_ms, id);
+UPDATE messages SET parent_id = COALESCE((
+    SELECT p.id FROM messages p
+    WHERE p.conversation_id = messages.conversation_id
+      AND (p.created_at_ms < messages.created_at_ms
+           OR (p.created_at_ms = messages.created_at_ms AND p.id < messages.id))
+    ORDER BY p.created_at_ms DESC, p.id DESC LIMIT 1), '');
+UPDATE conversations SET current_message_id = COALESCE((
+    SELECT m.id FROM messages m WHERE m.conversation_id = conversations.id
+    ORDER BY m.created_at_ms DESC, m.id DESC LIMIT 1), '');
+CREATE TABLE IF NOT EXISTS continuations (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    response_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    base_chars INTEGER NOT NULL,
+    base_input_tokens INTEGER NOT NULL,
+    base_output_tokens INTEGER NOT NULL,
+    base_cost_micros INTEGER NOT NULL,
+    applied INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conversation_id, response_id)
+)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_TABLES), (2, _V2_SYNC), (3, _V3_VERSIONS))
 LATEST = MIGRATIONS[-1][0]
 
 

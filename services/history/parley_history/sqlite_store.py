@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.errors import NotFound
+from parley_common.errors import InvalidRequest, NotFound
 
 from .search import DEFAULT_SEARCH_CAPS, SearchCaps, search_conversations
 from .sqlite_schema import migrate
@@ -23,6 +23,7 @@ from .store import (
     CONVERSATION_KINDS,
     DEFAULT_SYNC_PAGE,
     Clock,
+    RawPage,
     SyncPage,
     changes_within,
     clamp_limit,
@@ -30,19 +31,22 @@ from .store import (
     decode_cursor,
     encode_cursor,
     final_answer,
-    fit_bytes,
     message_change_kind,
+    message_not_found,
     new_message,
+    walk_path,
     wall_clock_ms,
 )
 
 T = TypeVar("T")
 
-_CONVERSATION_COLUMNS = "id, user_id, title, created_at_ms, updated_at_ms"
+_CONVERSATION_COLUMNS = "id, user_id, title, created_at_ms, updated_at_ms, current_message_id"
 _MESSAGE_COLUMNS = (
     "seq, id, conversation_id, role, content, status, model, reply_to_id,"
-    " input_tokens, output_tokens, cost_micros, created_at_ms"
+    " input_tokens, output_tokens, cost_micros, created_at_ms, parent_id, media_ids, finish_reason"
 )
+# The most steps from a message down to the newest leaf below it (PUT current).
+MAX_DESCENT = 100_000
 
 
 class SqliteHistoryStore:
@@ -174,12 +178,41 @@ class SqliteHistoryStore:
         ).fetchone()
         return _message(row) if row else None
 
-    def _insert_message(self, user_id: str, message: history_pb2.Message) -> bool:
-        """Insert once, with its change and the conversation's activity; False when it existed."""
+    def _leaf(self, conversation_id: str) -> str:
+        row = self._db.execute(
+            "SELECT current_message_id FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return str(row[0]) if row else ""
+
+    def _set_leaf(self, conversation_id: str, message_id: str) -> None:
+        self._db.execute("UPDATE conversations SET current_message_id = ? WHERE id = ?", (message_id, conversation_id))
+
+    def _insert_message(self, user_id: str, message: history_pb2.Message, parent_id: str | None = None) -> bool:
+        """Insert once, with its change and the conversation's activity; False when it existed.
+
+        A user message's parent is `parent_id`, else the current leaf, and it becomes the leaf;
+        an answer's parent is the message it answers, and it becomes the leaf when that was the
+        leaf. Either is dated after its parent, so a path read newest first meets it first."""
+        if self._message_row(message.conversation_id, message.id) is not None:
+            return False
+        leaf = self._leaf(message.conversation_id)
+        if message.reply_to_id:
+            parent_id = message.reply_to_id
+        elif parent_id is None:
+            parent_id = leaf
+        if parent_id:
+            parent = self._message_row(message.conversation_id, parent_id)
+            if parent is None:
+                if not message.reply_to_id:
+                    raise message_not_found()
+                parent_id = ""
+            else:
+                message.created_at_ms = max(message.created_at_ms, parent.created_at_ms + 1)
+        message.parent_id = parent_id
         inserted = self._db.execute(
             "INSERT INTO messages (conversation_id, id, role, content, status, model, reply_to_id,"
-            " input_tokens, output_tokens, cost_micros, created_at_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, id) DO NOTHING",
+            " input_tokens, output_tokens, cost_micros, created_at_ms, parent_id, media_ids, finish_reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, id) DO NOTHING",
             (
                 message.conversation_id,
                 message.id,
@@ -192,8 +225,13 @@ class SqliteHistoryStore:
                 message.usage.output_tokens,
                 message.usage.cost_micros,
                 message.created_at_ms,
+                message.parent_id,
+                " ".join(message.media_ids),
+                message.finish_reason,
             ),
         ).rowcount
+        if inserted and (not message.reply_to_id or leaf == parent_id):
+            self._set_leaf(message.conversation_id, message.id)
         if inserted:
             self._db.execute(
                 "UPDATE conversations SET updated_at_ms = MAX(updated_at_ms, ?) WHERE id = ?",
@@ -202,20 +240,73 @@ class SqliteHistoryStore:
             self._record(user_id, message_change_kind(message.role), message.conversation_id, message.id)
         return bool(inserted)
 
-    def _store_message(self, user_id: str, message: history_pb2.Message) -> tuple[history_pb2.Message, bool]:
+    def _store_message(
+        self, user_id: str, message: history_pb2.Message, parent_id: str | None = None
+    ) -> tuple[history_pb2.Message, bool]:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._conversation(user_id, message.conversation_id)
-            created = self._insert_message(user_id, message)
-        stored = self._message_row(message.conversation_id, message.id)
+            continued = self._continue(user_id, message) if message.role == "assistant" else None
+            created = False if continued is not None else self._insert_message(user_id, message, parent_id)
+        stored = continued or self._message_row(message.conversation_id, message.id)
         assert stored is not None
-        return stored, created
+        return self._with_siblings(stored), created
+
+    def _continue(self, user_id: str, answer: history_pb2.Message) -> history_pb2.Message | None:
+        """When `answer` is a registered continuation: the continued message with it appended
+        (once), else None."""
+        row = self._db.execute(
+            "SELECT message_id, base_chars, base_input_tokens, base_output_tokens, base_cost_micros, applied"
+            " FROM continuations WHERE conversation_id = ? AND response_id = ?",
+            (answer.conversation_id, answer.id),
+        ).fetchone()
+        if row is None:
+            return None
+        target = self._message_row(answer.conversation_id, row[0])
+        if target is None or row[5]:
+            return target
+        u = answer.usage
+        failed = answer.status == history_pb2.MESSAGE_STATUS_FAILED
+        self._db.execute(
+            "UPDATE messages SET content = ?, status = ?, finish_reason = ?, input_tokens = ?, output_tokens = ?,"
+            " cost_micros = ? WHERE conversation_id = ? AND id = ?",
+            (
+                target.content[: row[1]] + answer.content,
+                # A continuation that failed leaves the answer as it was (and so in prompts).
+                target.status if failed else answer.status,
+                target.finish_reason if failed else answer.finish_reason,
+                row[2] + u.input_tokens,
+                row[3] + u.output_tokens,
+                row[4] + u.cost_micros,
+                answer.conversation_id,
+                target.id,
+            ),
+        )
+        self._db.execute(
+            "UPDATE continuations SET applied = 1 WHERE conversation_id = ? AND response_id = ?",
+            (answer.conversation_id, answer.id),
+        )
+        self._db.execute(
+            "UPDATE conversations SET updated_at_ms = MAX(updated_at_ms, ?) WHERE id = ?",
+            (answer.created_at_ms, answer.conversation_id),
+        )
+        self._record(user_id, history_pb2.CHANGE_KIND_MESSAGE_COMPLETED, answer.conversation_id, target.id)
+        return self._message_row(answer.conversation_id, target.id)
 
     async def append_message(
-        self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, now_ms: int
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        role: str,
+        content: str,
+        now_ms: int,
+        *,
+        parent_id: str | None = None,
+        media_ids: Sequence[str] = (),
     ) -> tuple[history_pb2.Message, bool]:
-        message = new_message(conversation_id, message_id, role, content, now_ms)
-        return await self._run(self._store_message, user_id, message)
+        message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
+        return await self._run(self._store_message, user_id, message, parent_id)
 
     async def complete_message(
         self,
@@ -228,15 +319,17 @@ class SqliteHistoryStore:
         model: str,
         usage: chat_pb2.Usage,
         now_ms: int,
+        *,
+        finish_reason: str = "",
     ) -> history_pb2.Message:
-        message = final_answer(conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms)
+        message = final_answer(
+            conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms, finish_reason
+        )
         stored, _ = await self._run(self._store_message, user_id, message)
         return stored
 
-    async def get_messages(
-        self, user_id: str, conversation_id: str, before: str, limit: int
-    ) -> tuple[list[history_pb2.Message], str]:
-        limit = clamp_limit(limit)
+    def _raw_messages(self, conversation_id: str, before: str, limit: int) -> RawPage:
+        """Every message (all versions), newest first, older than the cursor `before`."""
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
         args: list[Any] = [conversation_id]
         if before:
@@ -245,15 +338,134 @@ class SqliteHistoryStore:
             args += [cursor_int(created), cursor_int(created), mid]
         sql += " ORDER BY created_at_ms DESC, id DESC LIMIT ?"
         args.append(limit + 1)
+        rows = self._db.execute(sql, args).fetchall()
+        page = [(m, encode_cursor(m.created_at_ms, m.id)) for m in (_message(r) for r in rows[:limit])]
+        return page, page[-1][1] if len(rows) > limit else ""
 
-        def run() -> list[tuple[Any, ...]]:
+    def _with_siblings(self, message: history_pb2.Message) -> history_pb2.Message:
+        rows = self._db.execute(
+            "SELECT id FROM messages WHERE conversation_id = ? AND parent_id = ? AND role = ?"
+            " ORDER BY created_at_ms, id",
+            (message.conversation_id, message.parent_id, message.role),
+        ).fetchall()
+        message.sibling_ids[:] = [r[0] for r in rows] or [message.id]
+        return message
+
+    async def get_messages(
+        self, user_id: str, conversation_id: str, before: str, limit: int, *, leaf_id: str = ""
+    ) -> tuple[list[history_pb2.Message], str]:
+        def start() -> tuple[str, str]:
             self._conversation(user_id, conversation_id)
-            return self._db.execute(sql, args).fetchall()
+            leaf = leaf_id or self._leaf(conversation_id)
+            found = self._message_row(conversation_id, leaf) if leaf else None
+            if found is None:
+                if leaf_id:
+                    raise message_not_found()
+                return "", ""
+            # Just newer than the leaf, so the walk starts at it.
+            return leaf, encode_cursor(found.created_at_ms, found.id + "\U0010ffff")
 
-        rows = await self._run(run)
-        page = fit_bytes([_message(r) for r in rows[:limit]])
-        next_cursor = encode_cursor(page[-1].created_at_ms, page[-1].id) if len(rows) > len(page) else ""
-        return page, next_cursor
+        leaf, first = await self._run(start)
+        if not leaf and not before:
+            return [], ""
+
+        async def raw(cursor: str, n: int) -> RawPage:
+            return await self._run(self._raw_messages, conversation_id, cursor, n)
+
+        page, cursor = await walk_path(raw, leaf, first, before, limit)
+        return await self._run(lambda: [self._with_siblings(m) for m in page]), cursor
+
+    async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
+        def run() -> history_pb2.Message:
+            self._conversation(user_id, conversation_id)
+            found = self._message_row(conversation_id, message_id)
+            if found is None:
+                # A continuation's response id: the message it was appended to, once it was.
+                continued = self._db.execute(
+                    "SELECT message_id FROM continuations"
+                    " WHERE conversation_id = ? AND response_id = ? AND applied = 1",
+                    (conversation_id, message_id),
+                ).fetchone()
+                found = self._message_row(conversation_id, continued[0]) if continued else None
+            if found is None:
+                raise message_not_found()
+            return self._with_siblings(found)
+
+        return await self._run(run)
+
+    async def set_current(
+        self, user_id: str, conversation_id: str, message_id: str, exact: bool, now_ms: int
+    ) -> history_pb2.Conversation:
+        def run() -> history_pb2.Conversation:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._conversation(user_id, conversation_id)
+                if self._message_row(conversation_id, message_id) is None:
+                    raise message_not_found()
+                leaf = message_id
+                for _ in range(0 if exact else MAX_DESCENT):
+                    child = self._db.execute(
+                        "SELECT id FROM messages WHERE conversation_id = ? AND parent_id = ?"
+                        " ORDER BY created_at_ms DESC, id DESC LIMIT 1",
+                        (conversation_id, leaf),
+                    ).fetchone()
+                    if child is None:
+                        break
+                    leaf = child[0]
+                if leaf != self._leaf(conversation_id):
+                    self._set_leaf(conversation_id, leaf)
+                    self._record(user_id, history_pb2.CHANGE_KIND_CONVERSATION_UPDATED, conversation_id)
+            return self._conversation(user_id, conversation_id)
+
+        return await self._run(run)
+
+    async def begin_continuation(
+        self, user_id: str, conversation_id: str, message_id: str, response_id: str
+    ) -> tuple[history_pb2.Message, int, bool]:
+        def run() -> tuple[history_pb2.Message, int, bool]:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._conversation(user_id, conversation_id)
+                target = self._message_row(conversation_id, message_id)
+                if target is None:
+                    raise message_not_found()
+                if target.role != "assistant":
+                    raise InvalidRequest("only an answer can be continued", code="not_continuable")
+                u = target.usage
+                self._db.execute(
+                    "INSERT INTO continuations (conversation_id, response_id, message_id, base_chars,"
+                    " base_input_tokens, base_output_tokens, base_cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (conversation_id, response_id) DO NOTHING",
+                    (
+                        conversation_id,
+                        response_id,
+                        message_id,
+                        len(target.content),
+                        u.input_tokens,
+                        u.output_tokens,
+                        u.cost_micros,
+                    ),
+                )
+                row = self._db.execute(
+                    "SELECT message_id, base_chars, applied FROM continuations"
+                    " WHERE conversation_id = ? AND response_id = ?",
+                    (conversation_id, response_id),
+                ).fetchone()
+            if row[0] != message_id:
+                raise InvalidRequest("this response continues another message", code="invalid_request")
+            return self._with_siblings(target), int(row[1]), bool(row[2])
+
+        return await self._run(run)
+
+    async def conversation_media(self, user_id: str, conversation_id: str) -> list[str]:
+        def run() -> list[str]:
+            self._conversation(user_id, conversation_id)
+            rows = self._db.execute(
+                "SELECT media_ids FROM messages WHERE conversation_id = ? AND media_ids != ''", (conversation_id,)
+            ).fetchall()
+            return list(dict.fromkeys(m for r in rows for m in str(r[0]).split()))
+
+        return await self._run(run)
 
     async def search_conversations(self, user_id: str, query: str, limit: int) -> list[history_pb2.SearchHit]:
         # The same bounded scan as on Cassandra (search.py), so both stores find the same things.
@@ -291,18 +503,21 @@ class SqliteHistoryStore:
             conversation = self._conversation(user_id, conversation_id)
         except NotFound:
             return None  # deleted since: the deletion is a later change
+        change.current_message_id = conversation.current_message_id
         if kind in CONVERSATION_KINDS:
             change.conversation.CopyFrom(conversation)
             return change
         message = self._message_row(conversation_id, message_id)
         if message is None:
             return None
-        change.message.CopyFrom(message)
+        change.message.CopyFrom(self._with_siblings(message))
         return change
 
 
 def _conversation(row: tuple[Any, ...]) -> history_pb2.Conversation:
-    return history_pb2.Conversation(id=row[0], user_id=row[1], title=row[2], created_at_ms=row[3], updated_at_ms=row[4])
+    return history_pb2.Conversation(
+        id=row[0], user_id=row[1], title=row[2], created_at_ms=row[3], updated_at_ms=row[4], current_message_id=row[5]
+    )
 
 
 def _message(row: tuple[Any, ...]) -> history_pb2.Message:
@@ -316,4 +531,7 @@ def _message(row: tuple[Any, ...]) -> history_pb2.Message:
         reply_to_id=row[7],
         usage=chat_pb2.Usage(input_tokens=row[8], output_tokens=row[9], cost_micros=row[10]),
         created_at_ms=row[11],
+        parent_id=row[12],
+        media_ids=str(row[13]).split(),
+        finish_reason=row[14],
     )

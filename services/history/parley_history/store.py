@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.errors import InvalidRequest
+from parley_common.errors import InvalidRequest, NotFound
 
 from .search import SearchCaps
 
@@ -73,9 +73,22 @@ class HistoryStore(Protocol):
         ...
 
     async def append_message(
-        self, user_id: str, conversation_id: str, message_id: str, role: str, content: str, now_ms: int
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        role: str,
+        content: str,
+        now_ms: int,
+        *,
+        parent_id: str | None = None,
+        media_ids: Sequence[str] = (),
     ) -> tuple[history_pb2.Message, bool]:
-        """Store a message once: a repeat with the same id returns the stored one and False."""
+        """Store a message once: a repeat with the same id returns the stored one and False.
+
+        Its parent is `parent_id` (an edit: NotFound message_not_found when the conversation
+        has no such message), else the conversation's current leaf; it becomes the leaf, and is
+        dated after its parent."""
         ...
 
     async def complete_message(
@@ -89,14 +102,44 @@ class HistoryStore(Protocol):
         model: str,
         usage: chat_pb2.Usage,
         now_ms: int,
+        *,
+        finish_reason: str = "",
     ) -> history_pb2.Message:
-        """Store an assistant message's final state; a repeat leaves the first one as it is."""
+        """Store an assistant message's final state; a repeat leaves the first one as it is.
+
+        Its parent is `reply_to_id`; it becomes the leaf when the leaf was that user message.
+        When `message_id` was registered by begin_continuation, the content is appended to the
+        continued message instead (once: a repeat changes nothing), which is returned."""
         ...
 
     async def get_messages(
-        self, user_id: str, conversation_id: str, before: str, limit: int
+        self, user_id: str, conversation_id: str, before: str, limit: int, *, leaf_id: str = ""
     ) -> tuple[list[history_pb2.Message], str]:
-        """Newest first, older than the cursor `before` ('' = newest)."""
+        """The path ending at `leaf_id` ('' = the current leaf), newest first, older than the
+        cursor `before` ('' = from the leaf), each with its sibling_ids."""
+        ...
+
+    async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
+        """One message with its sibling_ids; NotFound (conversation_not_found, message_not_found).
+        A continuation's response id names the message it was appended to, once it was."""
+        ...
+
+    async def set_current(
+        self, user_id: str, conversation_id: str, message_id: str, exact: bool, now_ms: int
+    ) -> history_pb2.Conversation:
+        """Make `message_id` current: the leaf becomes it (exact) or the newest descendant chain
+        below it; recorded as a conversation.updated change when the leaf moved."""
+        ...
+
+    async def begin_continuation(
+        self, user_id: str, conversation_id: str, message_id: str, response_id: str
+    ) -> tuple[history_pb2.Message, int, bool]:
+        """Register `response_id` as continuing the assistant message `message_id`: (the
+        message, its length when the continuation began, whether it was applied already)."""
+        ...
+
+    async def conversation_media(self, user_id: str, conversation_id: str) -> list[str]:
+        """The media ids of every user message of the conversation, each once."""
         ...
 
     async def sync(self, user_id: str, since: str, limit: int) -> SyncPage:
@@ -184,11 +227,17 @@ def message_change_kind(role: str) -> history_pb2.ChangeKind.ValueType:
 
 
 CONVERSATION_KINDS = frozenset(
-    {history_pb2.CHANGE_KIND_CONVERSATION_CREATED, history_pb2.CHANGE_KIND_CONVERSATION_RENAMED}
+    {
+        history_pb2.CHANGE_KIND_CONVERSATION_CREATED,
+        history_pb2.CHANGE_KIND_CONVERSATION_RENAMED,
+        history_pb2.CHANGE_KIND_CONVERSATION_UPDATED,
+    }
 )
 
 
-def new_message(conversation_id: str, message_id: str, role: str, content: str, now_ms: int) -> history_pb2.Message:
+def new_message(
+    conversation_id: str, message_id: str, role: str, content: str, now_ms: int, media_ids: Sequence[str] = ()
+) -> history_pb2.Message:
     """A user (or system) message as every store keeps it."""
     return history_pb2.Message(
         id=message_id,
@@ -198,7 +247,70 @@ def new_message(conversation_id: str, message_id: str, role: str, content: str, 
         status=history_pb2.MESSAGE_STATUS_COMPLETE,
         usage=chat_pb2.Usage(),
         created_at_ms=now_ms,
+        media_ids=list(dict.fromkeys(media_ids)),
     )
+
+
+def message_not_found() -> NotFound:
+    return NotFound("message not found", code="message_not_found")
+
+
+# The parent of a message stored before versions existed (Cassandra rows written before
+# migration 5, until their conversation is next written to): the message before it in time.
+ANY_PARENT = "\x00"
+_PATH = "path"
+# Messages read per round while walking a path (versions off the path are read and skipped).
+PATH_READ = 100
+# Each message read by the walk as (message, the store's cursor just older than it).
+RawPage = tuple[Sequence[tuple[history_pb2.Message, str]], str]
+RawFetch = Callable[[str, int], Awaitable[RawPage]]
+
+
+async def walk_path(
+    raw: RawFetch, leaf_id: str, start: str, before: str, limit: int, max_bytes: int = MAX_PAGE_BYTES
+) -> tuple[list[history_pb2.Message], str]:
+    """A page of the path ending at `leaf_id` ('' = the newest message), newest first.
+
+    `raw(cursor, n)` reads every message of the conversation newest first (the store's own
+    paging; `start` is its cursor just newer than the leaf, '' = the newest). A parent is always
+    older than its child (the stores date a message after its parent), so one backward pass
+    meets every message of the path: each one kept is the parent of the one kept before. The
+    page's cursor holds the store's position and the parent the path goes on with."""
+    limit = clamp_limit(limit)
+    if before:
+        tag, raw_cursor, expected = decode_cursor(before, 3)
+        if tag != _PATH:
+            raise InvalidRequest("malformed cursor", code="invalid_cursor")
+    else:
+        raw_cursor, expected = start, leaf_id or ANY_PARENT
+    out: list[history_pb2.Message] = []
+    last_at = ""
+    total = 0
+    legacy: history_pb2.Message | None = None
+    while True:
+        page, more = await raw(raw_cursor, PATH_READ)
+        for message, at in page:
+            if expected not in (ANY_PARENT, message.id):
+                continue
+            if legacy is not None:
+                legacy.parent_id = message.id
+                legacy = None
+            total += message.ByteSize()
+            if len(out) >= limit or (out and total > max_bytes):
+                return out, encode_cursor(_PATH, last_at, expected)
+            out.append(message)
+            last_at = at
+            if message.parent_id == ANY_PARENT:
+                message.parent_id = ""
+                legacy = message
+                expected = ANY_PARENT
+            else:
+                expected = message.parent_id
+                if not expected:
+                    return out, ""
+        if not more:
+            return out, ""
+        raw_cursor = more
 
 
 def final_answer(
@@ -210,6 +322,7 @@ def final_answer(
     model: str,
     usage: chat_pb2.Usage,
     now_ms: int,
+    finish_reason: str = "",
 ) -> history_pb2.Message:
     """An assistant message in its final state, as every store keeps it."""
     return history_pb2.Message(
@@ -220,6 +333,8 @@ def final_answer(
         status=status,
         model=model,
         reply_to_id=reply_to_id,
+        parent_id=reply_to_id,
+        finish_reason=finish_reason,
         usage=chat_pb2.Usage(
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
         ),

@@ -15,9 +15,9 @@ from parley.v1 import chat_pb2, history_pb2
 from parley_common.context import ContextPlan, plan_context_async, prompt_token_budget
 from parley_common.control import Cancellations
 from parley_common.dispatch import Dispatch, Turn
-from parley_common.errors import ParleyError, Unavailable
+from parley_common.errors import InvalidRequest, NotFound, ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
-from parley_common.prompt import build_prompt
+from parley_common.prompt import build_prompt, collect_context
 from parley_common.replay import ReplayLog, ResponseStream
 from parley_common.stream_slots import StreamSlots
 from parley_common.topology import SCHEMA_VERSION, Topology
@@ -36,12 +36,15 @@ from .turn_order import TurnOrder
 log = logging.getLogger(__name__)
 
 
-async def replay_stored_answer(stream: ResponseStream, answer: history_pb2.Message) -> None:
+async def replay_stored_answer(stream: ResponseStream, answer: history_pb2.Message, from_char: int = 0) -> None:
+    """Stream a stored answer again (from `from_char`: a continuation's own text)."""
     await stream.emit(meta=chat_pb2.StreamMeta(model=answer.model, user_message_id=answer.reply_to_id))
-    if answer.content:
-        await stream.emit(delta=chat_pb2.StreamDelta(text=answer.content))
+    if answer.content[from_char:]:
+        await stream.emit(delta=chat_pb2.StreamDelta(text=answer.content[from_char:]))
     await stream.emit(usage=answer.usage)
     reason = "stop" if answer.status == history_pb2.MESSAGE_STATUS_COMPLETE else "interrupted"
+    if answer.status == history_pb2.MESSAGE_STATUS_COMPLETE and answer.finish_reason:
+        reason = answer.finish_reason
     await stream.emit(done=chat_pb2.StreamDone(finish_reason=reason))
 
 
@@ -139,6 +142,15 @@ class ChatRequestConsumer:
         if waited:
             # The message takes its place in the transcript after the answer it waited for.
             created_at_ms = int(time.time() * 1000)
+        if request.regenerate_message_id or request.continue_message_id:
+            return await self.steer(request, stream)
+        parent_id: str | None = None
+        if request.edit_message_id:
+            # A new version of that user message: the same parent, so it is its sibling.
+            edited = await self.history.get_message(request.user_id, request.conversation_id, request.edit_message_id)
+            if edited.role != "user":
+                raise InvalidRequest("only a user message can be edited", code="not_a_user_message")
+            parent_id = edited.parent_id
         appended = await self.history.append_message(
             request.user_id,
             request.conversation_id,
@@ -155,6 +167,8 @@ class ChatRequestConsumer:
                 requested_max_output=request.max_output_tokens,
                 default_reserve=self.settings.reserved_output_tokens,
             ),
+            parent_id=parent_id,
+            media_ids=list(request.media_ids),
         )
         if not appended.created and appended.message.content != request.content:
             log.warning(
@@ -173,6 +187,63 @@ class ChatRequestConsumer:
         prompt = build_prompt(self.settings.system_prompt, context)
         return await self.answer(request, stream, prompt, older_unseen=not appended.context_complete)
 
+    async def steer(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> bool:
+        """Regenerate (a new version of an answer) or continue (the same answer goes on): the
+        prompt is the path up to the question the answer is for."""
+        user, cid = request.user_id, request.conversation_id
+        target_id = request.regenerate_message_id or request.continue_message_id
+        target = await self.history.get_message(user, cid, target_id)
+        if target.role != "assistant":
+            raise InvalidRequest("only an answer can be regenerated or continued", code="not_an_answer")
+        question_id = target.reply_to_id or target.parent_id
+        continue_from = ""
+        if request.continue_message_id:
+            begun = await self.history.begin_continuation(user, cid, target_id, request.response_id)
+            if begun.applied:
+                log.info("continuation already stored; replaying it", extra={"response_id": request.response_id})
+                await replay_stored_answer(stream, begun.message, begun.base_chars)
+                return False
+            continue_from = begun.message.content[: begun.base_chars]
+        else:
+            try:
+                done = await self.history.get_message(user, cid, request.response_id)
+            except NotFound:
+                pass
+            else:
+                log.info("regeneration already stored; replaying it", extra={"response_id": request.response_id})
+                await replay_stored_answer(stream, done)
+                return False
+        question = await self.history.get_message(user, cid, question_id)
+        if question.media_ids and not request.media_ids:
+            # The question's own images, as when it was first answered.
+            request.media_ids[:] = list(question.media_ids)
+            request.image_detail = request.image_detail or "high"
+
+        async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+            page = await self.history.get_messages(user, cid, before, limit, leaf_id=question_id)
+            return list(page.messages), page.next_cursor
+
+        context = await collect_context(
+            fetch,
+            token_budget=prompt_token_budget(
+                self.router.registry,
+                request.model,
+                requested_max_output=request.max_output_tokens,
+                default_reserve=self.settings.reserved_output_tokens,
+            ),
+            max_messages=self.settings.prompt_history_messages,
+        )
+        prompt = build_prompt(self.settings.system_prompt, context.newest_first)
+        return await self.answer(
+            request,
+            stream,
+            prompt,
+            older_unseen=not context.complete,
+            continue_from=continue_from,
+            # A regenerated answer becomes current: the path is taken back to its question.
+            take_path=question_id if request.regenerate_message_id else "",
+        )
+
     async def answer(
         self,
         request: chat_pb2.ChatRequest,
@@ -180,6 +251,8 @@ class ChatRequestConsumer:
         prompt: list[chat_pb2.PromptMessage],
         *,
         older_unseen: bool = False,
+        continue_from: str = "",
+        take_path: str = "",
     ) -> bool:
         """Route, fit, then the cache or the provider (after its budget); True when a job was published.
 
@@ -212,11 +285,13 @@ class ChatRequestConsumer:
             await self.dispatch.end_cancelled(Turn.of_request(request), stream, route.model)
             return False
         digest = ""
-        if self.cache.enabled and is_deterministic(request, route.spec):
+        if self.cache.enabled and not continue_from and is_deterministic(request, route.spec):
             digest = cache_key(route.model, route.spec.upstream_model, plan.max_output_tokens, plan.fit.messages)
             cached = await self.cache.get(digest)
             if cached is not None:
                 log.info("answered from the cache", extra={"response_id": request.response_id, "model": route.model})
+                if take_path:
+                    await self.history.set_current(request.user_id, request.conversation_id, take_path, exact=True)
                 await self.serve_cached(request, stream, cached, plan)
                 return False
         # Before any wait for the provider: a turn the user's budget cannot cover ends now.
@@ -236,8 +311,10 @@ class ChatRequestConsumer:
                 return False
             reserved = True
         try:
+            if take_path:
+                await self.history.set_current(request.user_id, request.conversation_id, take_path, exact=True)
             await self.records.put(request.response_id, JobRecord(route.model, plan.fit.input_tokens, reserved, digest))
-            return await self.publish_job(request, route, plan)
+            return await self.publish_job(request, route, plan, continue_from)
         except BaseException:
             if reserved:
                 # Nothing reached the provider: the reservation goes back at once.
@@ -268,7 +345,9 @@ class ChatRequestConsumer:
             cached.finish_reason,
         )
 
-    async def publish_job(self, request: chat_pb2.ChatRequest, route: Route, plan: ContextPlan) -> bool:
+    async def publish_job(
+        self, request: chat_pb2.ChatRequest, route: Route, plan: ContextPlan, continue_from: str = ""
+    ) -> bool:
         job = chat_pb2.ProviderJob(
             version=SCHEMA_VERSION,
             response_id=request.response_id,
@@ -289,6 +368,7 @@ class ChatRequestConsumer:
             fallbacks=route.fallbacks,
             dropped_messages=plan.fit.dropped_messages,
             truncated_messages=plan.fit.truncated_messages,
+            continue_from=continue_from,
         )
         await self.dispatch.send_job(job, idempotency_key=request.response_id)
         return True

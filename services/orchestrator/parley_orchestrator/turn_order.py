@@ -21,14 +21,16 @@ from redis.asyncio import Redis
 from parley.v1 import history_pb2
 from parley_common.budget_queue import QUEUED_REFRESH_S
 from parley_common.control import Cancellations
-from parley_common.errors import ParleyError, Unavailable
+from parley_common.errors import NotFound, ParleyError, Unavailable
 from parley_common.history_client import HistoryClient
-from parley_common.replay import ReplayLog, is_terminal
+from parley_common.replay import ReplayLog, is_terminal, latest_turn_key
 
 # How long to wait for a finished answer to appear in history before going on without it.
 HISTORY_WAIT_S = 10.0
 # How many of the newest messages are looked through for the previous answer.
 RECENT = 10
+# How often the previous answer is also asked for by its id while waiting for it.
+BY_ID_EVERY_S = 0.25
 
 # KEYS: the conversation's latest turn, this turn's place; ARGV: response id, ttl. Returns the
 # turn before this one ("" for none): the one recorded at its first entry, if it entered before.
@@ -66,11 +68,11 @@ class TurnOrder:
         self._enter = redis.register_script(ENTER)
 
     def key(self, conversation_id: str) -> str:
-        return f"{self.namespace}:conversation-turn:{conversation_id}"
+        return latest_turn_key(self.namespace, conversation_id)
 
     def place_key(self, conversation_id: str, response_id: str) -> str:
         """The turn that came before `response_id` ("" for none), kept from its first delivery."""
-        return f"{self.namespace}:conversation-turn:{conversation_id}:before:{response_id}"
+        return f"{self.key(conversation_id)}:before:{response_id}"
 
     async def enter(self, conversation_id: str, response_id: str) -> str | None:
         """Become the conversation's latest turn; returns the turn before it, if any.
@@ -151,10 +153,18 @@ class TurnOrder:
             with contextlib.suppress(ParleyError):  # read again below, where a failure counts
                 if any(m.id == previous for m in (await recent).messages):
                     return
+        asked_by_id = 0.0
         while time.monotonic() < deadline:
             page = await self.history.get_messages(user_id, conversation_id, limit=RECENT)
             if any(m.id == previous for m in page.messages):
                 return
+            if time.monotonic() - asked_by_id >= BY_ID_EVERY_S:
+                # Not on the current path: a continuation (stored in the message it continues)
+                # or a version made current elsewhere meanwhile. Asked by id now and then.
+                asked_by_id = time.monotonic()
+                with contextlib.suppress(NotFound):
+                    await self.history.get_message(user_id, conversation_id, previous)
+                    return
             if not await self.redis.exists(self.replay.owner_key(previous)):
                 return  # expired long ago: nothing to wait for
             await asyncio.sleep(0.02)

@@ -1,5 +1,12 @@
 """Runs provider jobs: streams frames to the client, retries or falls back before the first
-token, obeys cancels, and publishes the completed (or interrupted) response."""
+token, obeys cancels, and publishes the completed (or interrupted) response.
+
+An answer outlives its worker: a job redelivered after its worker died (the broker hands it
+back as soon as that worker's connection drops) is taken once the dead worker's lease lapses
+(PARLEY_WORKER_LEASE_S, 1.5 s by default, renewed every third of it); when the replay log shows
+text already streamed and the model can go on from a partial answer
+(ModelRegistry.can_continue), the job continues from that text on the same frame numbers, so
+the client sees one answer; otherwise it ends `interrupted` with a retryable `worker_lost`."""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from parley_common.context import counter_for_model
 from parley_common.control import Cancellations
 from parley_common.dispatch import Dispatch, Turn
 from parley_common.errors import ParleyError, Unavailable
-from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND
+from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND, WORKER_TAKEOVERS
 from parley_common.models import ModelRegistry
 from parley_common.replay import ReplayLog, ResponseStream, is_terminal
 from parley_common.stream_slots import StreamSlots
@@ -33,18 +40,6 @@ from .resilience import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-# What the client sees for each kind of provider failure.
-ERROR_CODES = {
-    "rate_limited": "provider_rate_limited",
-    "overloaded": "provider_overloaded",
-    "server_error": "provider_error",
-    "bad_response": "provider_bad_response",
-    "context_length_exceeded": "context_length_exceeded",
-    "bad_request": "provider_bad_request",
-    "auth": "provider_auth_failed",
-    "timeout": "provider_timeout",
-    "connection": "provider_unavailable",
-}
 SHUTDOWN = "shutdown"
 
 
@@ -128,19 +123,40 @@ class ProviderJobConsumer:
             if any(is_terminal(e) for e in earlier):
                 log.info("job already finished; dropping", extra={"response_id": job.response_id})
                 return
-            shown = [e.delta.text for e in earlier if e.WhichOneof("kind") == "delta"]
+            shown = "".join(e.delta.text for e in earlier if e.WhichOneof("kind") == "delta")
+            meta_shown = any(e.WhichOneof("kind") == "meta" for e in earlier)
             if shown:
-                # A worker died mid-stream. Text the user saw is never repeated: end the turn.
-                await stream.fail("worker_lost", "the answer was interrupted; send the message again", True)
-                await self.finish(job, shown, chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_INTERRUPTED, "error")
-                return
+                # A worker died mid-stream. Text the user saw is never repeated: this worker
+                # takes the answer over from there when the model can go on from a partial
+                # answer, else it ends the turn.
+                if not self.registry.can_continue(job.model):
+                    await stream.fail("worker_lost", "the answer was interrupted; send the message again", True)
+                    await self.finish(job, [shown], chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_INTERRUPTED, "error")
+                    return
+                log.warning(
+                    "taking over an answer whose worker was lost",
+                    extra={"response_id": job.response_id, "shown_chars": len(shown), "model": job.model},
+                )
+                WORKER_TAKEOVERS.labels(job.model).inc()
+                taken = chat_pb2.ProviderJob()
+                taken.CopyFrom(job)
+                taken.continue_from = job.continue_from + shown
+                job = taken
             reason = await self.cancellations.requested(job.response_id)
             if reason:
-                await stream.emit(meta=self.meta(job))
+                if not meta_shown:
+                    await stream.emit(meta=self.meta(job))
                 await stream.emit(done=chat_pb2.StreamDone(finish_reason="cancelled"))
-                await self.finish(job, [], chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled")
+                await self.finish(job, [shown], chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled")
                 return
-            await self.stream_answer(job, provider, stream)
+            if job.continue_from and not self.registry.can_continue(job.model):
+                # The API refuses such a continue (continue_unsupported); a job sent anyway ends
+                # with the answer as it was.
+                await stream.emit(meta=self.meta(job))
+                await stream.fail("continue_unsupported", "this model cannot continue an answer; regenerate it", False)
+                await self.finish(job, [], chat_pb2.Usage(), chat_pb2.RESPONSE_STATUS_FAILED, "error")
+                return
+            await self.stream_answer(job, provider, stream, meta_sent=meta_shown, shown=shown)
 
     def meta(self, job: chat_pb2.ProviderJob) -> chat_pb2.StreamMeta:
         return chat_pb2.StreamMeta(
@@ -152,7 +168,18 @@ class ProviderJobConsumer:
             truncated_messages=job.truncated_messages,
         )
 
-    async def stream_answer(self, job: chat_pb2.ProviderJob, provider: Provider, stream: ResponseStream) -> None:
+    async def stream_answer(
+        self,
+        job: chat_pb2.ProviderJob,
+        provider: Provider,
+        stream: ResponseStream,
+        *,
+        meta_sent: bool = False,
+        shown: str = "",
+    ) -> None:
+        """Stream the job's answer (the new text only, when it continues `job.continue_from`).
+        A takeover: `meta_sent`, the response's meta frame is in its stream already; `shown`,
+        the text its stream carries already (the end of `job.continue_from`)."""
         parts: list[str] = []
         usage = chat_pb2.Usage()
         finish_reason = "stop"
@@ -160,7 +187,6 @@ class ProviderJobConsumer:
         retry = 0
         delay = 0.0
         trimmed = False
-        meta_sent = False
         batcher = DeltaBatcher(stream, self.coalesce_s)
         first_token_at = time.monotonic()
         if job.created_at_ms:
@@ -192,7 +218,10 @@ class ProviderJobConsumer:
                                 answered = True
                             if not meta_sent:
                                 # The provider accepted the request: now the model is known for sure.
-                                await stream.emit(meta=self.meta(job))
+                                if isinstance(chunk, TextChunk) and chunk.text:
+                                    batcher.lead(meta=self.meta(job))  # in one write with this text
+                                else:
+                                    await stream.emit(meta=self.meta(job))
                                 meta_sent = True
                             if isinstance(chunk, TextChunk):
                                 if chunk.text:
@@ -205,10 +234,9 @@ class ProviderJobConsumer:
                             elif isinstance(chunk, Finish):
                                 finish_reason = chunk.reason
                 if not meta_sent:
-                    await stream.emit(meta=self.meta(job))
-                await batcher.close()
-                await stream.emit(usage=usage)
-                await stream.emit(done=chat_pb2.StreamDone(finish_reason=finish_reason))
+                    batcher.lead(meta=self.meta(job))
+                # The text still held, usage and done: one write.
+                await batcher.close({"usage": usage}, {"done": chat_pb2.StreamDone(finish_reason=finish_reason)})
                 elapsed = time.monotonic() - first_token_at
                 if parts and usage.output_tokens > 1 and elapsed > 0:
                     TOKENS_PER_SECOND.labels(job.model).observe(usage.output_tokens / elapsed)
@@ -224,7 +252,7 @@ class ProviderJobConsumer:
                 extra = {"response_id": job.response_id, "kind": err.kind, "status": err.status, "model": job.model}
                 if parts:
                     log.warning("provider failed mid-stream", extra=extra)
-                    await stream.fail(ERROR_CODES.get(err.kind, "provider_error"), _message(err), True)
+                    await stream.fail(err.client_code, _message(err), True)
                     status, finish_reason = chat_pb2.RESPONSE_STATUS_INTERRUPTED, "error"
                     break
                 if err.kind == "context_length_exceeded" and not trimmed:
@@ -234,7 +262,7 @@ class ProviderJobConsumer:
                         log.info("context too long; retrying with a shorter prompt", extra=extra)
                         job, trimmed, delay = shorter, True, 0.0
                         continue
-                if err.kind == "overloaded" and job.fallbacks:
+                if err.kind == "overloaded" and self.can_fall_back(job):
                     # An overloaded provider is better left alone: the next model at once.
                     await self.hand_to_fallback(job, err)
                     return
@@ -244,11 +272,11 @@ class ProviderJobConsumer:
                     delay = backoff
                     log.info("retrying provider", extra={**extra, "retry": retry, "delay_s": round(delay, 3)})
                     continue
-                if self.policy.falls_back(err) and job.fallbacks:
+                if self.policy.falls_back(err) and self.can_fall_back(job):
                     await self.hand_to_fallback(job, err)
                     return
                 log.warning("provider failed", extra=extra)
-                await stream.fail(ERROR_CODES.get(err.kind, "provider_error"), _message(err), err.retryable)
+                await stream.fail(err.client_code, _message(err), err.retryable)
                 status, finish_reason = chat_pb2.RESPONSE_STATUS_FAILED, "error"
                 break
             except asyncio.CancelledError:
@@ -284,7 +312,12 @@ class ProviderJobConsumer:
                 finish_reason = "error"
                 await stream.fail("provider_error", f"the model provider failed: {type(exc).__name__}", True)
                 break
-        await self.finish(job, parts, usage, status, finish_reason)
+        await self.finish(job, [shown, *parts], usage, status, finish_reason)
+
+    def can_fall_back(self, job: chat_pb2.ProviderJob) -> bool:
+        """A next model in the job's chain that can take it: one that can go on from the
+        partial answer, when the job continues one."""
+        return bool(job.fallbacks) and (not job.continue_from or self.registry.can_continue(job.fallbacks[0].model))
 
     async def hand_to_fallback(self, job: chat_pb2.ProviderJob, err: ProviderError) -> None:
         """Hand the job to the next model of its chain: through the orchestrator, which gives
@@ -344,8 +377,14 @@ class ProviderJobConsumer:
         status: chat_pb2.ResponseStatus.ValueType,
         finish_reason: str,
     ) -> None:
-        """Publish the response's final state (history persists it) and free the user's slot."""
-        await self.dispatch.completed(Turn.of_job(job), job.model, "".join(parts), status, finish_reason, usage)
+        """Publish the response's final state (history persists it) and free the user's slot.
+        The content is the text of this response's stream, all of it (for a continuation, the
+        new text: history appends it to the message continued); a response that failed after
+        its stream carried text (a takeover whose provider then failed) is `interrupted`."""
+        content = "".join(parts)
+        if content and status == chat_pb2.RESPONSE_STATUS_FAILED:
+            status = chat_pb2.RESPONSE_STATUS_INTERRUPTED
+        await self.dispatch.completed(Turn.of_job(job), job.model, content, status, finish_reason, usage)
         try:
             await self.slots.release(job.user_id, job.response_id)
         except RedisError as exc:

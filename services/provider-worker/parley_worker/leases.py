@@ -1,8 +1,10 @@
 """A job lease: which worker is streaming a response right now.
 
-The running worker holds a short-lived Redis key and renews it; a worker that dies lets it
-lapse. A second delivery of the same job (a duplicate publish, or a redelivery after a
-crash) can so tell "someone is streaming this" from "whoever streamed this is gone".
+The running worker holds a short-lived Redis key and renews it every third of its TTL; a
+worker that dies lets it lapse. A second delivery of the same job (a duplicate publish, or a
+redelivery after a crash) can so tell "someone is streaming this" from "whoever streamed this
+is gone" within one TTL (PARLEY_WORKER_LEASE_S, 1.5 s by default), and the worker that takes
+the job over goes on with the answer (see consumers.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from redis.asyncio import Redis
 
 
 class JobLease:
-    def __init__(self, redis: Redis, namespace: str, ttl_s: float = 10.0) -> None:
+    def __init__(self, redis: Redis, namespace: str, ttl_s: float = 1.5) -> None:
         self.redis = redis
         self.namespace = namespace
         self.ttl_ms = int(ttl_s * 1000)
@@ -50,8 +52,10 @@ class JobLease:
             while not done.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), self.ttl_ms / 3000)
-                if not done.is_set():
-                    await self.redis.pexpire(key, self.ttl_ms)
+                if not done.is_set() and not await self.redis.pexpire(key, self.ttl_ms):
+                    # Lapsed while this worker was busy (a long pause of its loop): held again
+                    # unless another worker took it meanwhile.
+                    await self.redis.set(key, self.holder, px=self.ttl_ms, nx=True)
 
         task = asyncio.create_task(renew())
         try:

@@ -15,8 +15,9 @@ class WorkerSettings(ProviderBudgetSettings):
     # Provider name -> API key, JSON in PARLEY_PROVIDER_API_KEYS. Never logged.
     provider_api_keys: dict[str, SecretStr] = {}
     # How long a job stays claimed by a worker that stopped renewing it (a crashed worker):
-    # its job is taken over after at most this long.
-    worker_lease_s: float = Field(default=10.0, gt=0.5, le=300)
+    # its job is taken over after at most this long. Renewed every third of it, so the worker
+    # that holds a job must not pause its event loop for as long.
+    worker_lease_s: float = Field(default=1.5, gt=0.5, le=300)
     # After an answer's first token, tokens arriving within this window go out as one frame.
     worker_coalesce_ms: int = Field(default=15, ge=0, le=1000)
     demo_first_token_delay_ms: int = Field(default=250, ge=0, le=60_000)

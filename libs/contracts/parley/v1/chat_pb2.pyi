@@ -57,7 +57,7 @@ class ModelTarget(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("version", "response_id", "user_id", "conversation_id", "client_message_id", "content", "model", "reply_to", "created_at_ms", "max_output_tokens", "on_busy", "inline_messages", "temperature", "has_temperature", "media_ids", "image_detail")
+    __slots__ = ("version", "response_id", "user_id", "conversation_id", "client_message_id", "content", "model", "reply_to", "created_at_ms", "max_output_tokens", "on_busy", "inline_messages", "temperature", "has_temperature", "media_ids", "image_detail", "regenerate_message_id", "edit_message_id", "continue_message_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,9 @@ class ChatRequest(_message.Message):
     HAS_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    REGENERATE_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    EDIT_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     response_id: str
     user_id: str
@@ -90,10 +93,13 @@ class ChatRequest(_message.Message):
     has_temperature: bool
     media_ids: _containers.RepeatedScalarFieldContainer[str]
     image_detail: str
-    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., client_message_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., on_busy: _Optional[str] = ..., inline_messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., has_temperature: _Optional[bool] = ..., media_ids: _Optional[_Iterable[str]] = ..., image_detail: _Optional[str] = ...) -> None: ...
+    regenerate_message_id: str
+    edit_message_id: str
+    continue_message_id: str
+    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., client_message_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., on_busy: _Optional[str] = ..., inline_messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., has_temperature: _Optional[bool] = ..., media_ids: _Optional[_Iterable[str]] = ..., image_detail: _Optional[str] = ..., regenerate_message_id: _Optional[str] = ..., edit_message_id: _Optional[str] = ..., continue_message_id: _Optional[str] = ...) -> None: ...
 
 class ProviderJob(_message.Message):
-    __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms", "fallbacks", "fallback_from", "attempt", "dropped_messages", "truncated_messages", "has_temperature")
+    __slots__ = ("version", "response_id", "user_id", "conversation_id", "user_message_id", "model", "provider", "upstream_model", "messages", "max_output_tokens", "temperature", "reply_to", "created_at_ms", "fallbacks", "fallback_from", "attempt", "dropped_messages", "truncated_messages", "has_temperature", "continue_from")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +119,7 @@ class ProviderJob(_message.Message):
     DROPPED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HAS_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_FROM_FIELD_NUMBER: _ClassVar[int]
     version: int
     response_id: str
     user_id: str
@@ -132,7 +139,8 @@ class ProviderJob(_message.Message):
     dropped_messages: int
     truncated_messages: int
     has_temperature: bool
-    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[ModelTarget, _Mapping]]] = ..., fallback_from: _Optional[str] = ..., attempt: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., truncated_messages: _Optional[int] = ..., has_temperature: _Optional[bool] = ...) -> None: ...
+    continue_from: str
+    def __init__(self, version: _Optional[int] = ..., response_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., reply_to: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[ModelTarget, _Mapping]]] = ..., fallback_from: _Optional[str] = ..., attempt: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., truncated_messages: _Optional[int] = ..., has_temperature: _Optional[bool] = ..., continue_from: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cost_micros")

@@ -84,6 +84,26 @@ class HistoryServiceStub:
                 request_serializer=parley_dot_v1_dot_history__pb2.SearchConversationsRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_history__pb2.SearchConversationsResponse.FromString,
                 _registered_method=True)
+        self.GetMessage = channel.unary_unary(
+                '/parley.v1.HistoryService/GetMessage',
+                request_serializer=parley_dot_v1_dot_history__pb2.GetMessageRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.Message.FromString,
+                _registered_method=True)
+        self.SetCurrentMessage = channel.unary_unary(
+                '/parley.v1.HistoryService/SetCurrentMessage',
+                request_serializer=parley_dot_v1_dot_history__pb2.SetCurrentMessageRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.Conversation.FromString,
+                _registered_method=True)
+        self.BeginContinuation = channel.unary_unary(
+                '/parley.v1.HistoryService/BeginContinuation',
+                request_serializer=parley_dot_v1_dot_history__pb2.BeginContinuationRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.BeginContinuationResponse.FromString,
+                _registered_method=True)
+        self.ConversationMedia = channel.unary_unary(
+                '/parley.v1.HistoryService/ConversationMedia',
+                request_serializer=parley_dot_v1_dot_history__pb2.ConversationMediaRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_history__pb2.ConversationMediaResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -161,6 +181,38 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMessage(self, request, context):
+        """One message of the conversation (any version), with its sibling_ids; NOT_FOUND
+        (message_not_found) when the conversation has no such message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCurrentMessage(self, request, context):
+        """Makes a message current: the conversation's leaf becomes that message (exact), or the
+        newest descendant chain below it (the most recently created child at each step).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginContinuation(self, request, context):
+        """Registers `response_id` as a continuation of the assistant message `message_id`: when
+        that response completes (CompleteMessage with message_id = response_id), its content is
+        appended to the message, exactly once. Idempotent on response_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConversationMedia(self, request, context):
+        """The media ids of every user message of the conversation (all versions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +265,26 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.SearchConversations,
                     request_deserializer=parley_dot_v1_dot_history__pb2.SearchConversationsRequest.FromString,
                     response_serializer=parley_dot_v1_dot_history__pb2.SearchConversationsResponse.SerializeToString,
+            ),
+            'GetMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessage,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.GetMessageRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.Message.SerializeToString,
+            ),
+            'SetCurrentMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCurrentMessage,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.SetCurrentMessageRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.Conversation.SerializeToString,
+            ),
+            'BeginContinuation': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginContinuation,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.BeginContinuationRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.BeginContinuationResponse.SerializeToString,
+            ),
+            'ConversationMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConversationMedia,
+                    request_deserializer=parley_dot_v1_dot_history__pb2.ConversationMediaRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_history__pb2.ConversationMediaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +557,114 @@ class HistoryService:
             '/parley.v1.HistoryService/SearchConversations',
             parley_dot_v1_dot_history__pb2.SearchConversationsRequest.SerializeToString,
             parley_dot_v1_dot_history__pb2.SearchConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/GetMessage',
+            parley_dot_v1_dot_history__pb2.GetMessageRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCurrentMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/SetCurrentMessage',
+            parley_dot_v1_dot_history__pb2.SetCurrentMessageRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginContinuation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/BeginContinuation',
+            parley_dot_v1_dot_history__pb2.BeginContinuationRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.BeginContinuationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConversationMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.HistoryService/ConversationMedia',
+            parley_dot_v1_dot_history__pb2.ConversationMediaRequest.SerializeToString,
+            parley_dot_v1_dot_history__pb2.ConversationMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

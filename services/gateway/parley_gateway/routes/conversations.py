@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
+from ..attachments import delete_all, resolve
 from ..auth import current_user
 from ..schemas import (
     CreateConversation,
@@ -20,7 +19,8 @@ from ..schemas import (
     page_json,
     search_hit_json,
 )
-from ..turns import Turns, TurnStream
+from ..sse_response import sse_response
+from ..turns import Turns
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -28,48 +28,6 @@ User = Annotated[str, Depends(current_user)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=128)]
 Cursor = Annotated[str, Query(max_length=256)]
 Limit = Annotated[int, Query(ge=1, le=200)]
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class StreamResponse(StreamingResponse):
-    """A turn's stream (`content`: its events as SSE, by default Parley's own frames): its
-    connection holds a stream slot of the user while it is open, given back however it ends.
-    `on_close` runs once the connection is done with, however it ended."""
-
-    def __init__(
-        self,
-        stream: TurnStream,
-        content: AsyncIterator[bytes] | None = None,
-        on_close: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self.stream = stream
-        self.content = stream.body if content is None else content
-        self.on_close = on_close
-        super().__init__(
-            self.content,
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, "X-Parley-Response-Id": stream.response_id},
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Not within the body: when the client leaves, the body is cancelled, and so would be
-        # anything it still awaited.
-        async with self.stream.held():
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                try:
-                    # Also when the client left while a frame was being sent (the body was
-                    # not closed then): runs what the body does at its end.
-                    await self.content.aclose()  # type: ignore[attr-defined]
-                finally:
-                    if self.on_close is not None:
-                        await self.on_close()
-
-
-def sse_response(stream: TurnStream) -> StreamingResponse:
-    return StreamResponse(stream)
 
 
 @router.post("", status_code=201)
@@ -115,6 +73,10 @@ async def rename_conversation(
 async def delete_conversation(request: Request, user: User, conversation_id: ConversationId) -> Response:
     turns: Turns = request.app.state.turns
     turns.owned.forget(user, conversation_id)
+    # Its media first (every version's): if this stops half-way, the conversation is still
+    # there and a retried DELETE finishes the job.
+    media_ids = await request.app.state.history.conversation_media(user, conversation_id)
+    await delete_all(request.app.state.media, user, media_ids)
     await request.app.state.history.delete_conversation(user, conversation_id)
     return Response(status_code=204)
 
@@ -123,8 +85,11 @@ async def delete_conversation(request: Request, user: User, conversation_id: Con
 async def list_messages(
     request: Request, user: User, conversation_id: ConversationId, before: Cursor = "", limit: Limit = 50
 ) -> dict[str, Any]:
+    """The conversation's current path, newest first: each message with its versions (ids of
+    the message and its siblings, and its place among them) and its media with fresh URLs."""
     page = await request.app.state.history.get_messages(user, conversation_id, before, limit)
-    return page_json([message_json(m) for m in page.messages], page.next_cursor)
+    media = await resolve(request.app.state.media, user, (i for m in page.messages for i in m.media_ids))
+    return page_json([message_json(m, media) for m in page.messages], page.next_cursor)
 
 
 @router.post(

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from ..attachments import resolve
 from ..auth import current_user
 from ..schemas import sync_json
 
@@ -25,6 +26,11 @@ async def sync(
     `since` sent when nothing changed); while `has_more` is true, more are ready now. On
     Cassandra the change log is kept PARLEY_HISTORY_CHANGES_RETENTION_DAYS (90): an older cursor
     gets 410 `sync_cursor_expired`, and the client starts again from the beginning, which is
-    then a snapshot of every live conversation and its messages (changes apply by id)."""
+    then a snapshot of every live conversation and its messages (changes apply by id).
+
+    Every version of every message comes (with `versions` and `parent_id`), and each change of
+    a live conversation names its `current_message_id` (the leaf of the path shown);
+    `conversation.updated` says another version was made current."""
     page = await request.app.state.history.sync(user, since, limit)
-    return sync_json(page)
+    media = await resolve(request.app.state.media, user, (i for c in page.changes for i in c.message.media_ids))
+    return sync_json(page, media)

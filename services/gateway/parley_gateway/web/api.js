@@ -144,6 +144,25 @@ export class Api {
     });
   }
 
+  /**
+   * Another version of a message, answered as an event stream like sendMessage: `action`
+   * "regenerate" (an assistant message: a new answer), "edit" (a user message: a new version of
+   * it, and its answer) or "continue" (an interrupted or length-stopped answer, written on).
+   */
+  messageAction(conversationId, messageId, action, body, signal) {
+    return this.request("POST", `/v1/conversations/${id(conversationId)}/messages/${id(messageId)}/${action}`, {
+      body,
+      headers: { Accept: "text/event-stream" },
+      signal,
+      raw: true,
+    });
+  }
+
+  /** Makes version `messageId` the one shown (its newest answers below it): the conversation. */
+  setCurrent(conversationId, messageId) {
+    return this.request("PUT", `/v1/conversations/${id(conversationId)}/current`, { body: { message_id: messageId } });
+  }
+
   /** The frames of a response after `lastEventId`, then its live tail. */
   resumeResponse(responseId, lastEventId, signal) {
     return this.request("GET", `/v1/responses/${id(responseId)}/events`, {

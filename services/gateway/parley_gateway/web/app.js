@@ -1,19 +1,22 @@
 // Parley's web client: signs in with an API key, lists conversations, streams answers.
 // This module wires the page together; the pieces live in modules named for what they do.
 
+import { liveEntry, MessageActions, shownMessages, streamFor } from "./actions.js";
 import { Api, ApiError } from "./api.js";
 import { Attachments } from "./attach.js";
 import { BudgetView } from "./budget.js";
 import { ConversationList, UNTITLED } from "./conversations.js";
 import { byId } from "./dom.js";
 import { DraftEstimate } from "./estimate.js";
-import { promptOf, useMediaApi } from "./media.js";
+import { useMediaApi } from "./media.js";
+import { Notice } from "./notice.js";
 import { ConversationSearch } from "./search.js";
 import { session } from "./session.js";
 import { databaseName, HistoryStore, registerServiceWorker } from "./store.js";
 import { ResponseStream } from "./stream.js";
 import { SyncLoop } from "./sync.js";
 import { messagesFromPage, ThreadView, upsertMessage } from "./thread.js";
+import { followsPath, showsCurrent } from "./versions.js";
 
 const HISTORY_PAGE = 30;
 const AUTO_TITLE_CHARS = 60;
@@ -32,11 +35,13 @@ let saved = null; // the signed-in key's saved history (store.js), null where th
 let reachable = true; // false from a request that could not reach the server until one does
 let showingSaved = false; // the page shows saved history: the server could not be reached
 let sending = false; // a first message waits for its conversation to be created
-let networkNotice = false; // the notice says the server cannot be reached (cleared once it can)
 const found = new Map(); // conversation id -> conversation, from search (maybe not in the list yet)
 // The other tabs of this app: one signing out signs out those using the same key.
 const tabs = "BroadcastChannel" in window ? new BroadcastChannel("parley") : null;
 
+const notice = new Notice(byId("notice"), byId("notice-close"));
+const showNotice = (error, prefix = "") => notice.show(error, prefix);
+const clearNotice = () => notice.clear();
 const conversations = new ConversationList(byId("conversation-list"), byId("more-conversations"), {
   open: (id) => {
     setSidebar(false);
@@ -53,6 +58,23 @@ const view = new ThreadView({
   title: byId("conversation-title"),
   empty: byId("empty"),
   jumpButton: byId("jump-latest"),
+  decorate: (node, message) => actions.decorate(node, message),
+});
+const actions = new MessageActions({
+  api: () => api,
+  thread: (id) => threads.get(id),
+  conversationId: () => currentId,
+  busy: (id) => streams.has(id),
+  model: pickedModel,
+  start: (stream) => {
+    track(stream);
+    reflect(stream);
+    updateComposer();
+  },
+  view,
+  refresh: refreshThread,
+  conversation: (conversation) => keepConversation(conversation.id, conversation),
+  notice: showNotice,
 });
 const input = byId("composer-input");
 const attachments = new Attachments({
@@ -91,26 +113,7 @@ const search = new ConversationSearch({
   untitled: UNTITLED,
 });
 
-// notices
-
-/** Shows `error` (an ApiError: its plain sentence; its code goes in data-code, for support). */
-function showNotice(error, prefix = "") {
-  if (error?.name === "AbortError") return;
-  const text = error instanceof ApiError ? error.describe() : String(error?.message ?? error);
-  const notice = byId("notice");
-  notice.textContent = prefix + text;
-  if (error instanceof ApiError) notice.dataset.code = error.code;
-  else delete notice.dataset.code;
-  networkNotice = error instanceof ApiError && error.status === 0;
-  byId("notice-close").hidden = false;
-}
-
-function clearNotice() {
-  byId("notice").textContent = "";
-  delete byId("notice").dataset.code;
-  networkNotice = false;
-  byId("notice-close").hidden = true;
-}
+// the connection
 
 function updateConnection() {
   const reconnecting = [...streams.values()].some((s) => s.status === "reconnecting");
@@ -327,7 +330,7 @@ async function loadThread(id, thread) {
     page = await api.listMessages(id, null, HISTORY_PAGE);
   } catch (error) {
     // The server cannot be reached: the saved messages, if this conversation has some.
-    const kept = error.status === 0 ? await saved?.messages(id) : null;
+    const kept = error.status === 0 ? await saved?.path(id) : null;
     if (!kept) throw error;
     page = { data: kept.reverse(), next_cursor: null }; // newest first, as the API pages
     thread.saved = true;
@@ -344,6 +347,24 @@ async function loadThread(id, thread) {
   const stream = streams.get(id);
   if (stream) reflect(stream);
   if (!thread.saved) saved?.saveMessages(id, thread.messages);
+}
+
+/**
+ * Reads conversation `id`'s path again (another version is current) and shows it in place, once
+ * `ready(thread)` (false: not shown; history may not have saved an answer just ended).
+ */
+async function refreshThread(id, ready = () => true) {
+  const thread = { messages: [], olderCursor: null };
+  await loadThread(id, thread);
+  if (!ready(thread)) return false;
+  const shown = view.thread === threads.get(id);
+  threads.set(id, thread);
+  if (shown) view.redraw(thread);
+  // Saved history shows this path offline (store.js path()).
+  const conversation = conversations.get(id);
+  const leaf = thread.messages.at(-1)?.id;
+  if (conversation && leaf) keepConversation(id, { ...conversation, current_message_id: leaf });
+  return true;
 }
 
 async function loadOlder() {
@@ -417,6 +438,14 @@ function applyChange(change) {
     if (conversations.get(id)) saved?.saveConversations([conversations.get(id)]);
     if (currentId === id) view.setTitle(titleOf(id));
   }
+  const current = change.type === "conversation.updated" ? change.current_message_id : null;
+  if (current) {
+    // Another version was made current (elsewhere): saved so, and the path is read again.
+    const known = conversations.get(id);
+    if (known && known.current_message_id !== current) keepConversation(id, { ...known, current_message_id: current });
+    const shown = threads.get(id);
+    if (shown && !shown.saved && !streams.has(id) && !showsCurrent(shown, current)) refreshThread(id).catch(() => {});
+  }
   if (change.message) {
     conversations.touch(id, change.changed_at_ms);
     const thread = threads.get(id);
@@ -426,6 +455,12 @@ function applyChange(change) {
     if (!thread || (live && live.responseId === change.message.id)) return;
     // Older than the pages loaded so far: it appears when the user loads older messages.
     if (thread.olderCursor && change.message.created_at_ms < (thread.messages[0]?.created_at_ms ?? 0)) return;
+    if (!followsPath(thread, change.message)) {
+      // Another version (made elsewhere): where it goes, the server's path says.
+      saved?.addMessage(id, change.message);
+      if (!live && !thread.saved) refreshThread(id).catch(() => {});
+      return;
+    }
     const message = upsertMessage(thread.messages, { ...change.message, key: change.message.id });
     if (!thread.saved) saved?.addMessage(id, change.message);
     if (view.thread === thread) view.update(message);
@@ -434,36 +469,6 @@ function applyChange(change) {
 
 // streaming answers
 
-function userMessageOf(stream) {
-  return {
-    key: stream.clientMessageId,
-    id: stream.clientMessageId,
-    role: "user",
-    content: stream.content,
-    media: stream.media,
-    status: "complete",
-    created_at_ms: stream.startedAt,
-  };
-}
-
-function answerOf(stream) {
-  return {
-    key: `answer:${stream.clientMessageId}`,
-    id: stream.responseId,
-    role: "assistant",
-    content: stream.text,
-    images: stream.images.map((image) => ({ ...image, alt: promptOf(stream.content) })),
-    status: stream.status,
-    usage: stream.usage,
-    model: stream.model,
-    error: stream.error,
-    stopping: stream.stopRequested,
-    stoppedBy: stream.stopReason,
-    queue: stream.queue,
-    created_at_ms: stream.startedAt + 1,
-  };
-}
-
 /** Shows a stream's state in its own conversation's thread, and nowhere else. */
 function reflect(stream) {
   updateConnection();
@@ -471,13 +476,14 @@ function reflect(stream) {
   const thread = threads.get(stream.conversationId);
   if (!thread || stream.error?.code === "response_not_found") return;
   if (stream.refused) {
+    if (stream.action) return; // (actions.js reads the thread again)
     // Never accepted: no trace of it in the thread (its draft goes back in the box).
-    const keys = new Set([userMessageOf(stream).key, answerOf(stream).key]);
+    const keys = new Set(shownMessages(stream, thread).map((m) => m.key));
     thread.messages = thread.messages.filter((m) => !keys.has(m.key));
     if (view.thread === thread) view.show(titleOf(stream.conversationId), thread);
     return;
   }
-  const shown = [userMessageOf(stream), answerOf(stream)].map((m) => upsertMessage(thread.messages, m));
+  const shown = shownMessages(stream, thread).map((m) => upsertMessage(thread.messages, m));
   if (view.thread === thread) for (const message of shown) view.update(message);
 }
 
@@ -485,18 +491,23 @@ function track(stream) {
   streams.set(stream.conversationId, stream);
   stream.addEventListener("change", () => reflect(stream));
   stream.addEventListener("started", () => {
-    const { conversationId, clientMessageId, content } = stream;
-    session.rememberLive(stream.responseId, { conversationId, clientMessageId, content });
+    session.rememberLive(stream.responseId, liveEntry(stream));
     // The message is accepted: a conversation without a title is named after it.
-    const conversation = conversations.get(conversationId);
+    const conversation = conversations.get(stream.conversationId);
     if (conversation && !conversation.title && stream.startedHere) {
-      renameConversation(conversationId, content.replace(/\s+/g, " ").trim().slice(0, AUTO_TITLE_CHARS));
+      const title = stream.content.replace(/\s+/g, " ").trim().slice(0, AUTO_TITLE_CHARS);
+      renameConversation(stream.conversationId, title);
     }
   });
   stream.addEventListener("end", () => {
     if (streams.get(stream.conversationId) === stream) streams.delete(stream.conversationId);
     if (stream.responseId) session.forgetLive(stream.responseId);
     markGenerating();
+    if (stream.action) actions.ended(stream); // (a new version: the thread is read again)
+    if (stream.refused && stream.action) {
+      updateComposer();
+      return;
+    }
     if (stream.refused) {
       restoreDraft(stream.content, stream.media);
       const where = currentId === stream.conversationId ? "" : ` in “${titleOf(stream.conversationId)}”`;
@@ -540,7 +551,7 @@ function stopAnswer(id, reason) {
 
 function resumeLiveResponses() {
   for (const [responseId, entry] of Object.entries(session.liveResponses())) {
-    if (!streams.has(entry.conversationId)) track(new ResponseStream(api, { ...entry, responseId }));
+    if (!streams.has(entry.conversationId)) track(streamFor(api, { ...entry, responseId }));
   }
 }
 
@@ -643,7 +654,7 @@ function setReachable(yes) {
   reachable = yes;
   updateConnection();
   if (!yes) return;
-  if (networkNotice) clearNotice(); // (it said the server cannot be reached)
+  if (notice.aboutNetwork) clearNotice(); // (it said the server cannot be reached)
   leaveSavedHistory();
   reopenWaiting();
 }
@@ -664,7 +675,8 @@ async function showSavedConversations(error) {
 }
 
 /** Saves a conversation as it is now: its place in the list and the messages held here. */
-function keepConversation(id) {
+function keepConversation(id, changed = null) {
+  if (changed) conversations.upsert(changed);
   const conversation = conversations.get(id);
   if (conversation) saved?.saveConversations([conversation]);
   const thread = threads.get(id);

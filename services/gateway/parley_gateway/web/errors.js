@@ -43,6 +43,13 @@ export const ERROR_TEXT = {
   not_found: "This no longer exists: it may have been deleted elsewhere. Reload the page to see what is there now.",
   response_not_found: "This answer can no longer be followed live. Reload the conversation to read it from history.",
   conversation_busy: "An answer is still being written in this conversation. Wait for it or stop it, then send again.",
+  message_not_found:
+    "This message no longer exists: it may have been deleted elsewhere. Reload the page to see the conversation as it is now.",
+  turn_in_progress: "An answer is still being written in this conversation. Wait for it or stop it, then try again.",
+  not_an_answer: REQUEST_REFUSED,
+  not_a_user_message: REQUEST_REFUSED,
+  not_continuable: "This answer cannot be continued: it is complete. Regenerate it for another answer.",
+  continue_unsupported: "This model cannot continue a cut-off answer. Use Regenerate to have it written again.",
   invalid_cursor: "The list could not be continued. Reload the page.",
   invalid_last_event_id: "The answer could not be picked up again. Reload the page.",
   sync_cursor_expired: "You were away too long to catch up change by change. Reload the page to see everything.",

@@ -1,9 +1,9 @@
 // Images in messages: the thumbnails of what the user attached, and the picture an answer drew.
 //
 // Where they come from:
-// - a user message sent from this tab carries `media`: the media the upload returned
-//   (POST /v1/media). History keeps no media ids on user messages, so after a reload, or on
-//   another device, a user message shows its text only;
+// - a user message carries `media`: sent from this tab, the media the upload returned
+//   (POST /v1/media, with renditions); read from history (after a reload, on another device),
+//   `{id, url, content_type, width, height}` with a fresh URL;
 // - a live answer carries `images`: the `image` events of its stream (a presigned URL at once);
 // - an answer read from history names its picture in its text, as the server writes it
 //   ('Here is an image of "…" (WxH, media med_…).'): its URL is fetched (GET /v1/media/{id}).
@@ -78,7 +78,7 @@ function renditionOf(media, wanted) {
 function imagesOf(message) {
   if (message.role === "user") {
     return (message.media ?? []).map((media, index) => {
-      const thumb = renditionOf(media, "thumb");
+      const thumb = renditionOf(media, "thumb") ?? (media.url ? media : null);
       const name = media.name ? `: ${media.name}` : ` ${index + 1}`;
       return {
         key: media.id,

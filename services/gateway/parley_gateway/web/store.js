@@ -1,10 +1,13 @@
-// Saved history: the conversation list and each conversation's newest messages, kept in
+// Saved history: the conversation list and each conversation's newest messages (every version
+// of them that sync or the page brought: path() picks the current one's path), kept in
 // IndexedDB so they can be read without the server. One database per API key, named after
 // the key's SHA-256 (the key itself is never stored), so one key's history is never shown to
 // another; signing out deletes it. Bounded: the CONVERSATIONS most recently opened (or, never
 // opened, most recently active) conversations, each with its newest MESSAGES messages.
 //
 // Also registers the service worker (sw.js) that keeps the app's own files for offline use.
+
+import { pathOf } from "./versions.js";
 
 const PREFIX = "parley-history-";
 const VERSION = 1;
@@ -224,6 +227,17 @@ export class HistoryStore {
         };
       });
     return this.read(["conversations", "messages"], read, null);
+  }
+
+  /**
+   * The messages of a conversation's current path (its saved `current_message_id`), oldest
+   * first, with the versions of each (versions.js); null when they were never saved.
+   */
+  async path(conversationId) {
+    const messages = await this.messages(conversationId);
+    if (!messages) return null;
+    const row = await this.read(["conversations"], (tx) => done(tx.objectStore("conversations").get(conversationId)), null);
+    return pathOf(messages, row?.conversation?.current_message_id);
   }
 
   /** Forgets the least recently opened conversations beyond CONVERSATIONS. */

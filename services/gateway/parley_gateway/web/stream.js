@@ -41,6 +41,7 @@ export class ResponseStream extends EventTarget {
     this.status = responseId ? "reconnecting" : "sending";
     this.queue = null; // {position, waitMs} while waiting for the model
     this.usage = null;
+    this.finishReason = null; // the `done` frame's finish_reason
     this.error = null; // an ApiError once the answer failed
     this.stopRequested = false;
     this.stopReason = null; // why the page asked to stop it ("user", "left"), for the thread to say
@@ -67,7 +68,7 @@ export class ResponseStream extends EventTarget {
       try {
         const response =
           this.responseId === null
-            ? await this.api.sendMessage(this.conversationId, this.body(), this.controller.signal)
+            ? await this.send(this.controller.signal)
             : await this.api.resumeResponse(this.responseId, this.lastEventId, this.controller.signal);
         this.receivedResponseId(response.headers.get("X-Parley-Response-Id"));
         this.watchSilence();
@@ -93,6 +94,11 @@ export class ResponseStream extends EventTarget {
       this.update({ status: "reconnecting" });
       await this.pause(RETRY_DELAYS_MS[Math.min(failures++, RETRY_DELAYS_MS.length - 1)]);
     }
+  }
+
+  /** Sends the request whose answer this stream reads (actions.js sends others). */
+  send(signal) {
+    return this.api.sendMessage(this.conversationId, this.body(), signal);
   }
 
   body() {
@@ -133,6 +139,7 @@ export class ResponseStream extends EventTarget {
         this.update({ usage: data });
         break;
       case "done":
+        this.finishReason = data.finish_reason ?? null; // ("length": cut off at the limit, it may be continued)
         this.finish(data.finish_reason === "cancelled" ? "interrupted" : "complete");
         break;
       case "error":

@@ -8,6 +8,9 @@ const CACHE = "parley-shell-v1";
 const SHELL = [
   "/",
   "/web/app.js",
+  "/web/actions.js",
+  "/web/versions.js",
+  "/web/notice.js",
   "/web/api.js",
   "/web/conversations.js",
   "/web/dom.js",

@@ -1,8 +1,9 @@
 // The messages of the open conversation. A message is
 // {key, id, role, content, status, usage, model, error, stoppedBy, created_at_ms}; `key` stays
 // the same while a streaming answer learns its server id. Text is set with textContent only.
-// Images (`media` of a user message sent here, `images` of a live answer) go in `.media`:
+// Images (`media` of a user message, `images` of a live answer) go in `.media`:
 // media.js. While the reader has scrolled up during an answer, a "Jump to latest" button shows.
+// Under a written message: its buttons (copy, edit, regenerate, continue, versions; actions.js).
 
 import { el } from "./dom.js";
 import { formatCost } from "./format.js";
@@ -62,8 +63,10 @@ function formatUsage(usage) {
 }
 
 export class ThreadView {
-  constructor({ list, scroller, olderButton, title, empty, jumpButton }) {
+  /** `decorate(node, message)` fills the buttons under a message (actions.js). */
+  constructor({ list, scroller, olderButton, title, empty, jumpButton, decorate = () => {} }) {
     this.list = list;
+    this.decorate = decorate;
     this.scroller = scroller;
     this.olderButton = olderButton;
     this.title = title;
@@ -142,6 +145,17 @@ export class ThreadView {
     this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
   }
 
+  /** Shows `thread` (this conversation's, read again: another version) in place, keeping the reader's place. */
+  redraw(thread = this.thread) {
+    const top = this.scroller.scrollTop;
+    this.thread = thread;
+    this.list.replaceChildren(...thread.messages.map((m) => this.node(m, true)));
+    this.olderButton.hidden = !thread.olderCursor;
+    this.empty.hidden = Boolean(thread.messages.length);
+    this.scroller.scrollTop = top;
+    this.updateJump();
+  }
+
   /** One message changed or arrived. */
   update(message) {
     const stick = this.atBottom();
@@ -169,6 +183,7 @@ export class ThreadView {
       el("div", { class: "text" }),
       el("div", { class: "media", hidden: true }),
       el("p", { class: "meta" }),
+      el("div", { class: "actions", hidden: true }),
     );
     this.fill(node, message, whole);
     return node;
@@ -199,5 +214,6 @@ export class ThreadView {
       if (message.model) parts.push(message.model);
     }
     node.querySelector(".meta").textContent = parts.join(" — ");
+    this.decorate(node, message);
   }
 }

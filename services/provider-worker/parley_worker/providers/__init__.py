@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -72,6 +73,26 @@ def alternating_turns(
     while turns and turns[0]["role"] == assistant_role:
         turns.pop(0)
     return turns
+
+
+async def without_shown_tail(chunks: AsyncGenerator[Chunk, None], tail: str) -> AsyncGenerator[Chunk, None]:
+    """`chunks` with `tail` left out of the start of their text, as far as the text repeats it:
+    the trailing whitespace of a partial answer that was shown but left out of the prefill a
+    provider continues from (Anthropic refuses one ending in whitespace), which the model then
+    writes again. Text that does not repeat it is kept whole."""
+    pending = tail
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            if pending and isinstance(chunk, TextChunk):
+                same = 0
+                while same < min(len(chunk.text), len(pending)) and chunk.text[same] == pending[same]:
+                    same += 1
+                if same == len(chunk.text):
+                    pending = pending[same:]
+                    continue
+                pending = ""
+                chunk = TextChunk(chunk.text[same:])
+            yield chunk
 
 
 def temperature_for(job: chat_pb2.ProviderJob, spec: ModelConfig | None) -> float | None:

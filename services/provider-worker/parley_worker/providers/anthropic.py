@@ -12,7 +12,10 @@ one not in `_STOP` (added after this was written) ends "other", not as a clean s
 The request: the system prompt goes in `system`, not in `messages`; turns alternate user /
 assistant, so consecutive same-role messages are merged; `max_tokens` is required; the key
 goes in `x-api-key` with an `anthropic-version` header. Images are `image` blocks with a
-`base64` source (bytes) or a `url` source (a presigned URL).
+`base64` source (bytes) or a `url` source (a presigned URL). A job that continues a partial
+answer (`continue_from`) sends it as the last assistant turn, its trailing whitespace left out
+(the API refuses a final assistant turn ending in whitespace: "Prefill Claude's response"), and
+drops that whitespace from the start of the continuation, where Claude writes it again.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pydantic import SecretStr
 from parley.v1 import chat_pb2
 from parley_common.models import ModelConfig
 
-from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns, temperature_for
+from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns, temperature_for, without_shown_tail
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
 from .http import (
     StreamTimeouts,
@@ -100,7 +103,12 @@ def request_body(
     """The Messages API request for a job; `spec` is the model's registry entry (its default
     temperature, whether it takes one)."""
     system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content.strip())
-    turns = alternating_turns(job.messages, "assistant", "content", lambda m, role: _blocks(m, role, provider))
+    messages = list(job.messages)
+    if job.continue_from.rstrip():
+        # Continuing: the partial answer is the last assistant turn, which Claude goes on from
+        # ("Prefill Claude's response"); the API refuses one that ends in whitespace.
+        messages.append(chat_pb2.PromptMessage(role="assistant", content=job.continue_from.rstrip()))
+    turns = alternating_turns(messages, "assistant", "content", lambda m, role: _blocks(m, role, provider))
     body: dict[str, Any] = {
         "model": job.upstream_model,
         "max_tokens": job.max_output_tokens or DEFAULT_MAX_TOKENS,
@@ -187,7 +195,9 @@ class AnthropicProvider:
             read_error=read_error,
             api_key=self.api_key,
         )
-        async with aclosing(events), aclosing(self._decode(events)) as chunks:
+        # The whitespace left out of a continued answer's prefill was shown already.
+        shown_tail = job.continue_from[len(job.continue_from.rstrip()) :]
+        async with aclosing(events), aclosing(without_shown_tail(self._decode(events), shown_tail)) as chunks:
             async for chunk in chunks:
                 yield chunk
 

@@ -1,5 +1,6 @@
 """The embedded demo provider: a deterministic answer derived from the prompt, streamed at a
 realistic pace (a first-token delay, then a steady rate), so Parley runs with no API key.
+A job that continues a partial answer (`continue_from`) gets the rest of the same answer.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ def demo_answer(messages: list[chat_pb2.PromptMessage]) -> str:
     return f'You said: "{quoted}". ' + " ".join(unique)
 
 
+def continuation(answer: str, shown: str) -> list[str]:
+    """The pieces of `answer` that follow the partial answer `shown` ("" for the whole answer):
+    its rest when `shown` is the start of it, else the pieces past as many as `shown` has (a
+    text the demo did not write, edited or from another model, goes on all the same)."""
+    if answer.startswith(shown):
+        return _words(answer[len(shown) :])
+    return _words(answer)[len(_words(shown)) :]
+
+
 class DemoProvider:
     name = "demo"
 
@@ -52,7 +62,7 @@ class DemoProvider:
         self.tokens_per_s = tokens_per_s
 
     async def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        pieces = _words(demo_answer(list(job.messages)))
+        pieces = continuation(demo_answer(list(job.messages)), job.continue_from)
         limit = job.max_output_tokens or len(pieces)
         start = time.monotonic() + self.first_token_delay_s
         for i, piece in enumerate(pieces[:limit]):

@@ -1,5 +1,8 @@
 """What can go wrong talking to a model provider, as one small hierarchy of typed errors.
 
+Each class carries its kind, `retryable`, `fallback_worthy` and the client's error code
+(`client_code`) as class attributes:
+
     ProviderError                 kind                     from                               retry  fall back
      ├── RateLimited              rate_limited             429                                yes    after retries
      ├── Overloaded               overloaded               529, 503, an "overloaded" event    yes    at once
@@ -43,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 ErrorKind = Literal[
     "rate_limited",
@@ -58,20 +61,22 @@ ErrorKind = Literal[
 ]
 TimeoutPhase = Literal["connect", "first_token", "idle", "total"]
 
-RETRYABLE_KINDS: frozenset[ErrorKind] = frozenset(
-    {"rate_limited", "overloaded", "server_error", "bad_response", "timeout", "connection"}
-)
-FALLBACK_KINDS: frozenset[ErrorKind] = frozenset(
-    {"overloaded", "server_error", "bad_response", "connection", "timeout"}
-)
-
 
 class ProviderError(Exception):
+    """A failure talking to a provider. Each subclass says, as class attributes, what it is
+    (`kind`), whether the same request may succeed later (`retryable`), whether another model
+    of the fallback chain is a better bet (`fallback_worthy`) and the code the client sees
+    (`client_code`)."""
+
+    kind: ClassVar[ErrorKind]
+    retryable: ClassVar[bool]
+    fallback_worthy: ClassVar[bool]
+    client_code: ClassVar[str]
+
     def __init__(
         self,
         message: str,
         *,
-        kind: ErrorKind,
         status: int | None = None,
         retry_after_s: float | None = None,
         provider: str = "",
@@ -80,18 +85,9 @@ class ProviderError(Exception):
         super().__init__(message)
         self.message = message
         self.reached_provider = reached_provider
-        self.kind: ErrorKind = kind
         self.status = status
         self.retry_after_s = retry_after_s
         self.provider = provider
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE_KINDS
-
-    @property
-    def fallback_worthy(self) -> bool:
-        return self.kind in FALLBACK_KINDS
 
     def __repr__(self) -> str:
         return (
@@ -101,58 +97,101 @@ class ProviderError(Exception):
 
 
 class RateLimited(ProviderError):
+    kind = "rate_limited"
+    retryable = True
+    fallback_worthy = False
+    client_code = "provider_rate_limited"
+
     def __init__(
         self, message: str, *, status: int | None = 429, retry_after_s: float | None = None, provider: str = ""
     ) -> None:
-        super().__init__(message, kind="rate_limited", status=status, retry_after_s=retry_after_s, provider=provider)
+        super().__init__(message, status=status, retry_after_s=retry_after_s, provider=provider)
 
 
 class Overloaded(ProviderError):
+    kind = "overloaded"
+    retryable = True
+    fallback_worthy = True
+    client_code = "provider_overloaded"
+
     def __init__(
         self, message: str, *, status: int | None = 529, retry_after_s: float | None = None, provider: str = ""
     ) -> None:
-        super().__init__(message, kind="overloaded", status=status, retry_after_s=retry_after_s, provider=provider)
+        super().__init__(message, status=status, retry_after_s=retry_after_s, provider=provider)
 
 
 class ServerError(ProviderError):
+    kind: ClassVar[ErrorKind] = "server_error"
+    retryable = True
+    fallback_worthy = True
+    client_code: ClassVar[str] = "provider_error"
+
     def __init__(
         self, message: str, *, status: int | None = 500, retry_after_s: float | None = None, provider: str = ""
     ) -> None:
-        super().__init__(message, kind="server_error", status=status, retry_after_s=retry_after_s, provider=provider)
+        super().__init__(message, status=status, retry_after_s=retry_after_s, provider=provider)
 
 
 class BadResponse(ServerError):
     """A 200 answer whose events break the provider's documented format."""
 
+    kind = "bad_response"
+    client_code = "provider_bad_response"
+
     def __init__(self, message: str, *, status: int | None = None, provider: str = "") -> None:
-        ProviderError.__init__(self, message, kind="bad_response", status=status, provider=provider)
+        ProviderError.__init__(self, message, status=status, provider=provider)
 
 
 class ContextLengthExceeded(ProviderError):
+    kind = "context_length_exceeded"
+    retryable = False
+    fallback_worthy = False
+    client_code = "context_length_exceeded"
+
     def __init__(self, message: str, *, status: int | None = 400, provider: str = "") -> None:
-        super().__init__(message, kind="context_length_exceeded", status=status, provider=provider)
+        super().__init__(message, status=status, provider=provider)
 
 
 class BadRequest(ProviderError):
+    kind = "bad_request"
+    retryable = False
+    fallback_worthy = False
+    client_code = "provider_bad_request"
+
     def __init__(self, message: str, *, status: int | None = 400, provider: str = "") -> None:
-        super().__init__(message, kind="bad_request", status=status, provider=provider)
+        super().__init__(message, status=status, provider=provider)
 
 
 class AuthenticationFailed(ProviderError):
+    kind = "auth"
+    retryable = False
+    fallback_worthy = False
+    client_code = "provider_auth_failed"
+
     def __init__(self, message: str, *, status: int | None = 401, provider: str = "") -> None:
-        super().__init__(message, kind="auth", status=status, provider=provider)
+        super().__init__(message, status=status, provider=provider)
 
 
 class ProviderTimeout(ProviderError):
+    kind = "timeout"
+    retryable = True
+    fallback_worthy = True
+    client_code = "provider_timeout"
+
     def __init__(self, message: str, *, phase: TimeoutPhase, status: int | None = None, provider: str = "") -> None:
         # A connect timeout: the request was never sent.
-        super().__init__(message, kind="timeout", status=status, provider=provider, reached_provider=phase != "connect")
+        super().__init__(message, status=status, provider=provider, reached_provider=phase != "connect")
         self.phase: TimeoutPhase = phase
 
 
 class ConnectionFailed(ProviderError):
+    kind = "connection"
+    retryable = True
+    fallback_worthy = True
+    client_code = "provider_unavailable"
+
     def __init__(self, message: str, *, provider: str = "", reached_provider: bool = True) -> None:
-        super().__init__(message, kind="connection", provider=provider, reached_provider=reached_provider)
+        super().__init__(message, provider=provider, reached_provider=reached_provider)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,12 @@ def request_body(
     """The streamGenerateContent request for a job (the model is in the URL); `spec` is the
     model's registry entry (its default temperature, whether it takes one)."""
     system = "\n\n".join(m.content for m in job.messages if m.role == "system" and m.content)
-    contents = alternating_turns(job.messages, "model", "parts", lambda m, role: _parts(m, role, provider))
+    messages = list(job.messages)
+    if job.continue_from:
+        # Continuing a partial answer (only for an entry with `continue_final_message: true`;
+        # Google documents no prefill): the contents end with the model's turn to go on from.
+        messages.append(chat_pb2.PromptMessage(role="assistant", content=job.continue_from))
+    contents = alternating_turns(messages, "model", "parts", lambda m, role: _parts(m, role, provider))
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}

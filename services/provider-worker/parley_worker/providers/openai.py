@@ -16,6 +16,10 @@ The request: the output limit goes in the field the model's registry entry names
 (`max_tokens_field`: `max_tokens` for vLLM, Ollama and llama.cpp, `max_completion_tokens`
 for OpenAI's own API, whose reasoning models refuse `max_tokens`); a temperature only when
 the user or the registry set one, never to a model that refuses it (`accepts_temperature`).
+A job that continues a partial answer (`continue_from`, only for a server whose registry entry
+has `continue_final_message: true`) ends the messages with it as an assistant message and sets
+vLLM's `continue_final_message: true` with `add_generation_prompt: false`; OpenAI's own API has
+no such option (it would answer anew), so its models are not continued.
 """
 
 from __future__ import annotations
@@ -89,6 +93,13 @@ def request_body(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if job.continue_from:
+        # Continuing a partial answer (only sent to servers whose registry entry says they can):
+        # vLLM's chat extension formats the final assistant message open-ended and the model
+        # goes on from it; it cannot be combined with the generation prompt (on by default).
+        body["messages"].append({"role": "assistant", "content": job.continue_from})
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     if job.max_output_tokens:
         body[spec.max_tokens_field if spec is not None else "max_tokens"] = job.max_output_tokens
     temperature = temperature_for(job, spec)
