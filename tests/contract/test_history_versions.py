@@ -188,3 +188,16 @@ async def test_sync_carries_every_version_and_the_current_leaf(store: HistorySto
     assert list(messages["a2b"].sibling_ids) == ["a2", "a2b"]
     assert all(c.current_message_id == "a2" for c in changes if c.conversation_id == c1)
     assert UPDATED in {c.kind for c in changes}
+
+
+async def test_an_answer_stored_after_the_next_question_is_shown_between_them(store: HistoryStore, ns: str) -> None:
+    """History was away while an answer streamed: the next question (sent after the user saw the
+    answer) was stored first, so its parent is the previous question; the answer, stored when
+    history came back, is still on the path, where the user saw it."""
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await store.create_conversation(alice, c1, "", T0)
+    await store.append_message(alice, c1, "u1", "user", "first question", T0 + 10)
+    await store.append_message(alice, c1, "u2", "user", "second question", T0 + 30)
+    await answer(store, alice, c1, "a1", "u1", "first answer", T0 + 40)
+    await answer(store, alice, c1, "a2", "u2", "second answer", T0 + 50)
+    assert await path(store, alice, c1) == ["a2", "u2", "a1", "u1"]

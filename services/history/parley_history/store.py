@@ -287,14 +287,29 @@ async def walk_path(
     last_at = ""
     total = 0
     legacy: history_pb2.Message | None = None
+    # The newest answer to each question met off the path (see `late` below).
+    answers: dict[str, tuple[history_pb2.Message, str]] = {}
     while True:
         page, more = await raw(raw_cursor, PATH_READ)
         for message, at in page:
             if expected not in (ANY_PARENT, message.id):
+                if message.role == "assistant" and message.parent_id:
+                    answers.setdefault(message.parent_id, (message, at))
                 continue
             if legacy is not None:
                 legacy.parent_id = message.id
                 legacy = None
+            late = answers.pop(message.id, None) if out and out[-1].role == message.role == "user" else None
+            if late is not None:
+                # A question followed by a question: the answer between them reached history
+                # after the second was stored (history was away while it streamed, and the turn
+                # order stopped waiting for it). It is shown where the user saw it (when both
+                # questions are on one page: a page that ends between them does not show it).
+                total += late[0].ByteSize()
+                if len(out) >= limit or total > max_bytes:
+                    return out, encode_cursor(_PATH, last_at, expected)
+                out.append(late[0])
+                last_at = late[1]
             total += message.ByteSize()
             if len(out) >= limit or (out and total > max_bytes):
                 return out, encode_cursor(_PATH, last_at, expected)
