@@ -62,11 +62,24 @@ def database_of(key: str) -> str:
     return "parley-history-" + hashlib.sha256(key.encode()).hexdigest()
 
 
-async def saved_texts(api: httpx.AsyncClient, conversation_id: str) -> list[str]:
-    """The conversation's messages as the server has them, oldest first."""
-    reply = await api.get(f"/v1/conversations/{conversation_id}/messages", params={"limit": 30})
-    reply.raise_for_status()
-    return [m["content"] for m in reversed(reply.json()["data"])]
+async def saved_texts(api: httpx.AsyncClient, conversation_id: str, want: int = 0) -> list[str]:
+    """The conversation's messages as the server has them, oldest first; with `want`, once it
+    has that many (an answer is stored just after its stream ends)."""
+
+    async def read() -> list[str]:
+        reply = await api.get(f"/v1/conversations/{conversation_id}/messages", params={"limit": 30})
+        reply.raise_for_status()
+        return [m["content"] for m in reversed(reply.json()["data"])]
+
+    if not want:
+        return await read()
+
+    async def enough() -> list[str] | None:
+        texts = await read()
+        return texts if len(texts) >= want else None
+
+    found: list[str] = await eventually(enough, what=f"{want} messages stored in {conversation_id}")
+    return found
 
 
 async def saved_in_browser(page: Page, key: str) -> dict[str, Any] | None:
@@ -95,8 +108,8 @@ async def test_saved_history_reads_offline_and_catches_up_online(
     await complete_turn(api, first, "What should I read on the train?", max_output_tokens=12)
     second = (await api.post("/v1/conversations", json={"title": "Saved for the plane"})).json()["id"]
     await complete_turn(api, second, "And on the plane?", max_output_tokens=12)
-    first_texts = await saved_texts(api, first)
-    second_texts = await saved_texts(api, second)
+    first_texts = await saved_texts(api, first, want=2)
+    second_texts = await saved_texts(api, second, want=2)
     assert len(first_texts) == len(second_texts) == 2
 
     chat = ChatPage(page)
