@@ -1,4 +1,4 @@
-"""Per-message cost of the subscriber layer (parley_common.bus), on the local RabbitMQ.
+"""Per-message cost of the subscriber layer (parley_common.messaging.bus), on the local RabbitMQ.
 
 Two kinds of message, 20,000 each, published beforehand and then consumed as fast as the
 consumer takes them; CPU is read for the consuming process (time.process_time) and, apart,
@@ -26,10 +26,10 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import envelope
-from parley_common.bus import DeadLetters, Subscriber, frames
-from parley_common.lifecycle import InFlight
-from parley_common.topology import RESPONSE_COMPLETED, STREAM_EVENT, Topology
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.bus import DeadLetters, Subscriber, frames
+from parley_common.messaging.topology import RESPONSE_COMPLETED, STREAM_EVENT, Topology
+from parley_common.service.lifecycle import InFlight
 from parley_dev.infra import provide
 
 from .stats import write

@@ -59,7 +59,7 @@ from typing import Any
 import aio_pika
 import httpx
 
-from parley_common.topology import Topology
+from parley_common.messaging.topology import Topology
 from parley_dev.infra import provide
 from parley_dev.stack import Stack, StackConfig
 

@@ -24,10 +24,10 @@ import aio_pika
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import envelope
-from parley_common.history_client import HistoryClient
-from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, Topology
-from parley_common.user_budgets import DEFAULT_PLANS, MonthlyUsage, UserBudgets
+from parley_common.budgets.users import DEFAULT_PLANS, MonthlyUsage, UserBudgets
+from parley_common.clients.history import HistoryClient
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.topology import CHAT_REQUEST, SCHEMA_VERSION, Topology
 from parley_dev.infra import provide
 from parley_dev.stack import Stack, StackConfig
 from parley_orchestrator.budgets import BudgetLimits, ProviderBudget

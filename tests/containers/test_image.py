@@ -50,7 +50,7 @@ def test_the_services_run_as_uid_10001_and_count_tokens_with_no_network_on_a_rea
     engine: docker.DockerClient, app_image: str
 ) -> None:
     script = (
-        "import os; from parley_common.tokens import counter_for; "
+        "import os; from parley_common.context.tokens import counter_for; "
         "counter = counter_for('openai', 'cl100k_base'); "
         "print(os.getuid(), os.getgid(), counter.text('Hello, Parley! How are you today?'))"
     )

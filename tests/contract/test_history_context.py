@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.prompt import MAX_CONTEXT_MESSAGES, stored_message_tokens
+from parley_common.context.prompt import MAX_CONTEXT_MESSAGES, stored_message_tokens
 from parley_history.grpc_api import HistoryServicer
 from parley_history.store import HistoryStore
 

@@ -17,9 +17,9 @@ import pytest
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
-from parley_common.provider_budgets import ProviderBudget
-from parley_common.tokens import counter_for
+from parley_common.budgets.providers import ProviderBudget
+from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT
+from parley_common.context.tokens import counter_for
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig
 

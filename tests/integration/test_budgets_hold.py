@@ -29,11 +29,11 @@ import pytest
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.context import counter_for_model
+from parley_common.budgets.providers import BudgetLimits, ProviderBudget
+from parley_common.budgets.users import MonthlyUsage
+from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT
+from parley_common.context.window import counter_for_model
 from parley_common.models import ModelRegistry
-from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
-from parley_common.provider_budgets import BudgetLimits, ProviderBudget
-from parley_common.user_budgets import MonthlyUsage
 from parley_dev.infra import Infra, free_port
 from parley_dev.stack import Stack, StackConfig
 

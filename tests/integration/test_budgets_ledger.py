@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from parley_common.budgets.providers import Admission, BudgetLimits, ProviderBudget, send_entry
+from parley_common.budgets.users import MonthlyUsage, PlanLimits, UserBudgets
 from parley_common.errors import RateLimited
-from parley_common.provider_budgets import Admission, BudgetLimits, ProviderBudget, send_entry
-from parley_common.user_budgets import MonthlyUsage, PlanLimits, UserBudgets
 from parley_dev.infra import Infra
 
 PROCESSES = 4

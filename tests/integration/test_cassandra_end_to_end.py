@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from parley_common.history_client import HistoryClient
+from parley_common.clients.history import HistoryClient
 from parley_dev.cassandra import CassandraEndpoint
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running

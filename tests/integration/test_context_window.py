@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from parley_common.history_client import HistoryClient
-from parley_common.prompt import DEFAULT_SYSTEM_PROMPT
+from parley_common.clients.history import HistoryClient
+from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running
 

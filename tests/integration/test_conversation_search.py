@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from parley_common.clients.history import HistoryClient
 from parley_common.errors import InvalidRequest
-from parley_common.history_client import HistoryClient
 from parley_dev.stack import Stack
 
 from .sse import read_all

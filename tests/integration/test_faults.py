@@ -9,7 +9,7 @@ import aio_pika
 import httpx
 
 from parley.v1 import chat_pb2
-from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
+from parley_common.messaging.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
 from parley_dev.stack import Stack
 
 from .sse import frames, read_all, text_of

@@ -12,7 +12,7 @@ import aio_pika
 import httpx
 import pytest
 
-from parley_common.topology import Topology
+from parley_common.messaging.topology import Topology
 from parley_dev.stack import Stack
 
 from .sse import frames, read_all, text_of

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from parley_common.tokens import counter_for
+from parley_common.context.tokens import counter_for
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running

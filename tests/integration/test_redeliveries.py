@@ -23,10 +23,10 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import envelope
-from parley_common.bus import MAX_ATTEMPTS, Consumers, DeadLetters, Retry
-from parley_common.lifecycle import InFlight
-from parley_common.topology import DELIVERY_LIMIT, RESPONSE_COMPLETED, Topology
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.bus import MAX_ATTEMPTS, Consumers, DeadLetters, Retry
+from parley_common.messaging.topology import DELIVERY_LIMIT, RESPONSE_COMPLETED, Topology
+from parley_common.service.lifecycle import InFlight
 from parley_dev.infra import Infra
 
 

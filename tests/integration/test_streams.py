@@ -10,7 +10,7 @@ import time
 import httpx
 
 from parley.v1 import history_pb2
-from parley_common.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt
+from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt
 from parley_dev.infra import free_port
 from parley_dev.stack import Stack
 from parley_worker.providers.demo import demo_answer

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from parley_common.tokens import counter_for
+from parley_common.context.tokens import counter_for
 from parley_history.store import encode_cursor
 
 from .sse import frames, read_all, text_of

@@ -20,7 +20,7 @@ import aio_pika
 import httpx
 import pytest
 
-from parley_common.topology import Topology
+from parley_common.messaging.topology import Topology
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
 from parley_dev.stack import Stack, StackConfig, running

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley_common.amqp import FailoverConnection, broker_urls
+from parley_common.messaging.amqp import FailoverConnection, broker_urls
 
 
 def test_one_url_or_a_comma_separated_list_of_nodes() -> None:

@@ -163,5 +163,5 @@ def test_libraries_of_full_filenames() -> None:
     assert library("/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/base_events.py") == "asyncio"
     assert library("/root/.pyenv/versions/3.11.7/lib/python3.11/selectors.py") == "selectors"
     assert library("/work/main/services/gateway/parley_gateway/routes/conversations.py") == "parley_gateway"
-    assert library("/work/main/libs/common/parley_common/bus.py") == "parley_common"
+    assert library("/work/main/libs/common/parley_common/messaging/bus.py") == "parley_common"
     assert library("/work/main/libs/contracts/parley/v1/chat_pb2.py") == "parley"

@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 
 from parley.v1 import chat_pb2
-from parley_common.budget_queue import worth_showing
+from parley_common.budgets.providers import Admission
+from parley_common.budgets.users import BudgetStatus, MonthlySpend, PlanLimits, month_of
+from parley_common.budgets.waiting import worth_showing
 from parley_common.models import ModelConfig
-from parley_common.provider_budgets import Admission
-from parley_common.user_budgets import BudgetStatus, MonthlySpend, PlanLimits, month_of
 from parley_orchestrator.response_cache import cache_key, is_deterministic
 
 

@@ -20,15 +20,15 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.budget_queue import BudgetQueue
-from parley_common.control import Cancellations
-from parley_common.dispatch import Dispatch, Turn
+from parley_common.budgets.providers import ProviderBudget
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import MonthlyUsage
+from parley_common.budgets.waiting import BudgetQueue
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.dispatch import Dispatch, Turn
+from parley_common.messaging.replay import ReplayLog
+from parley_common.messaging.topology import Topology
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig
-from parley_common.provider_budgets import ProviderBudget
-from parley_common.replay import ReplayLog
-from parley_common.stream_slots import StreamSlots
-from parley_common.topology import Topology
-from parley_common.user_budgets import MonthlyUsage
 from parley_dev.infra import ensure_local
 from parley_orchestrator.completions import CompletionSettler
 from parley_orchestrator.job_records import JobRecords

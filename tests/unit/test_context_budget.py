@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from parley.v1 import history_pb2
-from parley_common.context import prompt_token_budget
+from parley_common.context.prompt import collect_context, stored_message_tokens
+from parley_common.context.window import prompt_token_budget
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig, RoutingConfig
-from parley_common.prompt import collect_context, stored_message_tokens
 
 
 def spec(window: int, max_output: int) -> ModelConfig:

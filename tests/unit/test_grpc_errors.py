@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from parley.v1 import history_pb2, history_pb2_grpc
-from parley_common import grpc_client
+from parley_common.clients import grpc_calls as grpc_client
 from parley_common.errors import Unavailable
 from parley_dev.infra import free_port
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI, Request
 
 from parley.v1 import chat_pb2
+from parley_common.context.prompt import with_images
 from parley_common.errors import InvalidRequest
-from parley_common.prompt import with_images
 from parley_gateway.errors import install_error_handlers
 from parley_gateway.limits import BodyLimit
 from parley_gateway.routes.media import multipart_file

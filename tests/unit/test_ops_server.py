@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from parley_common import metrics as _metrics  # noqa: F401  (registers Parley's series)
-from parley_common.ops_server import OpsServer
+from parley_common.observability import metrics as _metrics  # noqa: F401  (registers Parley's series)
+from parley_common.service.ops_server import OpsServer
 from parley_dev.infra import free_port
 
 

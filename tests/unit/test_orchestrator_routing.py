@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from parley.v1 import chat_pb2
-from parley_common.model_choice import is_simple_query, looks_like_code
+from parley_common.context.model_choice import is_simple_query, looks_like_code
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig, RoutingConfig
 from parley_orchestrator.routing import ModelRouter
 

@@ -13,9 +13,9 @@ from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.replay import ReplayLog, ResponseStream
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.messaging.replay import ReplayLog, ResponseStream
 from parley_common.settings import CommonSettings
-from parley_common.stream_slots import StreamSlots
 from parley_dev.infra import ensure_local
 from parley_gateway.settings import GatewaySettings
 from parley_gateway.turns import Heartbeat, Notice, Turns

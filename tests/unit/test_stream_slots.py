@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.stream_slots import StreamSlots
+from parley_common.budgets.stream_slots import StreamSlots
 from parley_dev.infra import ensure_local
 from parley_gateway.turns import ConnectionSlot, TurnStream
 

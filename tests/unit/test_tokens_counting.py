@@ -11,8 +11,8 @@ import pytest
 import tiktoken
 
 from parley.v1 import chat_pb2
-from parley_common.image_tokens import image_tokens
-from parley_common.tokens import counter_for, install_offline_encodings
+from parley_common.context.image_tokens import image_tokens
+from parley_common.context.tokens import counter_for, install_offline_encodings
 
 install_offline_encodings()
 CL100K = tiktoken.get_encoding("cl100k_base")
@@ -123,7 +123,7 @@ def no_network(*args, **kwargs):
 socket.socket.connect = no_network
 socket.create_connection = no_network
 socket.getaddrinfo = no_network
-from parley_common.tokens import install_offline_encodings
+from parley_common.context.tokens import install_offline_encodings
 directory = install_offline_encodings()
 import tiktoken
 print(directory, len(tiktoken.get_encoding("cl100k_base").encode("tiktoken is great!")))

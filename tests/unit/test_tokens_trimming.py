@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parley.v1 import chat_pb2
-from parley_common.context import plan_context
+from parley_common.context.tokens import REPLY_PRIMING, counter_for
+from parley_common.context.trimming import ContextTooSmall, fit_context, truncate_message
+from parley_common.context.window import plan_context
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig
-from parley_common.tokens import REPLY_PRIMING, counter_for
-from parley_common.trimming import ContextTooSmall, fit_context, truncate_message
 
 COUNTER = counter_for("openai", "cl100k_base")
 text = st.text(

@@ -140,7 +140,7 @@ def grpc_errors(method: Handler) -> Handler:
     (from the call metadata), and a ParleyError it raises becomes its gRPC status."""
     from opentelemetry import trace
 
-    from .telemetry import context_from_metadata, tracer
+    from parley_common.observability.telemetry import context_from_metadata, tracer
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:

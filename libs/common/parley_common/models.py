@@ -121,7 +121,7 @@ class ImagePricing(BaseModel):
 
 class RoutingConfig(BaseModel):
     """Which model answers when the client names none: `simple` for a short, plain question
-    in a short conversation (see parley_common.model_choice), `strong` for everything else."""
+    in a short conversation (see parley_common.context.model_choice), `strong` for everything else."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     simple: str

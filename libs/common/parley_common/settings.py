@@ -13,7 +13,7 @@ from typing import Self, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .models import DEFAULT_MODELS_FILE, ModelRegistry
+from parley_common.models import DEFAULT_MODELS_FILE, ModelRegistry
 
 
 class CommonSettings(BaseSettings):

@@ -94,7 +94,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from parley_common.logs import setup_logging
+from parley_common.observability.logs import setup_logging
 
 from .infra import free_port
 

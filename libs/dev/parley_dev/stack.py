@@ -24,9 +24,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from parley_common.amqp import connect
+from parley_common.messaging.amqp import connect
+from parley_common.messaging.topology import Topology
 from parley_common.models import DEFAULT_MODELS_FILE, ModelRegistry
-from parley_common.topology import Topology
 
 from .infra import Infra, LocalS3, S3Endpoint, free_port, terminate
 

@@ -15,21 +15,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import connect
-from parley_common.bus import frames
-from parley_common.context import counter_for_model
-from parley_common.control import Cancellations
-from parley_common.history_client import HistoryClient
-from parley_common.logs import setup_logging
-from parley_common.media_client import MediaClient
-from parley_common.ops_server import Readiness, ReadyCheck, broker_check, redis_check
-from parley_common.redis_clients import command_client, follower_client
-from parley_common.replay import ReplayLog
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import MonthlyUsage, UserBudgets, WithBudgetHeaders
+from parley_common.clients.history import HistoryClient
+from parley_common.clients.media import MediaClient
+from parley_common.clients.redis_pools import command_client, follower_client
+from parley_common.context.window import counter_for_model
+from parley_common.messaging.amqp import connect
+from parley_common.messaging.bus import frames
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.replay import ReplayLog
+from parley_common.messaging.topology import STREAM_EVENT, Topology
+from parley_common.observability.logs import setup_logging
+from parley_common.observability.telemetry import setup_telemetry, shutdown_telemetry
+from parley_common.service.ops_server import Readiness, ReadyCheck, broker_check, redis_check
 from parley_common.settings import load_settings
-from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import setup_telemetry, shutdown_telemetry
-from parley_common.topology import STREAM_EVENT, Topology
-from parley_common.user_budgets import MonthlyUsage, UserBudgets, WithBudgetHeaders
 
 from .auth import ApiKeys
 from .errors import install_error_handlers

@@ -8,8 +8,8 @@ import logging
 from collections.abc import Iterable
 
 from parley.v1 import media_pb2
+from parley_common.clients.media import MediaClient
 from parley_common.errors import NotFound, ParleyError
-from parley_common.media_client import MediaClient
 
 log = logging.getLogger(__name__)
 

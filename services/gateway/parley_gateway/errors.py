@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from parley_common.errors import ParleyError
-from parley_common.metrics import BUDGET_REJECTIONS
+from parley_common.observability.metrics import BUDGET_REJECTIONS
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from parley_common.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
-from parley_common.user_budgets import PlanSettings
+from parley_common.budgets.users import PlanSettings
+from parley_common.context.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
 
 from .auth import configured_digest
 

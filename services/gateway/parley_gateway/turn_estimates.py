@@ -1,5 +1,5 @@
 """What a turn may cost at most, as far as the gateway can tell before it publishes it: what it
-holds of the user's monthly budget at admission (parley_common.user_budgets).
+holds of the user's monthly budget at admission (parley_common.budgets.users).
 
 A message in a conversation: the system prompt and the message counted with the model's
 tokenizer (the conversation's history is not known here), plus the longest answer allowed,
@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.context import plan_context_async
+from parley_common.context.image_prompts import image_prompt
+from parley_common.context.prompt import build_prompt
+from parley_common.context.window import plan_context_async
 from parley_common.errors import ParleyError
-from parley_common.image_prompts import image_prompt
 from parley_common.models import ModelRegistry
-from parley_common.prompt import build_prompt
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,15 @@ from aio_pika.abc import AbstractChannel
 from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import envelope
-from parley_common.control import Cancellations
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import UserBudgets
+from parley_common.clients.history import HistoryClient
 from parley_common.errors import InvalidRequest, NotFound, PayloadTooLarge, RateLimited, Unavailable
-from parley_common.history_client import HistoryClient
-from parley_common.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
-from parley_common.replay import ReplayLog, is_terminal
-from parley_common.stream_slots import StreamSlots
-from parley_common.topology import CHAT_REQUEST, SCHEMA_VERSION, Topology
-from parley_common.user_budgets import UserBudgets
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.replay import ReplayLog, is_terminal
+from parley_common.messaging.topology import CHAT_REQUEST, SCHEMA_VERSION, Topology
+from parley_common.observability.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
 
 from .schemas import SendMessage
 from .settings import GatewaySettings
@@ -151,7 +151,7 @@ class OwnedConversations:
 
 @dataclass
 class ConnectionSlot:
-    """The stream slot one connection holds (see parley_common.stream_slots)."""
+    """The stream slot one connection holds (see parley_common.budgets.stream_slots)."""
 
     slots: StreamSlots
     user_id: str

@@ -12,16 +12,16 @@ import sys
 import time
 
 from parley.v1 import chat_pb2, history_pb2_grpc
-from parley_common.amqp import connect
-from parley_common.bus import Consumers, DeadLetters
 from parley_common.errors import ParleyError, Unavailable
-from parley_common.grpc_server import GrpcServer
-from parley_common.lifecycle import InFlight, run_service
-from parley_common.logs import setup_logging
-from parley_common.ops_server import OpsServer, broker_check
+from parley_common.messaging.amqp import connect
+from parley_common.messaging.bus import Consumers, DeadLetters
+from parley_common.messaging.topology import RESPONSE_COMPLETED, Topology
+from parley_common.observability.logs import setup_logging
+from parley_common.observability.telemetry import setup_telemetry
+from parley_common.service.grpc_server import GrpcServer
+from parley_common.service.lifecycle import InFlight, run_service
+from parley_common.service.ops_server import OpsServer, broker_check
 from parley_common.settings import load_settings
-from parley_common.telemetry import setup_telemetry
-from parley_common.topology import RESPONSE_COMPLETED, Topology
 
 from .cassandra_migrations import MigrationError
 from .consumers import AnswerRecorder

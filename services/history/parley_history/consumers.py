@@ -7,8 +7,8 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.bus import Retry
 from parley_common.errors import NotFound, Unavailable
+from parley_common.messaging.bus import Retry
 
 from .store import HistoryStore
 

@@ -9,8 +9,8 @@ import uuid
 import grpc
 
 from parley.v1 import history_pb2, history_pb2_grpc
+from parley_common.context.prompt import collect_context
 from parley_common.errors import InvalidRequest, grpc_errors
-from parley_common.prompt import collect_context
 
 from .search import hits_limit, search_query
 from .store import HistoryStore

@@ -19,12 +19,12 @@ import httpx
 
 from parley.v1 import media_pb2_grpc
 from parley_common.errors import ParleyError
-from parley_common.grpc_server import GrpcServer
-from parley_common.lifecycle import run_service
-from parley_common.logs import setup_logging
-from parley_common.ops_server import OpsServer
+from parley_common.observability.logs import setup_logging
+from parley_common.observability.telemetry import setup_telemetry
+from parley_common.service.grpc_server import GrpcServer
+from parley_common.service.lifecycle import run_service
+from parley_common.service.ops_server import OpsServer
 from parley_common.settings import load_settings
-from parley_common.telemetry import setup_telemetry
 
 from .cpu_pool import CpuPool
 from .generators import DemoImageGenerator, ImageGenerator, OpenAIImageGenerator

@@ -6,23 +6,23 @@ import asyncio
 import logging
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import connect
-from parley_common.bus import Consumers, DeadLetters
-from parley_common.context import counter_for_model
-from parley_common.control import Cancellations
-from parley_common.dispatch import Dispatch
-from parley_common.history_client import HistoryClient
-from parley_common.lifecycle import InFlight, run_service
-from parley_common.logs import setup_logging
-from parley_common.media_client import MediaClient
-from parley_common.ops_server import OpsServer, broker_check, redis_check
-from parley_common.redis_clients import command_client, follower_client
-from parley_common.replay import ReplayLog
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import UserBudgets
+from parley_common.clients.history import HistoryClient
+from parley_common.clients.media import MediaClient
+from parley_common.clients.redis_pools import command_client, follower_client
+from parley_common.context.window import counter_for_model
+from parley_common.messaging.amqp import connect
+from parley_common.messaging.bus import Consumers, DeadLetters
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.dispatch import Dispatch
+from parley_common.messaging.replay import ReplayLog
+from parley_common.messaging.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, Topology
+from parley_common.observability.logs import setup_logging
+from parley_common.observability.telemetry import setup_telemetry
+from parley_common.service.lifecycle import InFlight, run_service
+from parley_common.service.ops_server import OpsServer, broker_check, redis_check
 from parley_common.settings import load_settings
-from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import setup_telemetry
-from parley_common.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, Topology
-from parley_common.user_budgets import UserBudgets
 
 from .budget_queue import BudgetQueue
 from .budgets import ProviderBudget

@@ -1,11 +1,11 @@
 """The orchestrator's side of the budgets.
 
-Provider budgets (parley_common.provider_budgets) are shared with the provider workers, which
+Provider budgets (parley_common.budgets.providers) are shared with the provider workers, which
 count every request they send: here a turn takes its first reservation before its job is
 published, and when the turn ends (or moves to a fallback model) its entry keeps its place if
 the provider got the request, and goes back if it never did.
 
-The user's monthly budget (parley_common.user_budgets): the gateway held an estimate of the
+The user's monthly budget (parley_common.budgets.users): the gateway held an estimate of the
 turn's worst case when it admitted it; once the prompt is assembled and counted, the hold
 becomes the exact worst case on the model that answers (`hold_worst_case`), and the turn's
 completion replaces it by what was used.
@@ -13,9 +13,9 @@ completion replaces it by what was used.
 
 from __future__ import annotations
 
-from parley_common.context import ContextPlan
-from parley_common.provider_budgets import Admission, BucketState, BudgetLimits, ProviderBudget
-from parley_common.user_budgets import UserBudgets
+from parley_common.budgets.providers import Admission, BucketState, BudgetLimits, ProviderBudget
+from parley_common.budgets.users import UserBudgets
+from parley_common.context.window import ContextPlan
 
 
 def worst_case(plan: ContextPlan) -> tuple[int, int]:

@@ -22,9 +22,9 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
-from parley_common.context import counter_for_model
+from parley_common.budgets.users import MonthlyUsage
+from parley_common.context.window import counter_for_model
 from parley_common.models import ModelRegistry
-from parley_common.user_budgets import MonthlyUsage
 
 from .budgets import ProviderBudget
 from .job_records import JobRecord, JobRecords

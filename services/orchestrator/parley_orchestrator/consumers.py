@@ -12,16 +12,16 @@ from collections.abc import Awaitable
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2, history_pb2
-from parley_common.context import ContextPlan, plan_context_async, prompt_token_budget
-from parley_common.control import Cancellations
-from parley_common.dispatch import Dispatch, Turn
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import UserBudgets
+from parley_common.clients.history import HistoryClient
+from parley_common.context.prompt import build_prompt, collect_context
+from parley_common.context.window import ContextPlan, plan_context_async, prompt_token_budget
 from parley_common.errors import InvalidRequest, NotFound, ParleyError, Unavailable
-from parley_common.history_client import HistoryClient
-from parley_common.prompt import build_prompt, collect_context
-from parley_common.replay import ReplayLog, ResponseStream
-from parley_common.stream_slots import StreamSlots
-from parley_common.topology import SCHEMA_VERSION, Topology
-from parley_common.user_budgets import UserBudgets
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.dispatch import Dispatch, Turn
+from parley_common.messaging.replay import ReplayLog, ResponseStream
+from parley_common.messaging.topology import SCHEMA_VERSION, Topology
 
 from .budget_queue import BudgetQueue
 from .budgets import hold_worst_case

@@ -18,13 +18,13 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
-from parley_common.context import plan_context_async
-from parley_common.dispatch import Dispatch, Turn
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import UserBudgets
+from parley_common.context.window import plan_context_async
 from parley_common.errors import InvalidRequest
+from parley_common.messaging.dispatch import Dispatch, Turn
+from parley_common.messaging.replay import ResponseStream
 from parley_common.models import ModelRegistry
-from parley_common.replay import ResponseStream
-from parley_common.stream_slots import StreamSlots
-from parley_common.user_budgets import UserBudgets
 
 from .budget_queue import BudgetQueue
 from .budgets import BudgetLimits, hold_worst_case

@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 
 from parley.v1 import chat_pb2
-from parley_common.dispatch import Dispatch, Turn
+from parley_common.clients.media import MediaClient
+from parley_common.context.image_prompts import image_prompt
 from parley_common.errors import ParleyError, RateLimited, Unavailable
-from parley_common.image_prompts import image_prompt
-from parley_common.media_client import MediaClient
+from parley_common.messaging.dispatch import Dispatch, Turn
+from parley_common.messaging.replay import ResponseStream
 from parley_common.models import ImagePricing
-from parley_common.replay import ResponseStream
 
 log = logging.getLogger(__name__)
 

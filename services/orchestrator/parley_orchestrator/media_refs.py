@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Literal
 
 from parley.v1 import chat_pb2, media_pb2
-from parley_common.media_client import MediaClient
-from parley_common.prompt import with_images
+from parley_common.clients.media import MediaClient
+from parley_common.context.prompt import with_images
 
 _DELIVERY = {"inline": media_pb2.IMAGE_DELIVERY_INLINE, "url": media_pb2.IMAGE_DELIVERY_URL}
 

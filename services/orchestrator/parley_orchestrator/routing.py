@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2
+from parley_common.context.model_choice import choose_model
 from parley_common.errors import InvalidRequest
-from parley_common.model_choice import choose_model
 from parley_common.models import ModelConfig, ModelRegistry
 
 from .budgets import BudgetLimits
@@ -30,7 +30,7 @@ class ModelRouter:
 
     def route(self, requested: str, prompt: Sequence[chat_pb2.PromptMessage] = ()) -> Route:
         """The requested model; with none, the one the registry's routing picks for this prompt
-        (parley_common.model_choice)."""
+        (parley_common.context.model_choice)."""
         name = choose_model(self.registry, requested, prompt)
         spec = self.registry.models.get(name)
         if spec is None:

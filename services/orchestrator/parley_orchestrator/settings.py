@@ -4,14 +4,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from parley_common.prompt import (
+from parley_common.budgets.providers import ProviderBudgetSettings
+from parley_common.budgets.users import PlanSettings
+from parley_common.context.prompt import (
     DEFAULT_HISTORY_MESSAGES,
     DEFAULT_RESERVED_OUTPUT_TOKENS,
     DEFAULT_SYSTEM_PROMPT,
     MAX_CONTEXT_MESSAGES,
 )
-from parley_common.provider_budgets import ProviderBudgetSettings
-from parley_common.user_budgets import PlanSettings
 
 
 class OrchestratorSettings(PlanSettings, ProviderBudgetSettings):

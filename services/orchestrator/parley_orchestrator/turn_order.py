@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from parley.v1 import history_pb2
-from parley_common.budget_queue import QUEUED_REFRESH_S
-from parley_common.control import Cancellations
+from parley_common.budgets.waiting import QUEUED_REFRESH_S
+from parley_common.clients.history import HistoryClient
 from parley_common.errors import NotFound, ParleyError, Unavailable
-from parley_common.history_client import HistoryClient
-from parley_common.replay import ReplayLog, is_terminal, latest_turn_key
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.replay import ReplayLog, is_terminal, latest_turn_key
 
 # How long to wait for a finished answer to appear in history before going on without it.
 HISTORY_WAIT_S = 10.0

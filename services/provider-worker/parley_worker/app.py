@@ -8,22 +8,22 @@ import logging
 import httpx
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import connect
-from parley_common.budget_queue import BudgetQueue
-from parley_common.bus import Consumers, DeadLetters
-from parley_common.control import Cancellations
-from parley_common.dispatch import Dispatch
-from parley_common.lifecycle import InFlight, run_service
-from parley_common.logs import setup_logging
+from parley_common.budgets.providers import ProviderBudget
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.waiting import BudgetQueue
+from parley_common.clients.redis_pools import command_client
+from parley_common.messaging.amqp import connect
+from parley_common.messaging.bus import Consumers, DeadLetters
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.dispatch import Dispatch
+from parley_common.messaging.replay import ReplayLog
+from parley_common.messaging.topology import CANCEL_RESPONSE, PROVIDER_JOB, Topology
 from parley_common.models import ModelRegistry
-from parley_common.ops_server import OpsServer, broker_check, redis_check
-from parley_common.provider_budgets import ProviderBudget
-from parley_common.redis_clients import command_client
-from parley_common.replay import ReplayLog
+from parley_common.observability.logs import setup_logging
+from parley_common.observability.telemetry import setup_telemetry
+from parley_common.service.lifecycle import InFlight, run_service
+from parley_common.service.ops_server import OpsServer, broker_check, redis_check
 from parley_common.settings import load_settings
-from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import setup_telemetry
-from parley_common.topology import CANCEL_RESPONSE, PROVIDER_JOB, Topology
 
 from .consumers import ProviderJobConsumer
 from .leases import JobLease

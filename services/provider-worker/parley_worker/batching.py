@@ -18,7 +18,7 @@ import contextlib
 from typing import Any
 
 from parley.v1 import chat_pb2
-from parley_common.replay import ResponseStream
+from parley_common.messaging.replay import ResponseStream
 
 
 class DeltaBatcher:

@@ -20,16 +20,16 @@ from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
-from parley_common.amqp import PoisonMessage
-from parley_common.context import counter_for_model
-from parley_common.control import Cancellations
-from parley_common.dispatch import Dispatch, Turn
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.context.window import counter_for_model
 from parley_common.errors import ParleyError, Unavailable
-from parley_common.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND, WORKER_TAKEOVERS
+from parley_common.messaging.amqp import PoisonMessage
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.dispatch import Dispatch, Turn
+from parley_common.messaging.replay import ReplayLog, ResponseStream, is_terminal
 from parley_common.models import ModelRegistry
-from parley_common.replay import ReplayLog, ResponseStream, is_terminal
-from parley_common.stream_slots import StreamSlots
-from parley_common.telemetry import tracer
+from parley_common.observability.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND, WORKER_TAKEOVERS
+from parley_common.observability.telemetry import tracer
 
 from .batching import DeltaBatcher
 from .leases import JobLease

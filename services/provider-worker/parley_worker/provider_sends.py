@@ -1,5 +1,5 @@
 """Every request this worker sends to a provider with limits holds a place in the model's
-budget, as the provider counts it (parley_common.provider_budgets).
+budget, as the provider counts it (parley_common.budgets.providers).
 
 Before each HTTP request (the first, a retry, a tighter trim, a job delivered again after its
 worker died) the worker takes the request's window entry: the turn's own for the first (the
@@ -16,11 +16,11 @@ import asyncio
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2
-from parley_common.budget_queue import BudgetQueue
-from parley_common.context import THREAD_CHARS, counter_for_model
+from parley_common.budgets.providers import BudgetLimits, ProviderBudget, send_entry
+from parley_common.budgets.waiting import BudgetQueue
+from parley_common.context.window import THREAD_CHARS, counter_for_model
+from parley_common.messaging.replay import ResponseStream
 from parley_common.models import ModelRegistry
-from parley_common.provider_budgets import BudgetLimits, ProviderBudget, send_entry
-from parley_common.replay import ResponseStream
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from parley_common.provider_budgets import ProviderBudgetSettings
+from parley_common.budgets.providers import ProviderBudgetSettings
 
 
 class WorkerSettings(ProviderBudgetSettings):

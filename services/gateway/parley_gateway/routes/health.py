@@ -1,6 +1,6 @@
 """Liveness (the process answers) and readiness (accepting, and connected to the broker).
 
-Readiness is `parley_common.ops_server.Readiness`, the same JSON every service answers: Redis
+Readiness is `parley_common.service.ops_server.Readiness`, the same JSON every service answers: Redis
 and history are reported under `dependencies` but never make a gateway unready — one history
 restart or a Redis failover would otherwise turn every gateway unready at once, and the edge
 would answer 503 to everything (resumes and the web client included). The request that needs
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from parley_common.ops_server import liveness
+from parley_common.service.ops_server import liveness
 
 router = APIRouter(tags=["health"])
 

@@ -23,10 +23,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from parley.v1 import media_pb2
-from parley_common.media_client import MediaClient
+from parley_common.budgets.stream_slots import StreamSlots
+from parley_common.budgets.users import UserBudgets
+from parley_common.clients.media import MediaClient
 from parley_common.models import ModelRegistry
-from parley_common.stream_slots import StreamSlots
-from parley_common.user_budgets import UserBudgets
 
 from ..auth import current_user
 from ..schemas import ImageGeneration

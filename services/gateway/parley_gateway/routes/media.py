@@ -18,8 +18,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from parley_common.clients.media import MediaClient
 from parley_common.errors import InvalidRequest
-from parley_common.media_client import MediaClient
 
 from ..auth import current_user
 from ..schemas import CreateUpload, media_json, pending_upload_json

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.v1 import history_pb2, media_pb2
-from parley_common.context import plan_context_async, prompt_token_budget
+from parley_common.clients.media import MediaClient
+from parley_common.context.model_choice import choose_model
+from parley_common.context.prompt import build_prompt, collect_context, with_images
+from parley_common.context.window import plan_context_async, prompt_token_budget
 from parley_common.errors import InvalidRequest, PayloadTooLarge
-from parley_common.media_client import MediaClient
-from parley_common.model_choice import choose_model
 from parley_common.models import ModelRegistry
-from parley_common.prompt import build_prompt, collect_context, with_images
 
 from ..auth import current_user
 from ..schemas import MAX_MEDIA_PER_MESSAGE, MediaId, Text

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
 
 from parley.v1 import chat_pb2, history_pb2
+from parley_common.clients.history import HistoryClient
 from parley_common.errors import Conflict, InvalidRequest, PayloadTooLarge
-from parley_common.history_client import HistoryClient
+from parley_common.messaging.replay import is_terminal, latest_turn_key
+from parley_common.messaging.topology import SCHEMA_VERSION
 from parley_common.models import ModelRegistry
-from parley_common.replay import is_terminal, latest_turn_key
-from parley_common.topology import SCHEMA_VERSION
 
 from ..auth import current_user
 from ..schemas import ContinueAnswer, EditMessage, Regenerate, SetCurrent, conversation_json

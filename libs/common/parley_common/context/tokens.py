@@ -31,8 +31,7 @@ from pathlib import Path
 import tiktoken
 
 from parley.v1 import chat_pb2
-
-from .image_tokens import image_tokens
+from parley_common.context.image_tokens import image_tokens
 
 # Per OpenAI's cookbook: <|start|>{role}<|message|>{content}<|end|> is 3 tokens besides the
 # role and the content, and the reply is primed with <|start|>assistant<|message|>.

@@ -32,10 +32,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, MessageProcessError
 from google.protobuf.message import Message
 
-from .amqp import PoisonMessage, open_envelope
-from .lifecycle import InFlight
-from .telemetry import consumer_span
-from .topology import Topology
+from parley_common.messaging.amqp import PoisonMessage, open_envelope
+from parley_common.messaging.topology import Topology
+from parley_common.observability.telemetry import consumer_span
+from parley_common.service.lifecycle import InFlight
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,10 @@ import logging
 import time
 
 from parley.v1 import chat_pb2
-
-from .control import Cancellations
-from .errors import InvalidRequest, Unavailable
-from .provider_budgets import Admission, BudgetLimits, ProviderBudget, ProviderBudgetSettings
-from .replay import ResponseStream
+from parley_common.budgets.providers import Admission, BudgetLimits, ProviderBudget, ProviderBudgetSettings
+from parley_common.errors import InvalidRequest, Unavailable
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.replay import ResponseStream
 
 log = logging.getLogger(__name__)
 

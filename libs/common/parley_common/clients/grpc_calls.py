@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import grpc
 from opentelemetry import trace
 
-from .errors import from_grpc
-from .telemetry import grpc_metadata, tracer
+from parley_common.errors import from_grpc
+from parley_common.observability.telemetry import grpc_metadata, tracer
 
 T = TypeVar("T")
 

@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from parley.v1 import chat_pb2
-
-from .amqp import envelope
-from .replay import ReplayLog, ResponseStream
-from .topology import PROVIDER_JOB, RESPONSE_COMPLETED, RK_RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.replay import ReplayLog, ResponseStream
+from parley_common.messaging.topology import (
+    PROVIDER_JOB,
+    RESPONSE_COMPLETED,
+    RK_RESPONSE_COMPLETED,
+    SCHEMA_VERSION,
+    Topology,
+)
 
 
 @dataclass(frozen=True)

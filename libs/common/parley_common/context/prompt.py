@@ -11,8 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2, history_pb2
-
-from .tokens import NEAREST_SHIPPED, TOKENS_PER_MESSAGE, counter_for
+from parley_common.context.tokens import NEAREST_SHIPPED, TOKENS_PER_MESSAGE, counter_for
 
 DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant."
 # The most stored messages a prompt starts from. Which of them it starts from is decided by
@@ -48,7 +47,7 @@ def stored_message_tokens(message: history_pb2.Message) -> int:
     prompt leaves it out.
 
     This is the orchestrator's own count of the message (every model is counted with
-    cl100k_base, the only encoding shipped; parley_common.tokens), images aside: those are
+    cl100k_base, the only encoding shipped; parley_common.context.tokens), images aside: those are
     attached later and only add tokens. So a context collected until these counts reach the
     prompt's budget never holds fewer messages than the fitted prompt can take.
     """

@@ -20,10 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley.v1 import chat_pb2
-
-from .amqp import envelope
-from .settings import CommonSettings
-from .topology import STREAM_EVENT
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.topology import STREAM_EVENT
+from parley_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 

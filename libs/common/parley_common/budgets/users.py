@@ -43,8 +43,8 @@ from typing import Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.asyncio import Redis
 
-from .errors import RateLimited
-from .settings import CommonSettings
+from parley_common.errors import RateLimited
+from parley_common.settings import CommonSettings
 
 # KEYS (every script): 1 the user's usage hash of the month, 2 the user's holds (hash id ->
 # "tokens cost", with their sums in the fields '#tokens' and '#cost'), 3 when each hold expires

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pydantic import Field
 from redis.asyncio import Redis
 
-from .settings import CommonSettings
+from parley_common.settings import CommonSettings
 
 # The provider's window: limits are per minute.
 WINDOW_S = 60.0

@@ -21,8 +21,7 @@ import re
 from collections.abc import Sequence
 
 from parley.v1 import chat_pb2
-
-from .models import ModelRegistry
+from parley_common.models import ModelRegistry
 
 _CODE = re.compile(
     r"```"

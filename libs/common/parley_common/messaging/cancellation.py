@@ -12,9 +12,8 @@ from aio_pika.abc import AbstractExchange
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-
-from .amqp import envelope
-from .topology import CANCEL_RESPONSE, SCHEMA_VERSION
+from parley_common.messaging.amqp import envelope
+from parley_common.messaging.topology import CANCEL_RESPONSE, SCHEMA_VERSION
 
 
 class Cancellations:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from .telemetry import shutdown_telemetry
+from parley_common.observability.telemetry import shutdown_telemetry
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from aio_pika.robust_connection import RobustConnection
 from google.protobuf.message import DecodeError, Message
 from yarl import URL
 
-from .telemetry import inject_headers
-from .topology import SCHEMA_VERSION
+from parley_common.messaging.topology import SCHEMA_VERSION
+from parley_common.observability.telemetry import inject_headers
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2
-
-from .errors import InvalidRequest
-from .tokens import REPLY_PRIMING, TokenCounter
+from parley_common.context.tokens import REPLY_PRIMING, TokenCounter
+from parley_common.errors import InvalidRequest
 
 MARKER = "\n\n[… {cut} tokens cut here to fit the context window …]\n\n"
 IMAGES_REMOVED = "[{count} image(s) removed to fit the context window]\n\n"

@@ -16,10 +16,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.v1 import chat_pb2, media_pb2, media_pb2_grpc
-
-from . import grpc_client
-from .errors import from_grpc
-from .telemetry import grpc_metadata
+from parley_common.clients import grpc_calls as grpc_client
+from parley_common.errors import from_grpc
+from parley_common.observability.telemetry import grpc_metadata
 
 T = TypeVar("T")
 

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2
-
-from .errors import InvalidRequest
-from .models import ModelConfig, ModelRegistry
-from .tokens import TokenCounter, counter_for
-from .trimming import ContextFit, fit_context
+from parley_common.context.tokens import TokenCounter, counter_for
+from parley_common.context.trimming import ContextFit, fit_context
+from parley_common.errors import InvalidRequest
+from parley_common.models import ModelConfig, ModelRegistry
 
 # Prompts longer than this are counted in a worker thread, off the event loop.
 THREAD_CHARS = 16_000

@@ -14,8 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.v1 import history_pb2, history_pb2_grpc
-
-from . import grpc_client
+from parley_common.clients import grpc_calls as grpc_client
 
 T = TypeVar("T")
 
