@@ -4,6 +4,7 @@
 // written in the background is marked "generating…".
 
 import { byId, el } from "./dom.js";
+import { setConversationList, state } from "./state.js";
 
 export const UNTITLED = "Untitled";
 // A row's buttons, left to right. The list is one tab stop (a roving tabindex): Tab comes to the
@@ -27,13 +28,14 @@ export function dateGroup(ms, now = new Date()) {
 }
 
 export class ConversationList {
-  /** `actions`: {open(id), rename(id, title), remove(id), more()}, each may return a promise. */
+  /**
+   * `actions`: {open(id), rename(id, title), remove(id), more()}, each may return a promise. The
+   * conversations listed, and the cursor of the next page, are state.js's.
+   */
   constructor(listNode, moreButton, actions) {
     this.listNode = listNode;
     this.moreButton = moreButton;
     this.actions = actions;
-    this.items = [];
-    this.nextCursor = null;
     this.selected = null;
     this.renaming = null; // {id, draft}
     this.generating = new Set(); // ids of conversations whose answer is being written
@@ -48,9 +50,18 @@ export class ConversationList {
     });
   }
 
+  /** The conversations listed, latest activity first. */
+  get items() {
+    return state.conversations;
+  }
+
+  /** The cursor of the next page of the list (null: all of it is here). */
+  get nextCursor() {
+    return state.conversationsCursor;
+  }
+
   clear() {
-    this.items = [];
-    this.nextCursor = null;
+    setConversationList({ conversations: [], conversationsCursor: null });
     this.selected = null;
     this.renaming = null;
     this.render();
@@ -63,7 +74,7 @@ export class ConversationList {
   /** Adds a page from GET /v1/conversations; conversations already known are refreshed. */
   addPage(page) {
     for (const conversation of page.data) this.put(conversation);
-    this.nextCursor = page.next_cursor;
+    setConversationList({ conversationsCursor: page.next_cursor });
     this.render();
   }
 
@@ -88,7 +99,7 @@ export class ConversationList {
     const at = this.items.findIndex((c) => c.id === id);
     const row = this.listNode.querySelector(`[data-conversation="${CSS.escape(id)}"]`);
     const hadFocus = row?.contains(document.activeElement) ?? false;
-    this.items = this.items.filter((c) => c.id !== id);
+    setConversationList({ conversations: this.items.filter((c) => c.id !== id) });
     if (this.renaming?.id === id) this.renaming = null;
     this.render();
     if (!hadFocus) return;
@@ -117,9 +128,10 @@ export class ConversationList {
 
   put(conversation) {
     const at = this.items.findIndex((c) => c.id === conversation.id);
-    if (at >= 0) this.items[at] = { ...this.items[at], ...conversation };
-    else this.items.push(conversation);
-    this.items.sort((a, b) => b.updated_at_ms - a.updated_at_ms);
+    const items = [...this.items];
+    if (at >= 0) items[at] = { ...items[at], ...conversation };
+    else items.push(conversation);
+    setConversationList({ conversations: items.sort((a, b) => b.updated_at_ms - a.updated_at_ms) });
   }
 
   render() {

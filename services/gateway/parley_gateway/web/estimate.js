@@ -29,14 +29,10 @@ export class DraftEstimate {
    * changes: the sentence saying why this draft cannot be sent, or null.
    */
   constructor({ input, form, modelSelect, output, count, context, onChange = () => {} }) {
-    this.input = input;
-    this.output = output;
-    this.count = count;
-    this.context = context;
-    this.onChange = onChange;
+    Object.assign(this, { input, output, count, context, onChange });
     this.refusal = null;
-    this.timer = null;
-    this.controller = null;
+    this.timer = null; // the count waits for typing to pause
+    this.controller = null; // aborts the count in flight
     input.addEventListener("input", () => this.refresh());
     modelSelect.addEventListener("change", () => this.refresh());
     // After the page's own submit handler has emptied (or kept) the box.

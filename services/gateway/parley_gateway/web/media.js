@@ -10,6 +10,7 @@
 // Presigned URLs expire after minutes: an image that fails to load gets a fresh URL, once.
 
 import { el } from "./dom.js";
+import { setEntry, state } from "./state.js";
 
 // The answer text of a generated picture (services/orchestrator/parley_orchestrator/image_turns.py).
 const GENERATED = /"([\s\S]*)" \((\d+)x(\d+), media (med_[a-z0-9]{24})\)\.\s*$/;
@@ -19,15 +20,6 @@ const ASKS_FOR_IMAGE =
   /^\s*(?:\/image|\/imagine|draw|(?:generate|create|make)\s+(?:an?\s+)?(?:image|picture)\s+of)\s+(\S[\s\S]*)$/i;
 // A URL this close to its expiry is fetched again rather than used.
 const EXPIRY_MARGIN_MS = 30_000;
-
-let source = null; // the signed-in Api
-const known = new Map(); // media id -> Promise of the media (GET /v1/media/{id})
-
-/** The Api to fetch media with (null when signed out: nothing is fetched, the cache is dropped). */
-export function useMediaApi(api) {
-  source = api;
-  known.clear();
-}
 
 /** What a message asking for a picture asks to draw, or null. */
 export function promptOf(content) {
@@ -52,17 +44,18 @@ export function generatedImageIn(content) {
 
 /** The media with URLs that are still good; `fresh` asks the server again whatever the cache holds. */
 function fetchMedia(mediaId, fresh = false) {
-  const cached = known.get(mediaId);
+  const cached = state.media.get(mediaId); // (state.js: emptied when the user signs in or out)
   if (cached && !fresh) return cached;
-  if (!source) return Promise.reject(new Error("signed out"));
-  const pending = source.getMedia(mediaId).then((media) => {
+  if (!state.api) return Promise.reject(new Error("signed out"));
+  const forget = () => state.media.get(mediaId) === pending && setEntry("media", mediaId, undefined);
+  const pending = state.api.getMedia(mediaId).then((media) => {
     // Forget it shortly before its URLs expire, so the next image asks for new ones.
     const ttl = (media.urls_expire_at_ms ?? 0) - Date.now() - EXPIRY_MARGIN_MS;
-    setTimeout(() => known.get(mediaId) === pending && known.delete(mediaId), Math.max(ttl, 0));
+    setTimeout(forget, Math.max(ttl, 0));
     return media;
   });
-  pending.catch(() => known.get(mediaId) === pending && known.delete(mediaId));
-  known.set(mediaId, pending);
+  pending.catch(forget);
+  setEntry("media", mediaId, pending);
   return pending;
 }
 

@@ -7,7 +7,7 @@
 
 import { el } from "./dom.js";
 import { formatCost } from "./format.js";
-import { renderMarkdown } from "./markdown.js";
+import { MarkdownRenderer } from "./markdown.js";
 import { showMedia, withoutMediaId } from "./media.js";
 import { Typewriters } from "./typewriter.js";
 
@@ -75,9 +75,10 @@ export class ThreadView {
     this.thread = null;
     this.unseen = false; // text arrived below what the reader is looking at
     // An answer's text is markdown, typed out while it streams (typewriter.js).
+    this.markdown = new MarkdownRenderer();
     this.typewriters = new Typewriters((element, text, live) => {
       const stick = this.atBottom();
-      renderMarkdown(element, text, { partial: live });
+      this.markdown.render(element, text, { partial: live });
       if (!element.isConnected) return;
       if (stick) this.scroller.scrollTop = this.scroller.scrollHeight;
       else this.unseen = true;
