@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import budget_queue, bus, history, media, orchestrator, peer, profile, providers, streams, ttft
+from . import budget_queue, bus, floor, history, media, orchestrator, peer, profile, providers, streams, ttft
 
 BENCHMARKS = {
     "ttft": ttft.main,
@@ -18,6 +18,8 @@ BENCHMARKS = {
     "queue": budget_queue.main,
     "peer": peer.main,
     "profile": profile.main,
+    # Last: beside its own measurement it names peer's CPU per turn from the same run (peer.json).
+    "floor": floor.main,
 }
 
 

@@ -107,6 +107,23 @@ def error_response(status: int, code: str, message: str, default_headers: list[t
 
 class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits]
+    # Slots, not the instance dict: uvicorn's 27 attributes and these would outgrow CPython's
+    # shared-key dict (30 keys at most); 1.2 KB less per connection (3.45 → 2.23 KB).
+    __slots__ = (
+        "_body_bytes",
+        "_body_since",
+        "_body_timer",
+        "_header_bytes",
+        "_header_timer",
+        "_in_headers",
+        "_message_ended_in_feed",
+        "_refusal",
+        "_refused",
+        "_reported",
+        "_request_begun",
+        "_stream_hooks",
+        "_url_bytes",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,7 +174,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._header_bytes > self.limits.max_header_bytes:
             self._refuse(431, "headers_too_large", self._too_large_message())
             return
-        if self._header_timer is None:
+        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            # Not while a response is being sent (a stream: a timer per connection, woken every
+            # `header_timeout_s`, for nothing): a next request is timed from its first byte
+            # (`on_message_begin`), an idle connection after the response by uvicorn's keep-alive.
             self._arm_header_timer()
 
     # parser callbacks

@@ -2,8 +2,11 @@
 
 The W3C trace context travels in AMQP message headers (envelope) and gRPC metadata
 (HistoryClient and the servicers' `grpc_errors`); FastAPI opens the HTTP server span itself.
-Spans are always made (they also give log lines their trace ids) and are exported over
-OTLP/HTTP only when PARLEY_OTLP_ENDPOINT is set, so the default costs no network.
+Spans are exported over OTLP/HTTP only when PARLEY_OTLP_ENDPOINT is set, so the default costs no
+network. Without an endpoint no span is recorded (the sampler says no), but every span still has
+its trace and span ids, carried across services and written in log lines: recording spans that
+go nowhere cost each open stream 4-6 KB of the gateway's memory and each turn CPU in every
+service (bench/streams.py's memory profile).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 _provider: TracerProvider | None = None
 
@@ -25,7 +29,9 @@ def setup_telemetry(service: str, otlp_endpoint: str = "") -> None:
     global _provider
     if _provider is not None:
         return
-    _provider = TracerProvider(resource=Resource.create({"service.name": f"parley-{service}"}))
+    resource = Resource.create({"service.name": f"parley-{service}"})
+    # With an endpoint, the SDK's default sampler (parent-based, always on).
+    _provider = TracerProvider(resource=resource, sampler=None if otlp_endpoint else ALWAYS_OFF)
     if otlp_endpoint:
         # Imported only when exporting: it pulls in an HTTP stack the default does not need.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
