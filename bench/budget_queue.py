@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from parley_dev.fake_providers import fake_provider_process
+from tests.support.sse import frames
 
 from .stats import percentile, write
 from .system import system
@@ -57,14 +58,10 @@ async def one_turn(client: httpx.AsyncClient, conversation: str, i: int) -> dict
         "POST", f"/v1/conversations/{conversation}/messages", json={"content": f"Burst question {i}"}
     ) as response:
         response.raise_for_status()
-        event = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                seen.append((time.monotonic(), event, json.loads(line.removeprefix("data: "))))
-                if event in ("done", "error"):
-                    break
+        async for frame in frames(response):
+            seen.append((time.monotonic(), frame.event, frame.data))
+            if frame.event in ("done", "error"):
+                break
     return {"frames": seen}
 
 

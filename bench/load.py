@@ -61,7 +61,8 @@ import httpx
 
 from parley_common.messaging.topology import Topology
 from parley_dev.infra import provide
-from parley_dev.stack import Stack, StackConfig
+from parley_dev.stack import Stack
+from tests.support.stacks import stack_config
 
 from .load_report import Observations, Sample, TurnRecord, print_report, summarize
 from .sse_client import TurnResult, send_turn
@@ -137,22 +138,15 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="parley-load-"))
     loadavg_start = _loadavg()
     with provide() as infra:
-        stack = Stack(
-            StackConfig(
-                infra=infra,
-                namespace="load" + uuid.uuid4().hex[:8],
-                workdir=workdir,
-                dev_api_key="pk_dev_" + secrets.token_urlsafe(18),
-                extra_env={
-                    "PARLEY_API_KEYS": json.dumps(keys),
-                    "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
-                    "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
-                    "PARLEY_WORKER_PREFETCH": str(WORKER_PREFETCH),
-                    "PARLEY_ORCHESTRATOR_PREFETCH": str(WORKER_PREFETCH),
-                    "PARLEY_LOG_LEVEL": "WARNING",
-                },
-            )
-        )
+        env = {
+            "PARLEY_API_KEYS": json.dumps(keys),
+            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": str(FIRST_TOKEN_DELAY_MS),
+            "PARLEY_DEMO_TOKENS_PER_S": str(TOKENS_PER_S),
+            "PARLEY_WORKER_PREFETCH": str(WORKER_PREFETCH),
+            "PARLEY_ORCHESTRATOR_PREFETCH": str(WORKER_PREFETCH),
+            "PARLEY_LOG_LEVEL": "WARNING",
+        }
+        stack = Stack(stack_config(infra, workdir, "load", "pk_dev_" + secrets.token_urlsafe(18), env))
         assert stack.base_url.startswith(f"http://{HOST}:"), stack.base_url
         await stack.start()
         try:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import tempfile
 import time
@@ -24,13 +23,16 @@ import aio_pika
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
+from parley_common.budgets.providers import BudgetLimits, ProviderBudget
 from parley_common.budgets.users import DEFAULT_PLANS, MonthlyUsage, UserBudgets
 from parley_common.clients.history import HistoryClient
 from parley_common.messaging.amqp import envelope
 from parley_common.messaging.topology import CHAT_REQUEST, SCHEMA_VERSION, Topology
 from parley_dev.infra import provide
-from parley_dev.stack import Stack, StackConfig
-from parley_orchestrator.budgets import BudgetLimits, ProviderBudget
+from parley_dev.stack import Stack
+from tests.support.models import demo_model
+from tests.support.polling import eventually
+from tests.support.stacks import stack_config
 
 from .stats import summary_ms, write
 
@@ -73,43 +75,28 @@ async def budget_latency(redis_url: str) -> dict[str, dict[str, float]]:
     }
 
 
-def registry_file(workdir: Path) -> Path:
-    path = workdir / "models.json"
-    model = {
-        "provider": "demo",
-        "upstream_model": "parley-demo-1",
-        "context_window": 8192,
-        "max_output_tokens": 1024,
-        "input_price_per_mtok": 0,
-        "output_price_per_mtok": 0,
-        "requests_per_minute": LIMITS.requests_per_minute,
-        "tokens_per_minute": LIMITS.tokens_per_minute,
-    }
-    path.write_text(
-        json.dumps({"default_model": "demo", "providers": {"demo": {"kind": "demo"}}, "models": {"demo": model}})
-    )
-    return path
+# The demo model, with limits far above what the benchmark asks of it.
+REGISTRY = {
+    "default_model": "demo",
+    "providers": {"demo": {"kind": "demo"}},
+    "models": {
+        "demo": demo_model(requests_per_minute=LIMITS.requests_per_minute, tokens_per_minute=LIMITS.tokens_per_minute)
+    },
+}
 
 
 async def wait_for_consumer(channel: aio_pika.abc.AbstractChannel, queue: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def consumed() -> bool:
         declared = await channel.declare_queue(queue, passive=True)
-        if (declared.declaration_result.consumer_count or 0) > 0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing consumes {queue}")
-        await asyncio.sleep(0.1)
+        return (declared.declaration_result.consumer_count or 0) > 0
+
+    await eventually(consumed, timeout_s, f"a consumer of {queue}", interval_s=0.1)
 
 
 async def throughput(stack: Stack, amqp_url: str) -> dict[str, float]:
     topology = Topology(stack.config.namespace)
     history = HistoryClient(f"127.0.0.1:{stack.history_port}")
-    deadline = time.monotonic() + 60
-    while not await history.serving():
-        if time.monotonic() > deadline:
-            raise TimeoutError("history did not start")
-        await asyncio.sleep(0.1)
+    await eventually(history.serving, 60, "history serving", interval_s=0.1)
     conversations = [(await history.create_conversation("bench", "bench")).id for _ in range(TURNS)]
     connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel()
@@ -156,15 +143,8 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-orchestrator-"))
     with provide() as infra:
         latency = await budget_latency(infra.redis_url)
-        stack = Stack(
-            StackConfig(
-                infra=infra,
-                namespace="bench" + uuid.uuid4().hex[:8],
-                workdir=workdir,
-                dev_api_key="pk_bench_" + secrets.token_urlsafe(18),
-                extra_env={"PARLEY_MODELS_FILE": str(registry_file(workdir)), "PARLEY_ORCHESTRATOR_PREFETCH": "256"},
-            )
-        )
+        key = "pk_bench_" + secrets.token_urlsafe(18)
+        stack = Stack(stack_config(infra, workdir, "bench", key, {"PARLEY_ORCHESTRATOR_PREFETCH": "256"}, REGISTRY))
         stack.start_service("history")
         stack.start_service("orchestrator")
         try:

@@ -40,6 +40,7 @@ import httpx
 from parley_dev.fake_providers import fake_provider_process
 from parley_dev.infra import free_port
 from parley_dev.stack import Stack
+from tests.support.sse import parse, text_of
 
 from .cpu import CpuMeter, pid_listening_on
 from .rawhttp import Connection, Reply
@@ -264,25 +265,6 @@ async def first_tokens(target: Target, concurrency: int) -> tuple[list[float], i
     return ttft, failures
 
 
-def answer_text(body: bytes, native: bool) -> str:
-    """The answer's text in an SSE body: `delta` events' `text` (native), or the OpenAI chunks'
-    `choices[0].delta.content`."""
-    parts: list[str] = []
-    event = ""
-    for line in body.decode().splitlines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: {"):
-            data = json.loads(line[6:])
-            if native and event == "delta":
-                parts.append(data["text"])
-            elif not native and data.get("choices"):
-                parts.append(data["choices"][0].get("delta", {}).get("content") or "")
-        elif line == "":
-            event = ""
-    return "".join(parts)
-
-
 async def wire(targets: dict[str, Target]) -> dict[str, Any]:
     """Bytes read off the socket per character of answer text, three answers per variant, all
     variants at once (Connection: close, so each count is one response and nothing else)."""
@@ -303,7 +285,7 @@ async def wire(targets: dict[str, Target]) -> dict[str, Any]:
         await connection.close()
         if reply.status != 200 or not reply.ended:
             raise RuntimeError(f"{name}: the answer did not complete ({reply.status}: {reply.tail!r})")
-        return reply.wire_bytes, len(answer_text(reply.body, name == "parley_native")), reply.content_encoding
+        return reply.wire_bytes, len(text_of(parse(reply.body))), reply.content_encoding
 
     results = await asyncio.gather(*(measure(name, gzip, i) for name, gzip in variants for i in range(3)))
     out: dict[str, Any] = {}

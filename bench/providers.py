@@ -23,6 +23,7 @@ import httpx
 
 from parley_dev.fake_providers import fake_provider_process
 from parley_dev.stack import Stack
+from tests.support.sse import frames
 
 from .stats import summary_ms, write
 from .system import system
@@ -56,8 +57,8 @@ async def _direct(fake: str, n: int) -> tuple[float, int]:
         async def one() -> int:
             tokens = 0
             async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                async for line in r.aiter_lines():
-                    if line.startswith("data: {") and '"content"' in line:
+                async for frame in frames(r):
+                    if isinstance(frame.data, dict) and "content" in json.dumps(frame.data.get("choices")):
                         tokens += 1
             return tokens
 
@@ -73,14 +74,11 @@ async def _through_parley(client: httpx.AsyncClient, conversations: list[str]) -
         async with client.stream(
             "POST", f"/v1/conversations/{conversation}/messages", json={"content": content, "model": "local"}
         ) as r:
-            event = ""
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif event == "usage" and line.startswith("data: "):
-                    return int(json.loads(line[6:])["output_tokens"])
-                elif event == "error":
-                    raise RuntimeError(f"stream failed: {line}")
+            async for frame in frames(r):
+                if frame.event == "usage":
+                    return int(frame.data["output_tokens"])
+                if frame.event == "error":
+                    raise RuntimeError(f"stream failed: {frame.data}")
         raise RuntimeError("stream ended without usage")
 
     start = time.perf_counter()
@@ -98,13 +96,13 @@ async def _cancel_delays(client: httpx.AsyncClient, fake: httpx.AsyncClient, con
         ) as r:
             response_id = r.headers["x-parley-response-id"]
             deltas = 0
-            async for line in r.aiter_lines():
-                if line == "event: delta":
+            async for frame in frames(r):
+                if frame.event == "delta":
                     deltas += 1
                     if deltas == 3:
                         cancelled_at = time.time()
                         await client.post(f"/v1/responses/{response_id}/cancel")
-                if line in ("event: done", "event: error"):
+                if frame.event in ("done", "error"):
                     break
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """A minimal HTTP/1.1 SSE client on raw asyncio streams, so that a thousand open streams cost
-the load generator little CPU (the point is to measure the gateway, not the client)."""
+the load generator little CPU (the point is to measure the gateway, not the client). Events are
+read by the production SSE decoder, as the tests read them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+
+from parley_worker.providers.sse import SSEDecoder
 
 
 @dataclass
@@ -68,34 +71,25 @@ async def send_turn(
             except (ValueError, KeyError, TypeError):
                 result.error_code = "unparsed"
             return result
-        buffer = b""
-        event = ""
+        decoder = SSEDecoder()
         async with contextlib.aclosing(_body(reader, chunked)) as pieces:
             async for piece in pieces:
-                buffer += piece
-                while b"\n" in buffer:
-                    raw_line, _, buffer = buffer.partition(b"\n")
-                    line_s = raw_line.decode().rstrip("\r")
-                    if line_s.startswith("event: "):
-                        event = line_s[7:]
-                        if result.first_event_s is None:
-                            result.first_event_s = time.perf_counter() - start
-                    elif line_s.startswith("data: ") and event == "delta":
+                for event in decoder.feed(piece):
+                    if result.first_event_s is None:
+                        result.first_event_s = time.perf_counter() - start
+                    result.last_event = event.event
+                    result.events += 1
+                    if event.event == "delta":
                         if result.first_delta_s is None:
                             result.first_delta_s = time.perf_counter() - start
                             if first_delta_only:
                                 return result
-                        result.text.append(json.loads(line_s[6:])["text"])
-                    elif line_s.startswith("data: ") and event == "error":
-                        result.error_code = str(json.loads(line_s[6:]).get("code", "unparsed"))
-                    elif line_s == "":
-                        if event:
-                            result.last_event = event
-                            result.events += 1
-                        if event in ("done", "error"):
-                            result.total_s = time.perf_counter() - start
-                            return result
-                        event = ""
+                        result.text.append(json.loads(event.data)["text"])
+                    elif event.event == "error":
+                        result.error_code = str(json.loads(event.data).get("code", "unparsed"))
+                    if event.event in ("done", "error"):
+                        result.total_s = time.perf_counter() - start
+                        return result
         return result
     finally:
         writer.close()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from parley_dev.infra import provide
-from parley_dev.stack import Stack, StackConfig, running
+from parley_dev.stack import Stack, running
+from tests.support.stacks import stack_config
 
 
 @contextlib.asynccontextmanager
@@ -17,19 +17,9 @@ async def system(name: str, key: str, extra_env: dict[str, str]) -> AsyncIterato
     """Start everything in a namespace of its own; say where the logs are if it fails."""
     workdir = Path(tempfile.mkdtemp(prefix=f"parley-bench-{name}-"))
     with provide() as infra:
-        config = StackConfig(
-            infra=infra,
-            namespace="bench" + uuid.uuid4().hex[:8],
-            workdir=workdir,
-            dev_api_key=key,
-            # Benchmarks measure the pipeline, not the per-user limits.
-            extra_env={
-                "PARLEY_LOG_LEVEL": "WARNING",
-                "PARLEY_MAX_STREAMS_PER_USER": "5000",
-                "PARLEY_REQUESTS_PER_MINUTE": "1000000",
-                **extra_env,
-            },
-        )
+        # Benchmarks measure the pipeline, not the per-user limits.
+        limits = {"PARLEY_MAX_STREAMS_PER_USER": "5000", "PARLEY_REQUESTS_PER_MINUTE": "1000000"}
+        config = stack_config(infra, workdir, "bench", key, {"PARLEY_LOG_LEVEL": "WARNING", **limits, **extra_env})
         try:
             async with running(config) as stack:
                 yield stack

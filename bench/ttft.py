@@ -17,6 +17,7 @@ import httpx
 from parley.v1 import chat_pb2
 from parley_worker.providers import TextChunk
 from parley_worker.providers.demo import DemoProvider
+from tests.support.sse import frames
 
 from .stats import summary_ms, write
 from .system import system
@@ -69,14 +70,12 @@ async def through_parley(client: httpx.AsyncClient, n: int, concurrency: int) ->
             "POST", f"/v1/conversations/{conversations[lane]}/messages", json={"content": PROMPT}
         ) as response:
             response.raise_for_status()
-            error = False
-            async for line in response.aiter_lines():
-                if error:
-                    raise RuntimeError(f"stream ended with an error: {line}")
-                if first is None and line == "event: delta":
+            async for frame in frames(response):
+                if frame.event == "error":
+                    raise RuntimeError(f"stream ended with an error: {frame.data}")
+                if first is None and frame.event == "delta":
                     first = time.perf_counter() - start
-                error = line == "event: error"
-                if line == "event: done":
+                if frame.event == "done":
                     break
         assert first is not None
         ttft.append(first)

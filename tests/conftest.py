@@ -18,6 +18,7 @@ from hypothesis import settings
 from parley_dev.cassandra import CassandraEndpoint, provide_cassandra
 from parley_dev.infra import InfraUnavailable
 from tests.required import unavailable
+from tests.support.fixtures import fake_provider, provider_http, redis  # noqa: F401 (fixtures for every test)
 
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False, max_examples=1000)

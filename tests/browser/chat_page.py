@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from playwright.async_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
 expect.set_options(timeout=20_000)
@@ -44,6 +40,14 @@ class ChatPage:
         self.composer = page.get_by_label("Message", exact=True)
         self.notice = page.locator("#notice")
         self.conversations = page.get_by_role("navigation", name="Conversations")
+
+    @classmethod
+    async def in_new_chat(cls, page: Page, key: str) -> ChatPage:
+        """The web client signed in with `key`, in a new (empty) conversation."""
+        chat = cls(page)
+        await chat.sign_in(key)
+        await chat.new_chat()
+        return chat
 
     async def sign_in(self, key: str, path: str = "/") -> None:
         await self.page.goto(path)
@@ -117,44 +121,6 @@ class ChatPage:
 async def image_loaded(image: Locator) -> bool:
     """The <img> has decoded pixels (it did not fail, and is not still loading)."""
     return bool(await image.evaluate("(img) => img.complete && img.naturalWidth > 0"))
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 20.0, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy, or fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout_s:.0f}s: {what or check}")
-        await asyncio.sleep(0.1)
-
-
-async def saved_answer(api: httpx.AsyncClient, conversation_id: str, status: str = "complete") -> dict[str, Any]:
-    """The newest assistant message in history, once it is saved with `status`."""
-
-    async def check() -> dict[str, Any] | None:
-        reply = await api.get(f"/v1/conversations/{conversation_id}/messages", params={"limit": 5})
-        if reply.status_code == 503:
-            return None  # a dependency is restarting or busy: ask again
-        reply.raise_for_status()
-        answers = [m for m in reply.json()["data"] if m["role"] == "assistant"]
-        return answers[0] if answers and answers[0]["status"] == status else None
-
-    found: dict[str, Any] = await eventually(check, what=f"a saved {status} answer in {conversation_id}")
-    return found
-
-
-async def complete_turn(api: httpx.AsyncClient, conversation_id: str, content: str, **extra: Any) -> None:
-    """Send a message through the API and read its whole answer."""
-    async with api.stream(
-        "POST", f"/v1/conversations/{conversation_id}/messages", json={"content": content, **extra}
-    ) as reply:
-        assert reply.status_code == 200, await reply.aread()
-        async for line in reply.aiter_lines():
-            if line.startswith("event: done") or line.startswith("event: error"):
-                break
 
 
 # The screen sizes the issue names: a desktop and a phone.

@@ -14,7 +14,6 @@ The default model stays the demo.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,18 +28,8 @@ from parley_dev.fake_providers import FakeProviderServer
 from parley_dev.infra import Infra, provide
 from parley_dev.stack import Stack, StackConfig, running
 from tests.required import unavailable
+from tests.support.browser import ADA_KEY, DEV_KEY, ECHO_MODEL, FRANK_KEY, PENNY_KEY, PRICED_MODEL
 
-DEV_KEY = "pk_browser_" + secrets.token_urlsafe(18)
-FRANK_KEY = "pk_browser_frank_" + secrets.token_urlsafe(18)
-# Penny's plan has no tokens at all: every message she sends is refused (429 user_budget_exceeded).
-PENNY_KEY = "pk_browser_penny_" + secrets.token_urlsafe(18)
-# ada's conversations are only test_accessibility.py's (whose tests empty her list first and need to
-# know all of it) and test_code_and_maths.py's.
-ADA_KEY = "pk_browser_ada_" + secrets.token_urlsafe(18)
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-ECHO_MODEL = "fake-echo"
-# ECHO_MODEL's twin with a price, so that answers and estimates cost something.
-PRICED_MODEL = "fake-priced"
 # Monthly limits (the page shows what is left): the dev user's plan has room for every test
 # here many times over; frank's has no limit. Everyone else keeps the default plan.
 PLANS = {

@@ -14,7 +14,6 @@ import itertools
 import re
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,23 +21,12 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, Locator, Page, expect
 
 from parley_dev.stack import Stack
+from tests.support.browser import ADA_KEY, ECHO_MODEL, SCREENSHOTS, violations
 
 from .chat_page import ChatPage, sized_context
-from .conftest import ADA_KEY, ECHO_MODEL, SCREENSHOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-AXE = (Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js").read_text()
-# The rules axe runs: WCAG 2.0 to 2.2, A and AA, and its best practices.
-AXE_RUN = """async () => {
-  const results = await axe.run(document, {
-    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
-    resultTypes: ["violations"],
-  });
-  return results.violations.map((v) => ({
-    id: v.id, impact: v.impact, help: v.help, targets: v.nodes.map((n) => n.target.join(" ")).slice(0, 5),
-  }));
-}"""
 # How a focused control is drawn, and the colour the ring is drawn on: what is behind the control
 # (its nearest ancestor with a background), or the control's own for a ring drawn inside it.
 FOCUS_RING = """(node) => {
@@ -134,14 +122,6 @@ def accept_dialogs(page: Page) -> None:
         await dialog.accept()
 
     page.on("dialog", accept)
-
-
-async def violations(page: Page) -> list[dict[str, Any]]:
-    """axe-core's serious and critical findings on the page as it is now."""
-    if not await page.evaluate("() => typeof axe === 'object'"):
-        await page.evaluate(AXE)  # (through the DevTools protocol: the page's own CSP does not apply)
-    found: list[dict[str, Any]] = await page.evaluate(AXE_RUN)
-    return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
 async def drawer_settled(page: Page) -> None:

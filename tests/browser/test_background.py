@@ -8,8 +8,10 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from .chat_page import ChatPage, saved_answer
-from .conftest import DEV_KEY, SCREENSHOTS
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, SCREENSHOTS
+
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -7,14 +7,15 @@ import pytest
 from playwright.async_api import Page, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, PROMPT, SCREENSHOTS
+from tests.support.polling import eventually
 
-from .chat_page import ChatPage, eventually, saved_answer
-from .conftest import DEV_KEY, SCREENSHOTS
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 # Long enough that the demo model's answer (which quotes it) takes a few seconds.
-PROMPT = "Please explain, in a few friendly sentences, how streaming answers travel from the model to my screen"
 
 
 async def test_sign_in_and_watch_the_answer_stream_token_by_token(
@@ -61,9 +62,7 @@ async def test_sign_in_and_watch_the_answer_stream_token_by_token(
 
 
 async def test_stop_keeps_the_partial_answer_marked_interrupted(page: Page, api: httpx.AsyncClient) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.send(PROMPT + " (then stop)")
     await chat.wait_for_answer_text()
     await expect(page.get_by_role("button", name="Send")).to_have_count(0)  # Send is Stop meanwhile
@@ -86,9 +85,7 @@ async def test_switching_conversation_mid_stream_stops_the_answer_and_keeps_it_i
     quiet = (await api.post("/v1/conversations", json={"title": "Quiet conversation"})).json()["id"]
     cancelled: list[str] = []
     page.on("request", lambda r: cancelled.append(r.url) if r.method == "POST" and r.url.endswith("/cancel") else None)
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.send(PROMPT + " (switch away)")
     await chat.wait_for_answer_text()
     busy = await chat.current_conversation_id()

@@ -19,9 +19,11 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import saved_answer
+from tests.support.browser import ADA_KEY, ECHO_MODEL, SCREENSHOTS
+from tests.support.polling import eventually
 
-from .chat_page import ChatPage, eventually, saved_answer, sized_context
-from .conftest import ADA_KEY, ECHO_MODEL, SCREENSHOTS
+from .chat_page import ChatPage, sized_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -9,8 +9,11 @@ import httpx
 import pytest
 from playwright.async_api import Page, ViewportSize, expect
 
-from .chat_page import ChatPage, echo, eventually, saved_answer
-from .conftest import DEV_KEY, ECHO_MODEL, SCREENSHOTS
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, ECHO_MODEL, SCREENSHOTS
+from tests.support.polling import eventually
+
+from .chat_page import ChatPage, echo
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -63,9 +66,7 @@ async def test_the_composer_grows_with_its_text_up_to_a_limit(page: Page) -> Non
 
 
 async def test_send_and_stop_are_one_button_and_escape_stops_the_answer(page: Page, api: httpx.AsyncClient) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     button = page.locator("#composer").get_by_role("button", name=re.compile(r"^(Send|Stop)$"))
     await expect(button).to_have_text("Send")
     where = await button.bounding_box()
@@ -99,9 +100,7 @@ async def test_send_and_stop_are_one_button_and_escape_stops_the_answer(page: Pa
 
 async def test_jump_to_latest_appears_when_scrolled_up_during_an_answer(page: Page) -> None:
     await page.set_viewport_size({"width": 1000, "height": 560})
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.pick_model(ECHO_MODEL)
     paragraphs = "\n\n".join(f"Paragraph {n} says a few words to fill the screen." for n in range(30))
     await chat.send(echo(paragraphs, tokens_per_s=30))

@@ -14,9 +14,9 @@ from PIL import Image
 from playwright.async_api import BrowserContext, Page, Request, expect
 
 from parley_dev.stack import Stack
+from tests.support.browser import DEV_KEY, PENNY_KEY, SCREENSHOTS
 
 from .chat_page import ChatPage
-from .conftest import DEV_KEY, PENNY_KEY, SCREENSHOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -43,9 +43,7 @@ def record_writes(page: Page) -> list[str]:
 
 
 async def test_a_draft_the_estimate_refuses_cannot_be_sent_and_stays(page: Page) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     writes = record_writes(page)
     draft = "forty-five thousand characters " * 1_452  # the size of a pasted log file
     assert len(draft) > 45_000
@@ -110,9 +108,7 @@ async def test_an_image_that_did_not_upload_says_to_remove_or_retry(
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), "red").save(buffer, "PNG")
     dot.write_bytes(buffer.getvalue())
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.composer.fill("What is in this picture?")
     send = page.get_by_role("button", name="Send")
     message = page.locator("#attach-message")

@@ -11,10 +11,9 @@ from playwright.async_api import Page, expect
 
 from parley_dev.infra import free_port
 from parley_dev.stack import Stack
+from tests.support.browser import DEV_KEY, PROMPT, SCREENSHOTS
 
 from .chat_page import ChatPage
-from .conftest import DEV_KEY, SCREENSHOTS
-from .test_chat import PROMPT
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -67,9 +66,7 @@ async def test_too_many_streams_and_a_vanished_conversation_are_shown(page: Page
 
 
 async def test_an_error_event_in_the_stream_is_shown(page: Page) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     # The model list went stale: the server no longer offers what the page picked.
     await page.evaluate(
         """() => document.getElementById("model").append(new Option("retired-model", "retired-model", false, true))"""

@@ -14,9 +14,11 @@ from PIL import Image
 from playwright.async_api import BrowserContext, Page, Request, Route, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import complete_turn
+from tests.support.browser import DEV_KEY, FRANK_KEY, SCREENSHOTS
+from tests.support.polling import eventually
 
-from .chat_page import ChatPage, complete_turn, eventually
-from .conftest import DEV_KEY, FRANK_KEY, SCREENSHOTS
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -160,9 +162,7 @@ async def test_the_remaining_monthly_budget_matches_the_api_and_goes_down_after_
 
 
 async def test_an_attached_image_is_counted_in_the_estimate(page: Page, api: httpx.AsyncClient, tmp_path: Path) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     counted_requests = record_counts(page)
     draft = "What is in this picture?"
     await chat.composer.fill(draft)

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from playwright.async_api import Page, ViewportSize, expect
 
+from tests.support.browser import DEV_KEY, ECHO_MODEL, SCREENSHOTS
+
 from .chat_page import ChatPage, echo
-from .conftest import DEV_KEY, ECHO_MODEL, SCREENSHOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -93,9 +94,7 @@ def check_layout(measured: dict[str, Any], size: str) -> None:
 
 async def test_wide_code_and_tables_scroll_in_their_own_box_on_desktop_and_phone(page: Page) -> None:
     await page.set_viewport_size(DESKTOP)
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.pick_model(ECHO_MODEL)
     await chat.send(echo(WIDE))
     await chat.wait_for_status("complete")

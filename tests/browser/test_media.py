@@ -16,9 +16,11 @@ from PIL import Image
 from playwright.async_api import Page, Request, Route, expect
 
 from parley_dev.stack import Stack, origin_of
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, SCREENSHOTS
+from tests.support.polling import eventually
 
-from .chat_page import ChatPage, eventually, image_loaded, saved_answer
-from .conftest import DEV_KEY, SCREENSHOTS
+from .chat_page import ChatPage, image_loaded
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -60,9 +62,7 @@ async def test_a_large_photo_is_downscaled_and_uploads_with_visible_progress(
 ) -> None:
     photo = large_photo(tmp_path / "holiday.jpg")
     assert photo.stat().st_size > 2_000_000
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await page.evaluate(PROGRESS_RECORDER)
     cdp = await page.context.new_cdp_session(page)
     await cdp.send("Network.enable")
@@ -122,9 +122,7 @@ async def test_a_large_photo_is_downscaled_and_uploads_with_visible_progress(
 async def test_a_generated_image_is_shown_in_the_answer_and_again_after_a_reload(
     page: Page, stack: Stack, api: httpx.AsyncClient
 ) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.send("/image a red bicycle")
     await chat.wait_for_status("complete")
     picture = chat.last_answer().get_by_role("img", name="a red bicycle")

@@ -3,7 +3,6 @@ shows the conversations and messages it saved in IndexedDB; back online, it catc
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import httpx
@@ -11,37 +10,16 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import complete_turn
+from tests.support.browser import DEV_KEY, FRANK_KEY, SCREENSHOTS, database_of, saved_in_browser
+from tests.support.polling import eventually
 
-from .chat_page import ChatPage, complete_turn, eventually
-from .conftest import DEV_KEY, FRANK_KEY, SCREENSHOTS
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 OFFLINE_NOTE = "Offline — showing saved history"
 
-# Everything in one key's saved-history database (null while it does not exist yet: opening a
-# missing database here would create it without its tables).
-SAVED = """async (name) => {
-  if (!(await indexedDB.databases()).some((db) => db.name === name)) return null;
-  const db = await new Promise((resolve, reject) => {
-    const request = indexedDB.open(name);
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
-  });
-  try {
-    const names = [...db.objectStoreNames];
-    const tx = db.transaction(names);
-    const all = (store) => new Promise((resolve) => {
-      const request = tx.objectStore(store).getAll();
-      request.onsuccess = () => resolve(request.result);
-    });
-    const out = {};
-    for (const store of names) out[store] = await all(store);
-    return out;
-  } finally {
-    db.close();
-  }
-}"""
 DATABASES = "async () => (await indexedDB.databases()).map((db) => db.name)"
 # The service worker controls the page and keeps every file of the app the page loaded.
 SHELL_KEPT = """async () => {
@@ -56,10 +34,6 @@ SHELL_KEPT = """async () => {
     .map((url) => url.pathname);
   return kept.has("/") && loaded.length > 0 && loaded.every((path) => kept.has(path));
 }"""
-
-
-def database_of(key: str) -> str:
-    return "parley-history-" + hashlib.sha256(key.encode()).hexdigest()
 
 
 async def saved_texts(api: httpx.AsyncClient, conversation_id: str, want: int = 0) -> list[str]:
@@ -79,11 +53,6 @@ async def saved_texts(api: httpx.AsyncClient, conversation_id: str, want: int = 
         return texts if len(texts) >= want else None
 
     found: list[str] = await eventually(enough, what=f"{want} messages stored in {conversation_id}")
-    return found
-
-
-async def saved_in_browser(page: Page, key: str) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = await page.evaluate(SAVED, database_of(key))
     return found
 
 

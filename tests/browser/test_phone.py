@@ -8,9 +8,9 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from parley_dev.stack import Stack
+from tests.support.browser import DEV_KEY, SCREENSHOTS
 
 from .chat_page import ChatPage
-from .conftest import DEV_KEY, SCREENSHOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -7,8 +7,10 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
-from .chat_page import ChatPage, complete_turn
-from .conftest import DEV_KEY, SCREENSHOTS
+from tests.support.api import complete_turn
+from tests.support.browser import DEV_KEY, SCREENSHOTS
+
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -16,9 +16,10 @@ import pytest
 from playwright.async_api import BrowserContext, Page, Route, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, ECHO_MODEL, SCREENSHOTS
 
-from .chat_page import ChatPage, saved_answer
-from .conftest import DEV_KEY, ECHO_MODEL, SCREENSHOTS
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

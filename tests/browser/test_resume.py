@@ -9,10 +9,10 @@ import pytest
 from playwright.async_api import Page, Request, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, PROMPT, SCREENSHOTS
 
-from .chat_page import ChatPage, saved_answer
-from .conftest import DEV_KEY, SCREENSHOTS
-from .test_chat import PROMPT
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -28,9 +28,7 @@ async def test_a_dropped_connection_resumes_by_itself_without_repeating_text(
             resumed_after.append(request.headers.get("last-event-id", ""))
 
     page.on("request", on_request)
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.record()
     await chat.send(PROMPT + f" ({drop} the gateway)")
     await chat.wait_for_answer_text()
@@ -59,9 +57,7 @@ async def test_a_dropped_connection_resumes_by_itself_without_repeating_text(
 
 
 async def test_a_reload_mid_stream_picks_the_answer_up_again(page: Page, api: httpx.AsyncClient) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.send(PROMPT + " (reload now)")
     await chat.wait_for_answer_text()
     await page.reload()

@@ -10,9 +10,11 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from parley_dev.stack import Stack
+from tests.support.api import complete_turn
+from tests.support.browser import DEV_KEY, SCREENSHOTS
+from tests.support.polling import eventually
 
-from .chat_page import ChatPage, complete_turn, eventually
-from .conftest import DEV_KEY, SCREENSHOTS
+from .chat_page import ChatPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

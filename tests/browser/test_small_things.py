@@ -10,8 +10,11 @@ import httpx
 import pytest
 from playwright.async_api import Page, Request, expect
 
-from .chat_page import ChatPage, echo, eventually, image_loaded, saved_answer
-from .conftest import DEV_KEY, PRICED_MODEL, SCREENSHOTS
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, PRICED_MODEL, SCREENSHOTS
+from tests.support.polling import eventually
+
+from .chat_page import ChatPage, echo, image_loaded
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -30,9 +33,7 @@ def money(micros: int) -> str:
 async def test_costs_read_the_same_way_in_the_estimate_the_answer_and_the_budget(
     page: Page, api: httpx.AsyncClient
 ) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.pick_model(PRICED_MODEL)
     draft = echo("A priced answer, please, with a handful of words in it.")
     await chat.composer.fill(draft)
@@ -66,9 +67,7 @@ async def test_costs_read_the_same_way_in_the_estimate_the_answer_and_the_budget
 
 
 async def test_a_generated_image_answer_shows_no_media_id(page: Page, api: httpx.AsyncClient) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.send("/image a lighthouse at dusk")
     await chat.wait_for_status("complete")
     picture = chat.last_answer().get_by_role("img", name="a lighthouse at dusk")

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from .chat_page import saved_answer
-from .conftest import DEV_KEY
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 from playwright.async_api import BrowserContext, Locator, Page, expect
 
-from .chat_page import ChatPage, echo, eventually, image_loaded, saved_answer
-from .conftest import DEV_KEY, ECHO_MODEL, SCREENSHOTS
-from .test_accessibility import violations
-from .test_chat import PROMPT
-from .test_offline import database_of, saved_in_browser
+from tests.support.api import saved_answer
+from tests.support.browser import DEV_KEY, ECHO_MODEL, PROMPT, SCREENSHOTS, database_of, saved_in_browser, violations
+from tests.support.polling import eventually
+
+from .chat_page import ChatPage, echo, image_loaded
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -52,12 +52,24 @@ async def messages_in_history(api: httpx.AsyncClient, conversation_id: str) -> l
     return list(reversed(reply.json()["data"]))
 
 
+async def echo_chat(page: Page) -> ChatPage:
+    """Signed in, in a new conversation on ECHO_MODEL."""
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
+    await chat.pick_model(ECHO_MODEL)
+    return chat
+
+
+async def answered_then_regenerated(chat: ChatPage, first: str) -> None:
+    """`first` sent, echoed once, and its answer regenerated: the answer has two versions."""
+    await chat.send(echo(first, times=1, key=uuid.uuid4().hex))
+    await chat.wait_for_status("complete")
+    await button(chat.last_answer(), "Regenerate").click()
+    await expect(switcher(chat.last_answer())).to_have_accessible_name("Version 2 of 2")
+
+
 async def test_copy_puts_the_message_as_written_on_the_clipboard(page: Page, context: BrowserContext) -> None:
     await context.grant_permissions(["clipboard-read", "clipboard-write"])
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     written = "Two things:\n\n- **bold** first\n- `code` second"
     await chat.send(echo(written))
     await chat.wait_for_status("complete")
@@ -79,10 +91,7 @@ async def test_copy_works_without_the_clipboard_api(page: Page, context: Browser
     await context.add_init_script(
         "document.addEventListener('copy', () => { window.__copied = String(document.getSelection()); });"
     )
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     await chat.send(echo("Copied by hand, line one.\nLine two."))
     await chat.wait_for_status("complete")
     copy = copy_button(chat.last_answer())
@@ -93,10 +102,7 @@ async def test_copy_works_without_the_clipboard_api(page: Page, context: Browser
 
 
 async def test_regenerate_makes_a_new_version_and_the_switcher_shows_either(page: Page, api: httpx.AsyncClient) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     # Echoed the first time only: the regenerated answer is the model's own (other) words.
     first = "Version one of the answer."
     await chat.send(echo(first, times=1, key=uuid.uuid4().hex))
@@ -157,15 +163,9 @@ async def test_a_reload_while_an_answer_is_regenerated_picks_it_up(page: Page) -
 async def test_a_version_picked_on_another_device_shows_here(
     page: Page, context: BrowserContext, api: httpx.AsyncClient
 ) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     first = "The version another device picks."
-    await chat.send(echo(first, times=1, key=uuid.uuid4().hex))
-    await chat.wait_for_status("complete")
-    await button(chat.last_answer(), "Regenerate").click()
-    await expect(switcher(chat.last_answer())).to_have_accessible_name("Version 2 of 2")
+    await answered_then_regenerated(chat, first)
     conversation = await chat.current_conversation_id()
     versions = (await messages_in_history(api, conversation))[1]["versions"]
     assert versions["count"] == 2, versions
@@ -183,10 +183,7 @@ async def test_a_version_picked_on_another_device_shows_here(
 async def test_edit_and_send_again_makes_a_new_version_of_the_message_and_its_answer(
     page: Page, api: httpx.AsyncClient
 ) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     before = echo("The first wording of my question.")
     await chat.send(before)
     await chat.wait_for_status("complete")
@@ -252,9 +249,7 @@ async def test_a_stopped_answer_continues_in_the_same_message(page: Page, api: h
 
 
 async def test_a_model_that_cannot_continue_offers_regenerate(page: Page) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
+    chat = await ChatPage.in_new_chat(page, DEV_KEY)
     await chat.pick_model(ECHO_MODEL)  # an OpenAI-style provider: it cannot go on from a partial answer
     await chat.send(echo("Cut short at the length limit.", finish_reason="length", times=1, key=uuid.uuid4().hex))
     await chat.wait_for_status("complete")
@@ -273,10 +268,7 @@ async def test_a_model_that_cannot_continue_offers_regenerate(page: Page) -> Non
 
 
 async def test_a_failed_answer_offers_regenerate(page: Page) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     await chat.send(echo("Refused once by the provider.", status=400, times=1, key=uuid.uuid4().hex))
     await chat.wait_for_status("failed")
     await expect(button(chat.last_answer(), "Continue")).to_have_count(0)  # nothing to go on from
@@ -294,10 +286,7 @@ def small_photo(path: Path) -> Path:
 
 
 async def test_attached_images_show_again_after_a_reload(page: Page, tmp_path: Path) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     await chat.attach(small_photo(tmp_path / "teal.png"))
     await expect(chat.attachments().first).to_contain_text("Uploaded")
     await chat.send(echo("What colour is this?"))
@@ -327,15 +316,9 @@ async def test_attached_images_show_again_after_a_reload(page: Page, tmp_path: P
 async def test_saved_history_offline_shows_the_current_version(
     page: Page, context: BrowserContext, api: httpx.AsyncClient
 ) -> None:
-    chat = ChatPage(page)
-    await chat.sign_in(DEV_KEY)
-    await chat.new_chat()
-    await chat.pick_model(ECHO_MODEL)
+    chat = await echo_chat(page)
     first = "The answer I will want offline."
-    await chat.send(echo(first, times=1, key=uuid.uuid4().hex))
-    await chat.wait_for_status("complete")
-    await button(chat.last_answer(), "Regenerate").click()
-    await expect(switcher(chat.last_answer())).to_have_accessible_name("Version 2 of 2")
+    await answered_then_regenerated(chat, first)
     await button(chat.last_answer(), "Previous version of this answer").click()
     await expect(chat.last_answer().locator(".text")).to_have_text(first)
     conversation = await chat.current_conversation_id()

@@ -4,7 +4,6 @@ engine its tests skip, or fail under PARLEY_REQUIRE."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -12,11 +11,7 @@ import pytest
 from parley_dev import images
 from parley_dev.infra import docker_available, docker_endpoints
 from tests.required import unavailable
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import docker
-    from docker.errors import ImageNotFound
+from tests.support.containers import ImageNotFound, docker
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import docker
+from tests.support.containers import docker
 
 
 def run_to_exit(

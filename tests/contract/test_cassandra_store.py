@@ -26,8 +26,7 @@ from parley_history.cassandra_migrations import load_migrations, migrate, pendin
 from parley_history.cassandra_session import CassandraSession, StoreFailure
 from parley_history.cassandra_store import CassandraHistoryStore
 from parley_history.store import MAX_PAGE_BYTES
-
-from .conftest import BUCKET_MS, CassandraTarget, TestClock, config_for, open_cassandra_store
+from tests.support.history_stores import BUCKET_MS, CassandraTarget, TestClock, config_for, open_cassandra_store
 
 pytestmark = pytest.mark.usefixtures("cassandra")
 

@@ -14,8 +14,7 @@ from parley_common.errors import Unavailable
 from parley_dev.cassandra import CassandraNode, LocalCassandra, java_binary
 from parley_dev.infra import InfraUnavailable
 from parley_history.cassandra_session import CassandraConfig, CassandraSession
-
-from ..required import unavailable
+from tests.required import unavailable
 
 PASSWORD = "parley-test"
 

@@ -11,8 +11,7 @@ from parley.v1 import chat_pb2, history_pb2
 from parley_common.context.prompt import MAX_CONTEXT_MESSAGES, stored_message_tokens
 from parley_history.grpc_api import HistoryServicer
 from parley_history.store import HistoryStore
-
-from .conftest import BUCKET_MS
+from tests.support.history_stores import BUCKET_MS
 
 START_MS = 1_700_000_000_000
 

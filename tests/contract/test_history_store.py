@@ -7,8 +7,7 @@ import pytest
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import InvalidRequest, NotFound
 from parley_history.store import HistoryStore, encode_cursor
-
-from .conftest import BUCKET_MS, TestClock
+from tests.support.history_stores import BUCKET_MS, TestClock
 
 DONE = history_pb2.MESSAGE_STATUS_COMPLETE
 INTERRUPTED = history_pb2.MESSAGE_STATUS_INTERRUPTED

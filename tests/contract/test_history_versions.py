@@ -8,8 +8,7 @@ import pytest
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.errors import NotFound
 from parley_history.store import HistoryStore
-
-from .conftest import BUCKET_MS
+from tests.support.history_stores import BUCKET_MS
 
 DONE = history_pb2.MESSAGE_STATUS_COMPLETE
 INTERRUPTED = history_pb2.MESSAGE_STATUS_INTERRUPTED

@@ -4,11 +4,8 @@ server (a real HTTP process), which records every prompt it was sent."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,26 +14,21 @@ import pytest
 
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from ..unit.test_media_images import photo_jpeg
-from .conftest import provider_calls
-from .sse import Frame, frames, read_all, text_of
+from parley_dev.stack import Stack
+from tests.support.api import api_client, provider_calls, stored_message
+from tests.support.media import photo_jpeg
+from tests.support.models import PRICES, demo_model, model
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames, read_all, text_of
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_versions_" + secrets.token_urlsafe(12)
 MALLORY = "pk_test_mallory_" + secrets.token_urlsafe(12)
 
 
 def registry(fake_url: str) -> dict[str, Any]:
-    def model(provider: str, upstream: str) -> dict[str, Any]:
-        return {
-            "provider": provider,
-            "upstream_model": upstream,
-            "context_window": 100_000,
-            "max_output_tokens": 4000,
-            "input_price_per_mtok": 1.0,
-            "output_price_per_mtok": 2.0,
-        }
+    def priced(provider: str, upstream: str) -> dict[str, Any]:
+        return model(provider, upstream, context_window=100_000, max_output_tokens=4000, **PRICES)
 
     return {
         "default_model": "gpt",
@@ -50,28 +42,24 @@ def registry(fake_url: str) -> dict[str, Any]:
             "plain": {"kind": "openai", "base_url": f"{fake_url}/v1"},
         },
         "models": {
-            "demo": {**model("demo", "parley-demo-1"), "input_price_per_mtok": 0, "output_price_per_mtok": 0},
-            "gpt": model("openai", "gpt-test"),
-            "claude": model("anthropic", "claude-test"),
-            "gemini": model("gemini", "gemini-test"),
-            "plain": model("plain", "plain-test"),
+            "demo": demo_model(context_window=100_000, max_output_tokens=4000),
+            "gpt": priced("openai", "gpt-test"),
+            "claude": priced("anthropic", "claude-test"),
+            "gemini": priced("gemini", "gemini-test"),
+            "plain": priced("plain", "plain-test"),
         },
     }
 
 
 @pytest.fixture(scope="module")
 async def vstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    workdir = tmp_path_factory.mktemp("versions-stack")
-    models_file = workdir / "models.json"  # JSON is YAML
-    models_file.write_text(json.dumps(registry(fake)))
-    config = StackConfig(
-        infra=infra,
-        namespace="tv" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key=KEY,
-        extra_env={
+    config = stack_config(
+        infra,
+        tmp_path_factory.mktemp("versions-stack"),
+        "tv",
+        KEY,
+        {
             "PARLEY_API_KEYS": f'{{"mallory": "{MALLORY}"}}',
-            "PARLEY_MODELS_FILE": str(models_file),
             "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "plain"]',
             "PARLEY_PROVIDER_API_KEYS": json.dumps(
                 {"openai": "sk-test-openai", "anthropic": "sk-ant-test", "gemini": "g-test-key", "plain": "sk-p"}
@@ -81,25 +69,21 @@ async def vstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
             # Every answer from the provider: a repeated prompt is not served from the cache.
             "PARLEY_RESPONSE_CACHE_TTL_S": "0",
         },
+        registry=registry(fake),
     )
-    async with running(config) as stack:
+    async with own_stack(config) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), stack.exit_codes
 
 
 @pytest.fixture
 async def api(vstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=vstack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(vstack.base_url, KEY) as client:
         yield client
 
 
 @pytest.fixture
 async def mallory(vstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=vstack.base_url, headers={"Authorization": f"Bearer {MALLORY}"}, timeout=30
-    ) as client:
+    async with api_client(vstack.base_url, MALLORY) as client:
         yield client
 
 
@@ -119,13 +103,14 @@ async def new_conversation(api: httpx.AsyncClient) -> str:
 
 async def path_of(api: httpx.AsyncClient, conversation: str, leaf: str, status: str = "") -> list[dict[str, Any]]:
     """The current path (oldest first), once its leaf is `leaf` (answers are stored from the bus)."""
-    deadline = time.monotonic() + 20
-    while True:
+
+    async def ended() -> list[dict[str, Any]] | None:
         data = (await api.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
         if data and data[0]["id"] == leaf and (not status or data[0]["status"] == status):
             return list(reversed(data))
-        assert time.monotonic() < deadline, f"the path never ended at {leaf}: {[m['id'] for m in data]}"
-        await asyncio.sleep(0.05)
+        return None
+
+    return await eventually(ended, 20, f"the path ending at {leaf}")
 
 
 def prompt_texts(call: dict[str, Any]) -> list[tuple[str, str]]:
@@ -225,17 +210,6 @@ async def test_edit_and_resend_makes_a_version_of_the_question_and_a_new_answer(
     assert mine[-1]["type"] == "conversation.updated" and mine[-1]["current_message_id"] == second
 
 
-async def wait_stored(api: httpx.AsyncClient, conversation: str, message_id: str, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        data = (await api.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
-        found = [m for m in data if m["id"] == message_id and m["status"] == status]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"{message_id} never became {status}: {data}"
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("model", ["gpt", "claude", "gemini"])
 async def test_an_interrupted_answer_is_continued_into_the_same_message_exactly_once(
     api: httpx.AsyncClient, seen: httpx.AsyncClient, model: str
@@ -263,7 +237,7 @@ async def test_an_interrupted_answer_is_continued_into_the_same_message_exactly_
                 asked = True
             if frame.event in ("done", "error"):
                 break
-    stored = await wait_stored(api, conversation, answer_id, "interrupted")
+    stored = await stored_message(api, conversation, answer_id, ("interrupted",))
     shown = stored["content"]
     assert shown and full.startswith(shown) and shown != full
     rid, more = await streamed(
@@ -275,7 +249,7 @@ async def test_an_interrupted_answer_is_continued_into_the_same_message_exactly_
     # The provider was asked to go on from the shown text, in its own wire format.
     call = (await provider_calls(seen))[-1]
     assert call["format"] == {"gpt": "openai", "claude": "anthropic", "gemini": "gemini"}[model]
-    done = await wait_stored(api, conversation, answer_id, "complete")
+    done = await stored_message(api, conversation, answer_id, ("complete",))
     assert done["content"] == shown + new_text == full
     # The same request again attaches to the same response and appends nothing.
     _, again = await streamed(
@@ -296,17 +270,17 @@ async def test_a_length_stopped_answer_continues_and_a_provider_that_cannot_says
     question = "Describe the mountains in spring"
     answer_id, got = await streamed(api, base, {"content": question, "model": "claude", "max_output_tokens": 3})
     assert got[-1].data["finish_reason"] == "length"
-    stored = await wait_stored(api, conversation, answer_id, "complete")
+    stored = await stored_message(api, conversation, answer_id, ("complete",))
     assert stored["finish_reason"] == "length"
     _, more = await streamed(api, f"{base}/{answer_id}/continue", {})
-    done = await wait_stored(api, conversation, answer_id, "complete")
+    done = await stored_message(api, conversation, answer_id, ("complete",))
     assert done["content"] == stored["content"] + text_of(more) == "".join(answer_tokens(question))
     assert done["finish_reason"] == "stop"
     plain = await new_conversation(api)
     cut, _ = await streamed(
         api, f"/v1/conversations/{plain}/messages", {"content": question, "model": "plain", "max_output_tokens": 2}
     )
-    await wait_stored(api, plain, cut, "complete")
+    await stored_message(api, plain, cut, ("complete",))
     refused = await api.post(f"/v1/conversations/{plain}/messages/{cut}/continue", json={})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "continue_unsupported"
 
@@ -351,7 +325,7 @@ async def test_switching_versions_waits_for_the_answer_streaming_in_the_conversa
                 assert refused.status_code == 409 and refused.json()["error"]["code"] == "turn_in_progress"
                 assert (await api.post(f"/v1/responses/{streaming}/cancel")).status_code in (200, 202)
                 break
-    await wait_stored(api, conversation, streaming, "interrupted")
+    await stored_message(api, conversation, streaming, ("interrupted",))
     switched = await api.put(f"/v1/conversations/{conversation}/current", json={"message_id": first})
     assert switched.status_code == 200 and switched.json()["current_message_id"] == first
 

@@ -17,14 +17,16 @@ import pytest
 from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
-from parley_common.budgets.providers import ProviderBudget
+from parley_common.budgets.providers import BucketState, ProviderBudget
 from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT
 from parley_common.context.tokens import counter_for
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig
-
-from .conftest import cache_entries, provider_calls
-from .sse import Frame, frames, read_all, text_of
+from parley_dev.stack import Stack
+from tests.support.api import api_client, cache_entries, provider_calls, stored_messages
+from tests.support.models import demo_model, model
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames, read_all, text_of
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_budgets_" + secrets.token_urlsafe(12)
 CAROL_KEY = "pk_test_carol_" + secrets.token_urlsafe(12)
@@ -34,28 +36,14 @@ TINY_TOKENS = 2100
 
 def registry(fake_url: str) -> dict[str, Any]:
     def fake_model(upstream: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "provider": "openai",
-            "upstream_model": upstream,
-            "context_window": 16_000,
-            "max_output_tokens": 2000,
-            "input_price_per_mtok": 2.0,
-            "output_price_per_mtok": 10.0,
-            **extra,
-        }
+        options = {"context_window": 16_000, "max_output_tokens": 2000, **extra}
+        return model("openai", upstream, input_price_per_mtok=2.0, output_price_per_mtok=10.0, **options)
 
     return {
         "default_model": "demo",
         "providers": {"demo": {"kind": "demo"}, "openai": {"kind": "openai", "base_url": f"{fake_url}/v1"}},
         "models": {
-            "demo": {
-                "provider": "demo",
-                "upstream_model": "parley-demo-1",
-                "context_window": 8192,
-                "max_output_tokens": 1024,
-                "input_price_per_mtok": 0,
-                "output_price_per_mtok": 0,
-            },
+            "demo": demo_model(),
             "fake": fake_model("fake-test"),
             "fake-mini": fake_model("mini-test"),
             # One request at a time: each reserves its prompt and 2,000 output tokens.
@@ -74,48 +62,31 @@ def registry(fake_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def bstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    workdir = tmp_path_factory.mktemp("budget-stack")
-    models_file = workdir / "models.json"  # JSON is YAML
-    models_file.write_text(json.dumps(registry(fake)))
-    stack = Stack(
-        StackConfig(
-            infra=infra,
-            namespace="tq" + uuid.uuid4().hex[:10],
-            workdir=workdir,
-            dev_api_key=KEY,
-            extra_env={
-                "PARLEY_MODELS_FILE": str(models_file),
-                "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
-                "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
-                "PARLEY_API_KEYS": json.dumps({"carol": CAROL_KEY}),
-                # Room for one turn on "fake" (its prompt and 2,000 tokens of answer), not two.
-                "PARLEY_PLANS": json.dumps(
-                    {
-                        "default": {"monthly_tokens": 10_000_000},
-                        "tiny": {"monthly_tokens": TINY_TOKENS, "monthly_cost_micros": 50_000},
-                    }
-                ),
-                "PARLEY_USER_PLANS": json.dumps({"carol": "tiny"}),
-                "PARLEY_BUDGET_MAX_WAIT_S": str(MAX_WAIT_S),
-                "PARLEY_BUDGET_POLL_S": "0.05",
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
-                "PARLEY_DEMO_TOKENS_PER_S": "200",
-                "PARLEY_HEARTBEAT_S": "1",
-            },
-        )
-    )
-    try:
-        await stack.start()
-    except Exception:
-        await stack.stop()
-        raise
-    yield stack
-    codes = await stack.stop()
-    assert all(code == 0 for code in codes.values()), codes
+    env = {
+        "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
+        "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
+        "PARLEY_API_KEYS": json.dumps({"carol": CAROL_KEY}),
+        # Room for one turn on "fake" (its prompt and 2,000 tokens of answer), not two.
+        "PARLEY_PLANS": json.dumps(
+            {
+                "default": {"monthly_tokens": 10_000_000},
+                "tiny": {"monthly_tokens": TINY_TOKENS, "monthly_cost_micros": 50_000},
+            }
+        ),
+        "PARLEY_USER_PLANS": json.dumps({"carol": "tiny"}),
+        "PARLEY_BUDGET_MAX_WAIT_S": str(MAX_WAIT_S),
+        "PARLEY_BUDGET_POLL_S": "0.05",
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
+        "PARLEY_DEMO_TOKENS_PER_S": "200",
+        "PARLEY_HEARTBEAT_S": "1",
+    }
+    config = stack_config(infra, tmp_path_factory.mktemp("budget-stack"), "tq", KEY, env, registry(fake))
+    async with own_stack(config) as stack:
+        yield stack
 
 
 def client_for(stack: Stack, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return api_client(stack.base_url, key)
 
 
 @pytest.fixture
@@ -200,13 +171,12 @@ async def test_a_user_whose_budget_cannot_cover_a_turn_gets_429_and_the_provider
         first = await turn(carol, 'my one question this month [[fake {"tokens": 100}]]', "fake")
         assert first[-1].event == "done"
         used = sum(next(f for f in first if f.event == "usage").data[k] for k in ("input_tokens", "output_tokens"))
+
         # Usage is charged when the answer completes: wait until it shows.
-        deadline = time.monotonic() + 15
-        while (remaining := (await carol.get("/v1/models")).headers["x-budget-tokens-remaining"]) != str(
-            TINY_TOKENS - used
-        ):
-            assert time.monotonic() < deadline, f"usage never charged ({remaining} left)"
-            await asyncio.sleep(0.05)
+        async def charged() -> bool:
+            return (await carol.get("/v1/models")).headers["x-budget-tokens-remaining"] == str(TINY_TOKENS - used)
+
+        await eventually(charged, 15, f"usage charged ({TINY_TOKENS - used} left)")
         calls_before = len(await provider_calls(seen))
         conversation = await new_conversation(carol)
         # What is left no longer covers a turn's worst case: its prompt and 2,000 tokens of answer.
@@ -228,6 +198,8 @@ async def test_a_user_whose_budget_cannot_cover_a_turn_gets_429_and_the_provider
         picture = await carol.post("/v1/images/generations", json={"prompt": "a cat on a mat", "n": 2})
         assert picture.status_code == 429 and picture.json()["error"]["code"] == "user_budget_exceeded"
         assert "micro-dollars" in picture.json()["error"]["message"]
+        # Nothing marks a call that never happens: a refused request that leaked through would
+        # reach the fake provider within this time.
         await asyncio.sleep(0.3)
         assert len(await provider_calls(seen)) == calls_before, "nothing reached a provider"
         stored = (await carol.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
@@ -252,10 +224,7 @@ async def test_token_counts_before_sending_match_the_assembled_context(api: http
         "POST", f"/v1/conversations/{conversation}/messages", json={"content": "hello there", "model": "demo"}
     ) as r:
         answer = text_of(await read_all(r))
-    deadline = time.monotonic() + 10
-    while len((await api.get(f"/v1/conversations/{conversation}/messages")).json()["data"]) < 2:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await stored_messages(api, conversation, 2)
     reply = await api.post(
         "/v1/tokens/count", json={"conversation_id": conversation, "content": "and what next?", "model": "demo"}
     )
@@ -305,7 +274,7 @@ async def test_a_long_conversation_is_trimmed_to_the_window_newest_turns_kept(
 
 
 async def test_a_deterministic_request_is_answered_from_the_cache_without_a_provider_call(
-    bstack: Stack, infra: Infra, api: httpx.AsyncClient, seen: httpx.AsyncClient
+    bstack: Stack, api: httpx.AsyncClient, seen: httpx.AsyncClient
 ) -> None:
     body = {
         "model": "fake",
@@ -315,14 +284,15 @@ async def test_a_deterministic_request_is_answered_from_the_cache_without_a_prov
             {"role": "user", "content": "cache me " + uuid.uuid4().hex},
         ],
     }
-    before = await cache_entries(bstack, infra)
+    before = await cache_entries(bstack)
     first = await api.post("/v1/chat/completions", json=body)
     assert first.status_code == 200, first.text
     assert len(await provider_calls(seen)) == 1
-    deadline = time.monotonic() + 10
-    while await cache_entries(bstack, infra) == before:  # filled when the answer's completion is processed
-        assert time.monotonic() < deadline, "the cache was never filled"
-        await asyncio.sleep(0.05)
+
+    async def filled() -> bool:  # when the answer's completion is processed
+        return await cache_entries(bstack) > before
+
+    await eventually(filled, 10, "an answer in the cache")
 
     second = await api.post("/v1/chat/completions", json=body)
     assert second.status_code == 200, second.text
@@ -338,8 +308,7 @@ async def test_a_deterministic_request_is_answered_from_the_cache_without_a_prov
     assert replayed[0].data["cached"] is True and replayed[2].data["cost_micros"] == 0
 
     async with api.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
-        chunks = [line async for line in r.aiter_lines() if line.startswith("data: {")]
-    streamed = "".join(json.loads(c[6:])["choices"][0]["delta"].get("content", "") for c in chunks)
+        streamed = text_of([frame async for frame in frames(r)])
     assert streamed == content and len(await provider_calls(seen)) == 1
 
     creative = await api.post("/v1/chat/completions", json={**body, "temperature": 0.7})
@@ -362,10 +331,12 @@ async def test_a_fallback_model_is_budgeted_like_a_first_choice(
         # The answer's usage is counted against the model that gave it (once its completion is
         # settled, after the stream ends); the model that was overloaded keeps nothing reserved.
         used = usage["input_tokens"] + usage["output_tokens"]
-        deadline = time.monotonic() + 10
-        while (spare := await budget.state("spare")).tokens != used:
-            assert time.monotonic() < deadline, f"the spare model's budget holds {spare.tokens}, not {used}"
-            await asyncio.sleep(0.05)
+
+        async def counted() -> BucketState | None:
+            spare = await budget.state("spare")
+            return spare if spare.tokens == used else None
+
+        spare = await eventually(counted, 10, f"{used} tokens in the spare model's budget")
         assert spare.requests == 1
         # The overloaded provider got the request and counted it: it keeps its place, with its
         # prompt's tokens (the answer's reserve went back).

@@ -35,10 +35,12 @@ from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT
 from parley_common.context.window import counter_for_model
 from parley_common.models import ModelRegistry
 from parley_dev.infra import Infra, free_port
-from parley_dev.stack import Stack, StackConfig
-
-from .conftest import provider_calls
-from .sse import Frame, frames
+from parley_dev.stack import Stack
+from tests.support.api import provider_calls
+from tests.support.models import model
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_hold_" + secrets.token_urlsafe(12)
 DANA_KEY = "pk_test_dana_" + secrets.token_urlsafe(12)
@@ -51,17 +53,6 @@ FAULTY_RPM = 3
 
 
 def registry(fake_url: str) -> dict[str, Any]:
-    def model(provider: str, upstream: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "provider": provider,
-            "upstream_model": upstream,
-            "context_window": 8192,
-            "max_output_tokens": 1024,
-            "input_price_per_mtok": 0,
-            "output_price_per_mtok": 0,
-            **extra,
-        }
-
     return {
         "default_model": "demo",
         "providers": {"demo": {"kind": "demo"}, "openai": {"kind": "openai", "base_url": f"{fake_url}/v1"}},
@@ -93,45 +84,28 @@ class Stacks:
 
 @pytest.fixture(scope="module")
 async def hstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stacks]:
-    workdir = tmp_path_factory.mktemp("hold-stack")
     models = registry(fake)
-    models_file = workdir / "models.json"  # JSON is YAML
-    models_file.write_text(json.dumps(models))
     # Five of Dana's turns fit, and half of a sixth.
     plan_tokens = 5 * race_worst_case(models) + race_worst_case(models) // 2
-    stack = Stack(
-        StackConfig(
-            infra=infra,
-            namespace="th" + uuid.uuid4().hex[:10],
-            workdir=workdir,
-            dev_api_key=KEY,
-            extra_env={
-                "PARLEY_MODELS_FILE": str(models_file),
-                "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
-                "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
-                "PARLEY_API_KEYS": json.dumps({"dana": DANA_KEY, "burst": BURST_KEY}),
-                "PARLEY_PLANS": json.dumps({"default": {}, "five": {"monthly_tokens": plan_tokens}}),
-                "PARLEY_USER_PLANS": json.dumps({"dana": "five"}),
-                # One client sends the whole burst (the budget settings stay the defaults).
-                "PARLEY_MAX_STREAMS_PER_USER": str(BURST + 10),
-                "PARLEY_REQUESTS_PER_MINUTE": "100000",
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
-                "PARLEY_DEMO_TOKENS_PER_S": "400",
-            },
-        )
-    )
+    env = {
+        "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
+        "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
+        "PARLEY_API_KEYS": json.dumps({"dana": DANA_KEY, "burst": BURST_KEY}),
+        "PARLEY_PLANS": json.dumps({"default": {}, "five": {"monthly_tokens": plan_tokens}}),
+        "PARLEY_USER_PLANS": json.dumps({"dana": "five"}),
+        # One client sends the whole burst (the budget settings stay the defaults).
+        "PARLEY_MAX_STREAMS_PER_USER": str(BURST + 10),
+        "PARLEY_REQUESTS_PER_MINUTE": "100000",
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
+        "PARLEY_DEMO_TOKENS_PER_S": "400",
+    }
+    config = stack_config(infra, tmp_path_factory.mktemp("hold-stack"), "th", KEY, env, models)
     second = free_port()
-    try:
-        await stack.start()
+    async with own_stack(config) as stack:
         stack.start_service("gateway", port=second)
         stack.start_service("orchestrator", replica="b")
         await stack.wait_ready(gateway_url=f"http://127.0.0.1:{second}")
-    except BaseException:
-        await stack.stop()
-        raise
-    yield Stacks(stack, [stack.base_url, f"http://127.0.0.1:{second}"], plan_tokens)
-    codes = await stack.stop()
-    assert all(code == 0 for code in codes.values()), codes
+        yield Stacks(stack, [stack.base_url, f"http://127.0.0.1:{second}"], plan_tokens)
 
 
 @pytest.fixture
@@ -193,13 +167,6 @@ async def send(api: httpx.AsyncClient, conversation: str, body: dict[str, Any], 
             if frame.event in ("done", "error"):
                 break
     return seen
-
-
-async def eventually(check: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 def most_in_a_minute(times: list[float]) -> int:

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from parley_common.budgets.providers import Admission, BudgetLimits, ProviderBudget, send_entry
-from parley_common.budgets.users import MonthlyUsage, PlanLimits, UserBudgets
+from parley_common.budgets.providers import Admission, BucketState, BudgetLimits, ProviderBudget, send_entry
+from parley_common.budgets.users import MonthlyUsage, PlanLimits, ResponseRecord, UserBudgets
 from parley_common.errors import RateLimited
 from parley_dev.infra import Infra
+from tests.support.polling import eventually
 
 PROCESSES = 4
 PER_PROCESS = 50
@@ -114,10 +115,12 @@ async def test_reservations_leave_with_the_window(redis: Redis) -> None:
         assert (await budget.acquire("m", limits, rid, "ann", TOKENS)).admitted
     assert await budget.reconcile("m", "b", 7)
     # Once the window has slid past them, nothing at all is held.
-    deadline = time.monotonic() + 10
-    while (state := await budget.state("m")).requests:
-        assert time.monotonic() < deadline, "reservations outlived their window"
-        await asyncio.sleep(0.1)
+
+    async def empty() -> BucketState | None:
+        state = await budget.state("m")
+        return state if not state.requests else None
+
+    state = await eventually(empty, 10, "no reservation left once the window passed", interval_s=0.1)
     assert (state.requests, state.tokens, state.waiting) == (0, 0, 0)
     assert await redis.hlen(f"{budget.prefix('m')}:tok") == 0
 
@@ -158,7 +161,7 @@ async def test_the_wait_estimate_follows_the_window(redis: Redis) -> None:
     budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=30)
     limits = BudgetLimits(requests_per_minute=2, tokens_per_minute=None)
     assert (await budget.acquire("m", limits, "r1", "ann", 1)).admitted
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # r2 enters the window 300 ms after r1: the gap the estimates show
     assert (await budget.acquire("m", limits, "r2", "ann", 1)).admitted
     started = time.monotonic()
     first = await budget.acquire("m", limits, "r3", "bob", 1)
@@ -198,7 +201,7 @@ async def test_the_wait_estimate_counts_down_to_each_place_however_deep_in_the_q
     budget = ProviderBudget(redis, "tb" + uuid.uuid4().hex[:10], window_s=60)
     limits = BudgetLimits(requests_per_minute=2, tokens_per_minute=None)
     assert (await budget.acquire("m", limits, "r1", "ann", 1)).admitted
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # r1 and r2 enter the window at two distinct moments
     assert (await budget.acquire("m", limits, "r2", "ann", 1)).admitted
     first, second = await counted_from(redis, budget, "m", "r1"), await counted_from(redis, budget, "m", "r2")
     waiters = [f"w{i}" for i in range(1, 6)]
@@ -216,14 +219,14 @@ async def test_the_wait_estimate_counts_down_to_each_place_however_deep_in_the_q
         assert expected[rid] - after - 1 <= admission.wait_ms <= expected[rid] - before + 1, rid
     # Asked again later, the deepest estimate has counted down by the time that passed.
     earlier = await budget.acquire("m", limits, "w5", "bob", 1)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # the time the estimate must count down by
     later = await budget.acquire("m", limits, "w5", "bob", 1)
     assert earlier.wait_ms - 700 <= later.wait_ms <= earlier.wait_ms - 450
 
     # Tokens per minute: the places free as the tokens that held them leave.
     tokens = BudgetLimits(requests_per_minute=None, tokens_per_minute=300)
     assert (await budget.acquire("t", tokens, "a", "ann", 100)).admitted
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # a and b enter the window at two distinct moments
     assert (await budget.acquire("t", tokens, "b", "ann", 200)).admitted
     a_at, b_at = await counted_from(redis, budget, "t", "a"), await counted_from(redis, budget, "t", "b")
     for rid in ("x1", "x2"):
@@ -264,12 +267,12 @@ async def test_every_request_sent_counts_until_its_window_passes_and_only_unsent
     for rid in ("sent", "slow", "never"):
         assert (await budget.acquire("m", limits, rid, "ann", 500)).admitted
     granted = await counted_from(redis, budget, "m", "sent")
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # so that "sent" is sent a measurable time after its place was granted
     for rid in ("sent", "slow"):
         assert (await budget.acquire("m", limits, rid, "ann", 500, send_of=rid)).admitted
         assert await budget.sends("m", rid) == 1
     assert await counted_from(redis, budget, "m", "sent") > granted, "counted from when it was sent"
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # so that "slow" is answered a measurable time after it was sent
     sent_at = await counted_from(redis, budget, "m", "slow")
     await budget.answered("m", "slow", 500)
     assert await counted_from(redis, budget, "m", "slow") > sent_at, "and then from when the provider answered"
@@ -346,8 +349,66 @@ async def test_a_hold_nobody_settles_is_given_back_in_time(redis: Redis) -> None
     with pytest.raises(RateLimited) as refused:
         await budgets.hold("ann", "r2", 1, 0)
     assert refused.value.code == "user_budget_exceeded" and "other answers" in refused.value.message
-    assert refused.value.headers["Retry-After"] == "5"
+    assert refused.value.retry_after_s == 5
     assert (await budgets.status("ann")).tokens_remaining == 0
     await asyncio.sleep(1.1)  # r1's process died: nobody settles it
     assert (await budgets.status("ann")).tokens_remaining == 100
     await budgets.hold("ann", "r2", 100, 0)
+
+
+async def test_a_turns_hold_writes_its_record_and_reads_its_cancel_flag_and_stays_exact_under_concurrency(
+    infra: Infra,
+) -> None:
+    namespace = "tb" + uuid.uuid4().hex[:10]
+    plan = {"small": PlanLimits(monthly_tokens=550), "open": PlanLimits()}
+    clients = [Redis.from_url(infra.redis_url) for _ in range(4)]
+    try:
+        ledgers = [UserBudgets(MonthlyUsage(client, namespace), plan, {"bob": "open"}, "small") for client in clients]
+        usage = ledgers[0].usage
+
+        def record(user: str, rid: str, reserved: int = 0) -> ResponseRecord:
+            fields: dict[str, str | int] = {"model": "m", "prompt_tokens": 7, "reserved": reserved, "cache_key": ""}
+            return ResponseRecord(usage.record_key("job-record", user, rid), fields, 60)
+
+        async def hold(i: int) -> bool:
+            try:
+                flag = await ledgers[i % 4].hold_unless(
+                    f"{namespace}:cancelled:r{i}", "ann", f"r{i}", 100, 0, record=record("ann", f"r{i}")
+                )
+            except RateLimited:
+                return False
+            assert flag is None
+            return True
+
+        # Forty turns at once over four connections: exactly five worst cases of 100 fit 550, and
+        # only the turns held have a record.
+        held = await asyncio.gather(*(hold(i) for i in range(40)))
+        admitted = [f"r{i}" for i, ok in enumerate(held) if ok]
+        assert len(admitted) == 5
+        for i in range(40):
+            assert bool(await clients[0].exists(usage.record_key("job-record", "ann", f"r{i}"))) == held[i]
+        # A cancelled turn is refused nothing: the caller ends it as cancelled.
+        await clients[0].set(f"{namespace}:cancelled:late", "user")
+        assert await ledgers[0].hold_unless(f"{namespace}:cancelled:late", "ann", "late", 100, 0) == b"user"
+        # A plan without limits holds nothing but still writes the record.
+        assert (
+            await ledgers[1].hold_unless(f"{namespace}:cancelled:b1", "bob", "b1", 10**9, 0, record=record("bob", "b1"))
+            is None
+        )
+        assert await clients[0].hget(usage.record_key("job-record", "bob", "b1"), "prompt_tokens") == b"7"
+        # The completion charges once and takes the record with it, unless something still needs it.
+        first, second = admitted[0], admitted[1]
+        key = usage.record_key("job-record", "ann", first)
+        assert await usage.settle(first, "ann", 60, 0, key, ("reserved",)) == (True, {
+            b"model": b"m", b"prompt_tokens": b"7", b"reserved": b"0", b"cache_key": b""
+        })  # fmt: skip
+        assert await usage.settle(first, "ann", 60, 0, key, ("reserved",)) == (False, {}), "charged once"
+        kept = record("ann", second, reserved=1)
+        await usage.hold("ann", second, 100, 0, plan["small"], record=kept)
+        charged, fields = await usage.settle(second, "ann", 0, 0, kept.key, ("reserved",))
+        assert not charged and fields[b"reserved"] == b"1" and await clients[0].exists(kept.key)
+        spent, holding = await usage.state("ann")
+        assert (spent.tokens, holding.tokens) == (60, 300), "one charged, one given back, three still held"
+    finally:
+        for client in clients:
+            await client.aclose()

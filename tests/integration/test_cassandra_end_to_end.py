@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -18,16 +18,14 @@ import pytest
 from parley_common.clients.history import HistoryClient
 from parley_dev.cassandra import CassandraEndpoint
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from ..required import unavailable
-from ..unit.test_media_images import photo_jpeg
-from .conftest import provider_calls
-from .sse import Frame, read_all, text_of
-from .test_context_window import registry
-from .test_history_api import stored_messages
-from .test_history_restart import until
-from .test_isolation_and_errors import assert_error
+from parley_dev.stack import Stack
+from tests.required import unavailable
+from tests.support.api import api_client, assert_error, provider_calls, stored_messages
+from tests.support.media import photo_jpeg
+from tests.support.models import context_registry
+from tests.support.polling import eventually
+from tests.support.sse import Frame, read_all, text_of
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_cass_" + secrets.token_urlsafe(12)
 USER = "cass-user"
@@ -39,19 +37,15 @@ SETTLE_MS = 3000
 async def cass_stack(
     infra: Infra, fake: str, cassandra: CassandraEndpoint, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    workdir = tmp_path_factory.mktemp("cassandra-stack")
-    models_file = workdir / "models.json"
-    models_file.write_text(json.dumps(registry(fake)))
-    config = StackConfig(
-        infra=infra,
-        namespace="tc" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key="pk_test_cass_dev_" + secrets.token_urlsafe(12),
-        extra_env={
+    config = stack_config(
+        infra,
+        tmp_path_factory.mktemp("cassandra-stack"),
+        "tc",
+        "pk_test_cass_dev_" + secrets.token_urlsafe(12),
+        {
             **cassandra.env("e2e_" + uuid.uuid4().hex[:10]),
             "PARLEY_CASSANDRA_REQUEST_TIMEOUT_S": "2",
             "PARLEY_HISTORY_SYNC_SETTLE_MS": str(SETTLE_MS),
-            "PARLEY_MODELS_FILE": str(models_file),
             "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
             "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
             "PARLEY_API_KEYS": json.dumps({USER: KEY, "cass-other": OTHER_KEY}),
@@ -59,17 +53,15 @@ async def cass_stack(
             "PARLEY_DEMO_TOKENS_PER_S": "2000",
             "PARLEY_REQUESTS_PER_MINUTE": "100000",
         },
+        registry=context_registry(fake),
     )
-    async with running(config, timeout_s=120) as stack:
+    async with own_stack(config, timeout_s=120) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), stack.exit_codes
 
 
 @pytest.fixture
 async def api(cass_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=cass_stack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(cass_stack.base_url, KEY) as client:
         yield client
 
 
@@ -123,9 +115,7 @@ async def test_rename_delete_and_lists(api: httpx.AsyncClient, cass_stack: Stack
     ids = [c["id"] for c in listed]
     assert kept in ids and doomed not in ids
     assert next(c for c in listed if c["id"] == kept)["title"] == "renamed on cassandra"
-    async with httpx.AsyncClient(
-        base_url=cass_stack.base_url, headers={"Authorization": f"Bearer {OTHER_KEY}"}
-    ) as other:
+    async with api_client(cass_stack.base_url, OTHER_KEY) as other:
         assert_error(await other.get(f"/v1/conversations/{kept}/messages"), 404, "conversation_not_found")
 
 
@@ -148,9 +138,7 @@ async def test_search_finds_titles_and_message_text_never_deleted_or_others(
     everything = (await api.get("/v1/conversations/search", params={"q": tag})).json()["data"]
     assert [h["conversation"]["id"] for h in everything] == [talked, named]
     assert everything[1]["message_id"] is None and everything[1]["snippet"] is None
-    async with httpx.AsyncClient(
-        base_url=cass_stack.base_url, headers={"Authorization": f"Bearer {OTHER_KEY}"}
-    ) as other:
+    async with api_client(cass_stack.base_url, OTHER_KEY) as other:
         nothing = await other.get("/v1/conversations/search", params={"q": tag})
         assert nothing.status_code == 200 and nothing.json()["data"] == []
 
@@ -178,13 +166,14 @@ async def test_an_offline_client_syncs_what_it_missed(api: httpx.AsyncClient) ->
     ]
     # Cassandra serves a change once it has settled (PARLEY_HISTORY_SYNC_SETTLE_MS).
     seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + SETTLE_MS / 1000 + 20
-    while time.monotonic() < deadline:
+
+    async def all_synced() -> bool:
+        nonlocal cursor
         got, cursor = await drain(cursor)
-        seen += [c for c in got if c["conversation_id"] == conversation]
-        if len(seen) >= len(expected):
-            break
-        await asyncio.sleep(0.5)
+        seen.extend(c for c in got if c["conversation_id"] == conversation)
+        return len(seen) >= len(expected)
+
+    await eventually(all_synced, SETTLE_MS / 1000 + 20, f"{len(expected)} changes synced", interval_s=0.5)
     assert [(c["type"], c.get("message", {}).get("id", c["conversation_id"])) for c in seen] == expected
     assert seen[0]["conversation"]["title"] == "synced, renamed"
     assert seen[2]["message"]["content"] == text_of(frames)
@@ -259,11 +248,18 @@ async def test_cassandra_stopped_during_turns_then_back_keeps_every_answer_once(
                 ) as r:  # fmt: skip
                     outcomes.append((cid, mid, await read_all(r) if r.status_code == 200 else r.status_code))
                 i += 1
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # a user's pace: a turn, then a moment
+
+        def answered_since(start: int) -> Callable[[], Awaitable[bool]]:
+            async def every_conversation_answered() -> bool:
+                done = {cid for cid, _, f in outcomes[start:] if isinstance(f, list) and f and f[-1].event == "done"}
+                return done == set(conversations)
+
+            return every_conversation_answered
 
         stop = asyncio.Event()
         running_turns = [asyncio.create_task(turns(cid, stop)) for cid in conversations]
-        await asyncio.sleep(2)
+        await eventually(answered_since(0), 30, "turns answered before the outage")
         await asyncio.to_thread(node.stop)
         try:
 
@@ -271,10 +267,10 @@ async def test_cassandra_stopped_during_turns_then_back_keeps_every_answer_once(
                 return (await probe.get(ready_url)).status_code == 503
 
             not_ready.__name__ = "history's readiness turns 503"
-            await until(not_ready, timeout_s=30)
+            await eventually(not_ready, timeout_s=30)
             body = (await probe.get(ready_url)).json()
             assert "store" in body["problems"], body
-            await asyncio.sleep(3)  # turns keep coming while the node is down
+            await asyncio.sleep(3)  # the outage lasts a while: turns keep coming meanwhile
         finally:
             await asyncio.to_thread(node.start)
 
@@ -282,8 +278,8 @@ async def test_cassandra_stopped_during_turns_then_back_keeps_every_answer_once(
             return (await probe.get(ready_url)).status_code == 200
 
         ready.__name__ = "history ready again"
-        await until(ready, timeout_s=60)
-        await asyncio.sleep(2)
+        await eventually(ready, timeout_s=60)
+        await eventually(answered_since(len(outcomes)), 60, "turns answered after the outage")
         stop.set()
         await asyncio.gather(*running_turns)
 
@@ -306,7 +302,7 @@ async def test_cassandra_stopped_during_turns_then_back_keeps_every_answer_once(
             return data if len(data) >= want else None
 
         settled.__name__ = f"the answers of {cid} stored"
-        stored = await until(settled, timeout_s=60)
+        stored = await eventually(settled, timeout_s=60)
         ids = [m["id"] for m in stored]
         assert len(ids) == len(set(ids)), "nothing stored twice"
         by_id = {m["id"]: m for m in stored}

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 
 import httpx
 from redis.asyncio import Redis
 
 from parley_dev.stack import Stack
-
-from .sse import read_all, text_of
-
-
-async def messages_of(client: httpx.AsyncClient, conversation: str, want: int, timeout_s: float = 10.0) -> list[dict]:
-    """Poll history until it holds `want` messages (the answer is persisted from the bus)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        reply = await client.get(f"/v1/conversations/{conversation}/messages")
-        assert reply.status_code == 200, reply.text
-        data = reply.json()["data"]
-        if len(data) >= want or time.monotonic() > deadline:
-            return data
-        await asyncio.sleep(0.05)
+from tests.support.api import stored_messages
+from tests.support.sse import read_all, text_of
 
 
 async def test_a_message_streams_an_answer_and_both_land_in_history(
@@ -52,7 +38,7 @@ async def test_a_message_streams_an_answer_and_both_land_in_history(
     # The demo model counts words as tokens (deltas may carry several when they come fast).
     assert usage["output_tokens"] == len(re.findall(r"\s*\S+", answer))
 
-    stored = await messages_of(client, conversation, 2)
+    stored = await stored_messages(client, conversation, 2)
     assert [m["role"] for m in stored] == ["assistant", "user"]
     assert stored[0]["content"] == answer and stored[0]["status"] == "complete"
     assert stored[0]["id"] == response_id and stored[0]["reply_to_id"] == stored[1]["id"]
@@ -70,7 +56,7 @@ async def test_the_second_turn_sees_the_first(client: httpx.AsyncClient, convers
     # The demo answer is derived from the whole prompt: the same words with history differ.
     assert first.startswith('You said: "one".') and second.startswith('You said: "one".')
     assert first != second
-    stored = await messages_of(client, conversation, 4)
+    stored = await stored_messages(client, conversation, 4)
     assert [m["role"] for m in stored] == ["assistant", "user", "assistant", "user"]
 
 
@@ -92,7 +78,7 @@ async def test_sending_the_same_client_message_id_again_makes_no_second_message(
     async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=later) as r:
         later_id = r.headers["x-parley-response-id"]
         assert (await read_all(r))[-1].event == "done"
-    stored = await messages_of(client, conversation, 4)
+    stored = await stored_messages(client, conversation, 4)
     assert [m["id"] for m in stored] == [later_id, "client-msg-2", first_id, "client-msg-1"]
 
 
@@ -102,7 +88,7 @@ async def test_message_history_pages_backwards(client: httpx.AsyncClient, conver
             "POST", f"/v1/conversations/{conversation}/messages", json={"content": f"msg {i}"}
         ) as r:
             await read_all(r)
-    await messages_of(client, conversation, 6)
+    await stored_messages(client, conversation, 6)
     seen, cursor = [], None
     while True:
         params = {"limit": 4} | ({"before": cursor} if cursor else {})
@@ -122,7 +108,7 @@ async def test_the_same_message_after_its_stream_expired_gets_the_stored_answer(
     async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as r:
         response_id = r.headers["x-parley-response-id"]
         first = text_of(await read_all(r))
-    await messages_of(client, conversation, 2)
+    await stored_messages(client, conversation, 2)
     # What the TTLs do after an hour: the replay log and the response's owner record are gone.
     redis = Redis.from_url(stack.config.infra.redis_url)
     ns = stack.config.namespace

@@ -12,9 +12,8 @@ comes back and rejoins.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +25,10 @@ from parley_common.messaging.topology import Topology
 from parley_dev.infra import Infra
 from parley_dev.rabbit_cluster import RabbitCluster
 from parley_dev.stack import Stack, StackConfig, running
-
-from .conftest import DEV_KEY
-from .sse import read_all, text_of
+from tests.support.api import api_client
+from tests.support.keys import DEV_KEY
+from tests.support.polling import eventually
+from tests.support.sse import read_all, text_of
 
 WRITERS = 3
 
@@ -110,13 +110,9 @@ async def cluster_stack(
         await asyncio.to_thread(rabbit_cluster.restore)
 
 
-async def until(condition: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(condition):  # type: ignore[arg-type]
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+async def until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """`condition` (a blocking call: it runs in a thread) holds within `timeout_s`."""
+    await eventually(lambda: asyncio.to_thread(condition), timeout_s, what, interval_s=0.5)
 
 
 async def test_turns_go_on_while_the_node_leading_the_queues_is_killed(
@@ -128,9 +124,7 @@ async def test_turns_go_on_while_the_node_leading_the_queues_is_killed(
     assert cluster.leader_of(topology.requests_queue) == node_a
     assert cluster.leader_of(topology.provider_queue("demo")) == node_a
     assert len(cluster.members_of(topology.requests_queue)) == 3
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, headers={"Authorization": f"Bearer {DEV_KEY}"}, timeout=60.0
-    ) as client:
+    async with api_client(stack.base_url, DEV_KEY, 60.0) as client:
         writers = []
         for i in range(WRITERS):
             created = await client.post("/v1/conversations", json={"title": f"writer {i}"})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,65 +17,38 @@ import pytest
 from parley_common.clients.history import HistoryClient
 from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from .conftest import provider_calls
-from .sse import Frame, read_all
+from parley_dev.stack import Stack
+from tests.support.api import api_client, provider_calls
+from tests.support.models import context_registry
+from tests.support.sse import Frame, read_all
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_context_" + secrets.token_urlsafe(12)
 USER = "ctx-user"
 EARLIER_TURNS = 45  # 90 stored messages: more than twice the old fixed 40
 
 
-def registry(fake_url: str) -> dict[str, Any]:
-    def fake_model(upstream: str, window: int, max_output: int) -> dict[str, Any]:
-        return {
-            "provider": "openai",
-            "upstream_model": upstream,
-            "context_window": window,
-            "max_output_tokens": max_output,
-            "input_price_per_mtok": 0,
-            "output_price_per_mtok": 0,
-        }
-
-    return {
-        "default_model": "wide",
-        "providers": {"demo": {"kind": "demo"}, "openai": {"kind": "openai", "base_url": f"{fake_url}/v1"}},
-        "models": {
-            "demo": {**fake_model("parley-demo-1", 8192, 1024), "provider": "demo"},
-            "wide": fake_model("wide-test", 100_000, 2000),
-            "small": fake_model("small-test", 1000, 200),
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 async def cstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    workdir = tmp_path_factory.mktemp("context-stack")
-    models_file = workdir / "models.json"  # JSON is YAML
-    models_file.write_text(json.dumps(registry(fake)))
-    config = StackConfig(
-        infra=infra,
-        namespace="tw" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key="pk_test_context_dev_" + secrets.token_urlsafe(12),
-        extra_env={
-            "PARLEY_MODELS_FILE": str(models_file),
+    config = stack_config(
+        infra,
+        tmp_path_factory.mktemp("context-stack"),
+        "tw",
+        "pk_test_context_dev_" + secrets.token_urlsafe(12),
+        {
             "PARLEY_WORKER_PROVIDERS": '["demo", "openai"]',
             "PARLEY_PROVIDER_API_KEYS": json.dumps({"openai": "sk-test-openai"}),
             "PARLEY_API_KEYS": json.dumps({USER: KEY}),
         },
+        registry=context_registry(fake),
     )
-    async with running(config) as stack:
+    async with own_stack(config) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), stack.exit_codes
 
 
 @pytest.fixture
 async def api(cstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=cstack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(cstack.base_url, KEY) as client:
         yield client
 
 

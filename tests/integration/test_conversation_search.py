@@ -3,8 +3,6 @@ message text, case-insensitively, newest first, only the user's own and never a 
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -14,8 +12,8 @@ import pytest
 from parley_common.clients.history import HistoryClient
 from parley_common.errors import InvalidRequest
 from parley_dev.stack import Stack
-
-from .sse import read_all
+from tests.support.api import stored_messages
+from tests.support.sse import read_all
 
 SEARCH = "/v1/conversations/search"
 
@@ -41,17 +39,6 @@ async def say(client: httpx.AsyncClient, conversation: str, content: str, messag
         return reply.headers["x-parley-response-id"]
 
 
-async def stored(client: httpx.AsyncClient, conversation: str, count: int, timeout_s: float = 10.0) -> None:
-    """Until the conversation holds `count` messages (answers are stored after their stream)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        reply = await client.get(f"/v1/conversations/{conversation}/messages")
-        if len(reply.json()["data"]) >= count:
-            return
-        assert time.monotonic() < deadline, f"{conversation} never held {count} messages: {reply.text}"
-        await asyncio.sleep(0.05)
-
-
 async def search(client: httpx.AsyncClient, q: str, **params: Any) -> list[dict[str, Any]]:
     reply = await client.get(SEARCH, params={"q": q, **params})
     assert reply.status_code == 200, reply.text
@@ -66,7 +53,7 @@ async def test_a_user_finds_their_conversations_by_title_and_by_message_text(
     by_text = await create(client, "a trip")
     answer = await say(client, by_text, f"Where is the Hauptstraße of {tag}?", f"search-{tag}-1")
     await say(client, by_text, "and a museum?", f"search-{tag}-2")
-    await stored(client, by_text, 4)
+    await stored_messages(client, by_text, 4)
     doomed = await create(client, f"{tag} plans")
     await say(client, doomed, f"more about {tag}", f"search-{tag}-3")
     bobs = await create(bob, "bob's")

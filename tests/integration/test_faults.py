@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aio_pika
 import httpx
+from redis.asyncio import Redis
 
 from parley.v1 import chat_pb2
 from parley_common.messaging.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, SCHEMA_VERSION, Topology
 from parley_dev.stack import Stack
-
-from .sse import frames, read_all, text_of
-from .test_chat_turn import messages_of
+from tests.support.api import stored_messages
+from tests.support.polling import eventually
+from tests.support.sse import frames, read_all, text_of
 
 
 async def dead_letters(connection: aio_pika.abc.AbstractConnection, queue: str, want: int) -> list[dict]:
-    """The headers of the first `want` dead letters (waiting up to 10 s)."""
+    """The headers of the first `want` dead letters (waiting up to 10 s for them)."""
     channel = await connection.channel()
     dlq = await channel.declare_queue(queue, passive=True)
     found: list[dict] = []
-    deadline = time.monotonic() + 10
-    while len(found) < want and time.monotonic() < deadline:
+
+    async def all_found() -> bool:
         message = await dlq.get(fail=False, no_ack=True)
-        if message is None:
-            await asyncio.sleep(0.05)
-            continue
-        found.append(dict(message.headers or {}))
-    await channel.close()
+        if message is not None:
+            found.append(dict(message.headers or {}))
+        return len(found) >= want
+
+    try:
+        await eventually(all_found, 10, f"{want} dead letters in {queue}")
+    finally:
+        await channel.close()
     return found
 
 
@@ -67,6 +68,15 @@ async def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(
         assert (await read_all(r))[-1].event == "done"
 
 
+async def job_leases(stack: Stack, response_id: str) -> list[bytes]:
+    """The leases a provider worker holds on the response's job (one while it works on it)."""
+    redis = Redis.from_url(stack.config.infra.redis_url)
+    try:
+        return [key async for key in redis.scan_iter(f"{stack.config.namespace}:job-lease:{response_id}:*")]
+    finally:
+        await redis.aclose()
+
+
 async def _restart_worker(stack: Stack, **overrides: str) -> None:
     stack.start_service("provider-worker", PARLEY_WORKER_LEASE_S="2", **overrides)
     await stack.wait_ready()
@@ -93,13 +103,13 @@ async def test_a_worker_killed_after_tokens_were_shown_is_replaced_and_the_answe
     assert seen[-1].event == "done" and not [f for f in seen if f.event == "error"]
     shown = text_of(seen)
     assert shown.startswith('You said: "die now".')
-    deadline = time.monotonic() + 10
-    while True:
-        stored = await messages_of(client, conversation, 2)
+
+    async def settled() -> dict | None:
+        stored = await stored_messages(client, conversation, 2)
         answer = next(m for m in stored if m["id"] == response_id)
-        if answer["status"] != "streaming" or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
+        return answer if answer["status"] != "streaming" else None
+
+    answer = await eventually(settled, 10, "the answer stored once it ended")
     assert answer["status"] == "complete" and answer["content"] == shown, "no text repeated, none lost"
 
 
@@ -108,17 +118,14 @@ async def test_a_worker_killed_before_the_first_token_has_its_job_redelivered_an
 ) -> None:
     stack.stop_service("provider-worker")
     await _restart_worker(stack, PARLEY_DEMO_FIRST_TOKEN_DELAY_MS="3000")
-    turn = asyncio.create_task(_read_turn(client, conversation, "survive me"))
-    await asyncio.sleep(1.0)  # the job is with the worker, waiting for its first token
-    stack.kill_service("provider-worker")
-    await _restart_worker(stack)
-    frames_ = await turn
+    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": "survive me"}) as r:
+        response_id = r.headers["x-parley-response-id"]
+        await eventually(lambda: job_leases(stack, response_id), 30, "the worker holding the job")
+        # Killed while it waits for its first token: only a redelivery of the job can answer.
+        stack.kill_service("provider-worker")
+        await _restart_worker(stack)
+        frames_ = await read_all(r)
     assert frames_[-1].event == "done"
     assert text_of(frames_).startswith('You said: "survive me".')
-    stored = await messages_of(client, conversation, 2)
+    stored = await stored_messages(client, conversation, 2)
     assert [m["role"] for m in stored] == ["assistant", "user"], "answered exactly once"
-
-
-async def _read_turn(client: httpx.AsyncClient, conversation: str, content: str) -> list:
-    async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json={"content": content}) as r:
-        return await read_all(r)

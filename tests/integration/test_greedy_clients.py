@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,9 +19,10 @@ import openai
 import pytest
 
 from parley_dev.infra import Infra, free_port
-from parley_dev.stack import Stack, StackConfig, running
-
-from .sse import frames, read_all
+from parley_dev.stack import Stack
+from tests.support.polling import eventually
+from tests.support.sse import frames, read_all
+from tests.support.stacks import own_stack, stack_config
 
 DEV_KEY = "pk_test_greedy_" + secrets.token_urlsafe(16)
 KEYS = {user: f"pk_test_{user}_" + secrets.token_urlsafe(16) for user in ("dora", "erin", "gus")}
@@ -37,26 +36,19 @@ DEADLINE_S = 30.0
 
 @pytest.fixture(scope="module")
 async def gstack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    config = StackConfig(
-        infra=infra,
-        namespace="tg" + uuid.uuid4().hex[:10],
-        workdir=Path(tmp_path_factory.mktemp("greedy-stack")),
-        dev_api_key=DEV_KEY,
-        extra_env={
-            "PARLEY_API_KEYS": json.dumps(KEYS),
-            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
-            "PARLEY_DEMO_TOKENS_PER_S": "2",
-            "PARLEY_HEARTBEAT_S": "1",
-            "PARLEY_REQUESTS_PER_MINUTE": "100000",
-            "PARLEY_MAX_STREAMS_PER_USER": str(STREAM_LIMIT),
-            "PARLEY_HEADER_READ_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-            "PARLEY_BODY_READ_TIMEOUT_S": str(BODY_TIMEOUT_S),
-            "PARLEY_BODY_MIN_BYTES_PER_S": str(BODY_MIN_BYTES_PER_S),
-        },
-    )
-    async with running(config) as stack:
+    env = {
+        "PARLEY_API_KEYS": json.dumps(KEYS),
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
+        "PARLEY_DEMO_TOKENS_PER_S": "2",
+        "PARLEY_HEARTBEAT_S": "1",
+        "PARLEY_REQUESTS_PER_MINUTE": "100000",
+        "PARLEY_MAX_STREAMS_PER_USER": str(STREAM_LIMIT),
+        "PARLEY_HEADER_READ_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "PARLEY_BODY_READ_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "PARLEY_BODY_MIN_BYTES_PER_S": str(BODY_MIN_BYTES_PER_S),
+    }
+    async with own_stack(stack_config(infra, tmp_path_factory.mktemp("greedy-stack"), "tg", DEV_KEY, env)) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), stack.exit_codes
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
@@ -235,16 +227,17 @@ async def until_admitted(
 ) -> httpx.Response:
     """Open a stream, trying again while it is refused for too many streams (a slot given back
     a moment ago may not be free yet); fails after DEADLINE_S."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
+
+    async def admitted() -> httpx.Response | None:
         attempt = contextlib.AsyncExitStack()
         response = await open_stream(attempt, client, method, url, **kwargs)
         if response.status_code != 429:
             held.push_async_exit(attempt)
             return response
         await attempt.aclose()
-        assert time.monotonic() < deadline, "streams that ended still hold their slots"
-        await asyncio.sleep(0.2)
+        return None
+
+    return await eventually(admitted, DEADLINE_S, "a free stream slot (streams that ended hold theirs)", 0.2)
 
 
 async def test_every_open_stream_counts_against_the_users_stream_limit(gstack: Stack) -> None:
@@ -309,8 +302,7 @@ async def test_closing_an_openai_compatible_stream_cancels_its_answer(gstack: St
         assert usage["output_tokens"] < 15, "billed only for what was generated before the close"
 
         # Its slot is free again: the user can open their whole limit of streams.
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
+        async def whole_limit() -> bool:
             opened = []
             try:
                 for i in range(STREAM_LIMIT):
@@ -319,13 +311,14 @@ async def test_closing_an_openai_compatible_stream_cancels_its_answer(gstack: St
                             model="demo", messages=[{"role": "user", "content": f"again {i}"}], stream=True
                         )
                     )
-                break
+                return True
             except openai.RateLimitError:
-                assert time.monotonic() < deadline, "the closed stream still holds its slot"
-                await asyncio.sleep(0.2)
+                return False
             finally:
                 for s in opened:
                     await s.close()
+
+        await eventually(whole_limit, DEADLINE_S, "the whole stream limit (the closed stream held its slot)", 0.2)
 
 
 # 5. API documentation pages

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from .sse import read_all, text_of
-from .test_isolation_and_errors import assert_error
+from tests.support.api import assert_error, stored_messages
+from tests.support.sse import read_all, text_of
 
 JSON = {"content-type": "application/json"}
 
@@ -33,19 +31,6 @@ async def create(client: httpx.AsyncClient, title: str) -> str:
     reply = await client.post("/v1/conversations", json={"title": title})
     assert reply.status_code == 201, reply.text
     return str(reply.json()["id"])
-
-
-async def stored_messages(
-    client: httpx.AsyncClient, conversation: str, want: int, timeout_s: float = 10.0
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        reply = await client.get(f"/v1/conversations/{conversation}/messages")
-        assert reply.status_code == 200, reply.text
-        data: list[dict[str, Any]] = reply.json()["data"]
-        if len(data) >= want or time.monotonic() > deadline:
-            return data
-        await asyncio.sleep(0.05)
 
 
 async def test_an_offline_client_syncs_exactly_what_it_missed(client: httpx.AsyncClient) -> None:

@@ -3,8 +3,6 @@ nothing is stored twice (the answer waits on the bus; persisting it is idempoten
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -14,20 +12,8 @@ import pytest
 
 from parley_common.messaging.topology import Topology
 from parley_dev.stack import Stack
-
-from .sse import frames, read_all, text_of
-
-
-async def until(check: Any, timeout_s: float = 20.0, interval_s: float = 0.05) -> Any:
-    """Poll `check()` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout_s:.0f}s: {check.__name__}")
-        await asyncio.sleep(interval_s)
+from tests.support.polling import eventually
+from tests.support.sse import frames, read_all, text_of
 
 
 async def completions_waiting(stack: Stack) -> int:
@@ -62,7 +48,7 @@ async def a_turn_works(client: httpx.AsyncClient) -> None:
             return (await read_all(r))[-1].event == "done"
 
     turn.__name__ = "a new turn completes"
-    await until(turn, interval_s=0.5)
+    await eventually(turn, interval_s=0.5)
 
 
 @pytest.mark.parametrize("kill_at", ["delta", "done"])
@@ -97,7 +83,7 @@ async def test_history_killed_during_a_turn_keeps_it_exactly_once(
         data: list[dict[str, Any]] = reply.json()["data"] if reply.status_code == 200 else []
         return data if len(data) >= 2 and await completions_waiting(stack) == 0 else None
 
-    stored = await until(persisted)
+    stored = await eventually(persisted)
     assert [m["id"] for m in stored] == [response_id, client_message_id]
     assert stored[0]["content"] == answer and stored[0]["status"] == "complete"
     assert stored[1]["content"] == "survive the history outage"
@@ -122,7 +108,7 @@ async def test_a_message_sent_while_history_is_down_is_refused_then_stored_once(
         async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as r:
             return await read_all(r) if r.status_code == 200 else None
 
-    first = await until(sent, interval_s=0.5)
+    first = await eventually(sent, interval_s=0.5)
     assert first[-1].event == "done"
     async with client.stream("POST", f"/v1/conversations/{conversation}/messages", json=body) as r:
         repeated = await read_all(r)
@@ -132,6 +118,6 @@ async def test_a_message_sent_while_history_is_down_is_refused_then_stored_once(
         data: list[dict[str, Any]] = (await client.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
         return data if len(data) >= 2 and await completions_waiting(stack) == 0 else None
 
-    stored = await until(both)
+    stored = await eventually(both)
     assert [m["id"] for m in stored][1:] == [body["client_message_id"]] and len(stored) == 2
     await a_turn_works(client)

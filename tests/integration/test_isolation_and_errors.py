@@ -6,16 +6,8 @@ import httpx
 import pytest
 
 from parley_dev.stack import Stack
-
-from .sse import read_all
-
-
-def assert_error(reply: httpx.Response, status: int, code: str) -> None:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    body = reply.json()
-    assert body["error"]["code"] == code, body
-    assert "Traceback" not in reply.text
+from tests.support.api import assert_error
+from tests.support.sse import read_all
 
 
 async def test_another_user_gets_404_on_my_conversation(

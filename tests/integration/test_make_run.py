@@ -20,8 +20,7 @@ import httpx
 import pytest
 
 from parley_dev.infra import Infra, free_port
-
-from .sse import frames
+from tests.support.sse import frames
 
 KEY = "pk_run_" + uuid.uuid4().hex
 

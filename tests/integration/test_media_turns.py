@@ -20,18 +20,18 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from PIL import Image
 from redis.asyncio import Redis
 
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from ..unit.test_media_images import photo_jpeg
-from ..unit.test_media_video import short_video
-from .conftest import DEV_KEY
-from .sse import Frame, read_all, text_of
-from .test_isolation_and_errors import assert_error
+from parley_dev.stack import Stack
+from tests.support.api import api_client, assert_error
+from tests.support.keys import DEV_KEY
+from tests.support.media import photo_jpeg, short_video
+from tests.support.models import model
+from tests.support.polling import eventually
+from tests.support.sse import Frame, read_all, text_of
+from tests.support.stacks import own_stack, stack_config
 
 ALICE_KEY = "pk_test_alice_" + secrets.token_urlsafe(18)
 MALLORY_KEY = "pk_test_mallory_" + secrets.token_urlsafe(18)
@@ -145,36 +145,26 @@ async def vision_stack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPat
             **{model: _model(provider) for model, provider in VISION_MODELS.items()},
         },
     }
-    models_file = workdir / "models.yaml"
-    models_file.write_text(yaml.safe_dump(registry))
-    async with running(
-        StackConfig(
-            infra=infra,
-            namespace="t" + uuid.uuid4().hex[:10],
-            workdir=workdir,
-            dev_api_key=ALICE_KEY,
-            extra_env={
-                "PARLEY_API_KEYS": f'{{"mallory": "{MALLORY_KEY}"}}',
-                "PARLEY_MODELS_FILE": str(models_file),
-                "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai", "fake-anthropic", "fake-gemini"]',
-                "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "k1", "fake-anthropic": "k2", "fake-gemini": "k3"}',
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
-            },
-        )
-    ) as stack:
+    config = stack_config(
+        infra,
+        workdir,
+        "t",
+        ALICE_KEY,
+        {
+            "PARLEY_API_KEYS": f'{{"mallory": "{MALLORY_KEY}"}}',
+            "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai", "fake-anthropic", "fake-gemini"]',
+            "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "k1", "fake-anthropic": "k2", "fake-gemini": "k3"}',
+            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
+        },
+        registry=registry,
+    )
+    async with own_stack(config) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), f"unclean exits: {stack.exit_codes}"
 
 
 def _model(provider: str) -> dict[str, Any]:
-    return {
-        "provider": provider,
-        "upstream_model": "parley-demo-1" if provider == "demo" else "vision-test-1",
-        "context_window": 128_000,
-        "max_output_tokens": 256,
-        "input_price_per_mtok": 0,
-        "output_price_per_mtok": 0,
-    }
+    upstream = "parley-demo-1" if provider == "demo" else "vision-test-1"
+    return model(provider, upstream, context_window=128_000, max_output_tokens=256)
 
 
 async def seen_requests(fake: str) -> list[dict[str, Any]]:
@@ -217,9 +207,7 @@ def images_in(body: dict[str, Any], wire: str) -> list[tuple[str, str, Image.Ima
 async def test_the_provider_receives_the_image_in_its_own_wire_format(
     vision_stack: Stack, fake: str, model: str, wire: str
 ) -> None:
-    async with httpx.AsyncClient(
-        base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
-    ) as alice:
+    async with api_client(vision_stack.base_url, ALICE_KEY, 60) as alice:
         media_id = await upload_photo(alice, photo_jpeg(4000, 3000, 6))
         conversation = await new_conversation(alice)
         marker = uuid.uuid4().hex
@@ -246,9 +234,7 @@ async def test_the_provider_receives_the_image_in_its_own_wire_format(
 
 
 async def test_a_video_reaches_a_provider_as_its_poster_and_sampled_frames(vision_stack: Stack, fake: str) -> None:
-    async with httpx.AsyncClient(
-        base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
-    ) as alice:
+    async with api_client(vision_stack.base_url, ALICE_KEY, 60) as alice:
         uploaded = await alice.post("/v1/media", files={"file": ("clip.mp4", short_video(3.0), "video/mp4")})
         assert uploaded.status_code == 201, uploaded.text
         video = uploaded.json()
@@ -274,10 +260,8 @@ async def test_a_video_reaches_a_provider_as_its_poster_and_sampled_frames(visio
 
 async def test_another_users_media_never_reaches_a_provider(vision_stack: Stack, fake: str) -> None:
     async with (
-        httpx.AsyncClient(base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as alice,
-        httpx.AsyncClient(
-            base_url=vision_stack.base_url, headers={"Authorization": f"Bearer {MALLORY_KEY}"}
-        ) as mallory,
+        api_client(vision_stack.base_url, ALICE_KEY) as alice,
+        api_client(vision_stack.base_url, MALLORY_KEY) as mallory,
     ):
         media_id = await upload_photo(alice, photo_jpeg(800, 600, 1))
         conversation = await new_conversation(mallory)
@@ -305,35 +289,29 @@ async def priced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -
         "models": {"demo": _model("demo")},
         "images": {"price_per_image": IMAGE_PRICE_MICROS / 1e6, "size_prices": {"512x512": 0.01}},
     }
-    models_file = workdir / "models.yaml"
-    models_file.write_text(yaml.safe_dump(registry))
-    async with running(
-        StackConfig(
-            infra=infra,
-            namespace="ti" + uuid.uuid4().hex[:10],
-            workdir=workdir,
-            dev_api_key=ALICE_KEY,
-            extra_env={
-                "PARLEY_API_KEYS": json.dumps({name: key for name, key in PRICED_KEYS.items()}),
-                "PARLEY_MODELS_FILE": str(models_file),
-                "PARLEY_PLANS": json.dumps(
-                    {"default": {"monthly_cost_micros": 1_000_000}, "tight": {"monthly_cost_micros": 50_000}}
-                ),
-                "PARLEY_USER_PLANS": json.dumps({"cat": "tight"}),
-                "PARLEY_MAX_STREAMS_PER_USER": "1",
-                "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
-                "PARLEY_DEMO_TOKENS_PER_S": "4",
-            },
-        )
-    ) as stack:
+    config = stack_config(
+        infra,
+        workdir,
+        "ti",
+        ALICE_KEY,
+        {
+            "PARLEY_API_KEYS": json.dumps({name: key for name, key in PRICED_KEYS.items()}),
+            "PARLEY_PLANS": json.dumps(
+                {"default": {"monthly_cost_micros": 1_000_000}, "tight": {"monthly_cost_micros": 50_000}}
+            ),
+            "PARLEY_USER_PLANS": json.dumps({"cat": "tight"}),
+            "PARLEY_MAX_STREAMS_PER_USER": "1",
+            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "10",
+            "PARLEY_DEMO_TOKENS_PER_S": "4",
+        },
+        registry=registry,
+    )
+    async with own_stack(config) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), f"unclean exits: {stack.exit_codes}"
 
 
 def priced_client(stack: Stack, name: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=stack.base_url, headers={"Authorization": f"Bearer {PRICED_KEYS[name]}"}, timeout=60
-    )
+    return api_client(stack.base_url, PRICED_KEYS[name], 60)
 
 
 async def cost_remaining(client: httpx.AsyncClient) -> int:
@@ -344,11 +322,11 @@ async def cost_remaining(client: httpx.AsyncClient) -> int:
 
 async def remaining_becomes(client: httpx.AsyncClient, expected: int) -> None:
     """The chat turn's charge is settled by the orchestrator a moment after `done`."""
-    for _ in range(100):
-        if (seen := await cost_remaining(client)) == expected:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"cost remaining {seen}, expected {expected}")
+
+    async def settled() -> bool:
+        return await cost_remaining(client) == expected
+
+    await eventually(settled, 5, f"{expected} micro-dollars remaining")
 
 
 async def streams_held(stack: Stack, user: str) -> int:
@@ -415,11 +393,11 @@ async def test_an_image_generation_holds_a_stream_slot(priced_stack: Stack) -> N
             assert_error(await dan.post("/v1/images/generations", json={"prompt": "a dog"}), 429, "too_many_streams")
             assert (await read_all(streaming))[-1].event == "done"
         # The worker gives the answer's slot back just after `done`, the gateway the connection's.
-        for _ in range(100):
-            if not await streams_held(priced_stack, "dan"):
-                break
-            await asyncio.sleep(0.05)
-        assert await streams_held(priced_stack, "dan") == 0
+
+        async def slots_back() -> bool:
+            return not await streams_held(priced_stack, "dan")
+
+        await eventually(slots_back, 5, "dan's stream slots given back")
         # An image being generated holds the slot: seen in Redis while it runs, given back after.
         generating = asyncio.ensure_future(
             dan.post("/v1/images/generations", json={"prompt": "four dogs", "n": 4, "size": "2048x2048"})

@@ -12,16 +12,11 @@ import io
 import json
 import re
 import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
-import yaml
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from PIL import Image
 from starlette.applications import Starlette
@@ -30,9 +25,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from parley_dev.infra import Infra, free_port
-from parley_dev.stack import Stack, StackConfig, running
-
-from .sse import read_all
+from parley_dev.stack import Stack
+from tests.support.api import api_client
+from tests.support.models import model
+from tests.support.polling import eventually
+from tests.support.sse import read_all
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_otel_" + secrets.token_urlsafe(12)
 # A second user, for the request-rate test: its 429s leave the first user's requests alone.
@@ -84,24 +82,14 @@ async def collector() -> AsyncIterator[tuple[Collector, str]]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(c.app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started, 10, "the span collector listening", interval_s=0.02)
     yield c, f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
-
-
-def _model(provider: str, upstream: str) -> dict[str, object]:
-    return {
-        "provider": provider,
-        "upstream_model": upstream,
-        "context_window": 8192,
-        "max_output_tokens": 256,
-        "input_price_per_mtok": 0,
-        "output_price_per_mtok": 0,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -111,31 +99,25 @@ async def ostack(
     fake: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp("otel-stack")
     registry = {
         "default_model": "demo",
         "providers": {"demo": {"kind": "demo"}, "fake-openai": {"kind": "openai", "base_url": fake + "/v1"}},
-        "models": {"demo": _model("demo", "parley-demo-1"), "fake": _model("fake-openai", "fake-1")},
-    }
-    models_file = workdir / "models.yaml"
-    models_file.write_text(yaml.safe_dump(registry))
-    config = StackConfig(
-        infra=infra,
-        namespace="to" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key=KEY,
-        extra_env={
-            "PARLEY_OTLP_ENDPOINT": collector[1],
-            "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
-            "PARLEY_DEMO_TOKENS_PER_S": "500",
-            "PARLEY_MODELS_FILE": str(models_file),
-            "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai"]',
-            "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "sk-fake-otel"}',
-            "PARLEY_API_KEYS": json.dumps({"limited": LIMITED_KEY}),
-            "PARLEY_REQUESTS_PER_MINUTE": str(REQUESTS_PER_MINUTE),
+        "models": {
+            "demo": model("demo", "parley-demo-1", max_output_tokens=256),
+            "fake": model("fake-openai", "fake-1", max_output_tokens=256),
         },
-    )
-    async with running(config) as stack:
+    }
+    env = {
+        "PARLEY_OTLP_ENDPOINT": collector[1],
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
+        "PARLEY_DEMO_TOKENS_PER_S": "500",
+        "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai"]',
+        "PARLEY_PROVIDER_API_KEYS": '{"fake-openai": "sk-fake-otel"}',
+        "PARLEY_API_KEYS": json.dumps({"limited": LIMITED_KEY}),
+        "PARLEY_REQUESTS_PER_MINUTE": str(REQUESTS_PER_MINUTE),
+    }
+    config = stack_config(infra, tmp_path_factory.mktemp("otel-stack"), "to", KEY, env, registry)
+    async with own_stack(config, clean_exit=False) as stack:
         yield stack
 
 
@@ -158,19 +140,15 @@ def metric_sum(text: str, name: str, label: str) -> float:
 async def turn_spans(spans: list[Span], trace_id: str, wanted: set[str], deadline_s: float = 15) -> list[Span]:
     """The spans of one trace once every wanted service sent some and all of them are connected
     (spans arrive in batches, a parent often after its children)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
+
+    async def whole() -> list[Span] | None:
         turn = [s for s in spans if s.trace_id == trace_id]
         ids = {s.span_id for s in turn}
         connected = all(s.parent_id in ids for s in turn if s.service != "parley-gateway")
-        if (
-            {s.service for s in turn} >= wanted
-            and any(s.name == "history.persist_response" for s in turn)
-            and connected
-        ):
-            return turn
-        assert time.monotonic() < deadline, f"spans of the turn: {sorted({(s.service, s.name) for s in turn})}"
-        await asyncio.sleep(0.1)
+        complete = {s.service for s in turn} >= wanted and any(s.name == "history.persist_response" for s in turn)
+        return turn if complete and connected else None
+
+    return await eventually(whole, deadline_s, f"the connected spans of {wanted} in {trace_id}", interval_s=0.1)
 
 
 async def test_a_chat_turn_is_one_connected_trace_and_the_metrics_move(
@@ -179,9 +157,7 @@ async def test_a_chat_turn_is_one_connected_trace_and_the_metrics_move(
     spans = collector[0].spans
     worker_metrics = f"http://127.0.0.1:{ostack.metrics_ports['provider-worker']}/metrics"
     orchestrator_metrics = f"http://127.0.0.1:{ostack.metrics_ports['orchestrator']}/metrics"
-    async with httpx.AsyncClient(
-        base_url=ostack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(ostack.base_url, KEY) as client:
         before_gateway = (await client.get("/metrics")).text
         before_worker = (await client.get(worker_metrics)).text
         conversation = (await client.post("/v1/conversations", json={})).json()["id"]
@@ -230,9 +206,7 @@ async def test_a_turn_with_an_image_has_the_media_service_in_its_trace(
     ostack: Stack, collector: tuple[Collector, str]
 ) -> None:
     spans = collector[0].spans
-    async with httpx.AsyncClient(
-        base_url=ostack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(ostack.base_url, KEY) as client:
         upload = await client.post("/v1/media", files={"file": ("red.png", png(320, 240), "image/png")})
         assert upload.status_code == 201, upload.text
         media_id = upload.json()["id"]
@@ -265,10 +239,8 @@ async def test_a_turn_with_an_image_has_the_media_service_in_its_trace(
 
 async def test_a_request_refused_with_429_counts_as_a_budget_rejection(ostack: Stack) -> None:
     async with (
-        httpx.AsyncClient(base_url=ostack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as me,
-        httpx.AsyncClient(
-            base_url=ostack.base_url, headers={"Authorization": f"Bearer {LIMITED_KEY}"}, timeout=30
-        ) as limited,
+        api_client(ostack.base_url, KEY) as me,
+        api_client(ostack.base_url, LIMITED_KEY) as limited,
     ):
         name, label = "parley_budget_rejections_total", 'limit="rate_limited"'
         before = metric_sum((await me.get("/metrics")).text, name, label)
@@ -290,9 +262,7 @@ async def test_a_request_refused_with_429_counts_as_a_budget_rejection(ostack: S
 
 async def test_a_failed_provider_call_counts_as_a_provider_error(ostack: Stack, fake: str) -> None:
     worker_metrics = f"http://127.0.0.1:{ostack.metrics_ports['provider-worker']}/metrics"
-    async with httpx.AsyncClient(
-        base_url=ostack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(ostack.base_url, KEY) as client:
         name, label = "parley_provider_errors_total", 'provider="fake-openai"'
         before = metric_sum((await client.get(worker_metrics)).text, name, label)
         conversation = (await client.post("/v1/conversations", json={})).json()["id"]

@@ -9,8 +9,7 @@ import openai
 import pytest
 
 from parley_dev.stack import Stack
-
-from .conftest import DEV_KEY
+from tests.support.keys import DEV_KEY
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from parley_dev.infra import Infra, LocalS3, free_port
-from parley_dev.stack import Stack, StackConfig, running
-
-from .conftest import DEV_KEY
+from parley_dev.stack import Stack
+from tests.support.keys import DEV_KEY
+from tests.support.polling import eventually
+from tests.support.stacks import own_stack, stack_config
 
 READY_KEYS = {"service", "status", "problems", "dependencies"}
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what}")
-        await asyncio.sleep(0.2)
 
 
 async def grpc_health(port: int) -> str:
@@ -52,22 +43,16 @@ async def s3_and_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -
     workdir: Path = tmp_path_factory.mktemp("probes")
     s3 = LocalS3(workdir / "s3", workdir / "s3.log")
     endpoint = await asyncio.to_thread(s3.start)
-    config = StackConfig(
-        infra=infra,
-        namespace="t" + uuid.uuid4().hex[:10],
-        workdir=workdir / "stack",
-        dev_api_key=DEV_KEY,
-        extra_env={
-            "PARLEY_S3_ENDPOINT": endpoint.url,
-            "PARLEY_S3_ACCESS_KEY": endpoint.access_key,
-            "PARLEY_S3_SECRET_KEY": endpoint.secret_key,
-            "PARLEY_S3_REGION": endpoint.region,
-            # The store's failure is met at once, not after the client's retries.
-            "PARLEY_S3_TIMEOUT_S": "2",
-        },
-    )
+    env = {
+        "PARLEY_S3_ENDPOINT": endpoint.url,
+        "PARLEY_S3_ACCESS_KEY": endpoint.access_key,
+        "PARLEY_S3_SECRET_KEY": endpoint.secret_key,
+        "PARLEY_S3_REGION": endpoint.region,
+        # The store's failure is met at once, not after the client's retries.
+        "PARLEY_S3_TIMEOUT_S": "2",
+    }
     try:
-        async with running(config) as stack:
+        async with own_stack(stack_config(infra, workdir / "stack", "t", DEV_KEY, env), clean_exit=False) as stack:
             yield s3, stack
     finally:
         await asyncio.to_thread(s3.stop)
@@ -112,7 +97,7 @@ async def test_an_object_storage_outage_restarts_nothing_and_fails_only_uploads(
             body = (await client.get(f"{media_ops}/readyz")).json()
             return bool(body["dependencies"]["object_storage"] != "ok")
 
-        await until(storage_reported_down, 30, "media's /readyz reports object storage down")
+        await eventually(storage_reported_down, 30, "media's /readyz reports object storage down")
         # Liveness: the process is alive. Readiness: this replica takes work; the store is
         # shared by every replica, so it is reported, not gating.
         assert (await client.get(f"{media_ops}/healthz")).status_code == 200
@@ -123,7 +108,8 @@ async def test_an_object_storage_outage_restarts_nothing_and_fails_only_uploads(
         upload = await client.post(f"{stack.base_url}/v1/media", files={"file": ("dot.png", png(), "image/png")})
         assert upload.status_code == 503, upload.text
         assert upload.json()["error"]["code"] == "storage_unavailable", upload.text
-        # Readiness still says so after a few of the store checks.
+        # Readiness stays so: two seconds are a few of the periodic store checks, any of which
+        # could turn it (nothing marks a check that changed nothing).
         await asyncio.sleep(2)
         assert await grpc_health(stack.media_port) == "SERVING"
         assert (await client.get(f"{stack.base_url}/readyz")).status_code == 200
@@ -144,7 +130,7 @@ async def test_a_gateway_stays_ready_without_redis(s3_and_stack: tuple[LocalS3, 
                 except httpx.TransportError:
                     return False
 
-            await until(answers, 60, "the extra gateway answers")
+            await eventually(answers, 60, "the extra gateway answers")
             ready = await client.get(f"{url}/readyz")
             assert ready.status_code == 200, ready.text
             body = ready.json()
@@ -177,4 +163,4 @@ async def test_gateways_stay_ready_while_history_restarts(s3_and_stack: tuple[Lo
             return (await client.get(f"{stack.base_url}/v1/conversations")).status_code == 200
 
         # The gateway dials history again within its reconnect back-off (at most 5 s).
-        await until(listed_again, 30, "the gateway lists conversations again")
+        await eventually(listed_again, 30, "the gateway lists conversations again")

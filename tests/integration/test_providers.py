@@ -20,10 +20,11 @@ import pytest
 from parley_common.context.tokens import counter_for
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from .conftest import cache_entries, provider_calls
-from .sse import Frame, frames, read_all, text_of
+from parley_dev.stack import Stack
+from tests.support.api import api_client, cache_entries, provider_calls
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames, parse, read_all, text_of
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "pk_test_providers_" + secrets.token_urlsafe(12)
 PRICES = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 10.0}
@@ -71,16 +72,12 @@ def registry(fake_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def pstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    workdir = tmp_path_factory.mktemp("provider-stack")
-    models_file = workdir / "models.json"  # JSON is YAML
-    models_file.write_text(json.dumps(registry(fake)))
-    config = StackConfig(
-        infra=infra,
-        namespace="tp" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key=KEY,
-        extra_env={
-            "PARLEY_MODELS_FILE": str(models_file),
+    config = stack_config(
+        infra,
+        tmp_path_factory.mktemp("provider-stack"),
+        "tp",
+        KEY,
+        {
             "PARLEY_WORKER_PROVIDERS": '["demo", "openai", "anthropic", "gemini", "local", "cluster"]',
             "PARLEY_PROVIDER_API_KEYS": json.dumps(
                 {"openai": "sk-test-openai", "anthropic": "sk-ant-test", "gemini": "g-test-key"}
@@ -93,17 +90,15 @@ async def pstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
             "PARLEY_COALESCE_MS": "0",
             "PARLEY_WORKER_COALESCE_MS": "0",
         },
+        registry=registry(fake),
     )
-    async with running(config) as stack:
+    async with own_stack(config) as stack:
         yield stack
-    assert all(code == 0 for code in stack.exit_codes.values()), stack.exit_codes
 
 
 @pytest.fixture
 async def api(pstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=pstack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as client:
+    async with api_client(pstack.base_url, KEY) as client:
         yield client
 
 
@@ -117,14 +112,23 @@ async def turn(api: httpx.AsyncClient, model: str, content: str) -> tuple[str, s
 
 
 async def stored_answer(api: httpx.AsyncClient, conversation: str, response_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
+    async def found() -> dict[str, Any] | None:
         data = (await api.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
-        found = [m for m in data if m["id"] == response_id]
-        if found or time.monotonic() > deadline:
-            assert found, f"answer {response_id} never reached history"
-            return found[0]
-        await asyncio.sleep(0.05)
+        return next((m for m in data if m["id"] == response_id), None)
+
+    return await eventually(found, 10, f"answer {response_id} in history")
+
+
+async def one_more_cached(stack: Stack, before: int) -> None:
+    """Until the response cache holds one answer more than `before`; then half a second more:
+    nothing marks an answer left out of the cache, so an answer that completed before the
+    cached one gets that long to show it was (wrongly) cached too."""
+
+    async def filled() -> bool:
+        return await cache_entries(stack) >= before + 1
+
+    await eventually(filled, 10, "an answer in the cache")
+    await asyncio.sleep(0.5)
 
 
 @pytest.mark.parametrize(
@@ -286,13 +290,13 @@ async def test_cancel_closes_the_upstream_connection_and_keeps_the_partial_answe
             if frame.event in ("done", "error"):
                 break
     assert got[-1].event == "done" and got[-1].data["finish_reason"] == "cancelled"
-    deadline = time.monotonic() + 5
-    while True:
+
+    async def closed() -> dict[str, Any] | None:
         (request,) = await provider_calls(seen)
-        if request["client_closed"] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert request["client_closed"] and request["closed_at"] - cancelled_at < 1.0
+        return request if request["client_closed"] else None
+
+    request = await eventually(closed, 5, "the provider's connection closed")
+    assert request["closed_at"] - cancelled_at < 1.0
     assert request["tokens_sent"] < 400
     answer = await stored_answer(api, conversation, response_id)
     assert answer["status"] == "interrupted" and answer["content"] == text_of(got)
@@ -352,9 +356,13 @@ async def test_unicode_line_separators_in_an_answer_reach_the_client_as_sent(api
     async with api.stream(
         "POST", f"/v1/conversations/{conversation}/messages", json={"content": content, "model": "gpt"}
     ) as r:
-        got = await read_all(r)  # reads lines with httpx's aiter_lines
+        wire = await r.aread()
+    got = parse(wire)  # as a browser reads it
     assert got[0].event == "meta" and got[-1].event == "done", got
     assert text_of(got) == LINE_BREAKERS
+    # Read the way line-based SSE clients read it: no forged line either.
+    for line in wire.decode().splitlines():
+        assert line == "" or line.startswith(("id: ", "event: ", "data: ", ":")), f"a forged line: {line!r}"
 
     # The OpenAI-compatible stream, read the way line-based SSE clients read it.
     chunks: list[dict[str, Any]] = []
@@ -505,20 +513,16 @@ async def test_a_model_that_refuses_temperature_gets_none_and_its_output_limit_i
 
 
 async def test_temperature_zero_on_a_model_that_refuses_temperature_is_not_served_from_the_cache(
-    pstack: Stack, infra: Infra, api: httpx.AsyncClient, seen: httpx.AsyncClient
+    pstack: Stack, api: httpx.AsyncClient, seen: httpx.AsyncClient
 ) -> None:
     # Such a model samples at its own default whatever the user asked: storing its answer as
     # the deterministic answer to the prompt would serve one random sample for an hour.
     sampled, greedy = "sampled " + uuid.uuid4().hex, "greedy " + uuid.uuid4().hex
-    before = await cache_entries(pstack, infra)
+    before = await cache_entries(pstack)
     await completion(api, "reasoner", sampled, temperature=0)
     await completion(api, "gpt", greedy, temperature=0)
-    deadline = time.monotonic() + 10
-    while await cache_entries(pstack, infra) < before + 1:  # the gpt answer is cached
-        assert time.monotonic() < deadline, "the cache was never filled"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # time for the reasoner's answer to be settled too
-    assert await cache_entries(pstack, infra) == before + 1
+    await one_more_cached(pstack, before)  # the gpt answer
+    assert await cache_entries(pstack) == before + 1, "the reasoner's answer is not cached"
     again = await completion(api, "reasoner", sampled, temperature=0)
     assert again["usage"]["completion_tokens"] > 0, "answered by the provider again"
     cached = await completion(api, "gpt", greedy, temperature=0)
@@ -527,21 +531,17 @@ async def test_temperature_zero_on_a_model_that_refuses_temperature_is_not_serve
 
 
 async def test_a_deterministic_answer_that_did_not_end_cleanly_is_not_served_from_the_cache(
-    pstack: Stack, infra: Infra, api: httpx.AsyncClient, seen: httpx.AsyncClient
+    pstack: Stack, api: httpx.AsyncClient, seen: httpx.AsyncClient
 ) -> None:
     # Gemini's OTHER (or a safety stop) at temperature 0: were it cached, the cut-short or
     # blocked answer would be served again for an hour without asking the model.
     odd = 'odd ending [[fake {"finish_reason": "OTHER"}]] ' + uuid.uuid4().hex
     clean = "clean ending " + uuid.uuid4().hex
-    before = await cache_entries(pstack, infra)
+    before = await cache_entries(pstack)
     await completion(api, "gemini", odd, temperature=0)
     await completion(api, "gemini", clean, temperature=0)
-    deadline = time.monotonic() + 10
-    while await cache_entries(pstack, infra) < before + 1:  # the clean answer is cached
-        assert time.monotonic() < deadline, "the cache was never filled"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # time for the odd answer to be settled too
-    assert await cache_entries(pstack, infra) == before + 1
+    await one_more_cached(pstack, before)  # the clean answer
+    assert await cache_entries(pstack) == before + 1, "the odd answer is not cached"
     again = await completion(api, "gemini", odd, temperature=0)
     assert again["usage"]["completion_tokens"] > 0, "answered by the provider again"
     assert len(await provider_calls(seen)) == 3

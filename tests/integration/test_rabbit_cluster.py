@@ -5,7 +5,6 @@ of a quorum queue on every node, and a message it confirmed outlives the node th
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -14,6 +13,7 @@ import aio_pika
 import pytest
 
 from parley_dev.rabbit_cluster import RabbitCluster, RabbitCommandFailed
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -22,21 +22,15 @@ T = TypeVar("T")
 PASSING = (RabbitCommandFailed, aio_pika.exceptions.AMQPError, OSError, TimeoutError)
 
 
-async def eventually(check: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str) -> T:
-    """Ask `check` until `accept` takes its answer (60 s at most); the accepted answer."""
-    deadline = time.monotonic() + 60.0
-    last: object = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            answer = await check()
-        except PASSING as exc:
-            last = exc
-        else:
-            if accept(answer):
-                return answer
-            last = answer
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"never {what} in 60s; last answer: {last!r}")
+async def settles(check: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str) -> T:
+    """The first answer of `check` that `accept` takes (60 s at most); the accepted answer."""
+
+    async def accepted() -> tuple[T] | None:
+        answer = await check()
+        return (answer,) if accept(answer) else None
+
+    (answer,) = await eventually(accepted, 60.0, what, interval_s=0.25, passing=PASSING)
+    return answer
 
 
 @pytest.fixture
@@ -98,13 +92,9 @@ async def test_a_quorum_queue_has_a_replica_on_every_node(rabbit_cluster: Rabbit
     assert await asyncio.to_thread(rabbit_cluster.online_members_of, queue) == nodes
     assert await asyncio.to_thread(rabbit_cluster.leader_of, queue) in nodes
     await publish_confirmed(rabbit_cluster.urls[0], queue, b"one")
-    await eventually(
-        lambda: asyncio.to_thread(rabbit_cluster.queue_depths), lambda d: d.get(queue) == 1, "a depth of 1"
-    )
+    await settles(lambda: asyncio.to_thread(rabbit_cluster.queue_depths), lambda d: d.get(queue) == 1, "a depth of 1")
     assert await take_one(rabbit_cluster.urls[2], queue) == b"one"
-    await eventually(
-        lambda: asyncio.to_thread(rabbit_cluster.queue_depths), lambda d: d.get(queue) == 0, "a depth of 0"
-    )
+    await settles(lambda: asyncio.to_thread(rabbit_cluster.queue_depths), lambda d: d.get(queue) == 0, "a depth of 0")
 
 
 async def test_a_confirmed_message_outlives_the_killed_leader_of_its_queue(
@@ -118,18 +108,16 @@ async def test_a_confirmed_message_outlives_the_killed_leader_of_its_queue(
     assert not rabbit_cluster.running(leader)
     survivors = sorted(node for node in rabbit_cluster.nodes if node != leader)
     survivor_url = rabbit_cluster.url_of(survivors[0])
-    body = await eventually(lambda: take_one(survivor_url, queue), lambda b: b is not None, "the message")
+    body = await settles(lambda: take_one(survivor_url, queue), lambda b: b is not None, "the message")
     assert body == b"before the crash"
-    await eventually(
-        lambda: asyncio.to_thread(rabbit_cluster.leader_of, queue), lambda n: n in survivors, "a new leader"
-    )
+    await settles(lambda: asyncio.to_thread(rabbit_cluster.leader_of, queue), lambda n: n in survivors, "a new leader")
     assert await asyncio.to_thread(rabbit_cluster.online_members_of, queue) == survivors
 
     await asyncio.to_thread(rabbit_cluster.start, leader)
     nodes = sorted(rabbit_cluster.nodes)
     assert await asyncio.to_thread(rabbit_cluster.running_nodes) == nodes
     assert await asyncio.to_thread(rabbit_cluster.members_of, queue) == nodes
-    await eventually(
+    await settles(
         lambda: asyncio.to_thread(rabbit_cluster.online_members_of, queue), lambda m: m == nodes, "3 replicas online"
     )
     # Taken once means taken: not handed out again, through the returned node either.
@@ -143,7 +131,7 @@ async def test_a_stopped_node_leaves_its_queue_working_and_serves_it_again_when_
     leader = await asyncio.to_thread(rabbit_cluster.leader_of, queue)
     await asyncio.to_thread(rabbit_cluster.stop, leader)
     survivors = sorted(node for node in rabbit_cluster.nodes if node != leader)
-    await eventually(
+    await settles(
         lambda: asyncio.to_thread(rabbit_cluster.running_nodes), lambda n: n == survivors, "two nodes running"
     )
     # Two of three replicas are a majority: the queue takes and confirms messages meanwhile.

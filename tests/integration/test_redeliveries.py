@@ -28,6 +28,7 @@ from parley_common.messaging.bus import MAX_ATTEMPTS, Consumers, DeadLetters, Re
 from parley_common.messaging.topology import DELIVERY_LIMIT, RESPONSE_COMPLETED, Topology
 from parley_common.service.lifecycle import InFlight
 from parley_dev.infra import Infra
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -49,14 +50,9 @@ async def topology(connection: AbstractRobustConnection) -> AsyncIterator[Topolo
 async def dead_letter(connection: AbstractRobustConnection, topology: Topology) -> AbstractIncomingMessage:
     channel = await connection.channel()
     queue = await topology.declare_dead_letter_queue(channel)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        message = await queue.get(fail=False)
-        if message is not None:
-            await message.ack()
-            return message
-        await asyncio.sleep(0.05)
-    raise AssertionError("nothing reached the dead-letter queue")
+    message = await eventually(lambda: queue.get(fail=False), 15, "a message in the dead-letter queue")
+    await message.ack()
+    return message
 
 
 def completed(response_id: str) -> aio_pika.Message:

@@ -15,9 +15,8 @@ import pytest
 
 from parley_dev.infra import Infra, ensure_local, reachable, stop_local
 from parley_dev.stack import Stack
-
-from .sse import Frame, frames, read_all
-from .test_chat_turn import messages_of
+from tests.support.api import stored_messages
+from tests.support.sse import Frame, frames, read_all
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ async def test_rabbitmq_restarted_mid_stream(
     ) as r:
         after = await read_all(r)
     assert after[-1].event == "done"
-    stored = await messages_of(client, conversation, 4, timeout_s=30)
+    stored = await stored_messages(client, conversation, 4, timeout_s=30)
     users = [m["content"] for m in stored if m["role"] == "user"]
     assert users == ["after the restart", "through a broker restart"], "no user message lost"
 
@@ -103,6 +102,6 @@ async def test_redis_restarted_mid_stream(
     ) as r:
         after = await read_all(r)
     assert after[-1].event == "done"
-    stored = await messages_of(client, conversation, 4, timeout_s=30)
+    stored = await stored_messages(client, conversation, 4, timeout_s=30)
     users = [m["content"] for m in stored if m["role"] == "user"]
     assert users == ["redis is back", "through a redis restart"]

@@ -13,8 +13,8 @@ import openai
 from httpx._decoders import GZipDecoder
 
 from parley_dev.stack import Stack
-
-from .conftest import DEV_KEY
+from tests.support.keys import DEV_KEY
+from tests.support.sse import parse, text_of
 
 
 @dataclass
@@ -67,27 +67,6 @@ async def raw_request(
     return wire
 
 
-def frames_of(data: bytes) -> list[tuple[str, dict[str, object]]]:
-    """(event, data) of each frame with data; comments (heartbeats) skipped."""
-    out = []
-    for block in data.decode().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.split("\n") if line and not line.startswith(":"))
-        if "data" in fields and fields["data"] != "[DONE]":
-            out.append((fields.get("event", "message"), json.loads(fields["data"])))
-    return out
-
-
-def text_of(frames: list[tuple[str, dict[str, object]]]) -> str:
-    text = ""
-    for event, data in frames:
-        if event == "delta":
-            text += str(data["text"])
-        elif event == "message" and data.get("choices"):
-            choice = data["choices"][0]  # type: ignore[index]
-            text += choice["delta"].get("content") or ""
-    return text
-
-
 async def new_conversation(client: httpx.AsyncClient) -> str:
     reply = await client.post("/v1/conversations", json={"title": "compression"})
     assert reply.status_code == 201, reply.text
@@ -103,9 +82,9 @@ async def test_gzip_and_deflate_streams_decode_frame_by_frame_to_the_same_answer
     )
     assert plain.status == 200 and "content-encoding" not in plain.headers, plain.headers
     assert plain.headers["vary"].lower() == "accept-encoding"
-    plain_frames = frames_of(b"".join(plain.chunks))
+    plain_frames = parse(b"".join(plain.chunks))
     answer = text_of(plain_frames)
-    assert answer.startswith(f'You said: "{content}".') and plain_frames[-1][0] == "done"
+    assert answer.startswith(f'You said: "{content}".') and plain_frames[-1].event == "done"
 
     for coding, wbits in (("gzip", 31), ("deflate", 15)):
         wire = await raw_request(
@@ -126,9 +105,9 @@ async def test_gzip_and_deflate_streams_decode_frame_by_frame_to_the_same_answer
             assert piece.endswith(b"\n\n"), (coding, piece)
             decoded.append(piece)
         assert decoder.decompress(wire.chunks[-1]) == b"" and decoder.eof, "the last chunk ends the stream"
-        frames = frames_of(b"".join(decoded))
+        frames = parse(b"".join(decoded))
         assert text_of(frames) == answer
-        assert [event for event, _ in frames if event != "delta"] == [e for e, _ in plain_frames if e != "delta"]
+        assert [f.event for f in frames if f.event != "delta"] == [f.event for f in plain_frames if f.event != "delta"]
         # Slow networks: a few bytes per character of the answer, framing and all, where the
         # frames as they are take several times that. Live, a frame goes out per token or two
         # (this stack's demo model: 40 tokens/s), each with its chunk framing and flush.
@@ -140,7 +119,7 @@ async def test_gzip_and_deflate_streams_decode_frame_by_frame_to_the_same_answer
         response_id = wire.headers["x-parley-response-id"]
         again = await raw_request(stack, "GET", f"/v1/responses/{response_id}/events", accept_encoding=coding)
         assert again.headers["content-encoding"] == coding
-        assert text_of(frames_of(zlib.decompress(b"".join(again.chunks), wbits))) == answer
+        assert text_of(parse(zlib.decompress(b"".join(again.chunks), wbits))) == answer
         assert again.body_bytes <= 3 * len(answer), (coding, again.body_bytes, len(answer))
 
 
@@ -157,8 +136,8 @@ async def test_without_an_acceptable_coding_the_stream_is_sent_as_it_is(
             accept_encoding=accept,
         )
         assert wire.status == 200 and "content-encoding" not in wire.headers, (accept, wire.headers)
-        frames = frames_of(b"".join(wire.chunks))
-        assert frames[0][0] == "meta" and frames[-1][0] == "done", accept
+        frames = parse(b"".join(wire.chunks))
+        assert frames[0].event == "meta" and frames[-1].event == "done", accept
         assert text_of(frames).startswith('You said: "plain please".')
 
 
@@ -170,15 +149,16 @@ async def test_a_resume_is_compressed_too_and_deltas_carry_only_their_text(
         stack, "POST", f"/v1/conversations/{conversation}/messages", {"content": "resume compressed"}, "gzip"
     )
     response_id = first.headers["x-parley-response-id"]
-    frames = frames_of(zlib.decompress(b"".join(first.chunks), 31))
-    for event, data in frames:
-        if event == "delta":
-            assert set(data) == {"text"}
+    frames = parse(zlib.decompress(b"".join(first.chunks), 31))
+    for frame in frames:
+        if frame.event == "delta":
+            assert set(frame.data) == {"text"}
         else:
-            assert data["response_id"] == response_id and data["conversation_id"] == conversation, event
+            assert frame.data["response_id"] == response_id, frame
+            assert frame.data["conversation_id"] == conversation, frame
     again = await raw_request(stack, "GET", f"/v1/responses/{response_id}/events", accept_encoding="gzip")
     assert again.status == 200 and again.headers["content-encoding"] == "gzip"
-    assert text_of(frames_of(zlib.decompress(b"".join(again.chunks), 31))) == text_of(frames)
+    assert text_of(parse(zlib.decompress(b"".join(again.chunks), 31))) == text_of(frames)
 
 
 async def test_the_openai_stream_is_compressed_for_httpx_and_decoded_chunk_by_chunk(stack: Stack) -> None:
@@ -195,7 +175,7 @@ async def test_the_openai_stream_is_compressed_for_httpx_and_decoded_chunk_by_ch
     assert all(piece.endswith(b"\n\n") for piece in pieces if piece), pieces
     decoded = b"".join(pieces) + decoder.flush()
     assert decoded.endswith(b"data: [DONE]\n\n")
-    assert text_of(frames_of(decoded)).startswith('You said: "compress me".')
+    assert text_of(parse(decoded)).startswith('You said: "compress me".')
 
     # And the SDK itself reads the same answer from the compressed stream.
     async with openai.AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key=DEV_KEY, max_retries=0) as sdk:
@@ -203,4 +183,4 @@ async def test_the_openai_stream_is_compressed_for_httpx_and_decoded_chunk_by_ch
             model="demo", messages=[{"role": "user", "content": "compress me"}], stream=True
         )
         text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
-    assert text == text_of(frames_of(decoded))
+    assert text == text_of(parse(decoded))

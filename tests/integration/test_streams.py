@@ -14,10 +14,9 @@ from parley_common.context.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt
 from parley_dev.infra import free_port
 from parley_dev.stack import Stack
 from parley_worker.providers.demo import demo_answer
-
-from .conftest import DEV_KEY
-from .sse import Frame, frames, read_all, text_of
-from .test_chat_turn import messages_of
+from tests.support.api import api_client, stored_messages
+from tests.support.keys import DEV_KEY
+from tests.support.sse import Frame, frames, read_all, text_of
 
 
 async def test_a_client_that_drops_resumes_with_last_event_id(client: httpx.AsyncClient, conversation: str) -> None:
@@ -45,16 +44,33 @@ async def test_a_client_that_drops_resumes_with_last_event_id(client: httpx.Asyn
     assert text_of(full) == text_of(seen + rest)
 
 
+async def extra_gateway(stack: Stack) -> int:
+    """A second gateway of the stack, ready: its port (its process is `gateway@<port>`)."""
+    port = free_port()
+    stack.start_service("gateway", port=port)
+    await stack.wait_ready(gateway_url=f"http://127.0.0.1:{port}")
+    return port
+
+
+async def resumed_elsewhere(stack: Stack, response_id: str, last_id: int) -> tuple[list[Frame], list[Frame]]:
+    """Through the stack's own gateway: the answer's frames after `last_id`, and all of them."""
+    async with api_client(stack.base_url, DEV_KEY) as other:
+        async with other.stream(
+            "GET", f"/v1/responses/{response_id}/events", headers={"Last-Event-ID": str(last_id)}
+        ) as r:
+            rest = await read_all(r)
+        async with other.stream("GET", f"/v1/responses/{response_id}/events") as r:
+            uninterrupted = await read_all(r)
+    return rest, uninterrupted
+
+
 async def test_a_gateway_that_stops_mid_stream_ends_it_and_another_gateway_resumes(
     stack: Stack, conversation: str
 ) -> None:
-    port = free_port()
+    port = await extra_gateway(stack)
     name = f"gateway@{port}"
-    stack.start_service("gateway", port=port)
-    await stack.wait_ready(gateway_url=f"http://127.0.0.1:{port}")
-    headers = {"Authorization": f"Bearer {DEV_KEY}"}
     seen = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as doomed:
+    async with api_client(f"http://127.0.0.1:{port}", DEV_KEY) as doomed:
         async with doomed.stream(
             "POST", f"/v1/conversations/{conversation}/messages", json={"content": "survive a restart"}
         ) as r:
@@ -68,16 +84,10 @@ async def test_a_gateway_that_stops_mid_stream_ends_it_and_another_gateway_resum
     assert await stop == 0
     final = seen[-1]
     assert final.event == "error" and final.data["code"] == "gateway_shutdown" and final.data["retryable"]
-    assert final.id is None, "the gateway's own notice is not a replay-log frame"
+    assert final.id == seen[-2].id, "the gateway's own notice leaves Last-Event-ID on the last replay-log frame"
     last_id = max(f.id for f in seen if f.id is not None)
 
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as other:
-        async with other.stream(
-            "GET", f"/v1/responses/{response_id}/events", headers={"Last-Event-ID": str(last_id)}
-        ) as r:
-            rest = await read_all(r)
-        async with other.stream("GET", f"/v1/responses/{response_id}/events") as r:
-            uninterrupted = await read_all(r)
+    rest, uninterrupted = await resumed_elsewhere(stack, response_id, last_id)
     assert rest[-1].event == "done"
     assert text_of([f for f in seen if f.id is not None] + rest) == text_of(uninterrupted)
 
@@ -85,12 +95,9 @@ async def test_a_gateway_that_stops_mid_stream_ends_it_and_another_gateway_resum
 async def test_a_gateway_killed_mid_stream_loses_nothing_a_second_gateway_resumes_exactly(
     stack: Stack, conversation: str
 ) -> None:
-    port = free_port()
-    stack.start_service("gateway", port=port)
-    await stack.wait_ready(gateway_url=f"http://127.0.0.1:{port}")
-    headers = {"Authorization": f"Bearer {DEV_KEY}"}
+    port = await extra_gateway(stack)
     seen = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as doomed:
+    async with api_client(f"http://127.0.0.1:{port}", DEV_KEY) as doomed:
         try:
             async with doomed.stream(
                 "POST", f"/v1/conversations/{conversation}/messages", json={"content": "kill the gateway"}
@@ -104,13 +111,7 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_a_second_gateway_resume
             pass  # the connection died with the gateway
     assert seen and seen[-1].event != "done", "the stream should have been cut"
     last_id = max(f.id for f in seen if f.id is not None)
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as other:
-        async with other.stream(
-            "GET", f"/v1/responses/{response_id}/events", headers={"Last-Event-ID": str(last_id)}
-        ) as r:
-            rest = await read_all(r)
-        async with other.stream("GET", f"/v1/responses/{response_id}/events") as r:
-            uninterrupted = await read_all(r)
+    rest, uninterrupted = await resumed_elsewhere(stack, response_id, last_id)
     assert rest[-1].event == "done"
     ids = [f.id for f in seen if f.id is not None] + [f.id for f in rest]
     assert ids == sorted(set(ids)), "no frame twice, in order"
@@ -136,7 +137,7 @@ async def test_cancel_stops_the_answer_and_keeps_the_partial_text(
     partial = text_of(seen)
     full_length = len('You said: "stop me". ') + 60
     assert 0 < len(partial) < full_length
-    stored = await messages_of(client, conversation, 2)
+    stored = await stored_messages(client, conversation, 2)
     assert stored[0]["id"] == response_id and stored[0]["status"] == "interrupted"
     assert stored[0]["content"] == partial
     again = await client.post(f"/v1/responses/{response_id}/cancel")
@@ -172,7 +173,7 @@ async def test_a_second_message_queues_behind_the_first_and_never_interleaves(
     assert second[0].event == "queued"
     assert first_frames[-1].event == "done" and second[-1].event == "done"
     assert text_of(second).startswith('You said: "second question".')
-    stored = await messages_of(client, conversation, 4)
+    stored = await stored_messages(client, conversation, 4)
     assert [(m["role"], m["status"]) for m in reversed(stored)] == [
         ("user", "complete"),
         ("assistant", "complete"),
@@ -189,7 +190,7 @@ async def test_a_message_sent_right_after_an_answer_is_not_queued_and_sees_that_
     second = await _turn(client, conversation, "second question")
     assert first[-1].event == "done" and second[-1].event == "done"
     assert "queued" not in [f.event for f in second], "nothing was running: the client is not told to wait"
-    stored = await messages_of(client, conversation, 4)
+    stored = await stored_messages(client, conversation, 4)
     oldest_first = list(reversed(stored))
     assert [m["role"] for m in oldest_first] == ["user", "assistant", "user", "assistant"]
     assert oldest_first[1]["content"] == text_of(first)
@@ -213,7 +214,7 @@ async def test_replace_cancels_the_running_answer_first(client: httpx.AsyncClien
     first_frames = await first
     assert first_frames[-1].event == "done" and first_frames[-1].data["finish_reason"] == "cancelled"
     assert second[-1].event == "done" and text_of(second).startswith('You said: "never mind".')
-    stored = await messages_of(client, conversation, 4)
+    stored = await stored_messages(client, conversation, 4)
     assert [(m["role"], m["status"]) for m in reversed(stored)] == [
         ("user", "complete"),
         ("assistant", "interrupted"),
@@ -267,7 +268,7 @@ async def test_too_many_streams_at_once_get_429_and_rate_limit_headers(stack: St
 
             listing = await limited.get("/v1/conversations")
             if int(listing.headers["x-ratelimit-reset"]) - time.time() < 5:
-                # Too close to the next one-minute window: start the count there.
+                # Too close to the next one-minute window: wait it out, start the count there.
                 await asyncio.sleep(int(listing.headers["x-ratelimit-reset"]) - time.time() + 0.2)
                 listing = await limited.get("/v1/conversations")
             assert listing.headers["x-ratelimit-limit"] == "40"

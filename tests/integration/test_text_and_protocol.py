@@ -14,10 +14,8 @@ import pytest
 
 from parley_common.context.tokens import counter_for
 from parley_history.store import encode_cursor
-
-from .sse import frames, read_all, text_of
-from .test_chat_turn import messages_of
-from .test_isolation_and_errors import assert_error
+from tests.support.api import assert_error, stored_messages
+from tests.support.sse import frames, read_all, text_of
 
 JSON = {"content-type": "application/json"}
 # A lone surrogate: valid JSON, but no UTF-8 text (nor a protobuf string) can carry it.
@@ -49,7 +47,7 @@ async def test_a_lone_surrogate_in_a_message_is_a_400_and_its_message_id_can_be_
     assert got[-1].event == "done", got[-1]
     assert text_of(got).startswith('You said: "hello".')
     assert time.monotonic() - started < 15
-    stored = await messages_of(client, conversation, 2)
+    stored = await stored_messages(client, conversation, 2)
     assert stored[-1]["role"] == "user" and stored[-1]["content"] == "hello"
 
 
@@ -159,6 +157,6 @@ async def test_a_cancelled_answer_reports_the_tokens_it_used(client: httpx.Async
     usage: dict[str, Any] = next(f.data for f in seen if f.event == "usage")
     assert usage["input_tokens"] == counted["input_tokens"] > 0
     assert usage["output_tokens"] == counter_for("demo", "cl100k_base").text(shown) > 0
-    stored = await messages_of(client, conversation, 2)
+    stored = await stored_messages(client, conversation, 2)
     assert stored[0]["id"] == response_id and stored[0]["status"] == "interrupted"
     assert stored[0]["usage"] == {k: usage[k] for k in ("input_tokens", "output_tokens", "cost_micros")}

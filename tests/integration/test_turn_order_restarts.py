@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from .conftest import DEV_KEY
-from .sse import Frame, frames
-from .test_chat_turn import messages_of
+from parley_dev.stack import Stack
+from tests.support.api import api_client, stored_messages
+from tests.support.keys import DEV_KEY
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames
+from tests.support.stacks import own_stack, stack_config
 
 ROUNDS = 5
 SHORT = {"max_output_tokens": 6}
@@ -32,13 +31,12 @@ SHORT = {"max_output_tokens": 6}
 
 @pytest.fixture(scope="module")
 async def slow_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp("turn-order")
-    config = StackConfig(
-        infra=infra,
-        namespace="to" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key=DEV_KEY,
-        extra_env={
+    config = stack_config(
+        infra,
+        tmp_path_factory.mktemp("turn-order"),
+        "to",
+        DEV_KEY,
+        {
             # About 4 s per answer: long enough to restart the orchestrator mid-answer.
             "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
             "PARLEY_DEMO_TOKENS_PER_S": "10",
@@ -46,7 +44,7 @@ async def slow_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> 
             "PARLEY_REQUESTS_PER_MINUTE": "100000",
         },
     )
-    async with running(config) as stack:
+    async with own_stack(config, clean_exit=False) as stack:
         yield stack
 
 
@@ -79,9 +77,7 @@ async def test_a_waiting_message_keeps_its_place_when_the_orchestrator_restarts(
     stack.stop_service("orchestrator")
     stack.start_service("orchestrator", PARLEY_SHUTDOWN_GRACE_S="0.5")
     await stack.wait_ready()
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, headers={"Authorization": f"Bearer {DEV_KEY}"}, timeout=60.0
-    ) as client:
+    async with api_client(stack.base_url, DEV_KEY, 60.0) as client:
         for round_ in range(ROUNDS):
             created = await client.post("/v1/conversations", json={"title": f"{how} {round_}"})
             conversation = created.json()["id"]
@@ -97,11 +93,11 @@ async def test_a_waiting_message_keeps_its_place_when_the_orchestrator_restarts(
                 reading_one = asyncio.create_task(collect(one, first, first_text))
                 reading_two = asyncio.create_task(collect(two, second, second_text))
                 await asyncio.wait_for(first_text.wait(), 30)
-                for _ in range(200):
-                    if any(f.event == "queued" for _, f in second):
-                        break
-                    await asyncio.sleep(0.02)
-                assert any(f.event == "queued" for _, f in second), "message 2 waits for answer 1"
+
+                async def queued(second: list[tuple[float, Frame]] = second) -> bool:
+                    return any(f.event == "queued" for _, f in second)
+
+                await eventually(queued, 4, "message 2 waiting for answer 1", interval_s=0.02)
                 await restart_orchestrator(stack, how)
                 await asyncio.wait_for(asyncio.gather(reading_one, reading_two), 60)
             assert first[-1][1].event == "done", first[-1][1]
@@ -109,7 +105,7 @@ async def test_a_waiting_message_keeps_its_place_when_the_orchestrator_restarts(
             one_done = first[-1][0]
             two_text = next(t for t, f in second if f.event == "delta")
             assert two_text > one_done, f"round {round_}: answer 2 started before answer 1 ended"
-            stored = list(reversed(await messages_of(client, conversation, 4)))  # oldest first
+            stored = list(reversed(await stored_messages(client, conversation, 4)))  # oldest first
             assert [(m["role"], m["content"]) for m in stored] == [
                 ("user", f"first question {round_}"),
                 ("assistant", text(first)),

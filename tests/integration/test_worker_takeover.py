@@ -23,9 +23,12 @@ import pytest
 from parley_common.messaging.topology import Topology
 from parley_dev.fake_providers import answer_tokens
 from parley_dev.infra import Infra
-from parley_dev.stack import Stack, StackConfig, running
-
-from .sse import Frame, frames, text_of
+from parley_dev.stack import Stack
+from tests.support.api import api_client, stored_message
+from tests.support.models import PRICES, model
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames, text_of
+from tests.support.stacks import own_stack, stack_config
 
 KEY = "takeover-key-0123456789"
 WORKER_PROVIDERS = ["demo", "anthropic", "gemini", "cluster", "openai"]
@@ -35,15 +38,8 @@ GAP_BOUND_S = 6.0
 
 
 def registry(fake_url: str) -> dict[str, Any]:
-    def model(provider: str, upstream: str) -> dict[str, Any]:
-        return {
-            "provider": provider,
-            "upstream_model": upstream,
-            "context_window": 100_000,
-            "max_output_tokens": 4096,
-            "input_price_per_mtok": 1,
-            "output_price_per_mtok": 2,
-        }
+    def priced(provider: str, upstream: str) -> dict[str, Any]:
+        return model(provider, upstream, context_window=100_000, max_output_tokens=4096, **PRICES)
 
     return {
         "default_model": "demo",
@@ -56,11 +52,11 @@ def registry(fake_url: str) -> dict[str, Any]:
             "openai": {"kind": "openai", "base_url": f"{fake_url}/v1"},
         },
         "models": {
-            "demo": model("demo", "parley-demo-1"),
-            "claude": model("anthropic", "claude-test"),
-            "gemini": model("gemini", "gemini-test"),
-            "vllm": model("cluster", "qwen-test"),
-            "gpt": model("openai", "gpt-test"),
+            "demo": priced("demo", "parley-demo-1"),
+            "claude": priced("anthropic", "claude-test"),
+            "gemini": priced("gemini", "gemini-test"),
+            "vllm": priced("cluster", "qwen-test"),
+            "gpt": priced("openai", "gpt-test"),
         },
     }
 
@@ -85,10 +81,11 @@ class Workers:
         name = f"w{uuid.uuid4().hex[:6]}"
         self.stack.start_service("provider-worker", replica=name)
         self.names.append(f"provider-worker@{name}")
-        deadline = time.monotonic() + 60
-        while await self.consumers(queue) < 2:
-            assert time.monotonic() < deadline, "the second worker did not start consuming"
-            await asyncio.sleep(0.05)
+
+        async def both_consuming() -> bool:
+            return await self.consumers(queue) >= 2
+
+        await eventually(both_consuming, 60, "the second worker consuming")
         return self.names[-1]
 
     def kill_carrier(self) -> None:
@@ -98,16 +95,12 @@ class Workers:
 
 @pytest.fixture(scope="module")
 async def tstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    workdir = tmp_path_factory.mktemp("takeover-stack")
-    models_file = workdir / "models.json"  # JSON is YAML
-    models_file.write_text(json.dumps(registry(fake)))
-    config = StackConfig(
-        infra=infra,
-        namespace="tw" + uuid.uuid4().hex[:10],
-        workdir=workdir,
-        dev_api_key=KEY,
-        extra_env={
-            "PARLEY_MODELS_FILE": str(models_file),
+    config = stack_config(
+        infra,
+        tmp_path_factory.mktemp("takeover-stack"),
+        "tw",
+        KEY,
+        {
             "PARLEY_WORKER_PROVIDERS": json.dumps(WORKER_PROVIDERS),
             "PARLEY_PROVIDER_API_KEYS": json.dumps({"anthropic": "sk-ant-test", "gemini": "g-test-key"}),
             # About 10 s per demo answer: long enough to start a second worker mid-answer.
@@ -117,8 +110,9 @@ async def tstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
             "PARLEY_WORKER_COALESCE_MS": "0",
             # The worker's lease is its default (PARLEY_WORKER_LEASE_S, 1.5 s).
         },
+        registry=registry(fake),
     )
-    async with running(config) as stack:
+    async with own_stack(config, clean_exit=False) as stack:
         yield stack
 
 
@@ -129,23 +123,13 @@ def workers(tstack: Stack) -> Workers:
 
 @pytest.fixture
 async def api(tstack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=tstack.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
-    ) as client:
+    async with api_client(tstack.base_url, KEY, 60) as client:
         yield client
 
 
 async def stored(api: httpx.AsyncClient, conversation: str, response_id: str) -> dict[str, Any]:
-    """The answer as history holds it once it is final (polled, up to 30 s)."""
-    deadline = time.monotonic() + 30
-    while True:
-        reply = await api.get(f"/v1/conversations/{conversation}/messages")
-        assert reply.status_code == 200, reply.text
-        found = [m for m in reply.json()["data"] if m["id"] == response_id]
-        if found and found[0]["status"] in ("complete", "interrupted", "failed"):
-            return dict(found[0])
-        assert time.monotonic() < deadline, f"answer not stored: {found}"
-        await asyncio.sleep(0.1)
+    """The answer as history holds it once it is final (up to 30 s)."""
+    return await stored_message(api, conversation, response_id, ("complete", "interrupted", "failed"), 30)
 
 
 async def kill_mid_answer(

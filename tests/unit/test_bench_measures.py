@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bench import cpu, pyspy
-from bench.peer import answer_text, summarise
+from bench.peer import summarise
 
 
 def test_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
@@ -88,21 +88,6 @@ def test_waits_are_counted_apart() -> None:
     summary = pyspy.summarise(pyspy.parse_raw(raw))
     assert (summary["samples"], summary["wait_samples"]) == (40, 60)
     assert summary["by_library"] == [("parley_history", 1.0)]
-
-
-def test_answer_text_from_both_wire_formats() -> None:
-    native = (
-        b'event: meta\ndata: {"model": "m"}\n\nid: 2\nevent: delta\ndata: {"text": "Hel"}\n\n'
-        b'id: 3\nevent: delta\ndata: {"text": "lo \\u00e9"}\n\nevent: done\ndata: {}\n\n'
-    )
-    assert answer_text(native, native=True) == "Hello é"
-    openai = (
-        b'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'
-        b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n'
-        b'data: {"choices": [{"delta": {"content": " there"}}]}\n\n'
-        b'data: {"choices": [], "usage": {"completion_tokens": 2}}\n\ndata: [DONE]\n\n'
-    )
-    assert answer_text(openai, native=False) == "Hi there"
 
 
 def _window(turns: int, seconds: float, cpu_ms: dict[str, float]) -> dict[str, Any]:

@@ -25,11 +25,10 @@ from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.budgets.users import MonthlyUsage
 from parley_common.budgets.waiting import BudgetQueue
 from parley_common.messaging.cancellation import Cancellations
-from parley_common.messaging.dispatch import Dispatch, Turn
+from parley_common.messaging.dispatch import Dispatch
 from parley_common.messaging.replay import ReplayLog
 from parley_common.messaging.topology import Topology
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig
-from parley_dev.infra import ensure_local
 from parley_orchestrator.completions import CompletionSettler
 from parley_orchestrator.job_records import JobRecords
 from parley_orchestrator.response_cache import ResponseCache
@@ -39,8 +38,7 @@ from parley_worker.provider_sends import ProviderSends
 from parley_worker.providers import Chunk, Finish, TextChunk, UsageReport
 from parley_worker.providers.errors import Overloaded, ServerError
 from parley_worker.resilience import RetryPolicy
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.support.polling import eventually
 
 
 def model(provider: str, fallbacks: list[str] | None = None) -> ModelConfig:
@@ -62,16 +60,6 @@ REGISTRY = ModelRegistry(
 )
 
 
-@dataclass
-class Completed:
-    turn: Turn
-    model: str
-    content: str
-    status: int
-    finish_reason: str
-    usage: chat_pb2.Usage | None
-
-
 class RecordedDispatch(Dispatch):
     """What the handlers would publish, recorded instead (frames still go to the replay log)."""
 
@@ -85,7 +73,7 @@ class RecordedDispatch(Dispatch):
         )
         self.jobs: list[chat_pb2.ProviderJob] = []
         self.fallbacks: list[chat_pb2.ProviderJob] = []
-        self.completions: list[Completed] = []
+        self.completions: list[chat_pb2.ResponseCompleted] = []
 
     async def send_job(self, job: chat_pb2.ProviderJob, idempotency_key: str) -> None:
         self.jobs.append(job)
@@ -93,16 +81,8 @@ class RecordedDispatch(Dispatch):
     async def hand_to_fallback(self, job: chat_pb2.ProviderJob) -> None:
         self.fallbacks.append(job)
 
-    async def completed(
-        self,
-        turn: Turn,
-        model: str,
-        content: str,
-        status: chat_pb2.ResponseStatus.ValueType,
-        finish_reason: str,
-        usage: chat_pb2.Usage | None = None,
-    ) -> None:
-        self.completions.append(Completed(turn, model, content, status, finish_reason, usage))
+    async def announce(self, completed: chat_pb2.ResponseCompleted) -> None:
+        self.completions.append(completed)
 
 
 class Scripted:
@@ -126,14 +106,6 @@ class Scripted:
             yield TextChunk(word)
         yield UsageReport(input_tokens=7, output_tokens=len(self.words))
         yield Finish("stop")
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    ensure_local(REDIS_URL)
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
 
 
 @dataclass
@@ -240,10 +212,11 @@ async def test_a_cancelled_answer_ends_cleanly_with_what_was_shown(parts: Parts,
     consumer = worker(parts, redis, provider)
     the_job = job()
     running = asyncio.create_task(consumer(the_job, delivered()))
-    for _ in range(500):
-        if "delta" in await kinds(parts.replay, the_job.response_id):
-            break
-        await asyncio.sleep(0.01)
+
+    async def shown() -> bool:
+        return "delta" in await kinds(parts.replay, the_job.response_id)
+
+    await eventually(shown, 5, "a delta in the replay log", interval_s=0.01)
     assert consumer.cancel(the_job.response_id, "user")
     await asyncio.wait_for(running, 10)
     [done] = parts.dispatch.completions

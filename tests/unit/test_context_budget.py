@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from parley.v1 import history_pb2
-from parley_common.context.prompt import collect_context, stored_message_tokens
+from parley_common.context.prompt import ContextLimits, collect_context, stored_message_tokens
 from parley_common.context.window import prompt_token_budget
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig, RoutingConfig
 
@@ -47,11 +47,28 @@ async def test_a_draft_counts_toward_the_budget_and_the_cap_before_stored_messag
         return page, str(start + limit) if start + limit < len(stored) else ""
 
     draft = history_pb2.Message(role="user", content="draft")
-    every = await collect_context(fetch, token_budget=1_000_000, max_messages=1000, newest=[draft])
+    every = await collect_context(fetch, ContextLimits(token_budget=1_000_000, max_messages=1000), newest=[draft])
     assert every.newest_first == [draft, *stored] and every.complete
     assert pages == [("", 50), ("50", 200), ("250", 200)], "a small first page, then large ones"
-    capped = await collect_context(fetch, token_budget=1_000_000, max_messages=100, newest=[draft])
+    capped = await collect_context(fetch, ContextLimits(token_budget=1_000_000, max_messages=100), newest=[draft])
     assert len(capped.newest_first) == 100 and not capped.complete
     budget = stored_message_tokens(draft) + 10 * stored_message_tokens(stored[0])
-    ten = await collect_context(fetch, token_budget=budget, max_messages=1000, newest=[draft])
+    ten = await collect_context(fetch, ContextLimits(token_budget=budget, max_messages=1000), newest=[draft])
     assert ten.newest_first == [draft, *stored[:10]] and ten.tokens == budget and not ten.complete
+
+
+async def test_a_draft_that_fills_the_context_alone_still_learns_whether_older_messages_exist() -> None:
+    stored = [history_pb2.Message(id="m0", role="user", content="stored")]
+
+    async def some(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+        return stored[:limit], ""
+
+    async def none(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+        return [], ""
+
+    draft = history_pb2.Message(role="user", content="draft " * 50)
+    for limits in (ContextLimits(token_budget=0, max_messages=1), ContextLimits(token_budget=10, max_messages=1000)):
+        older = await collect_context(some, limits, newest=[draft])
+        assert older.newest_first == [draft] and not older.complete, "older messages: at least one is dropped"
+        alone = await collect_context(none, limits, newest=[draft])
+        assert alone.newest_first == [draft] and alone.complete

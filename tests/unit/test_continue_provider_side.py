@@ -5,7 +5,7 @@ rest of the answer in every wire format (adapters on a real socket)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -149,19 +149,6 @@ async def test_the_demo_provider_goes_on_with_the_rest_of_its_answer() -> None:
     assert first + "".join(c.text for c in chunks if isinstance(c, TextChunk)) == "".join(pieces[:6])
 
 
-@pytest.fixture(scope="module")
-async def server() -> AsyncIterator[FakeProviderServer]:
-    async with FakeProviderServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(server: FakeProviderServer) -> AsyncIterator[httpx.AsyncClient]:
-    server.app.requests.clear()
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def make(name: str, base: str, client: httpx.AsyncClient) -> Provider:
     if name == "openai":
         return OpenAIProvider(name=name, base_url=f"{base}/v1", api_key=KEY, client=client, timeouts=RELAXED)
@@ -172,12 +159,12 @@ def make(name: str, base: str, client: httpx.AsyncClient) -> Provider:
 
 @pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
 async def test_each_wire_format_continues_a_partial_answer_with_exactly_the_rest(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
     prompt = "continue me please"
     tokens = answer_tokens(prompt, 12)
     content = f'{prompt} [[fake {{"tokens": 12}}]]'
-    provider = make(name, server.url, client)
+    provider = make(name, fake_provider.url, provider_http)
     # Shown so far: five tokens and the space of the sixth (a trailing whitespace, which
     # Anthropic refuses in a prefill).
     shown = "".join(tokens[:5]) + " "
@@ -185,12 +172,12 @@ async def test_each_wire_format_continues_a_partial_answer_with_exactly_the_rest
     async with aclosing(provider.stream(job)) as chunks:
         rest = "".join([c.text async for c in chunks if isinstance(c, TextChunk)])
     assert shown + rest == "".join(tokens), "the old text then the continuation, nothing repeated or lost"
-    sent = server.app.requests[-1]
+    sent = fake_provider.app.requests[-1]
     assert sent.completed and sent.tokens_sent == 7
 
 
 async def test_the_fake_refuses_what_the_providers_refuse(
-    server: FakeProviderServer, client: httpx.AsyncClient
+    fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
     trailing = {
         "model": "m",
@@ -198,7 +185,9 @@ async def test_the_fake_refuses_what_the_providers_refuse(
         "stream": True,
         "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello "}],
     }
-    reply = await client.post(f"{server.url}/v1/messages", json=trailing, headers={"anthropic-version": "2023-06-01"})
+    reply = await provider_http.post(
+        f"{fake_provider.url}/v1/messages", json=trailing, headers={"anthropic-version": "2023-06-01"}
+    )
     assert reply.status_code == 400 and "trailing whitespace" in reply.text
     both = {
         "model": "m",
@@ -206,5 +195,5 @@ async def test_the_fake_refuses_what_the_providers_refuse(
         "continue_final_message": True,
         "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}],
     }
-    reply = await client.post(f"{server.url}/v1/chat/completions", json=both)
+    reply = await provider_http.post(f"{fake_provider.url}/v1/chat/completions", json=both)
     assert reply.status_code == 400 and "add_generation_prompt" in reply.text

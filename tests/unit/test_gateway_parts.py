@@ -9,7 +9,7 @@ from parley.v1 import chat_pb2
 from parley_common.errors import Unauthenticated
 from parley_gateway.auth import ApiKeys
 from parley_gateway.sse import encode_event, encode_local_error
-from parley_gateway.turns import response_id_for
+from parley_gateway.turns.start import response_id_for
 
 
 def test_sse_frames_carry_id_type_and_both_ids_but_deltas_only_their_text() -> None:

@@ -11,13 +11,14 @@ import pytest
 from fastapi import FastAPI, Request
 
 from parley.v1 import chat_pb2
+from parley_common.context.image_prompts import image_prompt
 from parley_common.context.prompt import with_images
 from parley_common.errors import InvalidRequest
 from parley_gateway.errors import install_error_handlers
 from parley_gateway.limits import BodyLimit
 from parley_gateway.routes.media import multipart_file
 from parley_gateway.sse import encode_event
-from parley_orchestrator.image_turns import answer_text, image_prompt
+from parley_orchestrator.image_turns import answer_text
 
 BOUNDARY = "----parleyBoundary7MA4YWxkTrZu0gW"
 FILE = bytes(range(256)) * 40 + b"\r\n--not-a-boundary\r\n" + b"tail"

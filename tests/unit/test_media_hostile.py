@@ -8,7 +8,7 @@ import asyncio
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import av
@@ -21,37 +21,8 @@ from parley_media.generators import DemoImageGenerator
 from parley_media.library import MediaLibrary
 from parley_media.settings import MediaSettings
 from parley_media.video_pool import VideoPool
-
-from .test_media_images import alpha_png
-
-
-def decode_bomb_webm(side: int = 4096, frames: int = 400, fps: int = 30) -> bytes:
-    """One side x side VP9 keyframe, then `frames - 1` copies of a tiny "nothing changed" frame:
-    about 90 kB on disk, and every frame a full-size decode (~0.1 s of CPU each at 4096x4096)."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="webm") as container:
-        stream = container.add_stream("libvpx-vp9", rate=fps)
-        stream.width = stream.height = side
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
-        picture = Image.new("RGB", (side, side), (30, 90, 160))
-        ImageDraw.Draw(picture).ellipse((side // 4, side // 4, side * 3 // 4, side * 3 // 4), fill=(240, 200, 40))
-        frame = av.VideoFrame.from_image(picture)
-        packets = []
-        for i in range(6):
-            frame.pts = i
-            packets += stream.encode(frame)
-        packets += stream.encode()
-        key, still = bytes(packets[0]), bytes(min(packets[1:], key=lambda p: p.size))
-        time_base = packets[0].time_base
-        for i in range(frames):
-            packet = av.Packet(key if i == 0 else still)
-            packet.pts = packet.dts = i
-            packet.time_base = time_base
-            packet.stream = stream
-            packet.is_keyframe = i == 0
-            container.mux(packet)
-    return buffer.getvalue()
+from tests.support.media import alpha_png, decode_bomb_webm
+from tests.support.polling import eventually
 
 
 def fast_video(fps: int = 1000, frames: int = 2000, side: int = 64) -> bytes:
@@ -134,12 +105,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def decoding(library: MediaLibrary) -> Callable[[], Awaitable[set[int]]]:
+    """A check: the video processes running now (none: falsy)."""
+
+    async def running() -> set[int]:
+        return library.videos.running_pids()
+
+    return running
+
+
+def gone(pids: set[int]) -> Callable[[], Awaitable[bool]]:
+    """A check: none of `pids` is alive."""
+
+    async def none_alive() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    return none_alive
+
+
 async def test_a_video_decode_bomb_neither_runs_long_nor_starves_another_users_image(bomb: bytes) -> None:
     library = library_with(media_workers=2, media_max_concurrent_jobs=4)
     try:
         started = time.monotonic()
         bombs = [asyncio.create_task(library.ingest("mallory", bomb, "video/webm")) for _ in range(2)]
-        await asyncio.sleep(0.5)
+        await eventually(decoding(library), 20, "a video being decoded", interval_s=0.02)
         small = time.monotonic()
         image = await asyncio.wait_for(library.ingest("alice", alpha_png(64, 48), "image/png"), 20)
         image_s = time.monotonic() - small
@@ -170,8 +159,7 @@ async def test_a_video_past_its_deadline_is_killed_with_a_typed_error(bomb: byte
             await job
         assert refused.value.code == "media_too_complex"
         assert seen, "the video was not decoded in a child process"
-        await asyncio.sleep(0.5)
-        assert not any(alive(pid) for pid in seen), "the decode outlived its deadline"
+        await eventually(gone(seen), 0.5, "the decode ended with its deadline")
     finally:
         close(library)
 
@@ -180,19 +168,13 @@ async def test_a_cancelled_video_upload_stops_its_decode(bomb: bytes) -> None:
     library = library_with(media_video_deadline_s=120.0, media_video_decode_pixels=10**12)
     try:
         job = asyncio.create_task(library.ingest("mallory", bomb, "video/webm"))
-        deadline = time.monotonic() + 20
-        while not library.videos.running_pids():
-            assert time.monotonic() < deadline and not job.done(), "no decode process started"
-            await asyncio.sleep(0.02)
+        await eventually(decoding(library), 20, "a decode process started", interval_s=0.02)
+        assert not job.done()
         pids = library.videos.running_pids()
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
-        for _ in range(100):
-            if not any(alive(pid) for pid in pids):
-                break
-            await asyncio.sleep(0.05)
-        assert not any(alive(pid) for pid in pids), "the decode kept running after the request was cancelled"
+        await eventually(gone(pids), 5, "the decode stopped with the cancelled request")
     finally:
         close(library)
 
@@ -242,7 +224,7 @@ async def test_big_pngs_wait_for_the_memory_budget_and_their_memory_is_given_bac
         results = await asyncio.gather(*(library.ingest(f"user{i}", big_png, "image/png") for i in range(4)))
         took = time.monotonic() - started
         assert all((r.width, r.height) == (7000, 7000) for r in results)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a moment for the memory the jobs freed to go back
         peak, after = rss_peak[0] - before, rss_bytes() - before
         print(f"4 x 7000x7000 RGBA PNG: {took:.1f} s, peak +{peak / 1e6:.0f} MB, after +{after / 1e6:.0f} MB")
         # Each holds ~200 MB decoded: the budget lets two run at once, not four (~1 GB).

@@ -1,11 +1,9 @@
 """The image pipeline on real files made here: orientation, metadata, sizes, formats, and the
-files it must refuse. The builders are used by the media integration tests too."""
+files it must refuse (the files come from tests.support.media)."""
 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pillow_heif
 import pytest
@@ -14,37 +12,9 @@ from PIL import Image, ImageDraw
 from parley_common.errors import InvalidRequest
 from parley_media.images import ImageLimits, process_image
 from parley_media.sniffing import AVIF, GIF, HEIF, JPEG, PNG, WEBP, check_declared, identify, sniff
+from tests.support.media import GPS_IFD, alpha_png, decompression_bomb, photo_jpeg
 
-RED = (220, 20, 20)
-GPS_IFD = 0x8825
-ORIENTATION = 0x0112
 LIMITS = ImageLimits()
-
-
-def photo_jpeg(width: int = 4000, height: int = 3000, orientation: int = 6) -> bytes:
-    """A camera-like JPEG: stored landscape with a red block at its top-left corner, EXIF
-    orientation (6 = shown rotated 90° clockwise), GPS position, a maker note."""
-    picture = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    draw = ImageDraw.Draw(picture)
-    for x in range(0, width, 61):
-        draw.line([(x, 0), (width - x, height)], fill=(x % 255, 90, 200), width=3)
-    draw.rectangle((0, 0, width // 8, height // 8), fill=RED)
-    exif = Image.Exif()
-    exif[ORIENTATION] = orientation
-    exif[0x010F] = "ParleyCam"  # Make
-    gps = exif.get_ifd(GPS_IFD)
-    gps.update({1: "N", 2: (52.0, 31.0, 12.5), 3: "E", 4: (13.0, 24.0, 36.0)})
-    buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=88, exif=exif)
-    return buffer.getvalue()
-
-
-def alpha_png(width: int = 640, height: int = 480) -> bytes:
-    picture = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    ImageDraw.Draw(picture).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(30, 160, 90, 255))
-    buffer = io.BytesIO()
-    picture.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def animated_gif(frames: int = 3) -> bytes:
@@ -56,20 +26,6 @@ def animated_gif(frames: int = 3) -> bytes:
     buffer = io.BytesIO()
     pictures[0].save(buffer, "GIF", save_all=True, append_images=pictures[1:], duration=100, loop=0)
     return buffer.getvalue()
-
-
-def decompression_bomb(side: int = 30_000) -> bytes:
-    """A real PNG bomb: a 1-bit side x side image of zeros, ~100 kB that decode to ~110 MB
-    (and to 3.6 GB once converted to RGBA) — far past the pixel limit."""
-    row = b"\x00" + b"\x00" * ((side + 7) // 8)
-    compressor = zlib.compressobj(9)
-    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def heic(width: int = 800, height: int = 600) -> bytes:

@@ -4,35 +4,14 @@ from __future__ import annotations
 
 import io
 
-import av
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from parley_common.errors import InvalidRequest
 from parley_media.images import ImageLimits
 from parley_media.sniffing import MP4, WEBM, sniff
 from parley_media.video import VideoLimits, process_video
-
-
-def short_video(
-    seconds: float = 3.0, width: int = 320, height: int = 240, fmt: str = "mp4", rotation: int = 0
-) -> bytes:
-    """`seconds` of 10 fps video whose frames change colour over time (frame i has red = 8*i)."""
-    buffer = io.BytesIO()
-    codec = "libx264" if fmt == "mp4" else "libvpx"
-    with av.open(buffer, mode="w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for i in range(int(seconds * 10)):
-            picture = Image.new("RGB", (width, height), (min(255, 8 * i), 60, 160))
-            ImageDraw.Draw(picture).rectangle((0, 0, width // 4, height // 4), fill=(255, 255, 255))
-            for packet in stream.encode(av.VideoFrame.from_image(picture)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
+from tests.support.media import short_video
 
 
 def test_a_short_video_gives_a_poster_and_evenly_sampled_frames() -> None:

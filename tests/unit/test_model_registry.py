@@ -10,20 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from parley_common.models import ModelRegistry
+from tests.support.models import model
 
 
 def registry(**vllm: Any) -> dict[str, Any]:
-    model = {
-        "upstream_model": "m",
-        "context_window": 8192,
-        "max_output_tokens": 1024,
-        "input_price_per_mtok": 0,
-        "output_price_per_mtok": 0,
-    }
     return {
         "default_model": "demo",
         "providers": {"demo": {"kind": "demo"}, "vllm": {"kind": "openai"}},
-        "models": {"demo": {**model, "provider": "demo"}, "qwen": {**model, "provider": "vllm", **vllm}},
+        "models": {"demo": model("demo", "m"), "qwen": model("vllm", "m", **vllm)},
     }
 
 

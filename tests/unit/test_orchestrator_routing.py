@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from parley.v1 import chat_pb2
+from parley_common.context.assembly import ContextSource, PromptSettings, assemble_context
 from parley_common.context.model_choice import is_simple_query, looks_like_code
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig, RoutingConfig
 from parley_orchestrator.routing import ModelRouter
@@ -45,27 +46,35 @@ def prompt(*turns: str, images: bool = False) -> list[chat_pb2.PromptMessage]:
     return out
 
 
-def test_without_a_routing_section_everything_goes_to_the_default_model() -> None:
-    router = ModelRouter(registry(None))
-    assert router.route("", prompt("hi")).model == "big"
-    assert router.route("", prompt("def f():\n    pass")).model == "big"
+async def chosen(registry: ModelRegistry, requested: str, messages: list[chat_pb2.PromptMessage]) -> str:
+    """The model the context is assembled for (the orchestrator then routes to it)."""
+    plan = await assemble_context(registry, PromptSettings(), ContextSource.messages(messages), model=requested)
+    name: str = plan.model
+    return name
 
 
-def test_simple_queries_go_to_the_cheap_model_the_rest_to_the_strong_one() -> None:
-    router = ModelRouter(registry(RoutingConfig(simple="small", simple_max_chars=100, simple_max_history=2)))
-    assert router.route("", prompt("What is the capital of France?")).model == "small"
-    assert router.route("", prompt("x" * 101)).model == "big", "too long"
-    assert router.route("", prompt("What is in this picture?", images=True)).model == "big", "an image"
-    assert router.route("", prompt("Why does `for (i = 0; i < n; i++) {` loop forever?")).model == "big", "code"
-    assert router.route("", prompt("a", "b", "c", "d")).model == "big", "a long conversation"
-    assert router.route("", prompt("a", "b", "c")).model == "small"
-    assert router.route("other", prompt("hi")).model == "other", "a pinned model is never changed"
-    assert [t.model for t in router.route("", prompt("x" * 500)).fallbacks] == ["small"]
+async def test_without_a_routing_section_everything_goes_to_the_default_model() -> None:
+    routes = registry(None)
+    assert await chosen(routes, "", prompt("hi")) == "big"
+    assert await chosen(routes, "", prompt("def f():\n    pass")) == "big"
 
 
-def test_routing_can_name_its_strong_model() -> None:
-    router = ModelRouter(registry(RoutingConfig(simple="small", strong="other")))
-    assert router.route("", prompt("Please write a long essay. " * 40)).model == "other"
+async def test_simple_queries_go_to_the_cheap_model_the_rest_to_the_strong_one() -> None:
+    routes = registry(RoutingConfig(simple="small", simple_max_chars=100, simple_max_history=2))
+    assert await chosen(routes, "", prompt("What is the capital of France?")) == "small"
+    assert await chosen(routes, "", prompt("x" * 101)) == "big", "too long"
+    assert await chosen(routes, "", prompt("What is in this picture?", images=True)) == "big", "an image"
+    assert await chosen(routes, "", prompt("Why does `for (i = 0; i < n; i++) {` loop forever?")) == "big", "code"
+    assert await chosen(routes, "", prompt("a", "b", "c", "d")) == "big", "a long conversation"
+    assert await chosen(routes, "", prompt("a", "b", "c")) == "small"
+    assert await chosen(routes, "other", prompt("hi")) == "other", "a pinned model is never changed"
+    big = await chosen(routes, "", prompt("x" * 500))
+    assert [t.model for t in ModelRouter(routes).route(big).fallbacks] == ["small"]
+
+
+async def test_routing_can_name_its_strong_model() -> None:
+    routes = registry(RoutingConfig(simple="small", strong="other"))
+    assert await chosen(routes, "", prompt("Please write a long essay. " * 40)) == "other"
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from parley.v1 import history_pb2
+from parley_common.context.assembly import ContextSource, PromptSettings, assemble_context
+from parley_common.context.prompt import build_prompt
 from parley_common.errors import InvalidRequest
 from parley_common.models import ModelConfig, ModelRegistry, ProviderConfig
-from parley_orchestrator.prompt import build_prompt
 from parley_orchestrator.routing import ModelRouter
 
 
@@ -34,7 +35,7 @@ def test_failed_and_empty_answers_are_left_out_but_interrupted_ones_stay() -> No
     assert [m.content for m in prompt] == ["first", "half an ans", "again"]
 
 
-def test_router_uses_the_default_follows_fallbacks_and_rejects_unknown_models() -> None:
+async def test_router_uses_the_default_follows_fallbacks_and_rejects_unknown_models() -> None:
     models = {
         name: ModelConfig(
             provider="p",
@@ -47,8 +48,11 @@ def test_router_uses_the_default_follows_fallbacks_and_rejects_unknown_models() 
         )
         for name, fallbacks in (("a", ("b",)), ("b", ("c", "a")), ("c", ()))
     }
-    router = ModelRouter(ModelRegistry(default_model="a", providers={"p": ProviderConfig(kind="demo")}, models=models))
-    assert router.route("").model == "a"
+    registry = ModelRegistry(default_model="a", providers={"p": ProviderConfig(kind="demo")}, models=models)
+    router = ModelRouter(registry)
+    question = ContextSource.conversation([msg("user", "hi")], complete=True)
+    plan = await assemble_context(registry, PromptSettings(), question)
+    assert router.route(plan.model).model == "a"
     assert [t.model for t in router.route("a").fallbacks] == ["b", "c"]
     assert [t.upstream_model for t in router.route("b").fallbacks] == ["up-c", "up-a"]
     try:

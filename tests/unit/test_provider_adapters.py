@@ -32,7 +32,7 @@ from parley_worker.providers.errors import (
     ContextLengthExceeded,
     Overloaded,
     ProviderError,
-    RateLimited,
+    ProviderRateLimited,
     ServerError,
 )
 from parley_worker.providers.gemini import GeminiProvider
@@ -173,7 +173,7 @@ async def test_an_image_without_a_mime_type_is_a_bad_request_before_any_call(
 @pytest.mark.parametrize(
     ("directive", "error_type", "status"),
     [
-        ({"status": 429}, RateLimited, 429),
+        ({"status": 429}, ProviderRateLimited, 429),
         ({"status": 503}, Overloaded, 503),
         ({"status": 529}, Overloaded, 529),
         ({"status": 500}, ServerError, 500),
@@ -197,7 +197,7 @@ async def test_http_errors_become_typed_errors(
 
 async def test_rate_limits_say_how_long_to_wait(name: str, provider: Provider) -> None:
     # OpenAI and Anthropic send a retry-after header; Gemini puts RetryInfo in the body.
-    with pytest.raises(RateLimited) as caught:
+    with pytest.raises(ProviderRateLimited) as caught:
         await collect(provider, job(name, 'hello [[fake {"status": 429, "retry_after": 2.5}]]'))
     assert caught.value.retry_after_s == 2.5
     assert caught.value.retryable and not caught.value.fallback_worthy
@@ -205,7 +205,7 @@ async def test_rate_limits_say_how_long_to_wait(name: str, provider: Provider) -
 
 @pytest.mark.parametrize(
     ("stream_error", "error_type"),
-    [("overloaded", Overloaded), ("server_error", ServerError), ("rate_limited", RateLimited)],
+    [("overloaded", Overloaded), ("server_error", ServerError), ("rate_limited", ProviderRateLimited)],
 )
 async def test_an_error_event_mid_stream_becomes_a_typed_error(
     name: str, provider: Provider, stream_error: str, error_type: type[ProviderError]
@@ -498,7 +498,11 @@ async def decode_gemini(body: bytes) -> tuple[list[Chunk], ProviderError | None]
 
 @pytest.mark.parametrize(
     ("code", "status", "error_type"),
-    [(503, "UNAVAILABLE", Overloaded), (429, "RESOURCE_EXHAUSTED", RateLimited), (500, "INTERNAL", ServerError)],
+    [
+        (503, "UNAVAILABLE", Overloaded),
+        (429, "RESOURCE_EXHAUSTED", ProviderRateLimited),
+        (500, "INTERNAL", ServerError),
+    ],
 )
 @pytest.mark.parametrize("after_finish", [True, False], ids=["after-finish", "before-finish"])
 async def test_a_gemini_error_written_after_the_events_is_the_providers_error(

@@ -12,8 +12,8 @@ from parley_worker.providers.errors import (
     ErrorDetail,
     Overloaded,
     ProviderError,
+    ProviderRateLimited,
     ProviderTimeout,
-    RateLimited,
     ServerError,
     error_for,
     error_from_status,
@@ -56,7 +56,7 @@ def test_a_400_is_a_context_error_only_when_the_body_says_so() -> None:
 @pytest.mark.parametrize(
     ("error", "retryable", "fallback_worthy"),
     [
-        (RateLimited("x"), True, False),
+        (ProviderRateLimited("x"), True, False),
         (Overloaded("x"), True, True),
         (ServerError("x"), True, True),
         (ContextLengthExceeded("x"), False, False),
@@ -88,7 +88,7 @@ def test_error_from_status_prefers_the_header_wait_and_keeps_the_body_kind() -> 
     error = error_from_status(
         429, ErrorDetail("slow down", retry_after_s=9.0), headers={"Retry-After": "3"}, provider="openai", now=NOW
     )
-    assert isinstance(error, RateLimited)
+    assert isinstance(error, ProviderRateLimited)
     assert (error.status, error.retry_after_s, error.provider) == (429, 3.0, "openai")
     assert str(error) == "openai: HTTP 429: slow down"
     from_body = error_from_status(429, ErrorDetail("x", retry_after_s=9.0), headers={}, provider="gemini")

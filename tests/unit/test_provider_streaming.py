@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import httpx
@@ -23,6 +22,7 @@ from parley_worker.providers.errors import ConnectionFailed, ProviderTimeout
 from parley_worker.providers.gemini import GeminiProvider
 from parley_worker.providers.http import StreamTimeouts
 from parley_worker.providers.openai import OpenAIProvider
+from tests.support.polling import eventually
 
 KEY = SecretStr("sk-test-secret-key-123")
 RELAXED = StreamTimeouts(connect_s=5, first_token_s=20, idle_s=20, total_s=60)
@@ -45,62 +45,50 @@ def job(name: str, text: str) -> chat_pb2.ProviderJob:
     )
 
 
-@pytest.fixture(scope="module")
-async def server() -> AsyncIterator[FakeProviderServer]:
-    async with FakeProviderServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(server: FakeProviderServer) -> AsyncIterator[httpx.AsyncClient]:
-    server.app.requests.clear()
-    server.app.attempts.clear()
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 @pytest.fixture(params=["openai", "anthropic", "gemini"])
 def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def eventually(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.02)
+async def upstream_closed(fake_provider: FakeProviderServer) -> None:
+    """Until the fake provider saw its client (the worker) close the last request's connection."""
+
+    async def closed() -> bool:
+        return last(fake_provider).client_closed
+
+    await eventually(closed, 10, "the upstream connection closed", interval_s=0.02)
 
 
-def last(server: FakeProviderServer) -> SeenRequest:
-    return server.app.requests[-1]
+def last(fake_provider: FakeProviderServer) -> SeenRequest:
+    return fake_provider.app.requests[-1]
 
 
 async def test_a_long_answer_over_a_real_socket(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
-    provider = make(name, server.url, client)
+    provider = make(name, fake_provider.url, provider_http)
     async with aclosing(provider.stream(job(name, 'tell me [[fake {"tokens": 5000}]]'))) as stream:
         chunks = [chunk async for chunk in stream]
     assert "".join(c.text for c in chunks if isinstance(c, TextChunk)) == "".join(answer_tokens("tell me", 5000))
-    assert chunks[-2] == UsageReport(last(server).input_tokens, 5000)
-    assert last(server).completed and not last(server).client_closed
+    assert chunks[-2] == UsageReport(last(fake_provider).input_tokens, 5000)
+    assert last(fake_provider).completed and not last(fake_provider).client_closed
 
 
 async def test_a_finished_answer_leaves_the_connection_reusable(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
-    provider = make(name, server.url, client)
+    provider = make(name, fake_provider.url, provider_http)
     for _ in range(2):
         async with aclosing(provider.stream(job(name, "hi"))) as stream:
             assert [chunk async for chunk in stream]
-    first, second = server.app.requests
+    first, second = fake_provider.app.requests
     assert first.client_port == second.client_port, "the second request needed a new connection"
 
 
 async def test_a_connection_dropped_mid_stream_is_a_connection_error(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
-    provider = make(name, server.url, client)
+    provider = make(name, fake_provider.url, provider_http)
     received: list[Chunk] = []
     with pytest.raises(ConnectionFailed) as caught:
         async with aclosing(provider.stream(job(name, 'hi [[fake {"drop_after": 3}]]'))) as stream:
@@ -113,10 +101,10 @@ async def test_a_connection_dropped_mid_stream_is_a_connection_error(
 
 
 async def test_no_first_token_in_time_times_out_and_closes_upstream(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
     timeouts = StreamTimeouts(connect_s=5, first_token_s=0.3, idle_s=20, total_s=60)
-    provider = make(name, server.url, client, timeouts)
+    provider = make(name, fake_provider.url, provider_http, timeouts)
     started = time.monotonic()
     with pytest.raises(ProviderTimeout) as caught:
         async with aclosing(provider.stream(job(name, 'hi [[fake {"first_token_delay": 30}]]'))) as stream:
@@ -124,13 +112,15 @@ async def test_no_first_token_in_time_times_out_and_closes_upstream(
                 pass
     assert caught.value.phase == "first_token"
     assert time.monotonic() - started < 15
-    await eventually(lambda: last(server).client_closed)
+    await upstream_closed(fake_provider)
 
 
-async def test_a_stream_going_quiet_times_out(name: str, server: FakeProviderServer, client: httpx.AsyncClient) -> None:
+async def test_a_stream_going_quiet_times_out(
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
+) -> None:
     # The first token comes at once, the second only after 10 s.
     timeouts = StreamTimeouts(connect_s=5, first_token_s=20, idle_s=0.3, total_s=60)
-    provider = make(name, server.url, client, timeouts)
+    provider = make(name, fake_provider.url, provider_http, timeouts)
     received: list[Chunk] = []
     with pytest.raises(ProviderTimeout) as caught:
         async with aclosing(provider.stream(job(name, 'hi [[fake {"tokens_per_s": 0.1}]]'))) as stream:
@@ -138,14 +128,14 @@ async def test_a_stream_going_quiet_times_out(name: str, server: FakeProviderSer
                 received.append(chunk)
     assert caught.value.phase == "idle"
     assert sum(isinstance(c, TextChunk) for c in received) == 1
-    await eventually(lambda: last(server).client_closed)
+    await upstream_closed(fake_provider)
 
 
 async def test_an_answer_over_its_total_time_times_out(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
     timeouts = StreamTimeouts(connect_s=5, first_token_s=20, idle_s=20, total_s=0.5)
-    provider = make(name, server.url, client, timeouts)
+    provider = make(name, fake_provider.url, provider_http, timeouts)
     with pytest.raises(ProviderTimeout) as caught:
         async with aclosing(provider.stream(job(name, 'hi [[fake {"tokens_per_s": 20, "tokens": 1000}]]'))) as stream:
             async for _ in stream:
@@ -154,22 +144,22 @@ async def test_an_answer_over_its_total_time_times_out(
 
 
 async def test_closing_the_stream_early_closes_the_upstream_connection(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
-    provider = make(name, server.url, client)
+    provider = make(name, fake_provider.url, provider_http)
     stream = provider.stream(job(name, 'hi [[fake {"tokens_per_s": 5, "tokens": 500}]]'))
     async with aclosing(stream):  # type: ignore[type-var]
         async for chunk in stream:
             if isinstance(chunk, TextChunk):
                 break
-    await eventually(lambda: last(server).client_closed)
-    assert not last(server).completed and last(server).tokens_sent < 500
+    await upstream_closed(fake_provider)
+    assert not last(fake_provider).completed and last(fake_provider).tokens_sent < 500
 
 
 async def test_cancelling_the_consumer_closes_the_upstream_connection(
-    name: str, server: FakeProviderServer, client: httpx.AsyncClient
+    name: str, fake_provider: FakeProviderServer, provider_http: httpx.AsyncClient
 ) -> None:
-    provider = make(name, server.url, client)
+    provider = make(name, fake_provider.url, provider_http)
     first_text = asyncio.Event()
 
     async def consume() -> None:
@@ -182,15 +172,15 @@ async def test_cancelling_the_consumer_closes_the_upstream_connection(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: last(server).client_closed)
+    await upstream_closed(fake_provider)
 
 
-async def test_a_refused_connection_is_a_connection_error(name: str, client: httpx.AsyncClient) -> None:
+async def test_a_refused_connection_is_a_connection_error(name: str, provider_http: httpx.AsyncClient) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # Nothing listens on the port any more.
-    provider = make(name, f"http://127.0.0.1:{port}", client)
+    provider = make(name, f"http://127.0.0.1:{port}", provider_http)
     with pytest.raises(ConnectionFailed):
         async for _ in provider.stream(job(name, "hi")):
             pass

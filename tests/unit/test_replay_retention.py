@@ -16,19 +16,10 @@ from parley.v1 import chat_pb2
 from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.messaging.replay import ReplayLog, ResponseStream
 from parley_common.settings import CommonSettings
-from parley_dev.infra import ensure_local
 from parley_gateway.settings import GatewaySettings
-from parley_gateway.turns import Heartbeat, Notice, Turns
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    ensure_local(REDIS_URL)  # the local server, started if it is down (and left running)
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
+from parley_gateway.turns.feed import Heartbeat, Notice
+from parley_gateway.turns.live import LiveStreams
+from parley_gateway.turns.responses import Responses
 
 
 @pytest.fixture
@@ -56,22 +47,19 @@ def done(seq: int) -> chat_pb2.StreamEvent:
     return frame(seq, done=chat_pb2.StreamDone(finish_reason="stop"))
 
 
-def gateway(replay: ReplayLog, **settings: Any) -> Turns:
+def gateway(replay: ReplayLog, **settings: Any) -> Responses:
     config = GatewaySettings(dev_api_key=SecretStr("k" * 20), **settings)
-    return Turns(
-        settings=config,
-        topology=None,
-        history=None,
+    return Responses(
         replay=replay,
         slots=StreamSlots(replay.redis, replay.namespace, limit=10),
-        cancellations=None,
-        publish_channel=None,
-        reply_queue="q",  # type: ignore[arg-type]
+        streams=LiveStreams(config, replay),
+        cancellations=None,  # type: ignore[arg-type]
     )
 
 
-async def events(turns: Turns, user: str, after: int) -> list[Any]:
-    stream = await turns.resume(user, "r1", after)
+async def events(responses: Responses, user: str, after: int) -> list[Any]:
+    stream = await responses.resume(user, "r1", after)
+    assert stream is not None
     return [item async for item in stream.events]
 
 
@@ -178,15 +166,15 @@ async def test_a_resume_from_before_the_oldest_kept_frame_ends_with_replay_trunc
     await log.append(done(1000))
     oldest = (await log.read_after("r1", 0))[0].seq
     assert oldest > 2
-    turns = gateway(log, coalesce_ms=0)
+    responses = gateway(log, coalesce_ms=0)
 
-    out = await events(turns, "alice", 1)
+    out = await events(responses, "alice", 1)
     assert len(out) == 1 and isinstance(out[0], Notice)
     assert out[0].code == "replay_truncated" and out[0].retryable is False
     assert out[0].conversation_id == "c1" and f"frames 2 to {oldest - 1}" in out[0].message
 
     # From the frame before the oldest kept one, nothing is missing: every frame, then done.
-    out = await events(turns, "alice", oldest - 1)
+    out = await events(responses, "alice", oldest - 1)
     assert [o.seq for o in out] == list(range(oldest, 1001)) and out[-1].WhichOneof("kind") == "done"
 
 
@@ -196,8 +184,8 @@ async def test_a_gap_met_while_following_the_live_log_ends_the_stream(redis: Red
     assert await log.claim("r1", "alice", "c1")
     await log.append(delta(1))
     await log.append(delta(2))
-    turns = gateway(log, coalesce_ms=0, heartbeat_s=0.2, stream_idle_timeout_s=30)
-    stream = (await turns.resume("alice", "r1", 0)).events
+    responses = gateway(log, coalesce_ms=0, heartbeat_s=0.2, stream_idle_timeout_s=30)
+    stream = (await responses.resume("alice", "r1", 0)).events
     assert [(await anext(stream)).seq for _ in range(2)] == [1, 2]  # type: ignore[union-attr]
     await log.append(delta(5))  # frames 3 and 4 never reached the log
     rest = [item async for item in stream]
@@ -209,8 +197,8 @@ async def test_a_gap_met_while_following_the_live_log_ends_the_stream(redis: Red
 async def test_a_resumed_stream_names_its_conversation_before_the_first_frame(redis: Redis, namespace: str) -> None:
     log = ReplayLog(redis, namespace)
     assert await log.claim("r1", "alice", "c-42")
-    turns = gateway(log, heartbeat_s=0.05, stream_idle_timeout_s=0.2)
-    stream = await turns.resume("alice", "r1", 0)
+    responses = gateway(log, heartbeat_s=0.05, stream_idle_timeout_s=0.2)
+    stream = await responses.resume("alice", "r1", 0)
     assert stream.conversation_id == "c-42"
     out = [item async for item in stream.events]
     assert isinstance(out[-1], Notice) and out[-1].code == "stream_timeout"
@@ -234,10 +222,10 @@ async def test_a_resume_after_the_last_frame_of_an_ended_answer_has_nothing_to_s
     assert await log.claim("r1", "alice", "c1")
     await log.append(delta(1))
     await log.append(done(2))
-    turns = gateway(log, coalesce_ms=0, heartbeat_s=0.05, stream_idle_timeout_s=30)
-    assert await turns.resume("alice", "r1", 2) is None
-    assert await turns.resume("alice", "r1", 9) is None
-    assert [o.seq for o in await events(turns, "alice", 1)] == [2]
+    responses = gateway(log, coalesce_ms=0, heartbeat_s=0.05, stream_idle_timeout_s=30)
+    assert await responses.resume("alice", "r1", 2) is None
+    assert await responses.resume("alice", "r1", 9) is None
+    assert [o.seq for o in await events(responses, "alice", 1)] == [2]
 
 
 @pytest.mark.usefixtures("cleanup")
@@ -247,13 +235,13 @@ async def test_a_resume_from_ahead_of_the_log_ends_when_the_answer_ends_before_t
     log = ReplayLog(redis, namespace)
     assert await log.claim("r1", "alice", "c1")
     await log.append(delta(1))
-    turns = gateway(log, coalesce_ms=0, heartbeat_s=0.05, stream_idle_timeout_s=30)
+    responses = gateway(log, coalesce_ms=0, heartbeat_s=0.05, stream_idle_timeout_s=30)
     # Frame 5 is not in the log (yet): the stream waits for what comes after it...
-    stream = await turns.resume("alice", "r1", 5)
+    stream = await responses.resume("alice", "r1", 5)
     assert stream is not None
 
     async def finish() -> None:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # the stream waits a while with nothing to send
         await log.append(delta(2))
         await log.append(done(3))
 

@@ -15,8 +15,8 @@ from parley_worker.providers.errors import (
     ContextLengthExceeded,
     Overloaded,
     ProviderError,
+    ProviderRateLimited,
     ProviderTimeout,
-    RateLimited,
     ServerError,
 )
 from parley_worker.resilience import RetryPolicy
@@ -54,14 +54,14 @@ def test_the_wait_never_exceeds_max_backoff(retry: int) -> None:
 
 def test_a_retry_after_is_waited_for_exactly_even_above_max_backoff() -> None:
     # The provider said how long: no jitter, no backoff cap (8 s) in the way.
-    assert POLICY.backoff_s(1, RateLimited("slow down", retry_after_s=3.0)) == 3.0
+    assert POLICY.backoff_s(1, ProviderRateLimited("slow down", retry_after_s=3.0)) == 3.0
     assert POLICY.backoff_s(3, Overloaded("busy", retry_after_s=12.5)) == 12.5
-    assert POLICY.backoff_s(1, RateLimited("now", retry_after_s=0.0)) == 0.0
-    assert POLICY.backoff_s(1, RateLimited("at the limit", retry_after_s=20.0)) == 20.0
+    assert POLICY.backoff_s(1, ProviderRateLimited("now", retry_after_s=0.0)) == 0.0
+    assert POLICY.backoff_s(1, ProviderRateLimited("at the limit", retry_after_s=20.0)) == 20.0
 
 
 def test_a_retry_after_above_the_maximum_is_not_waited_for() -> None:
-    assert POLICY.backoff_s(1, RateLimited("come back in a minute", retry_after_s=60.0)) is None
+    assert POLICY.backoff_s(1, ProviderRateLimited("come back in a minute", retry_after_s=60.0)) is None
     assert POLICY.backoff_s(1, Overloaded("busy", retry_after_s=20.5)) is None
 
 
@@ -106,7 +106,7 @@ def test_a_rate_limit_is_retried_and_falls_back_once_its_retries_are_spent() -> 
     # Deliberate (providers/errors.py): a limit is ours, not the provider in trouble, so it is
     # not `fallback_worthy`; but the next model has a limit of its own, so a rate limit that
     # outlasts the retries (or asks for too long a wait) moves the turn rather than failing it.
-    limited = RateLimited("slow down", retry_after_s=2.0)
+    limited = ProviderRateLimited("slow down", retry_after_s=2.0)
     assert not limited.fallback_worthy
     assert POLICY.backoff_s(1, limited) == 2.0
     assert RetryPolicy(max_retries=1).backoff_s(2, limited) is None

@@ -41,7 +41,7 @@ def test_delta_frames_round_trip_through_any_chunking(pieces: list[str], cuts: l
 
 
 # Line ends that SSE does not know but line-splitting readers do (str.splitlines, and with it
-# httpx's aiter_lines and tests/integration/sse.py): raw in a `data:` line they forge frames.
+# httpx's aiter_lines): raw in a `data:` line they forge frames.
 SPLITLINES_BREAKS = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e"
 hostile_texts = st.text(
     alphabet=st.one_of(st.characters(blacklist_categories=["Cs"]), st.sampled_from(SPLITLINES_BREAKS + '\r\n:\\"')),

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from parley_dev import images
+from parley_dev import images, s3_identities
 from parley_dev.cassandra import NODE_FLAGS, LocalCassandra, cassandra_version, resolve_jars
 from parley_dev.infra import weed_binary
 
@@ -144,6 +144,8 @@ def _context(name: str) -> Path:
         (conf / "logback.xml").write_text(_CONSOLE_LOGBACK)
     if name == "s3":
         shutil.copy(weed_binary(), context / "weed")
+        # The entrypoint writes the same identity file as parley_dev.infra.LocalS3.
+        shutil.copy(s3_identities.__file__, context / "s3_identities.py")
     return context
 
 

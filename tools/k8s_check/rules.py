@@ -46,6 +46,7 @@ CLUSTER_SCOPED_KINDS = {
     "ClusterTriggerAuthentication",
 }
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# The fields a ScaledObject's spec may have (KEDA 2): any other is reported as unknown.
 SCALED_OBJECT_SPEC_FIELDS = {
     "scaleTargetRef",
     "pollingInterval",
@@ -235,23 +236,11 @@ def keda_problems(objects: list[Manifest], containers: list[ParleyContainer]) ->
     scaled = [o for o in objects if o.get("kind") == "ScaledObject"]
     auths = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "TriggerAuthentication"}
     workers = {pc.workload["metadata"]["name"]: pc for pc in containers if pc.module == WORKER_MODULE}
-    known_keys = {
-        "scaleTargetRef",
-        "pollingInterval",
-        "cooldownPeriod",
-        "initialCooldownPeriod",
-        "idleReplicaCount",
-        "minReplicaCount",
-        "maxReplicaCount",
-        "fallback",
-        "advanced",
-        "triggers",
-    }
     targeted: set[str] = set()
     for obj in scaled:
         where = kind_name(obj)
         spec = obj.get("spec") or {}
-        for key in sorted(set(spec) - known_keys):
+        for key in sorted(set(spec) - SCALED_OBJECT_SPEC_FIELDS):
             problems.append(f"{where}: unknown field spec.{key}")
         target = str((spec.get("scaleTargetRef") or {}).get("name"))
         if (spec.get("scaleTargetRef") or {}).get("kind", "Deployment") != "Deployment" or target not in workers:

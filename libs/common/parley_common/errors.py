@@ -10,6 +10,8 @@
      └── Unavailable           503  unavailable            UNAVAILABLE
 
 `code` may be narrowed per instance (e.g. `NotFound("…", code="conversation_not_found")`).
+HTTP headers are the gateway's business (parley_gateway/errors.py): an error carries only
+what they are made from (`retry_after_s`, a subclass's fields).
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ class ParleyError(Exception):
     code = "internal"
     grpc_status = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        # HTTP headers that go with the error at the gateway (e.g. Retry-After).
-        self.headers = headers or {}
+        # When the same request may succeed, if known (the gateway sends it as Retry-After).
+        self.retry_after_s = retry_after_s
         if code is not None:
             self.code = code
 

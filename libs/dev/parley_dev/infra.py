@@ -12,7 +12,6 @@ then an error, never a quiet fallback), PARLEY_INFRA=local keeps to the local se
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import secrets
@@ -30,6 +29,8 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import httpx
+
+from parley_dev.s3_identities import write_identities
 
 
 @dataclass(frozen=True)
@@ -336,21 +337,7 @@ class LocalS3:
     def _start_once(self, wait_s: float) -> S3Endpoint:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         access_key, secret_key = "PK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
-        identities = self.data_dir / "s3-identities.json"
-        identities.write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "parley",
-                            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
-            )
-        )
-        identities.chmod(0o600)
+        identities = write_identities(self.data_dir / "s3-identities.json", access_key, secret_key)
         s3_port = free_port()
         admin_port, admin_grpc_port = _port_pair(10_000)
         # Every port set explicitly: the defaults (8080, 8333, 9333, ...) would collide with

@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from parley.v1 import chat_pb2
 from parley_common.budgets.stream_slots import StreamSlots
-from parley_common.budgets.users import MonthlyUsage, UserBudgets, WithBudgetHeaders
+from parley_common.budgets.users import MonthlyUsage, UserBudgets
 from parley_common.clients.history import HistoryClient
 from parley_common.clients.media import MediaClient
 from parley_common.clients.redis_pools import command_client, follower_client
@@ -32,14 +32,18 @@ from parley_common.service.ops_server import Readiness, ReadyCheck, broker_check
 from parley_common.settings import load_settings
 
 from .auth import ApiKeys
+from .deps import Gateway
 from .errors import install_error_handlers
 from .http_protocol import HttpLimits, protocol_class
 from .limits import BodyLimit
-from .ratelimit import RateLimitHeaders, RequestRateLimit
+from .ratelimit import RateLimitHeaders, RequestCounter, RequestRateLimit
 from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, versions, web
 from .settings import GatewaySettings
 from .turn_estimates import TurnEstimates
-from .turns import Turns
+from .turns.live import LiveStreams
+from .turns.ownership import OwnedConversations
+from .turns.responses import Responses
+from .turns.start import Turns
 
 log = logging.getLogger("parley.gateway")
 
@@ -55,61 +59,80 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topology = Topology(settings.namespace)
-        app.state.stopping = False
-        app.state.readiness = Readiness("gateway")
-        app.state.registry = registry
-        app.state.api_keys = ApiKeys(settings.all_keys())
-        app.state.history = HistoryClient(settings.history_grpc_target)
-        app.state.media = MediaClient(settings.media_grpc_target)
-        app.state.redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
-        app.state.redis_followers = follower_client(settings.redis_url.get_secret_value(), settings.redis_max_followers)
-        app.state.user_budgets = UserBudgets(
-            MonthlyUsage(app.state.redis, settings.namespace),
+        readiness = Readiness("gateway")
+        history = HistoryClient(settings.history_grpc_target)
+        media = MediaClient(settings.media_grpc_target)
+        redis = command_client(settings.redis_url.get_secret_value(), settings.redis_max_connections)
+        redis_followers = follower_client(settings.redis_url.get_secret_value(), settings.redis_max_followers)
+        user_budgets = UserBudgets(
+            MonthlyUsage(redis, settings.namespace),
             plans=settings.plans,
             user_plans=settings.user_plans,
             default_plan=settings.default_plan,
         )
-        # Every authenticated response carries the rate-limit and the monthly budget headers.
-        app.state.rate_limit = WithBudgetHeaders(
-            RequestRateLimit(app.state.redis, settings.namespace, settings.requests_per_minute), app.state.user_budgets
-        )
         # Token counts load every model's encoding from the installed package (never the network).
         await asyncio.to_thread(lambda: [counter_for_model(registry, name) for name in registry.models])
-        app.state.amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
-        consume_channel = await app.state.amqp.channel()
-        publish_channel = await app.state.amqp.channel(publisher_confirms=True)
+        amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
+        consume_channel = await amqp.channel()
+        publish_channel = await amqp.channel(publisher_confirms=True)
         # Requests wait in the queue even while no orchestrator runs.
         await topology.declare_requests_queue(publish_channel)
         reply_queue = await topology.declare_reply_queue(consume_channel, "gw-" + uuid.uuid4().hex[:16])
-        app.state.turns = Turns(
-            settings=settings,
-            topology=topology,
-            history=app.state.history,
-            replay=ReplayLog.from_settings(app.state.redis, settings, follower=app.state.redis_followers),
-            slots=StreamSlots(app.state.redis, settings.namespace, settings.max_streams_per_user),
-            cancellations=Cancellations(
-                app.state.redis, settings.namespace, await topology.declare_control_exchange(publish_channel)
-            ),
-            publish_channel=publish_channel,
-            reply_queue=reply_queue.name,
-            user_budgets=app.state.user_budgets,
-            estimates=TurnEstimates(registry, settings.system_prompt, settings.reserved_output_tokens),
+        replay = ReplayLog.from_settings(redis, settings, follower=redis_followers)
+        slots = StreamSlots(redis, settings.namespace, settings.max_streams_per_user)
+        streams = LiveStreams(settings, replay)
+        owned = OwnedConversations()
+        cancellations = Cancellations(
+            redis, settings.namespace, await topology.declare_control_exchange(publish_channel)
         )
-        await reply_queue.consume(frames(chat_pb2.StreamEvent, STREAM_EVENT, app.state.turns.on_frame), no_ack=True)
-        app.state.amqp.reconnect_callbacks.add(app.state.turns.on_reconnect)
+        responses = Responses(replay=replay, slots=slots, streams=streams, cancellations=cancellations)
+        app.state.gateway = Gateway(
+            settings=settings,
+            registry=registry,
+            api_keys=ApiKeys(settings.all_keys()),
+            # Every authenticated response carries the rate-limit and the monthly budget headers.
+            requests=RequestCounter(
+                RequestRateLimit(redis, settings.namespace, settings.requests_per_minute), user_budgets
+            ),
+            history=history,
+            media=media,
+            replay=replay,
+            slots=slots,
+            user_budgets=user_budgets,
+            owned=owned,
+            streams=streams,
+            turns=Turns(
+                settings=settings,
+                topology=topology,
+                history=history,
+                replay=replay,
+                slots=slots,
+                streams=streams,
+                responses=responses,
+                owned=owned,
+                publish_channel=publish_channel,
+                reply_queue=reply_queue.name,
+                user_budgets=user_budgets,
+                estimates=TurnEstimates(registry, settings),
+            ),
+            responses=responses,
+            readiness=readiness,
+        )
+        await reply_queue.consume(frames(chat_pb2.StreamEvent, STREAM_EVENT, streams.on_frame), no_ack=True)
+        amqp.reconnect_callbacks.add(streams.on_reconnect)
         # Ready: accepting and connected to the broker. Redis and history are shared by every
         # gateway: reported, never gating (a request that needs one gets a retryable error).
-        app.state.readiness.add_check("broker", broker_check(app.state.amqp))
-        app.state.readiness.add_dependency("redis", redis_check(app.state.redis))
-        app.state.readiness.add_dependency("history", history_dependency(app.state.history))
-        app.state.readiness.mark_ready()
+        readiness.add_check("broker", broker_check(amqp))
+        readiness.add_dependency("redis", redis_check(redis))
+        readiness.add_dependency("history", history_dependency(history))
+        readiness.mark_ready()
         log.info("ready", extra={"port": settings.port})
         yield
-        await app.state.amqp.close()
-        await app.state.history.close()
-        await app.state.media.close()
-        await app.state.redis.aclose()
-        await app.state.redis_followers.aclose()
+        await amqp.close()
+        await history.close()
+        await media.close()
+        await redis.aclose()
+        await redis_followers.aclose()
         shutdown_telemetry()
 
     registry = settings.model_registry()
@@ -163,11 +186,11 @@ class GatewayServer(uvicorn.Server):
         self.parley_app = app
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        state = self.parley_app.state
-        if not getattr(state, "stopping", True):
-            state.stopping = True
-            state.readiness.mark_stopping()
-            asyncio.get_event_loop().call_soon_threadsafe(state.turns.shutdown)
+        gateway: Gateway | None = getattr(self.parley_app.state, "gateway", None)
+        if gateway is not None and not gateway.stopping:
+            gateway.stopping = True
+            gateway.readiness.mark_stopping()
+            asyncio.get_event_loop().call_soon_threadsafe(gateway.streams.shutdown)
         super().handle_exit(sig, frame)
         # uvicorn re-raises the signal after its graceful shutdown, so the process would die
         # of it; a stop we asked for and completed is a clean exit (status 0) instead.

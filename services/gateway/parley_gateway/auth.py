@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-from fastapi import Request
 from pydantic import SecretStr
 
 from parley_common.errors import InvalidRequest, Unauthenticated
@@ -81,11 +80,3 @@ class ApiKeys:
         if user is None:
             raise Unauthenticated("unknown API key", code="invalid_api_key")
         return user
-
-
-async def current_user(request: Request) -> str:
-    """FastAPI dependency: the authenticated user's id, counted against their request rate."""
-    keys: ApiKeys = request.app.state.api_keys
-    user = keys.user_for(request.headers.get("authorization"))
-    request.state.rate_limit = await request.app.state.rate_limit.check(user)
-    return user

@@ -1,4 +1,5 @@
-"""The one place errors become HTTP responses: `{"error": {"code", "message"}}`, never a trace."""
+"""The one place errors become HTTP responses: `{"error": {"code", "message"}}`, never a trace,
+with the headers that go with them (Retry-After, and a refusal's X-RateLimit-* or X-Budget-*)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
+from parley_common.budgets.users import BudgetExceeded
 from parley_common.errors import ParleyError
 from parley_common.observability.metrics import BUDGET_REJECTIONS
+
+from .ratelimit import RequestRateExceeded, budget_headers
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,24 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def error_headers(exc: ParleyError) -> dict[str, str]:
+    """The HTTP headers of an error's response."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestRateExceeded):
+        headers.update(exc.rate_headers)
+    elif isinstance(exc, BudgetExceeded):
+        headers.update(budget_headers(exc.status))
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return headers
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParleyError)
     async def parley_error(_: Request, exc: ParleyError) -> JSONResponse:
         if exc.http_status == 429:
             BUDGET_REJECTIONS.labels(exc.code).inc()
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=exc.headers)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

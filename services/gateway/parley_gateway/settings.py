@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from parley_common.budgets.users import PlanSettings
-from parley_common.context.prompt import DEFAULT_HISTORY_MESSAGES, DEFAULT_RESERVED_OUTPUT_TOKENS, DEFAULT_SYSTEM_PROMPT
+from parley_common.context.assembly import PromptSettings
 
 from .auth import configured_digest
 
@@ -14,7 +14,7 @@ from .auth import configured_digest
 _ORIGIN_CHARS = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 
-class GatewaySettings(PlanSettings):
+class GatewaySettings(PlanSettings, PromptSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # user id -> API key, JSON in PARLEY_API_KEYS. Each value is the key (at least 16
@@ -68,11 +68,8 @@ class GatewaySettings(PlanSettings):
     sse_compression: bool = True
     # Frames one live stream may buffer for a slow client; past that it reads from the replay log.
     live_buffer_frames: int = Field(default=512, ge=16, le=100_000)
-    # How a prompt is assembled, for token counts before sending (POST /v1/tokens/count): the
-    # same variables, with the same values, as the orchestrator's.
-    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
-    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=2000)
-    reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)
+    # How a prompt is assembled, for token counts before sending (POST /v1/tokens/count) and the
+    # hold at admission (PARLEY_SYSTEM_PROMPT, …): PromptSettings, the orchestrator's own.
     # Per-user monthly limits (PARLEY_PLANS, PARLEY_USER_PLANS, PARLEY_DEFAULT_PLAN): PlanSettings.
 
     @field_validator("image_origins")

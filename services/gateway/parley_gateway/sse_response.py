@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from .compression import StreamCompressor, negotiate
 from .http_protocol import STREAM_HOOKS, StreamHooks
-from .turns import TurnStream
+from .turns.stream import TurnStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Vary": "Accept-Encoding"}
 

@@ -17,10 +17,9 @@ from parley_common.messaging.amqp import connect
 from parley_common.messaging.bus import Consumers, DeadLetters
 from parley_common.messaging.topology import RESPONSE_COMPLETED, Topology
 from parley_common.observability.logs import setup_logging
-from parley_common.observability.telemetry import setup_telemetry
 from parley_common.service.grpc_server import GrpcServer
-from parley_common.service.lifecycle import InFlight, run_service
-from parley_common.service.ops_server import OpsServer, broker_check
+from parley_common.service.lifecycle import InFlight, run_service, start_ops
+from parley_common.service.ops_server import broker_check
 from parley_common.settings import load_settings
 
 from .cassandra_migrations import MigrationError
@@ -36,11 +35,8 @@ MIGRATE_RETRY_S = 2.0
 
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(HistorySettings)
-    setup_logging("history", settings.log_level)
-    setup_telemetry("history", settings.otlp_endpoint)
     # /healthz (the process), /readyz (the store answers, the broker is connected), /metrics.
-    ops = OpsServer("history", settings.metrics_host, settings.metrics_port)
-    await ops.start()
+    ops = await start_ops("history", settings)
     try:
         store = await open_store(settings)
     except (SchemaNotCurrent, MigrationError, ParleyError) as exc:
@@ -72,11 +68,8 @@ async def serve(stop: asyncio.Event) -> None:
     await grpc_server.ready()
     ops.add_check("store", store.unready)
     ops.add_check("broker", broker_check(connection))
-    ops.mark_ready()
     log.info("ready")
-
-    await stop.wait()
-    ops.mark_stopping()
+    await ops.ready_until(stop)
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await consumers.stop()
     # The events in flight and the gRPC calls in flight drain side by side, within one grace

@@ -27,6 +27,7 @@ from .store import (
     DEFAULT_SYNC_PAGE,
     MAX_PAGE_BYTES,
     Clock,
+    HistoryStore,
     RawPage,
     SyncPage,
     bucket_start,
@@ -35,11 +36,9 @@ from .store import (
     cursor_int,
     decode_cursor,
     encode_cursor,
-    final_answer,
     fit_bytes,
     message_change_kind,
     message_not_found,
-    new_message,
     walk_path,
     wall_clock_ms,
 )
@@ -63,7 +62,7 @@ def _not_found() -> NotFound:
     return NotFound("conversation not found", code="conversation_not_found")
 
 
-class CassandraHistoryStore:
+class CassandraHistoryStore(HistoryStore):
     def __init__(
         self,
         db: CassandraSession,
@@ -456,41 +455,6 @@ class CassandraHistoryStore:
                     (row["created_at_ms"], row["message_id"], row["role"] or "")
                 )
         return {p: [(mid, role) for _, mid, role in sorted(rows)] for p, rows in found.items()}
-
-    async def append_message(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        role: str,
-        content: str,
-        now_ms: int,
-        *,
-        parent_id: str | None = None,
-        media_ids: Sequence[str] = (),
-    ) -> tuple[history_pb2.Message, bool]:
-        message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
-        return await self._store_message(user_id, message, parent_id)
-
-    async def complete_message(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        reply_to_id: str,
-        content: str,
-        status: history_pb2.MessageStatus.ValueType,
-        model: str,
-        usage: chat_pb2.Usage,
-        now_ms: int,
-        *,
-        finish_reason: str = "",
-    ) -> history_pb2.Message:
-        message = final_answer(
-            conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms, finish_reason
-        )
-        stored, _ = await self._store_message(user_id, message)
-        return stored
 
     async def get_messages(
         self, user_id: str, conversation_id: str, before: str, limit: int, *, leaf_id: str = ""

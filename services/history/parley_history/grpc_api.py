@@ -7,9 +7,10 @@ import time
 import uuid
 
 import grpc
+from google.protobuf.message import Message
 
 from parley.v1 import history_pb2, history_pb2_grpc
-from parley_common.context.prompt import collect_context
+from parley_common.context.prompt import ContextLimits, collect_context
 from parley_common.errors import InvalidRequest, grpc_errors
 
 from .search import hits_limit, search_query
@@ -31,6 +32,12 @@ SEARCHES_AT_ONCE = 4
 def _require_id(name: str, value: str) -> None:
     if not value or len(value) > MAX_ID:
         raise InvalidRequest(f"{name} must be 1..{MAX_ID} characters")
+
+
+def _require_ids(request: Message, *fields: str) -> None:
+    """Each of `request`'s named fields is an id (as _require_id)."""
+    for name in fields:
+        _require_id(name, getattr(request, name))
 
 
 def _require_cursor(name: str, value: str) -> None:
@@ -71,8 +78,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.GetConversationRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.Conversation:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
+        _require_ids(request, "user_id", "conversation_id")
         return await self.store.get_conversation(request.user_id, request.conversation_id)
 
     @grpc_errors
@@ -92,9 +98,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.AppendMessageRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.AppendMessageResponse:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
-        _require_id("message_id", request.message_id)
+        _require_ids(request, "user_id", "conversation_id", "message_id")
         if request.role not in ROLES:
             raise InvalidRequest(f"role must be one of {sorted(ROLES)}")
         if len(request.content) > MAX_CONTENT:
@@ -122,9 +126,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             # The current path, which now ends at the appended message.
             return await self.store.get_messages(request.user_id, request.conversation_id, before, limit)
 
-        latest = await collect_context(
-            fetch, token_budget=request.context_token_budget, max_messages=request.context_limit
-        )
+        # The orchestrator's context_limits, read with the reader every caller uses.
+        limits = ContextLimits(token_budget=request.context_token_budget, max_messages=request.context_limit)
+        latest = await collect_context(fetch, limits)
         return history_pb2.AppendMessageResponse(
             message=message, created=created, context=latest.newest_first, context_complete=latest.complete
         )
@@ -135,9 +139,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.CompleteMessageRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.Message:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
-        _require_id("message_id", request.message_id)
+        _require_ids(request, "user_id", "conversation_id", "message_id")
         if len(request.content) > MAX_CONTENT * 5:
             raise InvalidRequest("content too long")
         if len(request.finish_reason) > MAX_FINISH_REASON:
@@ -161,8 +163,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.GetMessagesRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.GetMessagesResponse:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
+        _require_ids(request, "user_id", "conversation_id")
         _require_cursor("before", request.before)
         if request.leaf_id:
             _require_id("leaf_id", request.leaf_id)
@@ -177,9 +178,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.GetMessageRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.Message:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
-        _require_id("message_id", request.message_id)
+        _require_ids(request, "user_id", "conversation_id", "message_id")
         return await self.store.get_message(request.user_id, request.conversation_id, request.message_id)
 
     @grpc_errors
@@ -188,9 +187,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.SetCurrentMessageRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.Conversation:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
-        _require_id("message_id", request.message_id)
+        _require_ids(request, "user_id", "conversation_id", "message_id")
         return await self.store.set_current(
             request.user_id, request.conversation_id, request.message_id, request.exact, _now_ms()
         )
@@ -201,10 +198,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.BeginContinuationRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.BeginContinuationResponse:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
-        _require_id("message_id", request.message_id)
-        _require_id("response_id", request.response_id)
+        _require_ids(request, "user_id", "conversation_id", "message_id", "response_id")
         message, base, applied = await self.store.begin_continuation(
             request.user_id, request.conversation_id, request.message_id, request.response_id
         )
@@ -216,8 +210,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.ConversationMediaRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.ConversationMediaResponse:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
+        _require_ids(request, "user_id", "conversation_id")
         media = await self.store.conversation_media(request.user_id, request.conversation_id)
         return history_pb2.ConversationMediaResponse(media_ids=media)
 
@@ -227,8 +220,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.RenameConversationRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.Conversation:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
+        _require_ids(request, "user_id", "conversation_id")
         _require_title(request.title)
         return await self.store.rename_conversation(request.user_id, request.conversation_id, request.title, _now_ms())
 
@@ -238,8 +230,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         request: history_pb2.DeleteConversationRequest,
         context: grpc.aio.ServicerContext,
     ) -> history_pb2.DeleteConversationResponse:
-        _require_id("user_id", request.user_id)
-        _require_id("conversation_id", request.conversation_id)
+        _require_ids(request, "user_id", "conversation_id")
         await self.store.delete_conversation(request.user_id, request.conversation_id, _now_ms())
         return history_pb2.DeleteConversationResponse()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from .store import (
     CONVERSATION_KINDS,
     DEFAULT_SYNC_PAGE,
     Clock,
+    HistoryStore,
     RawPage,
     SyncPage,
     changes_within,
@@ -30,10 +31,8 @@ from .store import (
     cursor_int,
     decode_cursor,
     encode_cursor,
-    final_answer,
     message_change_kind,
     message_not_found,
-    new_message,
     walk_path,
     wall_clock_ms,
 )
@@ -49,7 +48,18 @@ _MESSAGE_COLUMNS = (
 MAX_DESCENT = 100_000
 
 
-class SqliteHistoryStore:
+def _newest_first(sql: str, args: list[Any], time_column: str, cursor: str, limit: int) -> tuple[str, list[Any]]:
+    """`sql` (a SELECT whose WHERE ends it) and its `args`, paged newest first by (`time_column`,
+    id) from after the cursor (time, id; '' = the newest), reading one row past `limit` (so that
+    the caller knows whether there is more)."""
+    if cursor:
+        at, row_id = decode_cursor(cursor, 2)
+        sql += f" AND ({time_column} < ? OR ({time_column} = ? AND id < ?))"
+        args = [*args, cursor_int(at), cursor_int(at), row_id]
+    return f"{sql} ORDER BY {time_column} DESC, id DESC LIMIT ?", [*args, limit + 1]
+
+
+class SqliteHistoryStore(HistoryStore):
     def __init__(
         self,
         path: Path,
@@ -125,14 +135,8 @@ class SqliteHistoryStore:
         self, user_id: str, cursor: str, limit: int
     ) -> tuple[list[history_pb2.Conversation], str]:
         limit = clamp_limit(limit)
-        sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?"
-        args: list[Any] = [user_id]
-        if cursor:
-            updated, cid = decode_cursor(cursor, 2)
-            sql += " AND (updated_at_ms < ? OR (updated_at_ms = ? AND id < ?))"
-            args += [cursor_int(updated), cursor_int(updated), cid]
-        sql += " ORDER BY updated_at_ms DESC, id DESC LIMIT ?"
-        args.append(limit + 1)
+        select = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?"
+        sql, args = _newest_first(select, [user_id], "updated_at_ms", cursor, limit)
         rows = await self._run(lambda: self._db.execute(sql, args).fetchall())
         page = [_conversation(r) for r in rows[:limit]]
         next_cursor = encode_cursor(page[-1].updated_at_ms, page[-1].id) if len(rows) > limit else ""
@@ -240,8 +244,13 @@ class SqliteHistoryStore:
             self._record(user_id, message_change_kind(message.role), message.conversation_id, message.id)
         return bool(inserted)
 
-    def _store_message(
+    async def _store_message(
         self, user_id: str, message: history_pb2.Message, parent_id: str | None = None
+    ) -> tuple[history_pb2.Message, bool]:
+        return await self._run(self._write_message, user_id, message, parent_id)
+
+    def _write_message(
+        self, user_id: str, message: history_pb2.Message, parent_id: str | None
     ) -> tuple[history_pb2.Message, bool]:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -293,51 +302,10 @@ class SqliteHistoryStore:
         self._record(user_id, history_pb2.CHANGE_KIND_MESSAGE_COMPLETED, answer.conversation_id, target.id)
         return self._message_row(answer.conversation_id, target.id)
 
-    async def append_message(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        role: str,
-        content: str,
-        now_ms: int,
-        *,
-        parent_id: str | None = None,
-        media_ids: Sequence[str] = (),
-    ) -> tuple[history_pb2.Message, bool]:
-        message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
-        return await self._run(self._store_message, user_id, message, parent_id)
-
-    async def complete_message(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        reply_to_id: str,
-        content: str,
-        status: history_pb2.MessageStatus.ValueType,
-        model: str,
-        usage: chat_pb2.Usage,
-        now_ms: int,
-        *,
-        finish_reason: str = "",
-    ) -> history_pb2.Message:
-        message = final_answer(
-            conversation_id, message_id, reply_to_id, content, status, model, usage, now_ms, finish_reason
-        )
-        stored, _ = await self._run(self._store_message, user_id, message)
-        return stored
-
     def _raw_messages(self, conversation_id: str, before: str, limit: int) -> RawPage:
         """Every message (all versions), newest first, older than the cursor `before`."""
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
-        args: list[Any] = [conversation_id]
-        if before:
-            created, mid = decode_cursor(before, 2)
-            sql += " AND (created_at_ms < ? OR (created_at_ms = ? AND id < ?))"
-            args += [cursor_int(created), cursor_int(created), mid]
-        sql += " ORDER BY created_at_ms DESC, id DESC LIMIT ?"
-        args.append(limit + 1)
+        select = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
+        sql, args = _newest_first(select, [conversation_id], "created_at_ms", before, limit)
         rows = self._db.execute(sql, args).fetchall()
         page = [(m, encode_cursor(m.created_at_ms, m.id)) for m in (_message(r) for r in rows[:limit])]
         return page, page[-1][1] if len(rows) > limit else ""

@@ -45,6 +45,9 @@ class SyncPage:
 
 
 class HistoryStore(Protocol):
+    """Backends subclass it: append_message and complete_message build the message here, once,
+    and hand it to the backend's _store_message."""
+
     # What one search_conversations may read (search.py).
     search_caps: SearchCaps
 
@@ -89,7 +92,17 @@ class HistoryStore(Protocol):
         Its parent is `parent_id` (an edit: NotFound message_not_found when the conversation
         has no such message), else the conversation's current leaf; it becomes the leaf, and is
         dated after its parent."""
-        ...
+        message = history_pb2.Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            status=history_pb2.MESSAGE_STATUS_COMPLETE,
+            usage=chat_pb2.Usage(),
+            created_at_ms=now_ms,
+            media_ids=list(dict.fromkeys(media_ids)),
+        )
+        return await self._store_message(user_id, message, parent_id)
 
     async def complete_message(
         self,
@@ -110,6 +123,30 @@ class HistoryStore(Protocol):
         Its parent is `reply_to_id`; it becomes the leaf when the leaf was that user message.
         When `message_id` was registered by begin_continuation, the content is appended to the
         continued message instead (once: a repeat changes nothing), which is returned."""
+        answer = history_pb2.Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role="assistant",
+            content=content,
+            status=status,
+            model=model,
+            reply_to_id=reply_to_id,
+            parent_id=reply_to_id,
+            finish_reason=finish_reason,
+            usage=chat_pb2.Usage(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
+            ),
+            created_at_ms=now_ms,
+        )
+        stored, _ = await self._store_message(user_id, answer)
+        return stored
+
+    async def _store_message(
+        self, user_id: str, message: history_pb2.Message, parent_id: str | None = None
+    ) -> tuple[history_pb2.Message, bool]:
+        """The backend's one write of a message built by append_message or complete_message
+        (their promises are its own): the stored message with its sibling_ids, and whether it
+        was new."""
         ...
 
     async def get_messages(
@@ -235,22 +272,6 @@ CONVERSATION_KINDS = frozenset(
 )
 
 
-def new_message(
-    conversation_id: str, message_id: str, role: str, content: str, now_ms: int, media_ids: Sequence[str] = ()
-) -> history_pb2.Message:
-    """A user (or system) message as every store keeps it."""
-    return history_pb2.Message(
-        id=message_id,
-        conversation_id=conversation_id,
-        role=role,
-        content=content,
-        status=history_pb2.MESSAGE_STATUS_COMPLETE,
-        usage=chat_pb2.Usage(),
-        created_at_ms=now_ms,
-        media_ids=list(dict.fromkeys(media_ids)),
-    )
-
-
 def message_not_found() -> NotFound:
     return NotFound("message not found", code="message_not_found")
 
@@ -326,32 +347,3 @@ async def walk_path(
         if not more:
             return out, ""
         raw_cursor = more
-
-
-def final_answer(
-    conversation_id: str,
-    message_id: str,
-    reply_to_id: str,
-    content: str,
-    status: history_pb2.MessageStatus.ValueType,
-    model: str,
-    usage: chat_pb2.Usage,
-    now_ms: int,
-    finish_reason: str = "",
-) -> history_pb2.Message:
-    """An assistant message in its final state, as every store keeps it."""
-    return history_pb2.Message(
-        id=message_id,
-        conversation_id=conversation_id,
-        role="assistant",
-        content=content,
-        status=status,
-        model=model,
-        reply_to_id=reply_to_id,
-        parent_id=reply_to_id,
-        finish_reason=finish_reason,
-        usage=chat_pb2.Usage(
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=usage.cost_micros
-        ),
-        created_at_ms=now_ms,
-    )

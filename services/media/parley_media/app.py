@@ -19,10 +19,8 @@ import httpx
 
 from parley.v1 import media_pb2_grpc
 from parley_common.errors import ParleyError
-from parley_common.observability.logs import setup_logging
-from parley_common.observability.telemetry import setup_telemetry
 from parley_common.service.grpc_server import GrpcServer
-from parley_common.service.lifecycle import run_service
+from parley_common.service.lifecycle import run_service, start_ops
 from parley_common.service.ops_server import OpsServer
 from parley_common.settings import load_settings
 
@@ -103,11 +101,8 @@ async def sweep_uploads(library: MediaLibrary, stop: asyncio.Event) -> None:
 
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(MediaSettings)
-    setup_logging("media", settings.log_level)
-    setup_telemetry("media", settings.otlp_endpoint)
     # /healthz (liveness: the process), /readyz (object storage reported, not gating), /metrics.
-    ops = OpsServer("media", settings.metrics_host, settings.metrics_port)
-    await ops.start()
+    ops = await start_ops("media", settings)
     store = ObjectStore(
         endpoint=settings.s3_endpoint,
         public_endpoint=settings.s3_public_endpoint,

@@ -187,9 +187,10 @@ def _error_for(reply: httpx.Response) -> Exception:
         return InvalidRequest(f"the image generator refused the request: {message}", code="image_generation_rejected")
     if status == 429:
         retry_after = reply.headers.get("retry-after", "")
-        headers = {"Retry-After": retry_after} if retry_after.isdigit() else {}
         return RateLimited(
-            "the image generator is busy; try again shortly", code="image_generation_busy", headers=headers
+            "the image generator is busy; try again shortly",
+            code="image_generation_busy",
+            retry_after_s=int(retry_after) if retry_after.isascii() and retry_after.isdigit() else None,
         )
     if status in (401, 403):
         log.error("the image generator refused our credentials", extra={"status": status})

@@ -6,8 +6,10 @@ import asyncio
 import logging
 
 from parley.v1 import chat_pb2
+from parley_common.budgets.providers import ProviderBudget
 from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.budgets.users import UserBudgets
+from parley_common.budgets.waiting import BudgetQueue
 from parley_common.clients.history import HistoryClient
 from parley_common.clients.media import MediaClient
 from parley_common.clients.redis_pools import command_client, follower_client
@@ -18,14 +20,10 @@ from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.dispatch import Dispatch
 from parley_common.messaging.replay import ReplayLog
 from parley_common.messaging.topology import CHAT_REQUEST, PROVIDER_JOB, RESPONSE_COMPLETED, Topology
-from parley_common.observability.logs import setup_logging
-from parley_common.observability.telemetry import setup_telemetry
-from parley_common.service.lifecycle import InFlight, run_service
-from parley_common.service.ops_server import OpsServer, broker_check, redis_check
+from parley_common.service.lifecycle import InFlight, run_service, start_ops
+from parley_common.service.ops_server import broker_check, redis_check
 from parley_common.settings import load_settings
 
-from .budget_queue import BudgetQueue
-from .budgets import ProviderBudget
 from .completions import CompletionSettler
 from .consumers import ChatRequestConsumer
 from .fallbacks import FallbackConsumer
@@ -42,10 +40,7 @@ log = logging.getLogger("parley.orchestrator")
 
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(OrchestratorSettings)
-    setup_logging("orchestrator", settings.log_level)
-    setup_telemetry("orchestrator", settings.otlp_endpoint)
-    ops = OpsServer("orchestrator", settings.metrics_host, settings.metrics_port)
-    await ops.start()
+    ops = await start_ops("orchestrator", settings)
     registry = settings.model_registry()
     router = ModelRouter(registry)
     topology = Topology(settings.namespace)
@@ -136,10 +131,7 @@ async def serve(stop: asyncio.Event) -> None:
 
     ops.add_check("broker", broker_check(connection))
     ops.add_dependency("redis", redis_check(redis))
-    ops.mark_ready()
-
-    await stop.wait()
-    ops.mark_stopping()
+    await ops.ready_until(stop)
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await consumers.stop()
     if not await in_flight.drain(settings.shutdown_grace_s):

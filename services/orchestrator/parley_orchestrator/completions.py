@@ -7,7 +7,8 @@ It consumes its own queue, <ns>.orchestrator.response-completed, bound to `respo
   its prompt's when it reported none (a 429, cancelled while the provider was slow); an entry
   whose request was never sent (cancelled before the worker called) goes back;
 - the user's monthly usage is charged and the turn's hold dropped, in one step (idempotent
-  per response); a turn that used nothing just gives its hold back;
+  per response) that also reads the job record and deletes it when nothing below needs it;
+  a turn that used nothing just gives its hold back;
 - a deterministic request that completed normally (ended "stop" or "length") fills the
   response cache.
 
@@ -22,12 +23,12 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
+from parley_common.budgets.providers import ProviderBudget
 from parley_common.budgets.users import MonthlyUsage
 from parley_common.context.window import counter_for_model
 from parley_common.models import ModelRegistry
 
-from .budgets import ProviderBudget
-from .job_records import JobRecord, JobRecords
+from .job_records import NEEDED_AFTER_CHARGE, JobRecord, JobRecords
 from .response_cache import CachedAnswer, ResponseCache
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,26 @@ class CompletionSettler:
         await self.settle(event)
 
     async def settle(self, event: chat_pb2.ResponseCompleted) -> None:
-        """Reconcile the budget, charge the user, fill the cache; safe to repeat."""
-        record = await self.records.get(event.response_id)
+        """Charge the user, reconcile the budget, fill the cache; safe to repeat.
+
+        Usually one Redis step: the charge (or the hold given back) reads the job record and
+        deletes it, unless a provider reservation or a cache fill still needs it."""
+        record: JobRecord | None = None
+        if not reported(event) and event.content:
+            # The usage is estimated from the record's prompt tokens: read it first.
+            record = await self.records.get(event.user_id, event.response_id)
         tokens, cost = self.usage_of(event, record)
+        _, raw = await self.usage.settle(
+            event.response_id,
+            event.user_id,
+            tokens,
+            cost,
+            self.records.key(event.user_id, event.response_id),
+            NEEDED_AFTER_CHARGE,
+        )
+        record = JobRecord.parse(raw)
         if record is not None and record.reserved:
             await self.budget.settle(record.model, event.response_id, tokens or record.prompt_tokens)
-        if tokens > 0 or cost > 0:
-            await self.usage.charge(event.response_id, event.user_id, tokens, cost)
-        else:
-            await self.usage.release(event.user_id, event.response_id)
         if (
             record is not None
             and record.cache_key
@@ -82,19 +94,23 @@ class CompletionSettler:
                 record.cache_key,
                 CachedAnswer(model=event.model, content=event.content, finish_reason=event.finish_reason or "stop"),
             )
-        if record is not None:
-            await self.records.delete(event.response_id)
+        if record is not None and (record.reserved or record.cache_key):
+            await self.records.delete(event.user_id, event.response_id)
 
     def usage_of(self, event: chat_pb2.ResponseCompleted, record: JobRecord | None) -> tuple[int, int]:
         """(tokens, cost in micro-dollars) the answer used: as reported, else estimated."""
-        reported = event.usage.input_tokens + event.usage.output_tokens
-        if reported > 0 or event.usage.cost_micros > 0:
-            return reported, int(event.usage.cost_micros)
+        if reported(event):
+            return event.usage.input_tokens + event.usage.output_tokens, int(event.usage.cost_micros)
         if record is None or not event.content or event.model not in self.registry.models:
             return 0, 0
         output = counter_for_model(self.registry, event.model).text(event.content)
         spec = self.registry.models[event.model]
         return record.prompt_tokens + output, spec.cost_micros(record.prompt_tokens, output)
+
+
+def reported(event: chat_pb2.ResponseCompleted) -> bool:
+    """Whether the provider reported the answer's usage (else it is estimated)."""
+    return bool(event.usage.input_tokens + event.usage.output_tokens > 0 or event.usage.cost_micros > 0)
 
 
 __all__ = ["CompletionSettler"]

@@ -4,7 +4,6 @@ the context window, answer from the cache or wait for provider budget, publish a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable
@@ -14,18 +13,20 @@ from aio_pika.abc import AbstractIncomingMessage
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.budgets.users import UserBudgets
+from parley_common.budgets.waiting import BudgetQueue
 from parley_common.clients.history import HistoryClient
-from parley_common.context.prompt import build_prompt, collect_context
-from parley_common.context.window import ContextPlan, plan_context_async, prompt_token_budget
+from parley_common.context.assembly import ContextSource, assemble_context, context_limits
+from parley_common.context.image_prompts import image_prompt
+from parley_common.context.prompt import collect_context
+from parley_common.context.window import ContextPlan
 from parley_common.errors import InvalidRequest, NotFound, ParleyError, Unavailable
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.dispatch import Dispatch, Turn
 from parley_common.messaging.replay import ReplayLog, ResponseStream
 from parley_common.messaging.topology import SCHEMA_VERSION, Topology
 
-from .budget_queue import BudgetQueue
-from .budgets import hold_worst_case
-from .image_turns import ImageTurns, image_prompt
+from .budgets import hold_worst_case_unless_cancelled
+from .image_turns import ImageTurns
 from .job_records import JobRecord, JobRecords
 from .media_refs import MediaRefs
 from .response_cache import CachedAnswer, ResponseCache, cache_key, is_deterministic
@@ -130,7 +131,7 @@ class ChatRequestConsumer:
         await self.media_refs.check(request)
         if not request.conversation_id:
             # Stateless (OpenAI-compatible): the prompt is the request's own messages.
-            return await self.answer(request, stream, list(request.inline_messages))
+            return await self.answer(request, stream, ContextSource.messages(request.inline_messages))
         created_at_ms = request.created_at_ms
         waited = await self.turn_order.take_turn(
             request.user_id,
@@ -151,6 +152,11 @@ class ChatRequestConsumer:
             if edited.role != "user":
                 raise InvalidRequest("only a user message can be edited", code="not_a_user_message")
             parent_id = edited.parent_id
+        # The newest messages until the model's window less the output reserve is full (the
+        # plan then drops what does not fit), read by history as it appends the message.
+        limits = context_limits(
+            self.router.registry, self.settings, model=request.model, max_output_tokens=request.max_output_tokens
+        )
         appended = await self.history.append_message(
             request.user_id,
             request.conversation_id,
@@ -158,15 +164,8 @@ class ChatRequestConsumer:
             "user",
             request.content,
             created_at_ms,
-            # The newest messages until the model's window less the output reserve is full
-            # (fit_context then drops what does not fit), at most this many.
-            context_limit=self.settings.prompt_history_messages,
-            context_token_budget=prompt_token_budget(
-                self.router.registry,
-                request.model,
-                requested_max_output=request.max_output_tokens,
-                default_reserve=self.settings.reserved_output_tokens,
-            ),
+            context_limit=limits.max_messages,
+            context_token_budget=limits.token_budget,
             parent_id=parent_id,
             media_ids=list(request.media_ids),
         )
@@ -184,8 +183,8 @@ class ChatRequestConsumer:
             return False
         if (wanted := image_prompt(request.content)) is not None:
             return await self.image_turns.run(request, stream, wanted)
-        prompt = build_prompt(self.settings.system_prompt, context)
-        return await self.answer(request, stream, prompt, older_unseen=not appended.context_complete)
+        source = ContextSource.conversation(context, complete=appended.context_complete)
+        return await self.answer(request, stream, source)
 
     async def steer(self, request: chat_pb2.ChatRequest, stream: ResponseStream) -> bool:
         """Regenerate (a new version of an answer) or continue (the same answer goes on): the
@@ -223,22 +222,14 @@ class ChatRequestConsumer:
             page = await self.history.get_messages(user, cid, before, limit, leaf_id=question_id)
             return list(page.messages), page.next_cursor
 
-        context = await collect_context(
-            fetch,
-            token_budget=prompt_token_budget(
-                self.router.registry,
-                request.model,
-                requested_max_output=request.max_output_tokens,
-                default_reserve=self.settings.reserved_output_tokens,
-            ),
-            max_messages=self.settings.prompt_history_messages,
+        limits = context_limits(
+            self.router.registry, self.settings, model=request.model, max_output_tokens=request.max_output_tokens
         )
-        prompt = build_prompt(self.settings.system_prompt, context.newest_first)
+        context = await collect_context(fetch, limits)
         return await self.answer(
             request,
             stream,
-            prompt,
-            older_unseen=not context.complete,
+            ContextSource.conversation(context.newest_first, complete=context.complete),
             continue_from=continue_from,
             # A regenerated answer becomes current: the path is taken back to its question.
             take_path=question_id if request.regenerate_message_id else "",
@@ -248,54 +239,61 @@ class ChatRequestConsumer:
         self,
         request: chat_pb2.ChatRequest,
         stream: ResponseStream,
-        prompt: list[chat_pb2.PromptMessage],
+        source: ContextSource,
         *,
-        older_unseen: bool = False,
         continue_from: str = "",
         take_path: str = "",
     ) -> bool:
-        """Route, fit, then the cache or the provider (after its budget); True when a job was published.
-
-        `older_unseen`: the conversation has messages older than those in `prompt`. Dropped
-        messages are counted among those in `prompt` (history stops at the first one past the
-        window's budget, so that one is counted), and are at least 1 when older ones exist.
-        """
-        prompt = await self.media_refs.attach(request, prompt)
-        route = self.router.route(request.model, prompt)
-        plan = await plan_context_async(
+        """Assemble the context (the one entry point the gateway's token count uses too), then the
+        cache or the provider (after its budget); True when a job was published."""
+        plan = await assemble_context(
             self.router.registry,
-            route.model,
-            prompt,
-            requested_max_output=request.max_output_tokens,
-            default_reserve=self.settings.reserved_output_tokens,
+            self.settings,
+            source,
+            model=request.model,
+            max_output_tokens=request.max_output_tokens,
+            images=await self.media_refs.images(request),
         )
-        if older_unseen and not plan.fit.dropped_messages:
-            plan = dataclasses.replace(plan, fit=dataclasses.replace(plan.fit, dropped_messages=1))
-        if plan.fit.dropped_messages or plan.fit.truncated_messages:
+        route = self.router.route(plan.model)
+        if plan.dropped_messages or plan.truncated_messages:
             log.info(
                 "context trimmed to the window",
                 extra={
                     "response_id": request.response_id,
                     "model": route.model,
-                    "dropped": plan.fit.dropped_messages,
-                    "truncated": plan.fit.truncated_messages,
+                    "dropped": plan.dropped_messages,
+                    "truncated": plan.truncated_messages,
                 },
             )
-        if await self.cancellations.requested(request.response_id):
-            await self.dispatch.end_cancelled(Turn.of_request(request), stream, route.model)
-            return False
         digest = ""
         if self.cache.enabled and not continue_from and is_deterministic(request, route.spec):
             digest = cache_key(route.model, route.spec.upstream_model, plan.max_output_tokens, plan.fit.messages)
-            cached = await self.cache.get(digest)
+            # The turn's cancellation flag in the same round trip: a cancelled turn gets no answer.
+            flag, cached = await self.cache.get_unless(self.cancellations.key(request.response_id), digest)
+            if flag is not None:
+                await self.dispatch.end_cancelled(Turn.of_request(request), stream, route.model)
+                return False
             if cached is not None:
                 log.info("answered from the cache", extra={"response_id": request.response_id, "model": route.model})
                 if take_path:
                     await self.history.set_current(request.user_id, request.conversation_id, take_path, exact=True)
                 await self.serve_cached(request, stream, cached, plan)
                 return False
-        # Before any wait for the provider: a turn the user's budget cannot cover ends now.
-        await hold_worst_case(self.user_budgets, request.user_id, request.response_id, plan)
+        # Before any wait for the provider: a turn the user's budget cannot cover ends now. The
+        # same round trip reads the cancellation flag and writes the job record (`reserved` ahead
+        # of the reservation: settling one never taken changes nothing).
+        record = JobRecord(route.model, plan.fit.input_tokens, not route.limits.unlimited, digest)
+        cancelled, recorded = await hold_worst_case_unless_cancelled(
+            self.user_budgets,
+            self.cancellations,
+            request.user_id,
+            request.response_id,
+            plan,
+            self.records.record_for(request.user_id, request.response_id, record),
+        )
+        if cancelled:
+            await self.dispatch.end_cancelled(Turn.of_request(request), stream, route.model)
+            return False
         reserved = False
         if not route.limits.unlimited:
             admitted = await self.budget_queue.admit(
@@ -313,7 +311,8 @@ class ChatRequestConsumer:
         try:
             if take_path:
                 await self.history.set_current(request.user_id, request.conversation_id, take_path, exact=True)
-            await self.records.put(request.response_id, JobRecord(route.model, plan.fit.input_tokens, reserved, digest))
+            if not recorded:
+                await self.records.put(request.user_id, request.response_id, record)
             return await self.publish_job(request, route, plan, continue_from)
         except BaseException:
             if reserved:
@@ -329,8 +328,8 @@ class ChatRequestConsumer:
             meta=chat_pb2.StreamMeta(
                 model=cached.model,
                 user_message_id=request.client_message_id,
-                dropped_messages=plan.fit.dropped_messages,
-                truncated_messages=plan.fit.truncated_messages,
+                dropped_messages=plan.dropped_messages,
+                truncated_messages=plan.truncated_messages,
                 cached=True,
             )
         )
@@ -366,8 +365,8 @@ class ChatRequestConsumer:
             reply_to=request.reply_to,
             created_at_ms=int(time.time() * 1000),
             fallbacks=route.fallbacks,
-            dropped_messages=plan.fit.dropped_messages,
-            truncated_messages=plan.fit.truncated_messages,
+            dropped_messages=plan.dropped_messages,
+            truncated_messages=plan.truncated_messages,
             continue_from=continue_from,
         )
         await self.dispatch.send_job(job, idempotency_key=request.response_id)

@@ -18,16 +18,17 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from parley.v1 import chat_pb2
+from parley_common.budgets.providers import BudgetLimits
 from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.budgets.users import UserBudgets
-from parley_common.context.window import plan_context_async
+from parley_common.budgets.waiting import BudgetQueue
+from parley_common.context.assembly import ContextSource, assemble_context
 from parley_common.errors import InvalidRequest
 from parley_common.messaging.dispatch import Dispatch, Turn
 from parley_common.messaging.replay import ResponseStream
 from parley_common.models import ModelRegistry
 
-from .budget_queue import BudgetQueue
-from .budgets import BudgetLimits, hold_worst_case
+from .budgets import hold_worst_case
 from .consumers import run_step
 from .job_records import JobRecord, JobRecords
 from .settings import OrchestratorSettings
@@ -62,19 +63,20 @@ class FallbackConsumer:
 
     async def handle(self, job: chat_pb2.ProviderJob, stream: ResponseStream) -> bool:
         """Budget and fit the job for its (next) model; True once it went to its provider."""
-        record = await self.records.get(job.response_id)
+        record = await self.records.get(job.user_id, job.response_id)
         if record is not None and record.reserved and record.model != job.model:
             # The model that failed produced no answer: what its provider counted stays counted.
             await self.budget_queue.budget.settle(record.model, job.response_id, record.prompt_tokens)
         spec = self.registry.models.get(job.model)
         if spec is None:
             raise InvalidRequest(f"unknown fallback model {job.model!r}", code="unknown_model")
-        plan = await plan_context_async(
+        # The first attempt's prompt, as fitted then, fitted again to this model's window.
+        plan = await assemble_context(
             self.registry,
-            job.model,
-            list(job.messages),
-            requested_max_output=job.max_output_tokens,
-            default_reserve=self.settings.reserved_output_tokens,
+            self.settings,
+            ContextSource.job(job),
+            model=job.model,
+            max_output_tokens=job.max_output_tokens,
         )
         await hold_worst_case(self.user_budgets, job.user_id, job.response_id, plan)
         limits = BudgetLimits(spec.requests_per_minute, spec.tokens_per_minute)
@@ -94,14 +96,14 @@ class FallbackConsumer:
                 return False
             reserved = True
         try:
-            await self.records.put(job.response_id, JobRecord(job.model, plan.fit.input_tokens, reserved))
+            await self.records.put(job.user_id, job.response_id, JobRecord(job.model, plan.fit.input_tokens, reserved))
             fitted = chat_pb2.ProviderJob()
             fitted.CopyFrom(job)
             del fitted.messages[:]
             fitted.messages.extend(plan.fit.messages)
             fitted.max_output_tokens = plan.max_output_tokens
-            fitted.dropped_messages = job.dropped_messages + plan.fit.dropped_messages
-            fitted.truncated_messages = job.truncated_messages + plan.fit.truncated_messages
+            fitted.dropped_messages = plan.dropped_messages
+            fitted.truncated_messages = plan.truncated_messages
             await self.dispatch.send_job(fitted, idempotency_key=f"{job.response_id}:{job.attempt}")
             return True
         except BaseException:

@@ -26,7 +26,6 @@ import logging
 
 from parley.v1 import chat_pb2
 from parley_common.clients.media import MediaClient
-from parley_common.context.image_prompts import image_prompt
 from parley_common.errors import ParleyError, RateLimited, Unavailable
 from parley_common.messaging.dispatch import Dispatch, Turn
 from parley_common.messaging.replay import ResponseStream
@@ -87,4 +86,4 @@ class ImageTurns:
         return False
 
 
-__all__ = ["IMAGE_MODEL", "ImageTurns", "answer_text", "image_prompt"]
+__all__ = ["IMAGE_MODEL", "ImageTurns", "answer_text"]

@@ -13,7 +13,6 @@ from typing import Literal
 
 from parley.v1 import chat_pb2, media_pb2
 from parley_common.clients.media import MediaClient
-from parley_common.context.prompt import with_images
 
 _DELIVERY = {"inline": media_pb2.IMAGE_DELIVERY_INLINE, "url": media_pb2.IMAGE_DELIVERY_URL}
 
@@ -28,13 +27,10 @@ class MediaRefs:
         if request.media_ids:
             await self.media.check_media(request.user_id, list(request.media_ids))
 
-    async def attach(
-        self, request: chat_pb2.ChatRequest, prompt: list[chat_pb2.PromptMessage]
-    ) -> list[chat_pb2.PromptMessage]:
-        """The prompt with the request's images on its last user message."""
+    async def images(self, request: chat_pb2.ChatRequest) -> list[chat_pb2.ImagePart]:
+        """The request's images, for its prompt's last user message (context.assembly puts them there)."""
         if not request.media_ids:
-            return prompt
-        images = await self.media.resolve_images(
+            return []
+        return await self.media.resolve_images(
             request.user_id, list(request.media_ids), request.image_detail or "high", self.delivery
         )
-        return with_images(prompt, images)

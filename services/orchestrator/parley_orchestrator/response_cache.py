@@ -74,15 +74,27 @@ class ResponseCache:
         return f"{self.namespace}:response-cache:{digest}"
 
     async def get(self, digest: str) -> CachedAnswer | None:
-        raw = await self.redis.get(self.key(digest))
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return CachedAnswer(model=data["model"], content=data["content"], finish_reason=data["finish_reason"])
+        return _answer(await self.redis.get(self.key(digest)))
+
+    async def get_unless(self, flag_key: str, digest: str) -> tuple[bytes | None, CachedAnswer | None]:
+        """`get`, and in the same round trip the value of `flag_key` (the turn's cancellation):
+        (the flag's value, the cached answer)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(flag_key)
+            pipe.get(self.key(digest))
+            flag, raw = await pipe.execute()
+        return flag, _answer(raw)
 
     async def put(self, digest: str, answer: CachedAnswer) -> None:
         value = json.dumps({"model": answer.model, "content": answer.content, "finish_reason": answer.finish_reason})
         await self.redis.set(self.key(digest), value, ex=self.ttl_s)
+
+
+def _answer(raw: bytes | str | None) -> CachedAnswer | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return CachedAnswer(model=data["model"], content=data["content"], finish_reason=data["finish_reason"])
 
 
 __all__ = ["CachedAnswer", "ResponseCache", "cache_key", "is_deterministic"]

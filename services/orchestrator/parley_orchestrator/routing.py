@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parley.v1 import chat_pb2
-from parley_common.context.model_choice import choose_model
+from parley_common.budgets.providers import BudgetLimits
 from parley_common.errors import InvalidRequest
 from parley_common.models import ModelConfig, ModelRegistry
-
-from .budgets import BudgetLimits
 
 
 @dataclass(frozen=True)
@@ -28,10 +25,9 @@ class ModelRouter:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def route(self, requested: str, prompt: Sequence[chat_pb2.PromptMessage] = ()) -> Route:
-        """The requested model; with none, the one the registry's routing picks for this prompt
-        (parley_common.context.model_choice)."""
-        name = choose_model(self.registry, requested, prompt)
+    def route(self, name: str) -> Route:
+        """The model that serves a request (its context plan's: the one named, else the one
+        routing picked for the prompt, parley_common.context.model_choice), with its chain."""
         spec = self.registry.models.get(name)
         if spec is None:
             raise InvalidRequest(f"unknown model {name!r}", code="unknown_model")

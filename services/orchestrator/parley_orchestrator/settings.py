@@ -6,23 +6,13 @@ from pydantic import Field
 
 from parley_common.budgets.providers import ProviderBudgetSettings
 from parley_common.budgets.users import PlanSettings
-from parley_common.context.prompt import (
-    DEFAULT_HISTORY_MESSAGES,
-    DEFAULT_RESERVED_OUTPUT_TOKENS,
-    DEFAULT_SYSTEM_PROMPT,
-    MAX_CONTEXT_MESSAGES,
-)
+from parley_common.context.assembly import PromptSettings
 
 
-class OrchestratorSettings(PlanSettings, ProviderBudgetSettings):
+class OrchestratorSettings(PlanSettings, ProviderBudgetSettings, PromptSettings):
     history_grpc_target: str = "127.0.0.1:50051"
-    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
-    # The most stored messages a prompt starts from: the newest ones until the model's context
-    # window less the output reserve is full, at most this many (trimming may keep fewer).
-    prompt_history_messages: int = Field(default=DEFAULT_HISTORY_MESSAGES, ge=1, le=MAX_CONTEXT_MESSAGES)
-    # Tokens kept free for the answer when the client sets no max_output_tokens (capped at the
-    # model's maximum); the prompt gets the rest of the context window.
-    reserved_output_tokens: int = Field(default=DEFAULT_RESERVED_OUTPUT_TOKENS, ge=1, le=1_000_000)
+    # The prompt (PARLEY_SYSTEM_PROMPT, PARLEY_PROMPT_HISTORY_MESSAGES,
+    # PARLEY_RESERVED_OUTPUT_TOKENS): PromptSettings, the same as the gateway's.
     orchestrator_prefetch: int = Field(default=256, ge=1, le=5000)
     # A turn waits at most this long for the previous turn of its conversation to finish.
     turn_max_wait_s: float = Field(default=600.0, gt=0, le=3600)

@@ -1,12 +1,12 @@
 """One turn at a time per conversation.
 
 Each request takes the conversation's "latest turn" pointer in Redis (one script, atomic)
-and learns which turn came before it; its place is recorded, so a request delivered again
-after its orchestrator stopped (SIGTERM or SIGKILL) waits for the same turn as before. It
-then waits until that turn has finished — in "replace" mode after cancelling it — and until
-the previous answer is in history, so the new message is stored after it and the prompt
-includes it. Requests form a chain; their
-streams and their history never interleave.
+and learns which turn came before it, and that turn's replay log, in the same round trip; its
+place is recorded, so a request delivered again after its orchestrator stopped (SIGTERM or
+SIGKILL) waits for the same turn as before. It then waits until that turn has finished — in
+"replace" mode after cancelling it — and until the previous answer is in history, so the new
+message is stored after it and the prompt includes it. Requests form a chain; their streams and
+their history never interleave.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from parley.v1 import history_pb2
+from parley.v1 import chat_pb2, history_pb2
 from parley_common.budgets.waiting import QUEUED_REFRESH_S
 from parley_common.clients.history import HistoryClient
 from parley_common.errors import NotFound, ParleyError, Unavailable
@@ -32,18 +33,43 @@ RECENT = 10
 # How often the previous answer is also asked for by its id while waiting for it.
 BY_ID_EVERY_S = 0.25
 
-# KEYS: the conversation's latest turn, this turn's place; ARGV: response id, ttl. Returns the
-# turn before this one ("" for none): the one recorded at its first entry, if it entered before.
+# KEYS: the conversation's latest turn, this turn's place; ARGV: response id, ttl, the prefix
+# of replay-log keys, the prefix of response-owner keys. Returns {the turn before this one (""
+# for none): the one recorded at its first entry, if it entered before; and, when there is one,
+# whether its owner record exists (1/0; asked only when its log is empty) and its replay log
+# (XRANGE entries)}: what waiting for
+# it needs first, in the same round trip. The previous turn's keys are named from what the
+# script reads, so they are not in KEYS: Parley's Redis runs without cluster mode (README,
+# "Deploying and scaling"); on a Redis Cluster they could live on another node.
 ENTER = """
-local place = redis.call('GET', KEYS[2])
-if place then
-  return place
+local previous = redis.call('GET', KEYS[2])
+if not previous then
+  previous = redis.call('GET', KEYS[1]) or ''
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[2], previous, 'EX', ARGV[2])
 end
-local latest = redis.call('GET', KEYS[1]) or ''
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('SET', KEYS[2], latest, 'EX', ARGV[2])
-return latest
+if previous == '' or previous == ARGV[1] then
+  return {previous}
+end
+local frames = redis.call('XRANGE', ARGV[3] .. previous, '-', '+')
+local owned = 1
+if #frames == 0 then owned = redis.call('EXISTS', ARGV[4] .. previous) end
+return {previous, owned, frames}
 """
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The turn before this one, as entering found it."""
+
+    response_id: str
+    frames: list[chat_pb2.StreamEvent]  # its replay log then
+    owned: bool  # its owner record existed then (only asked when it had no frames)
+
+    @property
+    def finished(self) -> bool:
+        """ReplayLog.finished, as of then."""
+        return is_terminal(self.frames[-1]) if self.frames else not self.owned
 
 
 class TurnOrder:
@@ -74,18 +100,22 @@ class TurnOrder:
         """The turn that came before `response_id` ("" for none), kept from its first delivery."""
         return f"{self.key(conversation_id)}:before:{response_id}"
 
-    async def enter(self, conversation_id: str, response_id: str) -> str | None:
-        """Become the conversation's latest turn; returns the turn before it, if any.
+    async def enter(self, conversation_id: str, response_id: str) -> Previous | None:
+        """Become the conversation's latest turn; returns the turn before it, if any, with its
+        replay log as it is now (one round trip).
 
         A request delivered again (its orchestrator stopped while it waited) keeps the place
         it took the first time, whatever has entered since: it still waits for the same turn.
         """
-        previous = await self._enter(
+        answer = await self._enter(
             keys=[self.key(conversation_id), self.place_key(conversation_id, response_id)],
-            args=[response_id, self.ttl_s],
+            args=[response_id, self.ttl_s, self.replay.key(""), self.replay.owner_key("")],
         )
-        text = previous.decode() if isinstance(previous, bytes) else str(previous or "")
-        return None if text in ("", response_id) else text
+        if len(answer) < 3:
+            return None
+        previous, owned, rows = answer
+        frames = [chat_pb2.StreamEvent.FromString(dict(zip(f[::2], f[1::2], strict=True))[b"e"]) for _, f in rows]
+        return Previous(previous.decode(), frames, bool(owned))
 
     async def take_turn(
         self,
@@ -106,7 +136,7 @@ class TurnOrder:
             previous = await self.enter(conversation_id, response_id)
             if previous is None:
                 return False
-            await self.wait_for(previous, user_id, conversation_id, replace, on_queued, recent)
+            await self.wait_for(previous.response_id, user_id, conversation_id, replace, on_queued, recent, previous)
             return True
         finally:
             if recent.done():
@@ -123,17 +153,23 @@ class TurnOrder:
         replace: bool,
         on_queued: Callable[[], Awaitable[object]],
         recent: Awaitable[history_pb2.GetMessagesResponse] | None = None,
+        entered: Previous | None = None,
     ) -> None:
         """Return once `previous` has finished and its answer is stored (or is known to be lost).
 
         `on_queued` runs only when the previous turn is still running: a message sent after
         the answer before it ended (the usual case) is not shown as queued. `recent`, when
         given, is a read of the latest messages started earlier (a message once stored stays
-        stored, so finding the answer there is as good as finding it now).
+        stored, so finding the answer there is as good as finding it now). `entered`: what
+        `enter` read of it, in place of reading its log again.
         """
         deadline = time.monotonic() + self.max_wait_s
-        frames = await self.replay.read_after(previous, 0)
-        if not (frames and is_terminal(frames[-1])) and not await self.replay.finished(previous):
+        if entered is None:
+            frames = await self.replay.read_after(previous, 0)
+            finished = bool(frames and is_terminal(frames[-1])) or await self.replay.finished(previous)
+        else:
+            frames, finished = entered.frames, entered.finished
+        if not finished:
             if replace:
                 await self.cancellations.request(previous, user_id, "replaced")
             await on_queued()

@@ -19,10 +19,8 @@ from parley_common.messaging.dispatch import Dispatch
 from parley_common.messaging.replay import ReplayLog
 from parley_common.messaging.topology import CANCEL_RESPONSE, PROVIDER_JOB, Topology
 from parley_common.models import ModelRegistry
-from parley_common.observability.logs import setup_logging
-from parley_common.observability.telemetry import setup_telemetry
-from parley_common.service.lifecycle import InFlight, run_service
-from parley_common.service.ops_server import OpsServer, broker_check, redis_check
+from parley_common.service.lifecycle import InFlight, run_service, start_ops
+from parley_common.service.ops_server import broker_check, redis_check
 from parley_common.settings import load_settings
 
 from .consumers import ProviderJobConsumer
@@ -32,7 +30,7 @@ from .providers import Provider, model_client_key
 from .providers.anthropic import AnthropicProvider
 from .providers.demo import DemoProvider
 from .providers.gemini import GeminiProvider
-from .providers.http import StreamTimeouts, upstream_client
+from .providers.http import HttpProvider, StreamTimeouts, upstream_client
 from .providers.openai import OpenAIProvider
 from .resilience import RetryPolicy
 from .settings import WorkerSettings
@@ -40,7 +38,7 @@ from .settings import WorkerSettings
 log = logging.getLogger("parley.worker")
 
 
-ADAPTERS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
+ADAPTERS: dict[str, type[HttpProvider]] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
@@ -89,10 +87,7 @@ def build_providers(
 
 async def serve(stop: asyncio.Event) -> None:
     settings = load_settings(WorkerSettings)
-    setup_logging("provider-worker", settings.log_level)
-    setup_telemetry("provider-worker", settings.otlp_endpoint)
-    ops = OpsServer("provider-worker", settings.metrics_host, settings.metrics_port)
-    await ops.start()
+    ops = await start_ops("provider-worker", settings)
     registry = settings.model_registry()
     # One client for every upstream call of this process; timeouts are per phase (StreamTimeouts).
     client = upstream_client(
@@ -154,10 +149,7 @@ async def serve(stop: asyncio.Event) -> None:
 
     ops.add_check("broker", broker_check(connection))
     ops.add_dependency("redis", redis_check(redis))
-    ops.mark_ready()
-
-    await stop.wait()
-    ops.mark_stopping()
+    await ops.ready_until(stop)
     log.info("shutting down", extra={"in_flight": in_flight.count})
     await jobs.stop()
     if not await in_flight.drain(settings.shutdown_grace_s):

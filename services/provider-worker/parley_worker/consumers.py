@@ -17,6 +17,7 @@ import time
 
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from parley.v1 import chat_pb2
@@ -26,7 +27,7 @@ from parley_common.errors import ParleyError, Unavailable
 from parley_common.messaging.amqp import PoisonMessage
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.dispatch import Dispatch, Turn
-from parley_common.messaging.replay import ReplayLog, ResponseStream, is_terminal
+from parley_common.messaging.replay import ReplayLog, ResponseStream, decode_rows, is_terminal
 from parley_common.models import ModelRegistry
 from parley_common.observability.metrics import PROVIDER_ERRORS, QUEUE_WAIT, TOKENS_PER_SECOND, WORKER_TAKEOVERS
 from parley_common.observability.telemetry import tracer
@@ -109,15 +110,27 @@ class ProviderJobConsumer:
 
     async def handle(self, job: chat_pb2.ProviderJob, provider: Provider, redelivered: bool) -> None:
         stream = self.dispatch.stream(Turn.of_job(job))
-        acquired = await self.lease.try_acquire(job.response_id, job.attempt)
+
+        def reads(pipe: Pipeline) -> None:
+            # The replay log (a duplicate of a finished job, or a takeover) and the cancel flag.
+            self.replay.queue_read_after(pipe, job.response_id, 0)
+            pipe.get(self.cancellations.key(job.response_id))
+
+        # The lease and what the job needs to know, in one round trip.
+        acquired, (rows, flag) = await self.lease.try_acquire_reading(job.response_id, job.attempt, reads)
         if not acquired and redelivered:
-            # Redelivered after its worker died: wait for that worker's lease to lapse.
+            # Redelivered after its worker died: wait for that worker's lease to lapse, then
+            # read again what it left (it may have written until then).
             acquired = await self.lease.wait_acquire(job.response_id, job.attempt)
+            if acquired:
+                async with self.replay.redis.pipeline(transaction=False) as pipe:
+                    reads(pipe)
+                    rows, flag = await pipe.execute()
         if not acquired:
             log.warning("job is being streamed elsewhere; dropping this copy", extra={"response_id": job.response_id})
             return
         async with self.lease.held(job.response_id, job.attempt):
-            earlier = await self.replay.read_after(job.response_id, 0)
+            earlier = decode_rows(rows)
             # The lease makes this worker the stream's only writer from here on.
             stream.continue_after(earlier[-1].seq if earlier else 0)
             if any(is_terminal(e) for e in earlier):
@@ -142,7 +155,7 @@ class ProviderJobConsumer:
                 taken.CopyFrom(job)
                 taken.continue_from = job.continue_from + shown
                 job = taken
-            reason = await self.cancellations.requested(job.response_id)
+            reason = flag.decode() if isinstance(flag, bytes) else flag
             if reason:
                 if not meta_shown:
                     await stream.emit(meta=self.meta(job))
@@ -385,6 +398,13 @@ class ProviderJobConsumer:
         if content and status == chat_pb2.RESPONSE_STATUS_FAILED:
             status = chat_pb2.RESPONSE_STATUS_INTERRUPTED
         await self.dispatch.completed(Turn.of_job(job), job.model, content, status, finish_reason, usage)
+
+        def release_slot(pipe: Pipeline) -> None:
+            self.slots.queue_release(pipe, job.user_id, job.response_id)
+
+        # With the lease's release, in one round trip as the job ends.
+        if self.lease.release_with(job.response_id, job.attempt, release_slot):
+            return
         try:
             await self.slots.release(job.user_id, job.response_id)
         except RedisError as exc:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+# Queues a caller's commands on a pipeline (their replies are the caller's to read).
+Queue = Callable[[Pipeline], object]
 
 
 class JobLease:
@@ -23,12 +28,32 @@ class JobLease:
         self.namespace = namespace
         self.ttl_ms = int(ttl_s * 1000)
         self.holder = uuid.uuid4().hex
+        # Per lease held here (`held`): commands sent with its release, in the same round trip.
+        self._on_release: dict[str, list[Queue]] = {}
 
     def key(self, response_id: str, attempt: int) -> str:
         return f"{self.namespace}:job-lease:{response_id}:{attempt}"
 
     async def try_acquire(self, response_id: str, attempt: int) -> bool:
         return bool(await self.redis.set(self.key(response_id, attempt), self.holder, px=self.ttl_ms, nx=True))
+
+    async def try_acquire_reading(self, response_id: str, attempt: int, reads: Queue) -> tuple[bool, list[Any]]:
+        """`try_acquire`, with the commands `reads` queues sent in the same round trip (after
+        the SET, so they see what the lease's previous holder left): acquired, and their replies."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.key(response_id, attempt), self.holder, px=self.ttl_ms, nx=True)
+            reads(pipe)
+            acquired, *replies = await pipe.execute()
+        return bool(acquired), replies
+
+    def release_with(self, response_id: str, attempt: int, queue: Queue) -> bool:
+        """Send the commands `queue` queues with this lease's release, at the end of `held`, in
+        one round trip; False when this worker does not hold the lease now (nothing queued)."""
+        pending = self._on_release.get(self.key(response_id, attempt))
+        if pending is None:
+            return False
+        pending.append(queue)
+        return True
 
     async def wait_acquire(self, response_id: str, attempt: int) -> bool:
         """Acquire, waiting once for a lapsed holder's lease to expire."""
@@ -41,8 +66,11 @@ class JobLease:
 
     @contextlib.asynccontextmanager
     async def held(self, response_id: str, attempt: int) -> AsyncIterator[None]:
-        """Renew the lease while the body runs; release it afterwards."""
+        """Renew the lease while the body runs; release it afterwards, with what the body
+        queued to go with it (`release_with`)."""
         key = self.key(response_id, attempt)
+        pending: list[Queue] = []
+        self._on_release[key] = pending
 
         done = asyncio.Event()
 
@@ -65,4 +93,9 @@ class JobLease:
             task.cancel()
             # Bounded: the job never waits on a renewal stuck in a Redis call.
             await asyncio.wait([task], timeout=1.0)
-            await self.redis.delete(key)
+            self._on_release.pop(key, None)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in pending:
+                    queue(pipe)
+                pipe.delete(key)
+                await pipe.execute()

@@ -1,30 +1,18 @@
 """Runs `weed mini` with S3 on port 8333 and one identity, from S3_ACCESS_KEY and S3_SECRET_KEY
 (the same flags as parley_dev.infra.LocalS3, with every port inside this container)."""
 
-import json
 import os
 from pathlib import Path
+
+# Staged next to this file by tools/containers/build.py (parley_dev is not in the image).
+from s3_identities import write_identities
 
 access_key = os.environ.get("S3_ACCESS_KEY", "")
 secret_key = os.environ.get("S3_SECRET_KEY", "")
 if len(access_key) < 3 or len(secret_key) < 8:
     raise SystemExit("S3_ACCESS_KEY (3+ characters) and S3_SECRET_KEY (8+ characters) are required")
 data = Path(os.environ.get("S3_DATA_DIR", "/data"))
-identities = data / "s3-identities.json"
-identities.write_text(
-    json.dumps(
-        {
-            "identities": [
-                {
-                    "name": "parley",
-                    "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
-            ]
-        }
-    )
-)
-identities.chmod(0o600)
+identities = write_identities(data / "s3-identities.json", access_key, secret_key)
 command = [
     "weed",
     "mini",

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 # A connection's member is "<response id>|<connection id>"; an answer's is its response id.
 SEPARATOR = "|"
 
 # KEYS[1] = the user's sorted set (member -> expiry in ms).
 # ARGV = now_ms, limit, then pairs of (member, ttl_ms) to add: all are admitted, or none.
-# Returns -1 when admitted, else the number of slots in use.
+# Returns -1 when admitted, else the number of slots in use (StreamSlots._take reads it).
 _ACQUIRE = """
 local key, now, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -67,6 +71,13 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KE
 """
 
 
+@dataclass(frozen=True)
+class Refused:
+    """No slot was taken: the user already holds `in_use` slots, their limit."""
+
+    in_use: int
+
+
 class StreamSlots:
     def __init__(
         self, redis: Redis, namespace: str, limit: int = 0, ttl_s: float = 900.0, connection_ttl_s: float = 60.0
@@ -88,22 +99,52 @@ class StreamSlots:
     def connection_member(response_id: str, connection_id: str) -> str:
         return f"{response_id}{SEPARATOR}{connection_id}"
 
-    async def _take(self, user_id: str, *members: tuple[str, int]) -> int:
+    async def _take(self, user_id: str, *members: tuple[str, int]) -> Refused | None:
         args: list[str | int] = [int(time.time() * 1000), self.limit]
         for member, ttl_ms in members:
             args += [member, ttl_ms]
-        return int(await self._acquire(keys=[self.key(user_id)], args=args))
+        in_use = int(await self._acquire(keys=[self.key(user_id)], args=args))
+        return None if in_use < 0 else Refused(in_use)
 
-    async def acquire(self, user_id: str, response_id: str, connection_id: str | None = None) -> int:
-        """An answer's slot, with the connection that will stream it when given: -1 when
-        taken (or already this response's), else how many slots are in use."""
+    async def acquire(self, user_id: str, response_id: str, connection_id: str | None = None) -> Refused | None:
+        """Take an answer's slot, with the connection that will stream it when given: None when
+        taken (or already this response's), else Refused with how many slots are in use."""
         members = [(response_id, self.ttl_ms)]
         if connection_id is not None:
             members.append((self.connection_member(response_id, connection_id), self.connection_ttl_ms))
         return await self._take(user_id, *members)
 
+    def queue_acquire(
+        self, pipe: Pipeline, user_id: str, response_id: str, connection_id: str | None = None
+    ) -> Callable[[Any], Awaitable[Refused | None]]:
+        """`acquire` as one command of the caller's pipeline; returns what reads that command's
+        reply (loading the script and taking the slot then, when Redis lost the script)."""
+        members = [(response_id, self.ttl_ms)]
+        if connection_id is not None:
+            members.append((self.connection_member(response_id, connection_id), self.connection_ttl_ms))
+        args: list[str | int] = [int(time.time() * 1000), self.limit]
+        for member, ttl_ms in members:
+            args += [member, ttl_ms]
+        keys = [self.key(user_id)]
+        # EVALSHA itself: a pipeline given the Script object asks SCRIPT EXISTS first.
+        pipe.evalsha(self._acquire.sha, len(keys), *keys, *args)
+
+        async def refused(raw: Any) -> Refused | None:
+            if isinstance(raw, NoScriptError):
+                raw = await self._acquire(keys=keys, args=args)
+            elif isinstance(raw, Exception):
+                raise raw
+            in_use = int(raw)
+            return None if in_use < 0 else Refused(in_use)
+
+        return refused
+
     async def release(self, user_id: str, response_id: str) -> None:
         await self.redis.zrem(self.key(user_id), response_id)
+
+    def queue_release(self, pipe: Pipeline, user_id: str, response_id: str) -> None:
+        """`release` as one command of the caller's pipeline."""
+        pipe.zrem(self.key(user_id), response_id)
 
     async def free_finished(self, user_id: str, finished: Callable[[str], Awaitable[bool]]) -> int:
         """Give back the slots of this user's answers that have ended (`finished(response_id)`)
@@ -118,9 +159,9 @@ class StreamSlots:
             await self.redis.zrem(self.key(user_id), *ended)
         return len(ended)
 
-    async def acquire_connection(self, user_id: str, response_id: str, connection_id: str) -> int:
-        """A slot for one more connection streaming `response_id`: -1 when taken, else how many
-        slots are in use. It lasts `connection_ttl_s` unless renewed."""
+    async def acquire_connection(self, user_id: str, response_id: str, connection_id: str) -> Refused | None:
+        """Take a slot for one more connection streaming `response_id`: None when taken, else
+        Refused with how many slots are in use. It lasts `connection_ttl_s` unless renewed."""
         return await self._take(user_id, (self.connection_member(response_id, connection_id), self.connection_ttl_ms))
 
     async def renew_connection(self, user_id: str, response_id: str, connection_id: str) -> None:

@@ -29,19 +29,26 @@ by the difference between a hold and the truth: a provider counting the prompt d
 from Parley's tokenizer (Anthropic's and Gemini's are not public; Parley counts with the
 nearest one), or a price reported differently from the registry's.
 
+A record of the response may ride along (`ResponseRecord`, the orchestrator's job record):
+written by the hold and read, then deleted, by the charge, in the same scripts; and the hold
+may read a flag of any key (the turn's cancellation) in the same round trip (`hold_unless`).
+A turn then costs the orchestrator one Redis round trip at its start and one at its end.
+
 All of a user's keys share a hash tag ({user}), so the scripts touch one Redis Cluster slot.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from parley_common.errors import RateLimited
 from parley_common.settings import CommonSettings
@@ -73,18 +80,30 @@ local function sums(key, a, b)
 end
 """
 
+# KEYS 5 (optional): the response's record (a hash in the user's slot, see ResponseRecord),
+# written in the same step unless the hold is refused.
 # ARGV: 1 response id, 2 tokens, 3 cost, 4 token limit (-1: none), 5 cost limit (-1: none),
-# 6 hold ttl ms. Returns {outcome, spent tokens, spent cost, held tokens, held cost}: outcome 1
-# when held (held = all holds, this one included), 0 when it does not fit (held = the others'),
-# 2 when the response was charged already (nothing is held for it).
+# 6 hold ttl ms, 7 the record's ttl s, 8… its fields and values. Returns {outcome, spent tokens,
+# spent cost, held tokens, held cost}: outcome 1 when held (held = all holds, this one
+# included), 0 when it does not fit (held = the others'), 2 when the response was charged
+# already (nothing is held for it).
 _HOLD = (
     _LEDGER
     + """
+local function keep_record()
+  if KEYS[5] then
+    redis.call('HSET', KEYS[5], unpack(ARGV, 8))
+    redis.call('EXPIRE', KEYS[5], ARGV[7])
+  end
+end
 local now = now_ms()
 expire(now)
 local st, sc = sums(KEYS[1], 'tokens', 'cost_micros')
 local ht, hc = sums(KEYS[2], '#tokens', '#cost')
-if redis.call('EXISTS', KEYS[4]) == 1 then return {2, st, sc, ht, hc} end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  keep_record()
+  return {2, st, sc, ht, hc}
+end
 local id, t, c = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tl, cl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ot, oc = 0, 0
@@ -103,6 +122,7 @@ redis.call('HINCRBY', KEYS[2], '#cost', c - oc)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), id)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
+keep_record()
 return {1, st, sc, others_t + t, others_c + c}
 """
 )
@@ -131,6 +151,39 @@ if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then
   return 1
 end
 return 0
+"""
+)
+
+# The end of a turn in one step: its usage charged (once per response, as _CHARGE) or, when it
+# used nothing, its hold given back (as _RELEASE); and its record (KEYS 5, a hash in the user's
+# slot) read and deleted, unless one of the fields named in ARGV 6… is set ('' and '0' are not):
+# something else still needs it, and deletes it when done.
+# ARGV: 1 response id, 2 tokens, 3 cost_micros, 4 marker ttl ms, 5 usage ttl ms, 6… those fields.
+# Returns {1 when charged now (0: used nothing, or charged before), the record's fields and
+# values as HGETALL gives them (empty when there is none)}.
+_SETTLE = (
+    _LEDGER
+    + """
+expire(now_ms())
+drop(ARGV[1])
+local charged = 0
+if (tonumber(ARGV[2]) > 0 or tonumber(ARGV[3]) > 0) and redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then
+  redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'cost_micros', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  charged = 1
+end
+local record = redis.call('HGETALL', KEYS[5])
+if #record > 0 then
+  local needed = false
+  for i = 1, #record, 2 do
+    for j = 6, #ARGV do
+      if record[i] == ARGV[j] and record[i + 1] ~= '' and record[i + 1] ~= '0' then needed = true end
+    end
+  end
+  if not needed then redis.call('DEL', KEYS[5]) end
+end
+return {charged, record}
 """
 )
 
@@ -254,14 +307,6 @@ class BudgetStatus:
                 )
         return None
 
-    def headers(self) -> dict[str, str]:
-        out = {"X-Budget-Plan": self.plan, "X-Budget-Reset": str(self.reset_at)}
-        if self.tokens_remaining is not None:
-            out["X-Budget-Tokens-Remaining"] = str(self.tokens_remaining)
-        if self.cost_remaining_micros is not None:
-            out["X-Budget-Cost-Remaining-Micros"] = str(self.cost_remaining_micros)
-        return out
-
 
 @dataclass(frozen=True)
 class Hold:
@@ -271,6 +316,21 @@ class Hold:
     spent: MonthlySpend
     # Every hold of the user, this one included when held; the others' when not.
     holds: MonthlySpend
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """A hash that goes with a response's hold: written in the same step as the hold (unless
+    it is refused) and read, and deleted, in the same step as the charge (`MonthlyUsage.settle`).
+    Its key must carry the user's hash tag (`MonthlyUsage.record_key`): one script, one slot."""
+
+    key: str
+    fields: Mapping[str, str | int]
+    ttl_s: int
+
+
+# (spent this month, held by running turns)
+_State = tuple[MonthlySpend, MonthlySpend]
 
 
 class MonthlyUsage:
@@ -284,12 +344,17 @@ class MonthlyUsage:
         self._release = redis.register_script(_RELEASE)
         self._charge = redis.register_script(_CHARGE)
         self._state = redis.register_script(_STATE)
+        self._settle = redis.register_script(_SETTLE)
 
     def key(self, user_id: str, month: str) -> str:
         return f"{self.namespace}:user-usage:{{{user_id}}}:{month}"
 
     def marker_key(self, user_id: str, response_id: str) -> str:
         return f"{self.namespace}:user-charged:{{{user_id}}}:{response_id}"
+
+    def record_key(self, kind: str, user_id: str, response_id: str) -> str:
+        """The key of a ResponseRecord (`kind` names what it is) in the user's hash-tag slot."""
+        return f"{self.namespace}:{kind}:{{{user_id}}}:{response_id}"
 
     def keys(self, user_id: str, response_id: str, now: float | None) -> list[str]:
         month, _ = month_of(time.time() if now is None else now)
@@ -308,6 +373,47 @@ class MonthlyUsage:
     async def spent(self, user_id: str, now: float | None = None) -> MonthlySpend:
         return (await self.state(user_id, now))[0]
 
+    def queue_state(self, pipe: Pipeline, user_id: str, now: float) -> Callable[[Any], Awaitable[_State]]:
+        """`state` as one command of the caller's pipeline; returns what makes the state of
+        that command's reply (loading the script when Redis lost it)."""
+        keys = self.keys(user_id, "", now)
+        # EVALSHA itself: a pipeline given the Script object asks SCRIPT EXISTS first.
+        pipe.evalsha(self._state.sha, len(keys), *keys)
+
+        async def state_of(raw: Any) -> _State:
+            if isinstance(raw, NoScriptError):
+                raw = await self._state(keys=keys)
+            elif isinstance(raw, Exception):
+                raise raw
+            st, sc, ht, hc = raw
+            return MonthlySpend(int(st), int(sc)), MonthlySpend(int(ht), int(hc))
+
+        return state_of
+
+    def queue_hold(
+        self,
+        pipe: Pipeline,
+        user_id: str,
+        response_id: str,
+        tokens: int,
+        cost_micros: int,
+        limits: PlanLimits,
+        now: float,
+    ) -> Callable[[Any], Awaitable[Hold]]:
+        """`hold` as one command of the caller's pipeline; returns what makes the Hold of that
+        command's reply (a hold is repeatable: when Redis lost the script, it is loaded and run)."""
+        keys, args = self._hold_call(user_id, response_id, tokens, cost_micros, limits, now, None)
+        pipe.evalsha(self._hold.sha, len(keys), *keys, *args)
+
+        async def hold_of(raw: Any) -> Hold:
+            if isinstance(raw, NoScriptError):
+                raw = await self._hold(keys=keys, args=args)
+            elif isinstance(raw, Exception):
+                raise raw
+            return _hold_of(raw)
+
+        return hold_of
+
     async def hold(
         self,
         user_id: str,
@@ -316,21 +422,83 @@ class MonthlyUsage:
         cost_micros: int,
         limits: PlanLimits,
         now: float | None = None,
+        *,
+        record: ResponseRecord | None = None,
     ) -> Hold:
         """Hold `tokens` and `cost_micros` for a response (replacing what it held) if what is
-        spent and held, with it, fits `limits`. A response charged already holds nothing."""
-        outcome, st, sc, ht, hc = await self._hold(
-            keys=self.keys(user_id, response_id, now),
-            args=[
-                response_id,
-                max(0, tokens),
-                max(0, cost_micros),
-                -1 if limits.monthly_tokens is None else limits.monthly_tokens,
-                -1 if limits.monthly_cost_micros is None else limits.monthly_cost_micros,
-                self.hold_ttl_ms,
-            ],
-        )
-        return Hold(int(outcome) != 0, MonthlySpend(int(st), int(sc)), MonthlySpend(int(ht), int(hc)))
+        spent and held, with it, fits `limits`. A response charged already holds nothing.
+        `record` is written in the same step unless the hold is refused."""
+        keys, args = self._hold_call(user_id, response_id, tokens, cost_micros, limits, now, record)
+        return _hold_of(await self._hold(keys=keys, args=args))
+
+    async def hold_unless(
+        self,
+        flag_key: str,
+        user_id: str,
+        response_id: str,
+        tokens: int,
+        cost_micros: int,
+        limits: PlanLimits | None,
+        now: float | None = None,
+        *,
+        record: ResponseRecord | None = None,
+    ) -> tuple[bytes | None, Hold | None]:
+        """`hold` (no hold when `limits` is None: only the record is written) and, in the same
+        round trip, the value of `flag_key` (a key of any slot, e.g. a cancellation flag): the
+        caller that finds the flag set ends the response, and its completion settles whatever
+        this step held and wrote. Returns (the flag's value, the hold; None without `limits`)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(flag_key)
+            if limits is not None:
+                keys, args = self._hold_call(user_id, response_id, tokens, cost_micros, limits, now, record)
+                # EVALSHA itself: a pipeline given the Script object asks SCRIPT EXISTS first,
+                # a round trip of its own on every call.
+                pipe.evalsha(self._hold.sha, len(keys), *keys, *args)
+            elif record is not None:
+                pipe.hset(record.key, items=[x for pair in record.fields.items() for x in pair])
+                pipe.expire(record.key, record.ttl_s)
+            results = await pipe.execute(raise_on_error=False)
+        flag = results[0]
+        if isinstance(flag, Exception):
+            raise flag
+        if limits is None:
+            for result in results[1:]:
+                if isinstance(result, Exception):
+                    raise result
+            return flag, None
+        raw = results[1]
+        if isinstance(raw, NoScriptError):
+            # Redis lost its scripts (a restart): the Script call loads it; a hold is repeatable.
+            raw = await self._hold(keys=keys, args=args)
+        elif isinstance(raw, Exception):
+            raise raw
+        return flag, _hold_of(raw)
+
+    def _hold_call(
+        self,
+        user_id: str,
+        response_id: str,
+        tokens: int,
+        cost_micros: int,
+        limits: PlanLimits,
+        now: float | None,
+        record: ResponseRecord | None,
+    ) -> tuple[list[str], list[str | int]]:
+        keys = self.keys(user_id, response_id, now)
+        args: list[str | int] = [
+            response_id,
+            max(0, tokens),
+            max(0, cost_micros),
+            -1 if limits.monthly_tokens is None else limits.monthly_tokens,
+            -1 if limits.monthly_cost_micros is None else limits.monthly_cost_micros,
+            self.hold_ttl_ms,
+        ]
+        if record is not None and record.fields:
+            keys.append(record.key)
+            args.append(record.ttl_s)
+            for name, value in record.fields.items():
+                args += [name, value]
+        return keys, args
 
     async def release(self, user_id: str, response_id: str) -> None:
         """Give a response's hold back (it will not be charged: nothing ran)."""
@@ -346,6 +514,27 @@ class MonthlyUsage:
             args=[response_id, max(0, tokens), max(0, cost_micros), _MARKER_TTL_MS, _USAGE_TTL_MS],
         )
         return bool(charged)
+
+    async def settle(
+        self,
+        response_id: str,
+        user_id: str,
+        tokens: int,
+        cost_micros: int,
+        record_key: str,
+        needed_while: tuple[str, ...] = (),
+        now: float | None = None,
+    ) -> tuple[bool, dict[bytes, bytes]]:
+        """The end of a response in one step: `charge` when it used anything, else `release`;
+        and its record (a ResponseRecord's key) read and deleted, unless a field named in
+        `needed_while` is set (its caller deletes it once done). Returns (charged now, the
+        record's fields, empty when there is none)."""
+        charged, flat = await self._settle(
+            keys=[*self.keys(user_id, response_id, now), record_key],
+            args=[response_id, max(0, tokens), max(0, cost_micros), _MARKER_TTL_MS, _USAGE_TTL_MS, *needed_while],
+        )
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        return bool(charged), fields
 
 
 class UserBudgets:
@@ -381,6 +570,36 @@ class UserBudgets:
             raise _refusal(status, reason)
         return status
 
+    def queue_status(self, pipe: Pipeline, user_id: str) -> Callable[[Any], Awaitable[BudgetStatus]]:
+        """`status` as one command of the caller's pipeline; returns what makes the status of
+        that command's reply."""
+        now = time.time()
+        plan = self.plan_of(user_id)
+        state_of = self.usage.queue_state(pipe, user_id, now)
+
+        async def status_of(raw: Any) -> BudgetStatus:
+            spent, held = await state_of(raw)
+            return BudgetStatus(plan=plan, limits=self.plans[plan], spent=spent, reset_at=month_of(now)[1], held=held)
+
+        return status_of
+
+    def queue_hold(
+        self, pipe: Pipeline, user_id: str, response_id: str, tokens: int, cost_micros: int
+    ) -> Callable[[Any], Awaitable[None]] | None:
+        """`hold` as one command of the caller's pipeline (None, and no command, when the user's
+        plan limits nothing); returns what checks that command's reply: it raises RateLimited
+        (429 user_budget_exceeded) when the hold did not fit."""
+        if not self.limited(user_id):
+            return None
+        now = time.time()
+        plan = self.plan_of(user_id)
+        hold_of = self.usage.queue_hold(pipe, user_id, response_id, tokens, cost_micros, self.plans[plan], now)
+
+        async def check(raw: Any) -> None:
+            self._refuse_unless_held(await hold_of(raw), plan, now, tokens, cost_micros)
+
+        return check
+
     def limited(self, user_id: str) -> bool:
         """Whether the user's plan limits anything (else nothing needs holding)."""
         limits = self.plans[self.plan_of(user_id)]
@@ -395,8 +614,36 @@ class UserBudgets:
         plan = self.plan_of(user_id)
         limits = self.plans[plan]
         got = await self.usage.hold(user_id, response_id, tokens, cost_micros, limits, now)
+        self._refuse_unless_held(got, plan, now, tokens, cost_micros)
+
+    async def hold_unless(
+        self,
+        flag_key: str,
+        user_id: str,
+        response_id: str,
+        tokens: int,
+        cost_micros: int,
+        *,
+        record: ResponseRecord | None = None,
+    ) -> bytes | None:
+        """`hold`, with `record` written in the same step, unless `flag_key` (read in the same
+        round trip) is set: then its value is returned and nothing is refused (the caller ends
+        the response; its completion settles what this held and wrote). Without limits on the
+        user's plan only the record is written."""
+        now = time.time()
+        plan = self.plan_of(user_id)
+        limits = self.plans[plan] if self.limited(user_id) else None
+        flag, got = await self.usage.hold_unless(
+            flag_key, user_id, response_id, tokens, cost_micros, limits, now, record=record
+        )
+        if flag is None and got is not None:
+            self._refuse_unless_held(got, plan, now, tokens, cost_micros)
+        return flag
+
+    def _refuse_unless_held(self, got: Hold, plan: str, now: float, tokens: int, cost_micros: int) -> None:
         if got.held:
             return
+        limits = self.plans[plan]
         status = BudgetStatus(plan=plan, limits=limits, spent=got.spent, reset_at=month_of(now)[1], held=got.holds)
         reason = status.shortfall(tokens, cost_micros) or f"the monthly limits of your plan {plan!r} do not cover it"
         raise _refusal(status, reason)
@@ -405,48 +652,43 @@ class UserBudgets:
         await self.usage.release(user_id, response_id)
 
 
-def _refusal(status: BudgetStatus, reason: str) -> RateLimited:
+def _hold_of(raw: list[int]) -> Hold:
+    outcome, st, sc, ht, hc = raw
+    return Hold(int(outcome) != 0, MonthlySpend(int(st), int(sc)), MonthlySpend(int(ht), int(hc)))
+
+
+class BudgetExceeded(RateLimited):
+    """A request that does not fit what is left of the user's monthly budget: 429
+    user_budget_exceeded, with the user's `status` (the gateway sends it as headers)."""
+
+    code = "user_budget_exceeded"
+
+    def __init__(self, message: str, *, status: BudgetStatus, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.status = status
+
+
+def _refusal(status: BudgetStatus, reason: str) -> BudgetExceeded:
     reset = dt.datetime.fromtimestamp(status.reset_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     retry_after = max(1, status.reset_at - int(time.time()))
     spent_alone = BudgetStatus(status.plan, status.limits, status.spent, status.reset_at)
     if status.held != MonthlySpend() and spent_alone.exhausted() is None:
         # What the other answers hold comes back when they end.
         retry_after = RETRY_WHILE_HELD_S
-    return RateLimited(
-        f"{reason}; it resets at {reset}",
-        code="user_budget_exceeded",
-        headers={**status.headers(), "Retry-After": str(retry_after)},
-    )
-
-
-class HeaderCheck(Protocol):
-    async def check(self, user_id: str) -> dict[str, str]: ...
-
-
-class WithBudgetHeaders:
-    """The gateway's per-request rate limit, with the user's budget added to the headers it
-    returns (the gateway sends them on every authenticated response)."""
-
-    def __init__(self, rate_limit: HeaderCheck, budgets: UserBudgets) -> None:
-        self.rate_limit = rate_limit
-        self.budgets = budgets
-
-    async def check(self, user_id: str) -> dict[str, str]:
-        # Both reads in one round trip's time (the budget read has no side effect to undo).
-        headers, status = await asyncio.gather(self.rate_limit.check(user_id), self.budgets.status(user_id))
-        return {**headers, **status.headers()}
+    return BudgetExceeded(f"{reason}; it resets at {reset}", status=status, retry_after_s=retry_after)
 
 
 __all__ = [
     "DEFAULT_PLANS",
     "HOLD_TTL_S",
+    "BudgetExceeded",
     "BudgetStatus",
     "Hold",
     "MonthlySpend",
     "MonthlyUsage",
     "PlanLimits",
     "PlanSettings",
+    "ResponseRecord",
     "UserBudgets",
-    "WithBudgetHeaders",
     "month_of",
 ]

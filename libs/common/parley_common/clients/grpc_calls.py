@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
 from parley_common.errors import from_grpc
@@ -38,3 +40,65 @@ async def call(service: str, method: Callable[..., Awaitable[T]], request: Any, 
             return await method(request, timeout=timeout_s, metadata=grpc_metadata(), wait_for_ready=True)
         except grpc.aio.AioRpcError as err:
             raise from_grpc(err) from None
+
+
+def retrying_config(service: str, idempotent: Sequence[str], max_attempts: int, max_backoff_s: int) -> str:
+    """A channel's service config: round-robin, and gRPC itself retries the `idempotent`
+    methods of `service` (full name, e.g. parley.v1.HistoryService) while it is UNAVAILABLE."""
+    return json.dumps(
+        {
+            "loadBalancingConfig": LOAD_BALANCING,
+            "methodConfig": [
+                {
+                    "name": [{"service": service, "method": m} for m in idempotent],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": f"{max_backoff_s}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
+
+
+class ServiceClient:
+    """What every client of one of our gRPC services has: its channel (with `service_config`,
+    retries on, and CHANNEL_OPTIONS), its health check, and calls made by `call`."""
+
+    def __init__(
+        self,
+        service: str,
+        target: str,
+        service_config: str,
+        timeout_s: float,
+        options: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self.service = service
+        self.channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.service_config", service_config),
+                ("grpc.enable_retries", 1),
+                *options,
+                *CHANNEL_OPTIONS,
+            ],
+        )
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, timeout_s: float | None = None) -> T:
+        return await call(self.service, method, request, timeout_s or self.timeout_s)
+
+    async def serving(self) -> bool:
+        """Whether the service's health check answers SERVING within a second."""
+        try:
+            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

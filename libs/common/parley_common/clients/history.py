@@ -6,25 +6,9 @@ idempotent calls are retried by gRPC itself when the service is briefly unavaila
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from parley.v1 import history_pb2, history_pb2_grpc
-from parley_common.clients import grpc_calls as grpc_client
+from parley_common.clients.grpc_calls import ServiceClient, retrying_config
 
-T = TypeVar("T")
-
-_RETRY = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.1s",
-    "maxBackoff": "2s",
-    "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
-}
 # CreateConversation is left out: a retry after a lost reply would create a second one.
 # DeleteConversation is in: a retry after a lost reply finds it gone (NOT_FOUND), which is
 # the outcome that was asked for.
@@ -43,45 +27,13 @@ _IDEMPOTENT = [
     "BeginContinuation",
     "ConversationMedia",
 ]
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": grpc_client.LOAD_BALANCING,
-        "methodConfig": [
-            {
-                "name": [{"service": "parley.v1.HistoryService", "method": m} for m in _IDEMPOTENT],
-                "retryPolicy": _RETRY,
-            }
-        ],
-    }
-)
+_SERVICE_CONFIG = retrying_config("parley.v1.HistoryService", _IDEMPOTENT, max_attempts=5, max_backoff_s=2)
 
 
-class HistoryClient:
+class HistoryClient(ServiceClient):
     def __init__(self, target: str, timeout_s: float = 5.0) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.service_config", _SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                *grpc_client.CHANNEL_OPTIONS,
-            ],
-        )
+        super().__init__("history", target, _SERVICE_CONFIG, timeout_s)
         self.stub = history_pb2_grpc.HistoryServiceStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.timeout_s = timeout_s
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        return await grpc_client.call("history", method, request, self.timeout_s)
-
-    async def serving(self) -> bool:
-        try:
-            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def create_conversation(self, user_id: str, title: str) -> history_pb2.Conversation:
         return await self._call(

@@ -8,19 +8,14 @@ are retried by gRPC itself when the service is briefly unavailable.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.v1 import chat_pb2, media_pb2, media_pb2_grpc
-from parley_common.clients import grpc_calls as grpc_client
+from parley_common.clients.grpc_calls import ServiceClient, retrying_config
 from parley_common.errors import from_grpc
 from parley_common.observability.telemetry import grpc_metadata
-
-T = TypeVar("T")
 
 # Upload bytes go in messages of this size (the service takes at most 1 MiB a chunk).
 UPLOAD_CHUNK_BYTES = 256 * 1024
@@ -28,54 +23,17 @@ UPLOAD_CHUNK_BYTES = 256 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 _IDEMPOTENT = ["CompleteUpload", "GetMedia", "DeleteMedia", "CheckMedia", "ResolveImages"]
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": grpc_client.LOAD_BALANCING,
-        "methodConfig": [
-            {
-                "name": [{"service": "parley.v1.MediaService", "method": m} for m in _IDEMPOTENT],
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
-)
+_SERVICE_CONFIG = retrying_config("parley.v1.MediaService", _IDEMPOTENT, max_attempts=4, max_backoff_s=1)
 
 
-class MediaClient:
+class MediaClient(ServiceClient):
     def __init__(self, target: str, timeout_s: float = 30.0, processing_timeout_s: float = 180.0) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.service_config", _SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
-                *grpc_client.CHANNEL_OPTIONS,
-            ],
+        super().__init__(
+            "media", target, _SERVICE_CONFIG, timeout_s, options=[("grpc.max_receive_message_length", MAX_REPLY_BYTES)]
         )
         self.stub = media_pb2_grpc.MediaServiceStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.timeout_s = timeout_s
         # Calls that process a file or generate an image (an upload also waits for its bytes).
         self.processing_timeout_s = processing_timeout_s
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, timeout_s: float | None = None) -> T:
-        return await grpc_client.call("media", method, request, timeout_s or self.timeout_s)
-
-    async def serving(self) -> bool:
-        try:
-            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def upload(
         self,

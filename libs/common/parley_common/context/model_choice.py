@@ -63,4 +63,16 @@ def choose_model(registry: ModelRegistry, requested: str, messages: Sequence[cha
     return routing.strong or registry.default_model
 
 
-__all__ = ["choose_model", "is_simple_query", "looks_like_code"]
+def candidate_models(registry: ModelRegistry, requested: str) -> list[str]:
+    """The models `choose_model` may pick for a request naming `requested` ("" for none), before
+    it sees the prompt; only those the registry knows."""
+    if requested:
+        names = [requested]
+    elif registry.routing is not None:
+        names = [registry.routing.simple, registry.routing.strong or registry.default_model]
+    else:
+        names = [registry.default_model]
+    return [name for name in names if name in registry.models]
+
+
+__all__ = ["candidate_models", "choose_model", "is_simple_query", "looks_like_code"]

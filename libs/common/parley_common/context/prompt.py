@@ -1,7 +1,7 @@
 """The prompt a conversation makes: the system prompt, then the stored messages oldest first.
 
-The gateway (token counts before sending) and the orchestrator (the prompt it sends) build it
-the same way, so a count shown to a user is the count of the prompt that is sent.
+Which stored messages (`collect_context`, within `ContextLimits`) and what of them a prompt
+leaves out (`left_out`). parley_common.context.assembly puts these together for every caller.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from dataclasses import dataclass
 
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.context.tokens import NEAREST_SHIPPED, TOKENS_PER_MESSAGE, counter_for
+from parley_common.context.window import THREAD_CHARS
 
 DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant."
-# The most stored messages a prompt starts from. Which of them it starts from is decided by
-# tokens: the newest ones until the model's window (less the output reserve) is full.
-DEFAULT_HISTORY_MESSAGES = 1000
 # The cap history accepts on a context's message count, whatever the caller asks for.
 MAX_CONTEXT_MESSAGES = 2000
-# Tokens kept free for the answer when the client sets no max_output_tokens.
-DEFAULT_RESERVED_OUTPUT_TOKENS = 2000
 
 
 def left_out(message: history_pb2.Message) -> bool:
@@ -60,10 +56,17 @@ def stored_message_tokens(message: history_pb2.Message) -> int:
 # Pages of stored messages: a small first one (most turns need no more), then large ones.
 FIRST_PAGE = 50
 NEXT_PAGE = 200
-# Pages with more text than this are counted in a worker thread, off the event loop.
-_THREAD_CHARS = 16_000
 
 PageFetch = Callable[[str, int], Awaitable[tuple[Sequence[history_pb2.Message], str]]]
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    """How far back a prompt's stored messages are read (the newest first): until their
+    stored_message_tokens reach `token_budget` (0 = no budget), at most `max_messages`."""
+
+    token_budget: int
+    max_messages: int
 
 
 @dataclass(frozen=True)
@@ -79,36 +82,41 @@ def _page_tokens(page: Sequence[history_pb2.Message]) -> list[int]:
 
 async def collect_context(
     fetch: PageFetch,
+    limits: ContextLimits,
     *,
-    token_budget: int,
-    max_messages: int,
     newest: Sequence[history_pb2.Message] = (),
 ) -> CollectedContext:
     """The latest messages, newest first: `newest` (not stored yet, e.g. a draft), then stored
     ones paged backwards with `fetch(before_cursor, limit) -> (page, next_cursor)`, until their
-    tokens reach `token_budget` (the message that reaches it included; 0 = no budget), or
-    `max_messages` (at most MAX_CONTEXT_MESSAGES) are held, or the conversation starts.
+    tokens reach `limits.token_budget` (the message that reaches it included), or
+    `limits.max_messages` (at most MAX_CONTEXT_MESSAGES) are held, or the conversation starts.
 
-    The gateway's token count and the history service's context for the orchestrator both
-    use it, so a count shown before sending is the count of what is sent.
+    The history service (the context AppendMessage returns to the orchestrator), the
+    orchestrator (a regenerated or continued answer's path) and the gateway's token count all
+    read a conversation with it.
     """
-    cap = max(1, min(max_messages or MAX_CONTEXT_MESSAGES, MAX_CONTEXT_MESSAGES))
+    budget = limits.token_budget
+    cap = max(1, min(limits.max_messages or MAX_CONTEXT_MESSAGES, MAX_CONTEXT_MESSAGES))
     held = list(newest)[:cap]
     tokens = sum(_page_tokens(held))
+    if len(held) == cap or (budget and tokens >= budget):
+        # `newest` alone fills the context: whether it is complete is whether anything is stored.
+        page, _ = await fetch("", 1)
+        return CollectedContext(held, tokens, complete=not page)
     cursor = ""
     limit = FIRST_PAGE
-    while len(held) < cap and not (token_budget and tokens >= token_budget):
+    while len(held) < cap:
         page, cursor = await fetch(cursor, min(limit, cap - len(held)))
         page = list(page)
         counts = (
             await asyncio.to_thread(_page_tokens, page)
-            if sum(len(m.content) for m in page) > _THREAD_CHARS
+            if sum(len(m.content) for m in page) > THREAD_CHARS
             else _page_tokens(page)
         )
         for index, (message, count) in enumerate(zip(page, counts, strict=True)):
             held.append(message)
             tokens += count
-            if token_budget and tokens >= token_budget:
+            if budget and tokens >= budget:
                 return CollectedContext(held, tokens, complete=not cursor and index == len(page) - 1)
         if not cursor:
             return CollectedContext(held, tokens, complete=True)
@@ -133,11 +141,10 @@ def with_images(
 
 
 __all__ = [
-    "DEFAULT_HISTORY_MESSAGES",
-    "DEFAULT_RESERVED_OUTPUT_TOKENS",
     "DEFAULT_SYSTEM_PROMPT",
     "MAX_CONTEXT_MESSAGES",
     "CollectedContext",
+    "ContextLimits",
     "build_prompt",
     "collect_context",
     "left_out",

@@ -130,8 +130,12 @@ class Dispatch:
             finish_reason=finish_reason,
             completed_at_ms=int(time.time() * 1000),
         )
+        await self.announce(completed)
+
+    async def announce(self, completed: chat_pb2.ResponseCompleted) -> None:
+        """Publish `completed` on the events exchange, its response id as the idempotency key."""
         await self.events.publish(
-            envelope(completed, message_type=RESPONSE_COMPLETED, idempotency_key=turn.response_id),
+            envelope(completed, message_type=RESPONSE_COMPLETED, idempotency_key=completed.response_id),
             routing_key=RK_RESPONSE_COMPLETED,
             mandatory=True,
         )

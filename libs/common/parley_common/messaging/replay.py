@@ -16,6 +16,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -162,10 +163,12 @@ class ReplayLog:
         return not await self.redis.exists(self.owner_key(response_id))
 
     async def read_after(self, response_id: str, after_seq: int) -> list[chat_pb2.StreamEvent]:
-        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(  # type: ignore[assignment]
-            self.key(response_id), min=f"(0-{after_seq}", max="+"
-        )
-        return [_decode(fields) for _, fields in rows]
+        rows = await self.redis.xrange(self.key(response_id), min=f"(0-{after_seq}", max="+")
+        return decode_rows(rows)
+
+    def queue_read_after(self, pipe: Pipeline, response_id: str, after_seq: int) -> None:
+        """`read_after` as one command of the caller's pipeline: its result goes to `decode_rows`."""
+        pipe.xrange(self.key(response_id), min=f"(0-{after_seq}", max="+")
 
     async def follow(
         self, response_id: str, after_seq: int, block_ms: int = 15_000
@@ -183,6 +186,11 @@ class ReplayLog:
             for entry_id, fields in result[0][1]:
                 last = entry_id.decode()
                 yield _decode(fields)
+
+
+def decode_rows(rows: Any) -> list[chat_pb2.StreamEvent]:
+    """The frames of an XRANGE reply on a replay log."""
+    return [_decode(fields) for _, fields in rows]
 
 
 def _decode(fields: dict[bytes, bytes]) -> chat_pb2.StreamEvent:
@@ -289,4 +297,4 @@ class ResponseStream:
             await self.emit(error=chat_pb2.StreamError(code=code, message=message, retryable=retryable))
 
 
-__all__ = ["ReplayLog", "ResponseStream", "is_terminal"]
+__all__ = ["ReplayLog", "ResponseStream", "decode_rows", "is_terminal"]

@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from parley_common.observability.telemetry import shutdown_telemetry
+from parley_common.observability.logs import setup_logging
+from parley_common.observability.telemetry import setup_telemetry, shutdown_telemetry
+from parley_common.service.ops_server import OpsServer
+from parley_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,16 @@ def run_service(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+async def start_ops(service: str, settings: CommonSettings) -> OpsServer:
+    """What a service process does first: logs and traces named for `service`, then its
+    operations port (/healthz, /metrics, and /readyz answering 503 until `mark_ready`) serving."""
+    setup_logging(service, settings.log_level)
+    setup_telemetry(service, settings.otlp_endpoint)
+    ops = OpsServer(service, settings.metrics_host, settings.metrics_port)
+    await ops.start()
+    return ops
 
 
 class InFlight:

@@ -141,6 +141,13 @@ class OpsServer:
     def mark_stopping(self) -> None:
         self.readiness.mark_stopping()
 
+    async def ready_until(self, stop: asyncio.Event) -> None:
+        """Ready (as far as its checks pass) until `stop` is set, then stopping: /readyz answers
+        503 from then on, so that no new work is routed to a replica that drains."""
+        self.mark_ready()
+        await stop.wait()
+        self.mark_stopping()
+
     async def _metrics(self, _: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

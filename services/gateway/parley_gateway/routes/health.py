@@ -9,11 +9,13 @@ one of them gets a retryable `unavailable` error instead.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from parley_common.service.ops_server import liveness
+
+from ..deps import ReadinessDep
 
 router = APIRouter(tags=["health"])
 
@@ -30,6 +32,6 @@ async def metrics() -> Response:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    status, body = await request.app.state.readiness.report()
+async def readyz(readiness: ReadinessDep) -> JSONResponse:
+    status, body = await readiness.report()
     return JSONResponse(body, status_code=status)

@@ -18,23 +18,17 @@ import base64
 import contextlib
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
 from parley.v1 import media_pb2
-from parley_common.budgets.stream_slots import StreamSlots
-from parley_common.budgets.users import UserBudgets
-from parley_common.clients.media import MediaClient
-from parley_common.models import ModelRegistry
 
-from ..auth import current_user
+from ..deps import RATE_LIMITED, BudgetsDep, CurrentUser, MediaDep, RegistryDep, SlotsDep
 from ..schemas import ImageGeneration
-from ..turns import too_many_streams
+from ..turns.connection_slot import too_many_streams
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
-
-User = Annotated[str, Depends(current_user)]
+router = APIRouter(prefix="/v1/images", tags=["images"], dependencies=RATE_LIMITED)
 
 
 def image_item(generated: media_pb2.GeneratedImage, response_format: str) -> dict[str, Any]:
@@ -50,11 +44,14 @@ def image_item(generated: media_pb2.GeneratedImage, response_format: str) -> dic
 
 
 @router.post("/generations")
-async def generate_images(request: Request, user: User, body: ImageGeneration) -> dict[str, Any]:
-    media: MediaClient = request.app.state.media
-    registry: ModelRegistry = request.app.state.registry
-    budgets: UserBudgets | None = request.app.state.user_budgets
-    slots: StreamSlots = request.app.state.turns.slots
+async def generate_images(
+    media: MediaDep,
+    registry: RegistryDep,
+    budgets: BudgetsDep,
+    slots: SlotsDep,
+    user: CurrentUser,
+    body: ImageGeneration,
+) -> dict[str, Any]:
     size = "" if body.size == "auto" else body.size
     price = registry.images.cost_micros(size)
     generation_id = "img_" + uuid.uuid4().hex
@@ -63,18 +60,17 @@ async def generate_images(request: Request, user: User, body: ImageGeneration) -
     # fit in what is left of the monthly cost limit (429 user_budget_exceeded, nothing drawn).
     slot = asyncio.ensure_future(slots.acquire(user, generation_id))
     try:
-        if budgets is not None:
-            await budgets.hold(user, generation_id, 0, price * body.n)
+        await budgets.hold(user, generation_id, 0, price * body.n)
     except BaseException:
         with contextlib.suppress(Exception):
-            if await slot < 0:
+            if await slot is None:
                 await slots.release(user, generation_id)
         raise
-    in_use = await slot
+    refused = await slot
     charged = False
     try:
-        if in_use >= 0:
-            raise too_many_streams(in_use)
+        if refused is not None:
+            raise too_many_streams(refused)
         try:
             results = await asyncio.gather(
                 *(
@@ -86,13 +82,13 @@ async def generate_images(request: Request, user: User, body: ImageGeneration) -
         finally:
             await asyncio.shield(slots.release(user, generation_id))
         generated = [r for r in results if isinstance(r, media_pb2.GeneratedImage)]
-        if budgets is not None and generated and price:
+        if generated and price:
             # Each image drawn is charged, also when another of the request's images failed (it
             # is stored as the user's media, and a paid generator billed it); the hold goes.
             await asyncio.shield(budgets.usage.charge(generation_id, user, 0, price * len(generated)))
             charged = True
     finally:
-        if budgets is not None and not charged:
+        if not charged:
             await asyncio.shield(budgets.release(user, generation_id))
     failed = next((r for r in results if isinstance(r, BaseException)), None)
     if failed is not None:

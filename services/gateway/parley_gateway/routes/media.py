@@ -13,20 +13,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from parley_common.clients.media import MediaClient
 from parley_common.errors import InvalidRequest
 
-from ..auth import current_user
+from ..deps import RATE_LIMITED, CurrentUser, MediaDep
 from ..schemas import CreateUpload, media_json, pending_upload_json
 
-router = APIRouter(prefix="/v1/media", tags=["media"])
+router = APIRouter(prefix="/v1/media", tags=["media"], dependencies=RATE_LIMITED)
 
-User = Annotated[str, Depends(current_user)]
 MediaIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 # Multipart framing around the file (boundaries, part headers, small fields) on top of the file limit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -131,10 +129,11 @@ async def multipart_file(body: AsyncIterator[bytes], content_type: str) -> tuple
 
 
 @router.post("", status_code=201)
-async def upload(request: Request, user: User, filename: Annotated[str, Query(max_length=255)] = "") -> dict[str, Any]:
+async def upload(
+    request: Request, media: MediaDep, user: CurrentUser, filename: Annotated[str, Query(max_length=255)] = ""
+) -> dict[str, Any]:
     """A file as `multipart/form-data` (field `file`), or as the raw body with its own
     Content-Type (`?filename=` optional). 201 with the processed media."""
-    media: MediaClient = request.app.state.media
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.lower().startswith("multipart/form-data"):
@@ -150,24 +149,24 @@ async def upload(request: Request, user: User, filename: Annotated[str, Query(ma
 
 
 @router.post("/uploads", status_code=201)
-async def create_upload(request: Request, user: User, body: CreateUpload) -> dict[str, Any]:
+async def create_upload(media: MediaDep, user: CurrentUser, body: CreateUpload) -> dict[str, Any]:
     """A presigned PUT URL to send the file straight to object storage, then `complete_url`."""
-    pending = await request.app.state.media.create_upload(user, body.content_type, body.size_bytes, body.filename)
+    pending = await media.create_upload(user, body.content_type, body.size_bytes, body.filename)
     return pending_upload_json(pending)
 
 
 @router.post("/uploads/{media_id}/complete")
-async def complete_upload(request: Request, user: User, media_id: MediaIdPath) -> dict[str, Any]:
-    return media_json(await request.app.state.media.complete_upload(user, media_id))
+async def complete_upload(media: MediaDep, user: CurrentUser, media_id: MediaIdPath) -> dict[str, Any]:
+    return media_json(await media.complete_upload(user, media_id))
 
 
 @router.get("/{media_id}")
-async def get_media(request: Request, user: User, media_id: MediaIdPath) -> dict[str, Any]:
+async def get_media(media: MediaDep, user: CurrentUser, media_id: MediaIdPath) -> dict[str, Any]:
     """The media with fresh presigned URLs (they expire after minutes: fetch again for new ones)."""
-    return media_json(await request.app.state.media.get_media(user, media_id))
+    return media_json(await media.get_media(user, media_id))
 
 
 @router.delete("/{media_id}", status_code=204, response_class=Response)
-async def delete_media(request: Request, user: User, media_id: MediaIdPath) -> Response:
-    await request.app.state.media.delete_media(user, media_id)
+async def delete_media(media: MediaDep, user: CurrentUser, media_id: MediaIdPath) -> Response:
+    await media.delete_media(user, media_id)
     return Response(status_code=204)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
-from parley_common.models import ModelRegistry
+from ..deps import RATE_LIMITED, CurrentUser, RegistryDep
 
-from ..auth import current_user
-
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=RATE_LIMITED)
 
 
 @router.get("/models")
-async def list_models(request: Request, user: Annotated[str, Depends(current_user)]) -> dict[str, Any]:
-    registry: ModelRegistry = request.app.state.registry
+async def list_models(registry: RegistryDep, user: CurrentUser) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [

@@ -14,25 +14,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.v1 import chat_pb2
 from parley_common.errors import InvalidRequest, PayloadTooLarge, Unavailable
-from parley_common.models import ModelRegistry
 
-from ..auth import current_user
+from ..deps import RATE_LIMITED, CurrentUser, RegistryDep, ResponsesDep, SettingsDep, TurnsDep
 from ..schemas import Text
 from ..sse import json_data
 from ..sse_response import StreamResponse
-from ..turns import Heartbeat, Notice, Turns, TurnStream
+from ..turns.feed import Heartbeat, Notice
+from ..turns.responses import Responses
+from ..turns.stream import TurnStream
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=RATE_LIMITED)
 
 MAX_MESSAGES = 500
 
@@ -76,17 +77,20 @@ class ChatCompletionRequest(BaseModel):
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    request: Request, user: Annotated[str, Depends(current_user)], body: ChatCompletionRequest
+    turns: TurnsDep,
+    responses: ResponsesDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    body: ChatCompletionRequest,
 ) -> StreamingResponse | JSONResponse:
-    registry: ModelRegistry = request.app.state.registry
     if body.model not in registry.models:
         raise InvalidRequest(f"unknown model {body.model!r}; GET /v1/models lists them", code="model_not_found")
-    turns: Turns = request.app.state.turns
     messages = [
         chat_pb2.PromptMessage(role="system" if m.role == "developer" else m.role, content=m.text())
         for m in body.messages
     ]
-    if sum(len(m.content) for m in messages) > turns.settings.max_content_chars * 10:
+    if sum(len(m.content) for m in messages) > settings.max_content_chars * 10:
         raise PayloadTooLarge("the messages are too long", code="content_too_long")
     stream = await turns.start_stateless(
         user,
@@ -103,7 +107,7 @@ async def chat_completions(
         async def cancel_unless_ended() -> None:
             if not progress.ended:
                 # The client closed the stream (or it ended early): nobody gets the rest.
-                await _cancel(turns, user, stream.response_id)
+                await _cancel(responses, user, stream.response_id)
 
         return StreamResponse(
             stream, _chunks(stream, body.model, created, include_usage, progress), on_close=cancel_unless_ended
@@ -131,9 +135,9 @@ class _Progress:
     ended = False
 
 
-async def _cancel(turns: Turns, user: str, response_id: str) -> None:
+async def _cancel(responses: Responses, user: str, response_id: str) -> None:
     try:
-        await turns.cancel(user, response_id)
+        await responses.cancel(user, response_id)
     except Exception as exc:
         log.warning("could not cancel an abandoned answer", extra={"response_id": response_id, "error": str(exc)})
 

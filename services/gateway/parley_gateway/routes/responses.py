@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from parley_common.errors import InvalidRequest
 
-from ..auth import current_user
+from ..deps import RATE_LIMITED, CurrentUser, ResponsesDep
 from ..sse_response import sse_response
-from ..turns import Turns
 
-router = APIRouter(prefix="/v1/responses", tags=["responses"])
+router = APIRouter(prefix="/v1/responses", tags=["responses"], dependencies=RATE_LIMITED)
 
 # Frame numbers are Redis stream entry ids' sequence parts and protobuf uint64s: a number past
 # int64 is no frame's, whatever it is.
@@ -39,8 +38,8 @@ def frame_number(last_event_id: str) -> int:
     },
 )
 async def resume_events(
-    request: Request,
-    user: Annotated[str, Depends(current_user)],
+    responses: ResponsesDep,
+    user: CurrentUser,
     response_id: str,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -48,20 +47,16 @@ async def resume_events(
     already (an EventSource reconnects after the stream closed): 204, which also tells a
     browser's EventSource to stop reconnecting."""
     after = frame_number(last_event_id) if last_event_id else 0
-    turns: Turns = request.app.state.turns
-    stream = await turns.resume(user, response_id, after)
+    stream = await responses.resume(user, response_id, after)
     if stream is None:
         return Response(status_code=204)
     return sse_response(stream)
 
 
 @router.post("/{response_id}/cancel", status_code=202)
-async def cancel_response(
-    request: Request, user: Annotated[str, Depends(current_user)], response_id: str
-) -> JSONResponse:
+async def cancel_response(responses: ResponsesDep, user: CurrentUser, response_id: str) -> JSONResponse:
     """Stop generating; the partial answer is kept, marked interrupted. Cancelling twice is harmless."""
-    turns: Turns = request.app.state.turns
-    status = await turns.cancel(user, response_id)
+    status = await responses.cancel(user, response_id)
     return JSONResponse(
         {"response_id": response_id, "status": status}, status_code=202 if status == "cancelling" else 200
     )

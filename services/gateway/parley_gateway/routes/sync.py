@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
 from ..attachments import resolve
-from ..auth import current_user
+from ..deps import RATE_LIMITED, CurrentUser, HistoryDep, MediaDep
 from ..schemas import sync_json
 
-router = APIRouter(prefix="/v1/sync", tags=["sync"])
+router = APIRouter(prefix="/v1/sync", tags=["sync"], dependencies=RATE_LIMITED)
 
 
 @router.get("")
 async def sync(
-    request: Request,
-    user: Annotated[str, Depends(current_user)],
+    history: HistoryDep,
+    media: MediaDep,
+    user: CurrentUser,
     since: Annotated[str, Query(max_length=512)] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> dict[str, Any]:
@@ -31,6 +32,6 @@ async def sync(
     Every version of every message comes (with `versions` and `parent_id`), and each change of
     a live conversation names its `current_message_id` (the leaf of the path shown);
     `conversation.updated` says another version was made current."""
-    page = await request.app.state.history.sync(user, since, limit)
-    media = await resolve(request.app.state.media, user, (i for c in page.changes for i in c.message.media_ids))
-    return sync_json(page, media)
+    page = await history.sync(user, since, limit)
+    resolved = await resolve(media, user, (i for c in page.changes for i in c.message.media_ids))
+    return sync_json(page, resolved)

@@ -1,30 +1,27 @@
 """POST /v1/tokens/count: what a draft message would cost, before it is sent.
 
-The prompt is assembled exactly as the orchestrator will assemble it (the system prompt, the
-conversation's latest messages, the draft), routed to the model the orchestrator would pick,
-counted with that model's encoding and fitted to its context window.
+The draft's context is assembled by the orchestrator's own entry point
+(parley_common.context.assembly: the conversation read within the same limits, the system
+prompt, the draft and its images, the model routing would pick, fitted to its window), so the
+count shown is the count of what would be sent.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.v1 import history_pb2, media_pb2
-from parley_common.clients.media import MediaClient
-from parley_common.context.model_choice import choose_model
-from parley_common.context.prompt import build_prompt, collect_context, with_images
-from parley_common.context.window import plan_context_async, prompt_token_budget
+from parley.v1 import chat_pb2, history_pb2, media_pb2
+from parley_common.context.assembly import ContextSource, assemble_context, context_limits
+from parley_common.context.prompt import collect_context
 from parley_common.errors import InvalidRequest, PayloadTooLarge
-from parley_common.models import ModelRegistry
 
-from ..auth import current_user
+from ..deps import RATE_LIMITED, CurrentUser, HistoryDep, MediaDep, RegistryDep, SettingsDep
 from ..schemas import MAX_MEDIA_PER_MESSAGE, MediaId, Text
-from ..settings import GatewaySettings
 
-router = APIRouter(prefix="/v1", tags=["tokens"])
+router = APIRouter(prefix="/v1", tags=["tokens"], dependencies=RATE_LIMITED)
 
 
 class CountTokens(BaseModel):
@@ -41,7 +38,12 @@ class CountTokens(BaseModel):
 
 @router.post("/tokens/count")
 async def count_tokens(
-    request: Request, user: Annotated[str, Depends(current_user)], body: CountTokens
+    settings: SettingsDep,
+    registry: RegistryDep,
+    history: HistoryDep,
+    media: MediaDep,
+    user: CurrentUser,
+    body: CountTokens,
 ) -> dict[str, Any]:
     """Input tokens of the assembled context with the draft, the output reserve, and the cost.
 
@@ -50,8 +52,6 @@ async def count_tokens(
     `input_cost_micros` for the prompt, `cost_estimate_micros` for the prompt plus the
     longest answer allowed (an upper bound).
     """
-    settings: GatewaySettings = request.app.state.turns.settings
-    registry: ModelRegistry = request.app.state.registry
     if not body.content.strip():
         raise InvalidRequest("content is empty", code="empty_content")
     if len(body.content) > settings.max_content_chars:
@@ -59,58 +59,44 @@ async def count_tokens(
             f"content is longer than {settings.max_content_chars} characters", code="content_too_long"
         )
     draft = history_pb2.Message(role="user", content=body.content)
-    newest_first = [draft]
-    older_unseen = False
+    source = ContextSource.conversation([draft], complete=True)
     if body.conversation_id is not None:
-        history = request.app.state.history
         conversation_id = body.conversation_id
-        if settings.prompt_history_messages > 1:
-            # The orchestrator's selection: the newest messages until the window less the
-            # output reserve is full, at most prompt_history_messages (the draft included).
 
-            async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
-                page = await history.get_messages(user, conversation_id, before=before, limit=limit)
-                return list(page.messages), page.next_cursor
+        async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
+            page = await history.get_messages(user, conversation_id, before=before, limit=limit)
+            return list(page.messages), page.next_cursor
 
-            collected = await collect_context(
-                fetch,
-                token_budget=prompt_token_budget(
-                    registry,
-                    body.model or "",
-                    requested_max_output=body.max_output_tokens or 0,
-                    default_reserve=settings.reserved_output_tokens,
-                ),
-                max_messages=settings.prompt_history_messages,
-                newest=[draft],
-            )
-            newest_first, older_unseen = collected.newest_first, not collected.complete
-        if len(newest_first) == 1:
+        # What history reads for the orchestrator as the message is appended, the draft first.
+        limits = context_limits(
+            registry, settings, model=body.model or "", max_output_tokens=body.max_output_tokens or 0
+        )
+        collected = await collect_context(fetch, limits, newest=[draft])
+        if collected.complete and len(collected.newest_first) == 1:
             await history.get_conversation(user, conversation_id)  # ownership: 404 otherwise
-    prompt = build_prompt(settings.system_prompt, newest_first)
+        source = ContextSource.conversation(collected.newest_first, complete=collected.complete)
+    images: list[chat_pb2.ImagePart] = []
     if body.media_ids:
         # The same images the orchestrator would attach (their sizes are what counts); another
         # user's media id is a 404 here as it would be when sending.
-        media: MediaClient = request.app.state.media
         images = await media.resolve_images(user, list(body.media_ids), body.image_detail, media_pb2.IMAGE_DELIVERY_URL)
-        prompt = with_images(prompt, images)
-    model = choose_model(registry, body.model or "", prompt)
-    plan = await plan_context_async(
+    plan = await assemble_context(
         registry,
-        model,
-        prompt,
-        requested_max_output=body.max_output_tokens or 0,
-        default_reserve=settings.reserved_output_tokens,
+        settings,
+        source,
+        model=body.model or "",
+        max_output_tokens=body.max_output_tokens or 0,
+        images=images,
     )
     input_cost = plan.spec.cost_micros(plan.fit.input_tokens, 0)
     return {
-        "model": model,
+        "model": plan.model,
         "input_tokens": plan.fit.input_tokens,
         "estimated": plan.estimated,
         "max_output_tokens": plan.max_output_tokens,
         "context_window": plan.spec.context_window,
-        # Among the messages considered (see the orchestrator), and at least 1 when older ones exist.
-        "dropped_messages": plan.fit.dropped_messages or int(older_unseen),
-        "truncated": plan.fit.truncated_messages > 0,
+        "dropped_messages": plan.dropped_messages,
+        "truncated": plan.truncated_messages > 0,
         "input_cost_micros": input_cost,
         "cost_estimate_micros": plan.spec.cost_micros(plan.fit.input_tokens, plan.max_output_tokens),
     }

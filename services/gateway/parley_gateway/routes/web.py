@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -64,14 +64,17 @@ def security_headers(image_origins: Sequence[str] = ()) -> dict[str, str]:
     }
 
 
-router = APIRouter(include_in_schema=False)
+def index_route(headers: dict[str, str]) -> APIRouter:
+    """`/`: the page, with `headers`."""
+    router = APIRouter(include_in_schema=False)
 
+    @router.get("/")
+    async def index() -> FileResponse:
+        if not INSTALLED:
+            raise NotFound("the web client is not installed with this gateway", code="web_client_missing")
+        return FileResponse(INDEX, headers=headers)
 
-@router.get("/")
-async def index(request: Request) -> FileResponse:
-    if not INSTALLED:
-        raise NotFound("the web client is not installed with this gateway", code="web_client_missing")
-    return FileResponse(INDEX, headers=request.app.state.web_headers)
+    return router
 
 
 class WebFiles(StaticFiles):
@@ -94,6 +97,6 @@ class WebFiles(StaticFiles):
 
 def install(app: FastAPI, image_origins: Sequence[str] = ()) -> None:
     """Serve the web client at `/` (and its files at `/web/`)."""
-    app.state.web_headers = security_headers(image_origins)
-    app.include_router(router)
-    app.mount("/web", WebFiles(app.state.web_headers, directory=WEB_DIR, check_dir=False), name="web")
+    headers = security_headers(image_origins)
+    app.include_router(index_route(headers))
+    app.mount("/web", WebFiles(headers, directory=WEB_DIR, check_dir=False), name="web")

@@ -22,30 +22,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
-
-import httpx
-from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
 from parley_common.models import ModelConfig
 
 from . import Chunk, Finish, TextChunk, UsageReport, alternating_turns, temperature_for, without_shown_tail
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
-from .http import (
-    StreamTimeouts,
-    body_json,
-    drain,
-    event_json,
-    field_count,
-    field_object,
-    field_text,
-    guard_stream,
-    inline_image,
-    open_sse,
-)
+from .fields import body_json, event_json, field_count, field_object, field_text
+from .http import HttpProvider, drain, inline_image
 from .sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -156,52 +142,26 @@ def _input_tokens(usage: dict[str, Any], provider: str) -> int:
     )
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     """Streams a job from the Anthropic Messages API."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        base_url: str,
-        api_key: SecretStr | None,
-        client: httpx.AsyncClient,
-        timeouts: StreamTimeouts,
-        models: Mapping[str, ModelConfig] | None = None,
-    ) -> None:
-        self.name = name
-        self.url = base_url.rstrip("/") + "/v1/messages"
-        self.api_key = api_key
-        self.client = client
-        self.timeouts = timeouts
-        # The registry's entries by public model name: each job's sampling options.
-        self.models = models or {}
-
-    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
-        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
-
-    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        headers = {"anthropic-version": ANTHROPIC_VERSION, "Accept": "text/event-stream"}
+    def _request(
+        self, job: chat_pb2.ProviderJob, spec: ModelConfig | None
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.api_key is not None:
             headers["x-api-key"] = self.api_key.get_secret_value()
-        events = open_sse(
-            self.client,
-            self.url,
-            headers=headers,
-            body=request_body(job, spec=self.models.get(job.model), provider=self.name),
-            provider=self.name,
-            timeouts=self.timeouts,
-            read_error=read_error,
-            api_key=self.api_key,
-        )
+        return f"{self.base_url}/v1/messages", headers, request_body(job, spec=spec, provider=self.name)
+
+    def _read_error(self, status: int, body: bytes) -> ErrorDetail:
+        return read_error(status, body)
+
+    def _decode(self, events: AsyncIterator[ServerSentEvent], job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
         # The whitespace left out of a continued answer's prefill was shown already.
         shown_tail = job.continue_from[len(job.continue_from.rstrip()) :]
-        async with aclosing(events), aclosing(without_shown_tail(self._decode(events), shown_tail)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        return without_shown_tail(self._answer(events), shown_tail)
 
-    async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
+    async def _answer(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
         name = self.name
         input_tokens = output_tokens = 0
         stop_reason: str | None = None

@@ -4,7 +4,7 @@ Each class carries its kind, `retryable`, `fallback_worthy` and the client's err
 (`client_code`) as class attributes:
 
     ProviderError                 kind                     from                               retry  fall back
-     ├── RateLimited              rate_limited             429                                yes    after retries
+     ├── ProviderRateLimited      rate_limited             429                                yes    after retries
      ├── Overloaded               overloaded               529, 503, an "overloaded" event    yes    at once
      ├── ServerError              server_error             500, 502, 504, other 5xx           yes    after retries
      │    └── BadResponse         bad_response             an event that is not what the API  yes    after retries
@@ -96,7 +96,7 @@ class ProviderError(Exception):
         )
 
 
-class RateLimited(ProviderError):
+class ProviderRateLimited(ProviderError):
     kind = "rate_limited"
     retryable = True
     fallback_worthy = False
@@ -232,7 +232,7 @@ def error_for(
 ) -> ProviderError:
     """The typed error of this kind (so `except Overloaded` works wherever it was found)."""
     if kind == "rate_limited":
-        return RateLimited(message, status=status, retry_after_s=retry_after_s, provider=provider)
+        return ProviderRateLimited(message, status=status, retry_after_s=retry_after_s, provider=provider)
     if kind == "overloaded":
         return Overloaded(message, status=status, retry_after_s=retry_after_s, provider=provider)
     if kind == "server_error":

@@ -33,13 +33,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote
-
-import httpx
-from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
 from parley_common.models import ModelConfig
@@ -57,18 +53,8 @@ from .errors import (
     parse_duration,
     redact,
 )
-from .http import (
-    StreamTimeouts,
-    body_json,
-    event_json,
-    field_count,
-    field_list,
-    field_object,
-    field_text,
-    guard_stream,
-    inline_image,
-    open_sse,
-)
+from .fields import body_json, event_json, field_count, field_list, field_object, field_text
+from .http import HttpProvider, inline_image
 from .sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -218,54 +204,29 @@ def _finish_reason(reason: str, provider: str) -> str:
     return "other"
 
 
-class GeminiProvider:
+class GeminiProvider(HttpProvider):
     """Streams a job from the Gemini API (generativelanguage.googleapis.com)."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        base_url: str,
-        api_key: SecretStr | None,
-        client: httpx.AsyncClient,
-        timeouts: StreamTimeouts,
-        models: Mapping[str, ModelConfig] | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.client = client
-        self.timeouts = timeouts
-        # The registry's entries by public model name: each job's sampling options.
-        self.models = models or {}
+    # A failure after the stream started comes as text outside the events (the module's doc).
+    _keep_stray = True
 
     def url(self, upstream_model: str) -> str:
         return f"{self.base_url}/v1beta/models/{quote(upstream_model, safe='')}:streamGenerateContent?alt=sse"
 
-    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
-        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
-
-    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        headers = {"Accept": "text/event-stream"}
+    def _request(
+        self, job: chat_pb2.ProviderJob, spec: ModelConfig | None
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        headers = {}
         if self.api_key is not None:
             headers["x-goog-api-key"] = self.api_key.get_secret_value()
-        events = open_sse(
-            self.client,
-            self.url(job.upstream_model),
-            headers=headers,
-            body=request_body(job, spec=self.models.get(job.model), provider=self.name),
-            provider=self.name,
-            timeouts=self.timeouts,
-            read_error=read_error,
-            api_key=self.api_key,
-            keep_stray=True,
-        )
-        async with aclosing(events), aclosing(self._decode(events)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        return self.url(job.upstream_model), headers, request_body(job, spec=spec, provider=self.name)
 
-    async def _decode(self, events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[Chunk, None]:
+    def _read_error(self, status: int, body: bytes) -> ErrorDetail:
+        return read_error(status, body)
+
+    async def _decode(
+        self, events: AsyncIterator[ServerSentEvent], job: chat_pb2.ProviderJob
+    ) -> AsyncGenerator[Chunk, None]:
         name = self.name
         secret = self.api_key.get_secret_value() if self.api_key else None
         finish: str | None = None

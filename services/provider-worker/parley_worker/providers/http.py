@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +22,11 @@ import httpx
 from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
+from parley_common.models import ModelConfig
 
 from . import Chunk, TextChunk
 from .errors import (
     BadRequest,
-    BadResponse,
     ConnectionFailed,
     ErrorDetail,
     ProviderError,
@@ -267,83 +265,6 @@ async def drain(events: AsyncIterator[ServerSentEvent], *, within_s: float = 0.2
                 pass
 
 
-def event_json(event: ServerSentEvent, *, provider: str) -> dict[str, Any]:
-    """The JSON object an event carries; anything else is the provider's fault (BadResponse)."""
-    try:
-        payload = json.loads(event.data)
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
-        raise BadResponse(f"{provider}: the provider sent an unreadable event", provider=provider)
-    return payload
-
-
-# Readers of one field of an event. A field that is absent (or null) reads as empty, which
-# every API documents as "nothing here"; a field of the wrong type is BadResponse, so a
-# provider that changes its format fails the turn with a typed, retryable error instead of
-# an AttributeError deep in a decoder.
-
-
-def _malformed(provider: str, what: str, value: Any) -> BadResponse:
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return BadResponse(f"{provider}: the provider sent a malformed event: {what} = {shown}", provider=provider)
-
-
-def field_object(value: Any, what: str, *, provider: str) -> dict[str, Any]:
-    """A JSON object field; {} when absent."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _malformed(provider, what, value)
-    return value
-
-
-def field_list(value: Any, what: str, *, provider: str) -> list[Any]:
-    """A JSON array field; [] when absent."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _malformed(provider, what, value)
-    return value
-
-
-def field_text(value: Any, what: str, *, provider: str) -> str:
-    """A JSON string field; "" when absent."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _malformed(provider, what, value)
-    return value
-
-
-# No model reads or writes a billion tokens in one turn; the bound also keeps a sum of a
-# few counts inside Usage's uint32 fields.
-_MAX_TOKENS = 10**9
-
-
-def field_count(value: Any, what: str, *, provider: str) -> int:
-    """A token count: a whole number in 0..10^9 (a float such as 12.0, or a string of
-    digits as protobuf's JSON writes 64-bit integers, is accepted); 0 when absent."""
-    if value is None:
-        return 0
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
-        value = int(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKENS:
-        return value
-    raise _malformed(provider, what, value)
-
-
-def body_json(body: bytes) -> Any:
-    """An error body as JSON, or None when it is not JSON (a proxy's HTML page, say)."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
 def inline_image(image: chat_pb2.ImagePart, *, provider: str) -> tuple[str, str]:
     """(MIME type, base64 text) of an image sent as bytes; every provider's inline form needs both."""
     if not image.data or not image.mime_type:
@@ -351,3 +272,66 @@ def inline_image(image: chat_pb2.ImagePart, *, provider: str) -> tuple[str, str]
             f"{provider}: image {image.media_id or '?'} has no bytes or no MIME type", status=None, provider=provider
         )
     return image.mime_type, base64.b64encode(image.data).decode("ascii")
+
+
+class HttpProvider:
+    """A provider reached over HTTP, as every adapter streams one: POST the request its API
+    wants (`_request`), read the Server-Sent Events of the answer (open_sse, the adapter's
+    `_read_error` for an error body), decode them (`_decode`), all bounded by guard_stream."""
+
+    # Whether text outside the SSE framing reaches `_decode` (events with `stray=True`).
+    _keep_stray = False
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: SecretStr | None,
+        client: httpx.AsyncClient,
+        timeouts: StreamTimeouts,
+        models: Mapping[str, ModelConfig] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.client = client
+        self.timeouts = timeouts
+        # The registry's entries by public model name: each job's sampling options (and, for
+        # OpenAI-compatible servers, its output-limit field).
+        self.models = models or {}
+
+    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
+        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
+
+    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        url, headers, body = self._request(job, self.models.get(job.model))
+        events = open_sse(
+            self.client,
+            url,
+            headers={"Accept": "text/event-stream", **headers},
+            body=body,
+            provider=self.name,
+            timeouts=self.timeouts,
+            read_error=self._read_error,
+            api_key=self.api_key,
+            keep_stray=self._keep_stray,
+        )
+        async with aclosing(events), aclosing(self._decode(events, job)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    def _request(
+        self, job: chat_pb2.ProviderJob, spec: ModelConfig | None
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """The URL, the headers (the key among them) and the JSON body that ask for `job`'s answer."""
+        raise NotImplementedError
+
+    def _read_error(self, status: int, body: bytes) -> ErrorDetail:
+        """The message (and kind) of an error answer with this status and body."""
+        raise NotImplementedError
+
+    def _decode(self, events: AsyncIterator[ServerSentEvent], job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
+        """The answer's chunks (Provider.stream's promise) from the events of its response."""
+        raise NotImplementedError

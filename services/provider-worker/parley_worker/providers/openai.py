@@ -26,31 +26,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
-
-import httpx
-from pydantic import SecretStr
 
 from parley.v1 import chat_pb2
 from parley_common.models import ModelConfig
 
 from . import Chunk, Finish, TextChunk, UsageReport, temperature_for
 from .errors import ConnectionFailed, ErrorDetail, ProviderError, error_for, kind_for_status
-from .http import (
-    StreamTimeouts,
-    body_json,
-    drain,
-    event_json,
-    field_count,
-    field_list,
-    field_object,
-    field_text,
-    guard_stream,
-    inline_image,
-    open_sse,
-)
+from .fields import body_json, event_json, field_count, field_list, field_object, field_text
+from .http import HttpProvider, drain, inline_image
 from .sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -146,50 +131,23 @@ def _stream_error(error: Any, provider: str) -> ProviderError:
     )
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpProvider):
     """Streams a job from an OpenAI-compatible Chat Completions endpoint."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        base_url: str,
-        api_key: SecretStr | None,
-        client: httpx.AsyncClient,
-        timeouts: StreamTimeouts,
-        models: Mapping[str, ModelConfig] | None = None,
-    ) -> None:
-        self.name = name
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.api_key = api_key
-        self.client = client
-        self.timeouts = timeouts
-        # The registry's entries by public model name: each job's output-limit field and
-        # sampling options (a job for a model not in it gets `max_tokens` and only the user's temperature).
-        self.models = models or {}
-        self._warned_no_usage = False
+    # Whether the missing usage was logged (once per provider: compatible servers omit it on every answer).
+    _warned_no_usage = False
 
-    def stream(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        """Text chunks, then a UsageReport and a Finish; closing it closes the upstream response."""
-        return guard_stream(self._chunks(job), timeouts=self.timeouts, provider=self.name)
-
-    async def _chunks(self, job: chat_pb2.ProviderJob) -> AsyncGenerator[Chunk, None]:
-        headers = {"Accept": "text/event-stream"}
+    def _request(
+        self, job: chat_pb2.ProviderJob, spec: ModelConfig | None
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        # A job for a model not in the registry gets `max_tokens` and only the user's temperature.
+        headers = {}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
-        events = open_sse(
-            self.client,
-            self.url,
-            headers=headers,
-            body=request_body(job, spec=self.models.get(job.model), provider=self.name),
-            provider=self.name,
-            timeouts=self.timeouts,
-            read_error=read_error,
-            api_key=self.api_key,
-        )
-        async with aclosing(events), aclosing(self._decode(events, job)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        return f"{self.base_url}/chat/completions", headers, request_body(job, spec=spec, provider=self.name)
+
+    def _read_error(self, status: int, body: bytes) -> ErrorDetail:
+        return read_error(status, body)
 
     async def _decode(
         self, events: AsyncIterator[ServerSentEvent], job: chat_pb2.ProviderJob
