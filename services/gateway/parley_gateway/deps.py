@@ -5,6 +5,9 @@ The user: `CurrentUser` resolves the API key to its user; `count_request`, a dep
 every authenticated router, counts the request against the user's rate limit and leaves the
 X-RateLimit-* and X-Budget-* headers for the response (ratelimit.RateLimitHeaders). FastAPI
 resolves `current_user` once per request for both.
+
+Every dependency is `async def`, though none awaits: FastAPI runs a plain `def` dependency in a
+thread pool, a thread hop per dependency per request (8% of the gateway's CPU on short turns).
 """
 
 from __future__ import annotations
@@ -53,54 +56,54 @@ class Gateway:
     stopping: bool = False
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
     return cast(Gateway, request.app.state.gateway)
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 
 
-def _settings(g: GatewayDep) -> GatewaySettings:
+async def _settings(g: GatewayDep) -> GatewaySettings:
     return g.settings
 
 
-def _registry(g: GatewayDep) -> ModelRegistry:
+async def _registry(g: GatewayDep) -> ModelRegistry:
     return g.registry
 
 
-def _history(g: GatewayDep) -> HistoryClient:
+async def _history(g: GatewayDep) -> HistoryClient:
     return g.history
 
 
-def _media(g: GatewayDep) -> MediaClient:
+async def _media(g: GatewayDep) -> MediaClient:
     return g.media
 
 
-def _replay(g: GatewayDep) -> ReplayLog:
+async def _replay(g: GatewayDep) -> ReplayLog:
     return g.replay
 
 
-def _slots(g: GatewayDep) -> StreamSlots:
+async def _slots(g: GatewayDep) -> StreamSlots:
     return g.slots
 
 
-def _user_budgets(g: GatewayDep) -> UserBudgets:
+async def _user_budgets(g: GatewayDep) -> UserBudgets:
     return g.user_budgets
 
 
-def _owned(g: GatewayDep) -> OwnedConversations:
+async def _owned(g: GatewayDep) -> OwnedConversations:
     return g.owned
 
 
-def _turns(g: GatewayDep) -> Turns:
+async def _turns(g: GatewayDep) -> Turns:
     return g.turns
 
 
-def _responses(g: GatewayDep) -> Responses:
+async def _responses(g: GatewayDep) -> Responses:
     return g.responses
 
 
-def _readiness(g: GatewayDep) -> Readiness:
+async def _readiness(g: GatewayDep) -> Readiness:
     return g.readiness
 
 
