@@ -40,7 +40,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .peer import stop_process_group
 from .stats import RESULTS, percentile, write
 
 REPEATS = int(os.environ.get("BENCH_FLOOR_REPEATS", "3"))
@@ -408,13 +408,7 @@ def child(code: str, *args: str, ready: Callable[[str], bool] | None = None) -> 
                 raise RuntimeError(f"server did not start: {errors.read().decode(errors='replace')[-2000:]}")
         yield process, line
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, grace_s=10)
         errors.close()
 
 
@@ -1042,8 +1036,8 @@ async def system_turns(turns: int, beam: int) -> dict[str, Any]:
         _models_file(models, upstream)
         async with system("floor", key, parley_env(models)) as stack:
             target = (await parley_targets(stack, key))["parley_native"]
-            for _ in range(1):  # warm: connections, imports, caches
-                await asyncio.gather(*(_one(target, lane, 10) for lane in range(50)))
+            # Warm: connections, imports, caches.
+            await asyncio.gather(*(_one(target, lane, 10) for lane in range(50)))
             groups = {name: [process.pid] for name, process in stack.processes.items()}
             meter = CpuMeter({**groups, "rabbitmq": [beam], "redis": [redis_pid]})
             idle = [await idle_rate(meter)]

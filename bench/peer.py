@@ -174,17 +174,18 @@ def start_litellm(command: Path, upstream: str, workdir: Path, master_key: str) 
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            stop_litellm(process)
+            stop_process_group(process)
             tail = (workdir / "litellm.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the LiteLLM proxy did not start (log {workdir / 'litellm.log'}):\n{tail}")
         time.sleep(0.5)
 
 
-def stop_litellm(process: subprocess.Popen[bytes]) -> None:
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
+    """SIGTERM the process group a benchmark started, SIGKILL it after `grace_s`."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(15)
+            process.wait(grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -413,7 +414,7 @@ async def main() -> None:
             async with system("peer", key, parley_env(models)) as stack:
                 result = await _measure(stack, key, upstream, litellm, litellm_port, master_key)
         finally:
-            stop_litellm(litellm)
+            stop_process_group(litellm)
     result["litellm_version"] = LITELLM_VERSION
     print(f"wrote {write('peer', result)}")
 
