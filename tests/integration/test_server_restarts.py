@@ -1,5 +1,6 @@
 """The broker and Redis restarted under a running system: services reconnect, streams in
-flight finish or end with a retryable error, new turns work, no user message is lost.
+flight finish or end with a retryable error, new turns work, no user message is lost; an
+answer whose completion the broker did not take (it went away just then) is stored all the same.
 
 These restart the local servers (the machine's RabbitMQ and Redis); with testcontainers
 they are skipped, since the containers are not ours to restart here.
@@ -10,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
+import aio_pika
 import httpx
 import pytest
+from aiormq.exceptions import ChannelNotFoundEntity
 
+from parley_common.messaging.topology import RK_RESPONSE_COMPLETED, Topology
 from parley_dev.infra import Infra, ensure_local, reachable, stop_local
 from parley_dev.stack import Stack
 from tests.support.api import stored_messages
-from tests.support.sse import Frame, frames, read_all
+from tests.support.polling import eventually
+from tests.support.sse import Frame, frames, read_all, text_of
 
 
 @pytest.fixture
@@ -105,3 +110,49 @@ async def test_redis_restarted_mid_stream(
     stored = await stored_messages(client, conversation, 4, timeout_s=30)
     users = [m["content"] for m in stored if m["role"] == "user"]
     assert users == ["redis is back", "through a redis restart"]
+
+
+async def test_an_answer_whose_completion_the_broker_refused_is_stored_when_its_job_comes_back(
+    stack: Stack, client: httpx.AsyncClient, conversation: str
+) -> None:
+    """The worker streams the answer to its end, then its completion finds no queue (as when
+    the broker goes away at that moment), so the job is handed back. When it comes back its
+    stream has ended: the completion is published again from the replay log, and history
+    stores the answer the user saw (the job used to be dropped as finished: the answer was lost)."""
+    topology = Topology(stack.config.namespace)
+    connection = await aio_pika.connect(stack.config.infra.amqp_url)
+    try:
+        channel = await connection.channel()
+        events = await topology.declare_events_exchange(channel)
+        takers = [
+            await channel.declare_queue(q, passive=True)
+            for q in (topology.history_completed_queue, topology.completions_queue)
+        ]
+        waiting_room = topology.retry_queue(topology.provider_queue("demo"))
+        for queue in takers:
+            await queue.unbind(events, RK_RESPONSE_COMPLETED)
+        try:
+            async with client.stream(
+                "POST", f"/v1/conversations/{conversation}/messages", json={"content": "an answer nobody took"}
+            ) as r:
+                shown = await read_all(r)
+            assert shown[-1].event == "done", shown[-1]
+
+            async def job_handed_back() -> bool:
+                # A channel per look: asking for a queue not declared yet closes its channel.
+                async with connection.channel() as looking:
+                    declared = await looking.declare_queue(waiting_room, passive=True)
+                    return bool(declared.declaration_result.message_count)
+
+            # The waiting room is declared when its first message is handed back.
+            await eventually(
+                job_handed_back, 20, "the job in its queue's waiting room", passing=(ChannelNotFoundEntity,)
+            )
+        finally:
+            for queue in takers:
+                await queue.bind(events, RK_RESPONSE_COMPLETED)
+    finally:
+        await connection.close()
+    stored = await stored_messages(client, conversation, 2, timeout_s=30)
+    assert [m["role"] for m in stored] == ["assistant", "user"]
+    assert stored[0]["content"] == text_of(shown) and stored[0]["status"] == "complete", stored[0]

@@ -21,7 +21,7 @@ from parley_common.clients.history import HistoryClient
 from parley_common.clients.media import MediaClient
 from parley_common.clients.redis_pools import command_client, follower_client
 from parley_common.context.window import counter_for_model
-from parley_common.messaging.amqp import connect
+from parley_common.messaging.amqp import confirmed_channel, connect
 from parley_common.messaging.bus import frames
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.replay import ReplayLog
@@ -74,7 +74,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await asyncio.to_thread(lambda: [counter_for_model(registry, name) for name in registry.models])
         amqp = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
         consume_channel = await amqp.channel()
-        publish_channel = await amqp.channel(publisher_confirms=True)
+        publish_channel = await confirmed_channel(amqp)
         # Requests wait in the queue even while no orchestrator runs.
         await topology.declare_requests_queue(publish_channel)
         reply_queue = await topology.declare_reply_queue(consume_channel, "gw-" + uuid.uuid4().hex[:16])

@@ -13,7 +13,7 @@ import time
 
 from parley.v1 import chat_pb2, history_pb2_grpc
 from parley_common.errors import ParleyError, Unavailable
-from parley_common.messaging.amqp import connect
+from parley_common.messaging.amqp import confirmed_channel, connect
 from parley_common.messaging.bus import Consumers, DeadLetters
 from parley_common.messaging.topology import RESPONSE_COMPLETED, Topology
 from parley_common.observability.logs import setup_logging
@@ -57,7 +57,7 @@ async def serve(stop: asyncio.Event) -> None:
     await channel.set_qos(prefetch_count=settings.history_prefetch)
     topology = Topology(settings.namespace)
     in_flight = InFlight()
-    consumers = Consumers(DeadLetters(await connection.channel(publisher_confirms=True), topology), in_flight)
+    consumers = Consumers(DeadLetters(await confirmed_channel(connection), topology), in_flight)
     await consumers.subscribe(
         await topology.declare_history_completed_queue(channel),
         chat_pb2.ResponseCompleted,

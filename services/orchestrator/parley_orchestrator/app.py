@@ -14,7 +14,7 @@ from parley_common.clients.history import HistoryClient
 from parley_common.clients.media import MediaClient
 from parley_common.clients.redis_pools import command_client, follower_client
 from parley_common.context.window import counter_for_model
-from parley_common.messaging.amqp import connect
+from parley_common.messaging.amqp import confirmed_channel, connect
 from parley_common.messaging.bus import Consumers, DeadLetters
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.dispatch import Dispatch
@@ -51,7 +51,7 @@ async def serve(stop: asyncio.Event) -> None:
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.orchestrator_prefetch)
-    publish_channel = await connection.channel(publisher_confirms=True)
+    publish_channel = await confirmed_channel(connection)
     reply_channel = await connection.channel(publisher_confirms=False)
     in_flight = InFlight()
     replay = ReplayLog.from_settings(redis, settings, follower=followers)

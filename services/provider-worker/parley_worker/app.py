@@ -12,7 +12,7 @@ from parley_common.budgets.providers import ProviderBudget
 from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.budgets.waiting import BudgetQueue
 from parley_common.clients.redis_pools import command_client
-from parley_common.messaging.amqp import connect
+from parley_common.messaging.amqp import confirmed_channel, connect
 from parley_common.messaging.bus import Consumers, DeadLetters
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.dispatch import Dispatch
@@ -101,7 +101,7 @@ async def serve(stop: asyncio.Event) -> None:
     connection = await connect(settings.amqp_url.get_secret_value(), settings.connect_timeout_s)
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.worker_prefetch)
-    publish_channel = await connection.channel(publisher_confirms=True)
+    publish_channel = await confirmed_channel(connection)
     reply_channel = await connection.channel(publisher_confirms=False)
     control_channel = await connection.channel()
     in_flight = InFlight()

@@ -134,7 +134,12 @@ class ProviderJobConsumer:
             # The lease makes this worker the stream's only writer from here on.
             stream.continue_after(earlier[-1].seq if earlier else 0)
             if any(is_terminal(e) for e in earlier):
-                log.info("job already finished; dropping", extra={"response_id": job.response_id})
+                # Its stream ended, but its worker may have stopped before the completion was
+                # confirmed (the broker restarting, the process killed): announced again from
+                # the log, since history and the orchestrator take a completion once per response.
+                log.info("job already finished; announcing its end again", extra={"response_id": job.response_id})
+                model, content, status, finish_reason, usage = ending_of(job, earlier)
+                await self.finish(job, [content], usage, status, finish_reason, model=model)
                 return
             shown = "".join(e.delta.text for e in earlier if e.WhichOneof("kind") == "delta")
             meta_shown = any(e.WhichOneof("kind") == "meta" for e in earlier)
@@ -389,15 +394,18 @@ class ProviderJobConsumer:
         usage: chat_pb2.Usage,
         status: chat_pb2.ResponseStatus.ValueType,
         finish_reason: str,
+        *,
+        model: str = "",
     ) -> None:
         """Publish the response's final state (history persists it) and free the user's slot.
         The content is the text of this response's stream, all of it (for a continuation, the
         new text: history appends it to the message continued); a response that failed after
-        its stream carried text (a takeover whose provider then failed) is `interrupted`."""
+        its stream carried text (a takeover whose provider then failed) is `interrupted`. `model`:
+        the model that answered, when not the job's."""
         content = "".join(parts)
         if content and status == chat_pb2.RESPONSE_STATUS_FAILED:
             status = chat_pb2.RESPONSE_STATUS_INTERRUPTED
-        await self.dispatch.completed(Turn.of_job(job), job.model, content, status, finish_reason, usage)
+        await self.dispatch.completed(Turn.of_job(job), model or job.model, content, status, finish_reason, usage)
 
         def release_slot(pipe: Pipeline) -> None:
             self.slots.queue_release(pipe, job.user_id, job.response_id)
@@ -410,6 +418,31 @@ class ProviderJobConsumer:
         except RedisError as exc:
             # The slot expires by itself; the answer is what matters and it is safe.
             log.warning("could not free the stream slot", extra={"response_id": job.response_id, "error": str(exc)})
+
+
+def ending_of(
+    job: chat_pb2.ProviderJob, frames: list[chat_pb2.StreamEvent]
+) -> tuple[str, str, chat_pb2.ResponseStatus.ValueType, str, chat_pb2.Usage]:
+    """What `finish` published for a stream that ended with `frames` (its terminal frame
+    last): the model that answered, the text, the status, the finish reason and the usage
+    its stream carried (an error's usage is not in the stream: the orchestrator estimates it)."""
+    model, usage, parts = job.model, chat_pb2.Usage(), []
+    for frame in frames:
+        kind = frame.WhichOneof("kind")
+        if kind == "meta" and frame.meta.model:
+            model = frame.meta.model
+        elif kind == "delta":
+            parts.append(frame.delta.text)
+        elif kind == "usage":
+            usage = frame.usage
+    content = "".join(parts)
+    end = next(f for f in frames if is_terminal(f))
+    if end.WhichOneof("kind") == "done":
+        reason = end.done.finish_reason
+        status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if reason == "cancelled" else chat_pb2.RESPONSE_STATUS_COMPLETED
+        return model, content, status, reason, usage
+    status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if content else chat_pb2.RESPONSE_STATUS_FAILED
+    return model, content, status, "cancelled" if end.error.code == "worker_shutdown" else "error", usage
 
 
 def drop_oldest_half(job: chat_pb2.ProviderJob) -> chat_pb2.ProviderJob | None:

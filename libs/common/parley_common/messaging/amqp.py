@@ -13,7 +13,7 @@ import time
 from typing import Any, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.robust_connection import RobustConnection
 from google.protobuf.message import DecodeError, Message
 from yarl import URL
@@ -110,6 +110,13 @@ async def connect(url: str, timeout_s: float) -> AbstractRobustConnection:
             log.warning("broker not reachable, retrying", extra={"error": str(exc), "retry_in_s": delay})
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
+
+
+async def confirmed_channel(connection: AbstractRobustConnection) -> AbstractChannel:
+    """A channel whose publishes the broker confirms, and on which a mandatory publish that no
+    queue takes (a binding gone, a queue deleted) raises DeliveryError instead of being
+    dropped with a log line (aio-pika's default): the publisher then hands its work back."""
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
 
 def envelope(

@@ -36,6 +36,8 @@ class Cancellations:
         await self.exchange.publish(
             envelope(command, message_type=CANCEL_RESPONSE, idempotency_key=f"cancel:{response_id}", persistent=False),
             routing_key="",
+            # Heard by the workers running now, if any; the flag above covers the rest.
+            mandatory=False,
         )
 
     async def requested(self, response_id: str) -> str | None:
