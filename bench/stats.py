@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+# BENCH_RESULTS_DIR: elsewhere, so that a trial run does not overwrite the results kept here.
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).parent / "results")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -29,7 +31,7 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     payload = {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         **payload,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
