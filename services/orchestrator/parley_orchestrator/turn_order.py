@@ -1,12 +1,12 @@
 """One turn at a time per conversation.
 
 Each request takes the conversation's "latest turn" pointer in Redis (one script, atomic)
-and learns which turn came before it, and that turn's replay log, in the same round trip; its
-place is recorded, so a request delivered again after its orchestrator stopped (SIGTERM or
-SIGKILL) waits for the same turn as before. It then waits until that turn has finished — in
-"replace" mode after cancelling it — and until the previous answer is in history, so the new
-message is stored after it and the prompt includes it. Requests form a chain; their streams and
-their history never interleave.
+and learns which turn came before it, and the newest frame of that turn's replay log, in the
+same round trip; its place is recorded, so a request delivered again after its orchestrator
+stopped (SIGTERM or SIGKILL) waits for the same turn as before. It then waits until that turn
+has finished — in "replace" mode after cancelling it — and, when it reached a model, until its
+answer is in history, so the new message is stored after it and the prompt includes it.
+Requests form a chain; their streams and their history never interleave.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from parley.v1 import chat_pb2, history_pb2
+from parley.v1 import chat_pb2
 from parley_common.budgets.waiting import QUEUED_REFRESH_S
 from parley_common.clients.history import HistoryClient
 from parley_common.errors import NotFound, ParleyError, Unavailable
@@ -36,11 +36,12 @@ BY_ID_EVERY_S = 0.25
 # KEYS: the conversation's latest turn, this turn's place; ARGV: response id, ttl, the prefix
 # of replay-log keys, the prefix of response-owner keys. Returns {the turn before this one (""
 # for none): the one recorded at its first entry, if it entered before; and, when there is one,
-# whether its owner record exists (1/0; asked only when its log is empty) and its replay log
-# (XRANGE entries)}: what waiting for
-# it needs first, in the same round trip. The previous turn's keys are named from what the
-# script reads, so they are not in KEYS: Parley's Redis runs without cluster mode (README,
-# "Deploying and scaling"); on a Redis Cluster they could live on another node.
+# whether its owner record exists (1/0; asked only when its log is empty) and the fields of the
+# newest frame of its replay log (XREVRANGE COUNT 1: whether it finished, and, when it ended
+# with `done`, that it reached a model; the whole log of a long answer is never sent)}: what
+# waiting for it needs first, in the same round trip. The previous turn's keys are named from
+# what the script reads, so they are not in KEYS: Parley's Redis runs without cluster mode
+# (README, "Deploying and scaling"); on a Redis Cluster they could live on another node.
 ENTER = """
 local previous = redis.call('GET', KEYS[2])
 if not previous then
@@ -51,10 +52,11 @@ end
 if previous == '' or previous == ARGV[1] then
   return {previous}
 end
-local frames = redis.call('XRANGE', ARGV[3] .. previous, '-', '+')
-local owned = 1
-if #frames == 0 then owned = redis.call('EXISTS', ARGV[4] .. previous) end
-return {previous, owned, frames}
+local last = redis.call('XREVRANGE', ARGV[3] .. previous, '+', '-', 'COUNT', 1)
+if #last == 0 then
+  return {previous, redis.call('EXISTS', ARGV[4] .. previous)}
+end
+return {previous, 1, last[1][2]}
 """
 
 
@@ -63,13 +65,13 @@ class Previous:
     """The turn before this one, as entering found it."""
 
     response_id: str
-    frames: list[chat_pb2.StreamEvent]  # its replay log then
+    last: chat_pb2.StreamEvent | None  # the newest frame of its replay log then (None: no frame)
     owned: bool  # its owner record existed then (only asked when it had no frames)
 
     @property
     def finished(self) -> bool:
         """ReplayLog.finished, as of then."""
-        return is_terminal(self.frames[-1]) if self.frames else not self.owned
+        return is_terminal(self.last) if self.last is not None else not self.owned
 
 
 class TurnOrder:
@@ -101,8 +103,8 @@ class TurnOrder:
         return f"{self.key(conversation_id)}:before:{response_id}"
 
     async def enter(self, conversation_id: str, response_id: str) -> Previous | None:
-        """Become the conversation's latest turn; returns the turn before it, if any, with its
-        replay log as it is now (one round trip).
+        """Become the conversation's latest turn; returns the turn before it, if any, with the
+        newest frame of its replay log as it is now (one round trip).
 
         A request delivered again (its orchestrator stopped while it waited) keeps the place
         it took the first time, whatever has entered since: it still waits for the same turn.
@@ -111,11 +113,13 @@ class TurnOrder:
             keys=[self.key(conversation_id), self.place_key(conversation_id, response_id)],
             args=[response_id, self.ttl_s, self.replay.key(""), self.replay.owner_key("")],
         )
-        if len(answer) < 3:
+        if len(answer) < 2:
             return None
-        previous, owned, rows = answer
-        frames = [chat_pb2.StreamEvent.FromString(dict(zip(f[::2], f[1::2], strict=True))[b"e"]) for _, f in rows]
-        return Previous(previous.decode(), frames, bool(owned))
+        last = None
+        if len(answer) > 2:
+            fields = answer[2]
+            last = chat_pb2.StreamEvent.FromString(dict(zip(fields[::2], fields[1::2], strict=True))[b"e"])
+        return Previous(answer[0].decode(), last, bool(answer[1]))
 
     async def take_turn(
         self,
@@ -125,85 +129,80 @@ class TurnOrder:
         replace: bool,
         on_queued: Callable[[], Awaitable[object]],
     ) -> bool:
-        """enter(), then wait_for() the turn before, if any; True when there was one.
-
-        The conversation's latest stored messages are asked for at once, alongside: in the
-        usual case (the answer before ended and was stored a while ago) that one read is all
-        the waiting takes.
-        """
-        recent = asyncio.ensure_future(self.history.get_messages(user_id, conversation_id, limit=RECENT))
-        try:
-            previous = await self.enter(conversation_id, response_id)
-            if previous is None:
-                return False
-            await self.wait_for(previous.response_id, user_id, conversation_id, replace, on_queued, recent, previous)
-            return True
-        finally:
-            if recent.done():
-                if not recent.cancelled():
-                    recent.exception()  # read, so an unused failure is not logged as unretrieved
-            else:
-                recent.cancel()
+        """enter(), then wait_for() the turn before, if any; True when there was one."""
+        previous = await self.enter(conversation_id, response_id)
+        if previous is None:
+            return False
+        await self.wait_for(previous, user_id, conversation_id, replace, on_queued)
+        return True
 
     async def wait_for(
         self,
-        previous: str,
+        previous: Previous,
         user_id: str,
         conversation_id: str,
         replace: bool,
         on_queued: Callable[[], Awaitable[object]],
-        recent: Awaitable[history_pb2.GetMessagesResponse] | None = None,
-        entered: Previous | None = None,
     ) -> None:
-        """Return once `previous` has finished and its answer is stored (or is known to be lost).
+        """Return once `previous` (as `enter` found it) has finished and its answer is stored (or
+        is known to be lost, or there is none: it ended before reaching a model).
 
         `on_queued` runs only when the previous turn is still running: a message sent after
-        the answer before it ended (the usual case) is not shown as queued. `recent`, when
-        given, is a read of the latest messages started earlier (a message once stored stays
-        stored, so finding the answer there is as good as finding it now). `entered`: what
-        `enter` read of it, in place of reading its log again.
+        the answer before it ended (the usual case) is not shown as queued. In the usual case
+        (the answer before ended and was stored a while ago) one read of that answer by its
+        id is all the waiting takes.
         """
         deadline = time.monotonic() + self.max_wait_s
-        if entered is None:
-            frames = await self.replay.read_after(previous, 0)
-            finished = bool(frames and is_terminal(frames[-1])) or await self.replay.finished(previous)
-        else:
-            frames, finished = entered.frames, entered.finished
-        if not finished:
+        response_id, last = previous.response_id, previous.last
+        if not previous.finished:
             if replace:
-                await self.cancellations.request(previous, user_id, "replaced")
+                await self.cancellations.request(response_id, user_id, "replaced")
             await on_queued()
             try:
                 async with asyncio.timeout(self.max_wait_s):
-                    await refreshing(self._until_terminal(previous), on_queued)
+                    await refreshing(self._until_terminal(response_id), on_queued)
             except TimeoutError:
                 raise Unavailable(
                     "the previous answer in this conversation is still running", code="conversation_busy"
                 ) from None
-            frames = await self.replay.read_after(previous, 0)
-        if not any(f.WhichOneof("kind") == "meta" for f in frames):
+            last = await self.replay.last_frame(response_id)
+        if not await self._reached_model(response_id, last):
             return  # it ended before reaching a model (an error): no answer will be stored
         # The answer is persisted from the bus a moment after its last frame.
         deadline = min(deadline, time.monotonic() + HISTORY_WAIT_S)
-        if recent is not None:
-            with contextlib.suppress(ParleyError):  # read again below, where a failure counts
-                if any(m.id == previous for m in (await recent).messages):
-                    return
-        asked_by_id = 0.0
+        with contextlib.suppress(ParleyError):  # NotFound: not stored yet; asked again below, where a failure counts
+            await self.history.get_message(user_id, conversation_id, response_id)
+            return
+        asked_by_id = time.monotonic()
         while time.monotonic() < deadline:
             page = await self.history.get_messages(user_id, conversation_id, limit=RECENT)
-            if any(m.id == previous for m in page.messages):
+            if any(m.id == response_id for m in page.messages):
                 return
             if time.monotonic() - asked_by_id >= BY_ID_EVERY_S:
                 # Not on the current path: a continuation (stored in the message it continues)
                 # or a version made current elsewhere meanwhile. Asked by id now and then.
                 asked_by_id = time.monotonic()
                 with contextlib.suppress(NotFound):
-                    await self.history.get_message(user_id, conversation_id, previous)
+                    await self.history.get_message(user_id, conversation_id, response_id)
                     return
-            if not await self.redis.exists(self.replay.owner_key(previous)):
+            if not await self.redis.exists(self.replay.owner_key(response_id)):
                 return  # expired long ago: nothing to wait for
             await asyncio.sleep(0.02)
+
+    async def _reached_model(self, response_id: str, last: chat_pb2.StreamEvent | None) -> bool:
+        """Whether the turn's replay log, whose newest frame is `last`, holds a `meta` frame: the
+        turn reached a model, and its answer (complete, interrupted or failed) will be stored.
+
+        A `done` frame always follows the turn's `meta` frame (the worker, `Dispatch.end_cancelled`,
+        `replay_stored_answer`, cached answers and image turns all send `meta` first), so only
+        an `error` (which may end a turn before or after it reached a model) needs the log read.
+        """
+        if last is None:
+            return False
+        if last.WhichOneof("kind") == "done":
+            return True
+        frames = await self.replay.read_after(response_id, 0)
+        return any(f.WhichOneof("kind") == "meta" for f in frames)
 
     async def _until_terminal(self, response_id: str) -> None:
         if await self.replay.finished(response_id):

@@ -1,0 +1,142 @@
+"""The orchestrator's turn order on a real Redis: what entering learns of the turn before from the
+newest frame of its replay log alone, and when that turn reached a model (so waiting for it goes
+on to history) or ended before (so it does not).
+
+History is a real client with nothing behind it: a turn that asks it fails, so a test that returns
+shows history was not needed, and one that fails with ParleyError shows it was asked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from parley.v1 import chat_pb2
+from parley_common.clients.history import HistoryClient
+from parley_common.errors import ParleyError
+from parley_common.messaging.cancellation import Cancellations
+from parley_common.messaging.replay import ReplayLog
+from parley_orchestrator.turn_order import TurnOrder
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def order(redis: Redis, namespace: str) -> AsyncIterator[TurnOrder]:
+    history = HistoryClient("127.0.0.1:1", timeout_s=0.3)  # nothing listens there
+    yield TurnOrder(
+        redis=redis,
+        namespace=namespace,
+        replay=ReplayLog(redis, namespace),
+        history=history,
+        cancellations=Cancellations(redis, namespace, None),
+        max_wait_s=5,
+    )
+    await history.close()
+    keys = [key async for key in redis.scan_iter(match=f"{namespace}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+def frame(response_id: str, seq: int, **kind: Any) -> chat_pb2.StreamEvent:
+    return chat_pb2.StreamEvent(response_id=response_id, conversation_id="c1", seq=seq, **kind)
+
+
+async def log(order: TurnOrder, response_id: str, *kinds: str, deltas: int = 0) -> None:
+    """A replay log of `kinds` in order ("delta" repeated `deltas` times more), its owner recorded."""
+    await order.replay.claim(response_id, "u1", "c1")
+    made = {
+        "meta": {"meta": chat_pb2.StreamMeta(model="m")},
+        "queued": {"queued": chat_pb2.StreamQueued(position=1)},
+        "delta": {"delta": chat_pb2.StreamDelta(text="t ")},
+        "usage": {"usage": chat_pb2.Usage()},
+        "done": {"done": chat_pb2.StreamDone(finish_reason="stop")},
+        "error": {"error": chat_pb2.StreamError(code="provider_error", message="x")},
+    }
+    names = [k for kind in kinds for k in ([kind] * (deltas + 1) if kind == "delta" else [kind])]
+    await order.replay.append_many([frame(response_id, i + 1, **made[k]) for i, k in enumerate(names)])
+
+
+async def wait(order: TurnOrder, response_id: str) -> None:
+    previous = await order.enter("c1", response_id)
+    assert previous is not None
+    await order.wait_for(previous, "u1", "c1", False, _never)
+
+
+async def _never() -> None:
+    raise AssertionError("the turn before had finished: no queued frame")
+
+
+async def test_the_first_turn_has_none_before_it_and_a_redelivery_keeps_its_place(order: TurnOrder) -> None:
+    assert await order.enter("c1", "r1") is None
+    assert await order.enter("c1", "r1") is None  # delivered again: still the first
+    second = await order.enter("c1", "r2")
+    third = await order.enter("c1", "r3")
+    assert second is not None and second.response_id == "r1"
+    assert third is not None and third.response_id == "r2"
+    again = await order.enter("c1", "r2")  # delivered again after r3 entered: the same place
+    assert again is not None and again.response_id == "r1"
+
+
+async def test_entering_reads_only_the_newest_frame_of_a_long_answer(order: TurnOrder) -> None:
+    await order.enter("c1", "r1")
+    await log(order, "r1", "meta", "delta", "usage", "done", deltas=2000)
+    previous = await order.enter("c1", "r2")
+    assert previous is not None
+    assert previous.last is not None and previous.last.WhichOneof("kind") == "done"
+    assert previous.last.seq == 2004
+    assert previous.finished
+
+
+async def test_a_running_turn_and_a_turn_with_no_log(order: TurnOrder, redis: Redis) -> None:
+    await order.enter("c1", "r1")
+    await log(order, "r1", "meta", "delta")
+    running = await order.enter("c1", "r2")
+    assert running is not None and running.last is not None and not running.finished
+    # No frame yet, but owned (the gateway claimed it): not finished.
+    await order.replay.claim("r2", "u1", "c1")
+    waiting = await order.enter("c1", "r3")
+    assert waiting is not None and waiting.last is None and waiting.owned and not waiting.finished
+    # No frame and no owner: nothing is known of it any more, as ReplayLog.finished says.
+    await redis.delete(order.replay.owner_key("r2"))
+    gone = await order.enter("c1", "r4")
+    assert gone is not None and gone.last is None and not gone.owned and gone.finished
+    assert gone.finished == await order.replay.finished("r2")
+
+
+@pytest.mark.parametrize("kinds", [("queued", "error"), ("error",), ("queued", "queued", "error")])
+async def test_a_turn_that_failed_before_reaching_a_model_is_not_looked_for_in_history(
+    order: TurnOrder, kinds: tuple[str, ...]
+) -> None:
+    await order.enter("c1", "r1")
+    await log(order, "r1", *kinds)
+    await wait(order, "r2")  # returns without asking history (which would fail)
+
+
+async def test_a_turn_gone_from_redis_is_not_looked_for_in_history(order: TurnOrder) -> None:
+    await order.enter("c1", "r1")
+    await wait(order, "r2")
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ("meta", "delta", "usage", "done"),
+        ("queued", "meta", "done"),  # cancelled before its job: Dispatch.end_cancelled
+        ("meta", "delta", "error"),  # failed mid-answer: an interrupted answer is stored
+        ("queued", "meta", "error"),  # failed after its model was known: a failed answer is stored
+        ("meta", "delta", "queued", "error"),  # a takeover that waited for its provider's budget
+    ],
+)
+async def test_a_turn_that_reached_a_model_is_waited_for_in_history(order: TurnOrder, kinds: tuple[str, ...]) -> None:
+    await order.enter("c1", "r1")
+    await log(order, "r1", *kinds)
+    with pytest.raises(ParleyError):
+        await wait(order, "r2")  # history was asked (and is not there)
