@@ -98,13 +98,16 @@ async def test_gzip_and_deflate_streams_decode_frame_by_frame_to_the_same_answer
         assert wire.headers["content-type"].startswith("text/event-stream")
         # Each chunk, decompressed alone after the ones before it, is whole frames: nothing
         # of a frame waits in the compressor for the next one.
+        # The last chunk carries the frames made as the answer ended (its `done`) and the
+        # stream's end, in one write.
         decoder = zlib.decompressobj(wbits)
         decoded = []
-        for chunk in wire.chunks[:-1]:
+        for i, chunk in enumerate(wire.chunks):
             piece = decoder.decompress(chunk)
-            assert piece.endswith(b"\n\n"), (coding, piece)
+            assert piece.endswith(b"\n\n") or (piece == b"" and i == len(wire.chunks) - 1), (coding, piece)
+            assert decoder.eof == (i == len(wire.chunks) - 1), "the last chunk, and only it, ends the stream"
             decoded.append(piece)
-        assert decoder.decompress(wire.chunks[-1]) == b"" and decoder.eof, "the last chunk ends the stream"
+        assert b"event: done" in decoded[-1], "the answer's last frame goes with the stream's end"
         frames = parse(b"".join(decoded))
         assert text_of(frames) == answer
         assert [f.event for f in frames if f.event != "delta"] == [f.event for f in plain_frames if f.event != "delta"]
@@ -112,7 +115,9 @@ async def test_gzip_and_deflate_streams_decode_frame_by_frame_to_the_same_answer
         # frames as they are take several times that. Live, a frame goes out per token or two
         # (this stack's demo model: 40 tokens/s), each with its chunk framing and flush.
         assert wire.body_bytes <= 5 * len(answer), (coding, wire.body_bytes, len(answer))
-        assert wire.body_bytes * 2 < plain.body_bytes, (wire.body_bytes, plain.body_bytes)
+        # Under half of the same frames uncompressed (this stream's own: how many frames the
+        # answer took, and so the plain stream's size, moves with the machine's load).
+        assert wire.body_bytes * 2 < len(b"".join(decoded)), (wire.body_bytes, len(b"".join(decoded)))
 
         # A client catching up (a resume; frames that queued up behind a slow network) gets
         # the frames waiting together: at most 3 bytes per character.

@@ -14,7 +14,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from parley.v1 import chat_pb2
 from parley_common.budgets.stream_slots import StreamSlots
 from parley_common.budgets.users import MonthlyUsage, UserBudgets
 from parley_common.clients.history import HistoryClient
@@ -22,10 +21,9 @@ from parley_common.clients.media import MediaClient
 from parley_common.clients.redis_pools import command_client, follower_client
 from parley_common.context.window import counter_for_model
 from parley_common.messaging.amqp import confirmed_channel, connect
-from parley_common.messaging.bus import frames
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.replay import ReplayLog
-from parley_common.messaging.topology import STREAM_EVENT, Topology
+from parley_common.messaging.topology import Topology
 from parley_common.observability.logs import setup_logging
 from parley_common.observability.telemetry import setup_telemetry, shutdown_telemetry
 from parley_common.service.ops_server import Readiness, ReadyCheck, broker_check, redis_check
@@ -42,6 +40,7 @@ from .settings import GatewaySettings
 from .turn_estimates import TurnEstimates
 from .turns.live import LiveStreams
 from .turns.ownership import OwnedConversations
+from .turns.reply_queue import ReplyFrames
 from .turns.responses import Responses
 from .turns.start import Turns
 
@@ -118,7 +117,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             responses=responses,
             readiness=readiness,
         )
-        await reply_queue.consume(frames(chat_pb2.StreamEvent, STREAM_EVENT, streams.on_frame), no_ack=True)
+        # Held for the app's life (its consumer is taken over again whenever the channel reopens).
+        reply_frames = ReplyFrames(consume_channel, streams.on_frame)
+        await reply_frames.start(reply_queue)
         amqp.reconnect_callbacks.add(streams.on_reconnect)
         # Ready: accepting and connected to the broker. Redis and history are shared by every
         # gateway: reported, never gating (a request that needs one gets a retryable error).
@@ -145,6 +146,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        # The request's server span always (its trace id reaches the bus and the logs); spans
+        # of each dependency, the endpoint and serialisation only when spans are exported:
+        # without an endpoint nothing records them, and each costs CPU on every request.
+        telemetry={"operation_spans": bool(settings.otlp_endpoint)},
     )
     install_error_handlers(app)
     # Read by the event streams' responses (sse_response.py).

@@ -64,7 +64,7 @@ def negotiate(accept_encoding: str | None) -> str | None:
 
 class StreamCompressor:
     """One response's compressor: `compress` returns what to send for one write, decodable at
-    once; `finish` the stream's end (and, for gzip, its checksum)."""
+    once; `finish` the stream's last write and its end (and, for gzip, its checksum)."""
 
     __slots__ = ("_z",)
 
@@ -78,5 +78,7 @@ class StreamCompressor:
         z = self._z
         return z.compress(data) + z.flush(zlib.Z_PARTIAL_FLUSH)
 
-    def finish(self) -> bytes:
-        return self._z.flush(zlib.Z_FINISH)
+    def finish(self, data: bytes = b"") -> bytes:
+        """The stream's last write: `data`, then its end."""
+        z = self._z
+        return (z.compress(data) if data else b"") + z.flush(zlib.Z_FINISH)

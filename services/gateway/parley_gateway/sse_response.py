@@ -7,7 +7,8 @@
   protocol, `http_protocol.StreamHooks`): no ASGI message through every middleware per frame.
   A frame is written at the end of the event loop's turn in which it was made, together with
   any others made in that same turn (frames that were already waiting: one write, one flush),
-  so a frame alone goes out at once and a burst costs one system call.
+  so a frame alone goes out at once and a burst costs one system call. Those made in the turn
+  in which the events end (the answer's last frame) go out with the body's end, in one write.
 - A client that hangs up ends the events at once: the connection's loss interrupts the
   stream's feed; under another server a task waits for `http.disconnect` instead.
 - While the connection is served it holds the user's stream slot, given back however it
@@ -75,14 +76,15 @@ class StreamResponse(StreamingResponse):
                 else:
                     listener = asyncio.create_task(self._listen_for_disconnect(receive))
                 await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+                last = b""
                 if hooks is not None and hooks.can_write:
-                    await self._write_direct(hooks, compressor)
+                    last = await self._write_direct(hooks, compressor)
                 else:
                     async for chunk in self.content:
                         if compressor is not None:
                             chunk = compressor.compress(chunk)
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                tail = compressor.finish() if compressor is not None else b""
+                tail = compressor.finish(last) if compressor is not None else last
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
             finally:
                 if hooks is not None:
@@ -99,9 +101,11 @@ class StreamResponse(StreamingResponse):
                     if self.on_close is not None:
                         await self.on_close()
 
-    async def _write_direct(self, hooks: StreamHooks, compressor: StreamCompressor | None) -> None:
+    async def _write_direct(self, hooks: StreamHooks, compressor: StreamCompressor | None) -> bytes:
         """The frames straight to the connection, those made in one turn of the event loop in
-        one write (see the module)."""
+        one write (see the module). Those made in the turn in which the events ended (the
+        answer's last frame, mostly) are returned instead, to go out with the body's end: one
+        write for both."""
         loop = asyncio.get_running_loop()
         made: list[bytes] = []
         flush_due = False
@@ -126,8 +130,13 @@ class StreamResponse(StreamingResponse):
                 if not flush_due:
                     flush_due = True
                     loop.call_soon(flush)
-        finally:
+        except BaseException:
             flush()
+            raise
+        # A flush still due finds nothing left to write.
+        last = b"".join(made)
+        made.clear()
+        return last
 
     async def _listen_for_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":

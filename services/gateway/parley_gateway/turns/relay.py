@@ -18,6 +18,7 @@ metrics), for a live turn and a resumed one alike. It
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from parley_common.messaging.replay import is_terminal
 from parley_common.observability.metrics import ACTIVE_STREAMS, TIME_TO_FIRST_TOKEN
 
 from ..settings import GatewaySettings
-from .feed import HEARTBEAT_ITEM, Ended, Feed, Gone, LogUnavailable, Notice, Out, Shutdown, Truncated, Wake
+from .feed import HEARTBEAT_ITEM, WAKE, Ended, Feed, Gone, LogUnavailable, Notice, Out, Shutdown, Truncated, Wake
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,21 @@ async def relay(
     idle_since = now  # last frame from the backend
     quiet_since = now  # last bytes to the client
     pending: chat_pb2.StreamEvent | None = None  # deltas held for coalescing
+    pending_bytes = 0  # the UTF-8 length of its text
     flush_at = 0.0
     coalesce_s = timing.coalesce_s
     sent_delta = False
+    loop = asyncio.get_running_loop()
+    alarm: asyncio.TimerHandle | None = None
+    alarm_at = 0.0
+
+    def ring() -> None:
+        nonlocal alarm
+        alarm = None
+        # A full feed has frames to read first; the deadline is looked at after each.
+        with contextlib.suppress(asyncio.QueueFull):
+            feed.queue.put_nowait(WAKE)
+
     try:
         while True:
             if feed.live and feed.lagging and feed.queue.empty():
@@ -85,11 +98,19 @@ async def relay(
             if pending is not None:
                 wait = min(wait, flush_at - now)
             try:
-                if feed.queue.empty() or wait <= 0:
-                    async with asyncio.timeout(max(wait, 0)):
+                if wait <= 0:
+                    async with asyncio.timeout(0):
                         item = await feed.queue.get()
+                elif feed.queue.empty():
+                    # One timer wakes the relay at its next deadline (`WAKE` in its feed), armed
+                    # again only for a sooner one: not a timeout armed and cancelled per frame.
+                    if alarm is None or now + wait < alarm_at:
+                        if alarm is not None:
+                            alarm.cancel()
+                        alarm, alarm_at = loop.call_later(wait, ring), now + wait
+                    item = await feed.queue.get()
                 else:
-                    # A frame is waiting already: no timer to arm and cancel.
+                    # A frame is waiting already.
                     item = feed.queue.get_nowait()
             except TimeoutError:
                 now = time.monotonic()
@@ -169,14 +190,16 @@ async def relay(
                 idle_since += item.queued.estimated_wait_ms / 1000
             conversation_id = conversation_id or item.conversation_id
             if kind == "delta" and sent_delta and coalesce_s > 0:
+                text = item.delta.text
                 if pending is None:
-                    pending = chat_pb2.StreamEvent()
-                    pending.CopyFrom(item)
+                    # The frame itself (each is this feed's alone), its text grown by the next ones.
+                    pending, pending_bytes = item, len(text.encode())
                     flush_at = idle_since + coalesce_s
                 else:
-                    pending.delta.text += item.delta.text
+                    pending.delta.text += text
                     pending.seq = item.seq
-                if len(pending.delta.text.encode()) >= timing.coalesce_max_bytes:
+                    pending_bytes += len(text.encode())
+                if pending_bytes >= timing.coalesce_max_bytes:
                     yield pending
                     last, pending, quiet_since = pending.seq, None, time.monotonic()
                 continue
@@ -194,6 +217,8 @@ async def relay(
             if is_terminal(item):
                 return
     finally:
+        if alarm is not None:
+            alarm.cancel()
         ACTIVE_STREAMS.dec()
         for task in feed.tasks:
             task.cancel()
