@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 # Queues a caller's commands on a pipeline (their replies are the caller's to read).
 Queue = Callable[[Pipeline], object]
@@ -30,6 +34,10 @@ class JobLease:
         self.holder = uuid.uuid4().hex
         # Per lease held here (`held`): commands sent with its release, in the same round trip.
         self._on_release: dict[str, list[Queue]] = {}
+        # The one task renewing every lease held here, and the round of it in flight (its end,
+        # the leases it renews).
+        self._renewer: asyncio.Task[None] | None = None
+        self._renewing: tuple[asyncio.Future[None], frozenset[str]] | None = None
 
     def key(self, response_id: str, attempt: int) -> str:
         return f"{self.namespace}:job-lease:{response_id}:{attempt}"
@@ -67,35 +75,56 @@ class JobLease:
     @contextlib.asynccontextmanager
     async def held(self, response_id: str, attempt: int) -> AsyncIterator[None]:
         """Renew the lease while the body runs; release it afterwards, with what the body
-        queued to go with it (`release_with`)."""
+        queued to go with it (`release_with`).
+
+        Every lease this worker holds is renewed by one task, in one round trip every third of
+        the TTL (`_renew_all`): no task, timer or Redis call of its own per job."""
         key = self.key(response_id, attempt)
         pending: list[Queue] = []
         self._on_release[key] = pending
-
-        done = asyncio.Event()
-
-        async def renew() -> None:
-            # Stopped by the event, not only by cancel(): redis-py can lose a cancel that lands
-            # inside a command (seen under load), and the loop must still end.
-            while not done.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), self.ttl_ms / 3000)
-                if not done.is_set() and not await self.redis.pexpire(key, self.ttl_ms):
-                    # Lapsed while this worker was busy (a long pause of its loop): held again
-                    # unless another worker took it meanwhile.
-                    await self.redis.set(key, self.holder, px=self.ttl_ms, nx=True)
-
-        task = asyncio.create_task(renew())
+        renewer = self._renewer
+        if renewer is None or renewer.done() or renewer.get_loop() is not asyncio.get_running_loop():
+            self._renewer = asyncio.create_task(self._renew_all())
         try:
             yield
         finally:
-            done.set()
-            task.cancel()
-            # Bounded: the job never waits on a renewal stuck in a Redis call.
-            await asyncio.wait([task], timeout=1.0)
             self._on_release.pop(key, None)
+            renewing = self._renewing
+            if renewing is not None and key in renewing[1]:
+                # A renewal of this lease is in flight (it may set a lapsed lease again): the
+                # release goes after it. Bounded: the job never waits on a renewal stuck in Redis.
+                await asyncio.wait([renewing[0]], timeout=1.0)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for queue in pending:
                     queue(pipe)
                 pipe.delete(key)
                 await pipe.execute()
+
+    async def _renew_all(self) -> None:
+        """Renew every lease held here every third of the TTL, while any is held: one pipeline
+        of PEXPIREs, then SET NX for those that lapsed while this worker was busy (a long pause
+        of its loop), held again unless another worker took them meanwhile."""
+        while self._on_release:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            keys = list(self._on_release)
+            if not keys:
+                return
+            round_done = asyncio.get_running_loop().create_future()
+            self._renewing = (round_done, frozenset(keys))
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.pexpire(key, self.ttl_ms)
+                    extended = await pipe.execute()
+                lapsed = [key for key, ok in zip(keys, extended, strict=True) if not ok and key in self._on_release]
+                if lapsed:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for key in lapsed:
+                            pipe.set(key, self.holder, px=self.ttl_ms, nx=True)
+                        await pipe.execute()
+            except RedisError as exc:
+                # The next round tries again; a lease lapses only after the whole TTL.
+                log.warning("could not renew the job leases", extra={"leases": len(keys), "error": str(exc)})
+            finally:
+                self._renewing = None
+                round_done.set_result(None)

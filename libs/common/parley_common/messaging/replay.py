@@ -11,10 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
+import aiormq
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel
+from aiormq.abc import ChannelFrame
+from pamqp.header import ContentHeader
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,12 +28,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley.v1 import chat_pb2
 from parley_common.messaging.amqp import envelope
-from parley_common.messaging.topology import STREAM_EVENT
+from parley_common.messaging.topology import SCHEMA_VERSION, STREAM_EVENT
 from parley_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
 TERMINAL_KINDS = frozenset({"done", "error"})
+# How often, at most, a stream renews its replay log's life while it writes (seconds).
+RENEW_S = 60.0
 
 
 def latest_turn_key(namespace: str, conversation_id: str) -> str:
@@ -43,7 +51,8 @@ def is_terminal(event: chat_pb2.StreamEvent) -> bool:
 class ReplayLog:
     """A bounded, expiring Redis Stream of one response's frames, and the response's owner.
 
-    While the answer is being generated, the log is kept `ttl_s` after its newest frame; once
+    While the answer is being generated, the log is kept `ttl_s` after its newest frame (a
+    ResponseStream renews that at most every `RENEW_S`: up to that much less); once
     its terminal frame (done/error) is in, the log and the owner record are kept only
     `finished_ttl_s` more: long enough to resume a finished answer. At most `max_frames` are
     kept (older ones are trimmed; frame numbers stay contiguous, so a gap shows a trim).
@@ -119,17 +128,27 @@ class ReplayLog:
         terminal)."""
         if not events:
             return
+        await self._append(events, [event.SerializeToString() for event in events])
+
+    async def _append(self, events: list[chat_pb2.StreamEvent], bodies: list[bytes], refresh: bool = True) -> None:
+        """`append_many`, the frames already serialised (`bodies`, one per event); without
+        `refresh`, the log's life is not renewed (unless the last frame is terminal)."""
         last = events[-1]
         key = self.key(last.response_id)
+        terminal = is_terminal(last)
+        if not refresh and not terminal and len(events) == 1:
+            # One frame alone: one command, no pipeline.
+            await self.redis.xadd(key, {"e": bodies[0]}, id=f"0-{last.seq}", maxlen=self.max_frames)
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(key, {"e": event.SerializeToString()}, id=f"0-{event.seq}", maxlen=self.max_frames)
-            if is_terminal(last):
+            for event, body in zip(events, bodies, strict=True):
+                pipe.xadd(key, {"e": body}, id=f"0-{event.seq}", maxlen=self.max_frames)
+            if terminal:
                 # Finished: kept only long enough to resume; the owner record goes with it, so a
                 # response is never known to have an owner but no frames.
                 pipe.expire(key, self.finished_ttl_s)
                 pipe.expire(self.owner_key(last.response_id), self.finished_ttl_s)
-            else:
+            elif refresh:
                 pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
@@ -223,6 +242,8 @@ class ResponseStream:
         self.seq: int | None = None
         self.closed = False
         self.log_lost = False
+        # When this stream last renewed its log's life (monotonic; None: not yet).
+        self._renewed_at: float | None = None
         # Frames are written one at a time: the log only accepts ids in increasing order.
         self._lock = asyncio.Lock()
 
@@ -265,9 +286,17 @@ class ResponseStream:
             raise RuntimeError("a frame after the stream's last one")
         self.seq += len(events)
         self.closed = is_terminal(events[-1])
+        # Serialised once: the same bytes go to the log and to the reply queue.
+        bodies = [event.SerializeToString() for event in events]
+        # The log's life is renewed by a stream's first write, then at most every RENEW_S (an
+        # EXPIRE with every frame of a long answer would be most of its Redis commands).
+        now = time.monotonic()
+        renew = self._renewed_at is None or now - self._renewed_at >= min(RENEW_S, self.replay.ttl_s / 4)
         # The log first: a frame a client saw live is always in the log for a resume.
         try:
-            await self.replay.append_many(events)
+            await self.replay._append(events, bodies, renew)
+            if renew:
+                self._renewed_at = now
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is down: the live stream goes on; only a resume of this stream may miss frames.
             if not self.log_lost:
@@ -276,25 +305,84 @@ class ResponseStream:
                     extra={"response_id": self.response_id, "error": str(exc)},
                 )
             self.log_lost = True
+            self._renewed_at = None  # the next write renews it, in case the log was lost with Redis
         if self.reply_to:
-            for event in events:
-                # mandatory=False: the reply queue is gone when its client left; the log still has it.
-                await self.channel.default_exchange.publish(
-                    envelope(
-                        event,
-                        message_type=STREAM_EVENT,
-                        idempotency_key=f"{self.response_id}:{event.seq}",
-                        persistent=False,
-                        traced=False,
-                    ),
-                    routing_key=self.reply_to,
-                    mandatory=False,
-                )
+            # mandatory=False: the reply queue is gone when its client left; the log still has it.
+            underlay = await _frame_channel(self.channel)
+            if underlay is not None:
+                await _publish_frames(underlay, self.reply_to, self.response_id, events, bodies)
+            else:
+                for event in events:
+                    await self.channel.default_exchange.publish(
+                        envelope(
+                            event,
+                            message_type=STREAM_EVENT,
+                            idempotency_key=f"{self.response_id}:{event.seq}",
+                            persistent=False,
+                            traced=False,
+                        ),
+                        routing_key=self.reply_to,
+                        mandatory=False,
+                    )
         return events
 
     async def fail(self, code: str, message: str, retryable: bool) -> None:
         if not self.closed:
             await self.emit(error=chat_pb2.StreamError(code=code, message=message, retryable=retryable))
+
+
+async def _frame_channel(channel: AbstractChannel) -> aiormq.Channel | None:
+    """The aiormq channel under `channel` when frames can be written to it directly (an
+    unconfirmed aio-pika channel), else None: they go through aio-pika's publish."""
+    underlay_of = getattr(channel, "get_underlay_channel", None)
+    if underlay_of is None:
+        return None
+    underlay = await underlay_of()
+    if not isinstance(underlay, aiormq.Channel) or underlay.publisher_confirms:
+        return None
+    return underlay
+
+
+async def _publish_frames(
+    channel: aiormq.Channel,
+    reply_to: str,
+    response_id: str,
+    events: list[chat_pb2.StreamEvent],
+    bodies: list[bytes],
+) -> None:
+    """Publish frames to a reply queue, one message each, as `envelope(..., persistent=False,
+    traced=False)` makes them (the same properties), in one write to the broker's socket.
+
+    aio-pika's publish costs a Message, a properties object, a queued write of its own and a
+    wait for it per frame; the frames of one batch (the meta frame with the first text, the
+    last text with usage and done) leave here together, as AMQP allows: each message's method,
+    header and body frames back to back. The channel's lock keeps them whole among its other
+    publishes; its future store fails the wait when the channel closes (as aiormq's own
+    publish does)."""
+    timestamp = datetime.now(tz=UTC)
+    frames: list[Any] = []
+    for event, body in zip(events, bodies, strict=True):
+        key = f"{response_id}:{event.seq}"
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/x-protobuf",
+            delivery_mode=1,  # not persistent: the replay log is the durable copy
+            headers={"x-schema-version": SCHEMA_VERSION, "x-idempotency-key": key},
+            message_id=key,
+            message_type=STREAM_EVENT,
+            timestamp=timestamp,
+        )
+        frames.append(aiormq.spec.Basic.Publish(exchange="", routing_key=reply_to, mandatory=False))
+        frames.append(ContentHeader(properties=properties, body_size=len(body)))
+        frames.extend(channel._split_body(body))
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    async with channel.lock:
+        channel.delivery_tag += len(events)
+        written = channel.create_future()
+        await channel.write_queue.put(
+            ChannelFrame.marshall(channel_number=channel.number, frames=frames, drain_future=written)
+        )
+    await written
 
 
 __all__ = ["ReplayLog", "ResponseStream", "decode_rows", "is_terminal"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from .errors import (
     redact,
 )
 from .sse import ServerSentEvent, aiter_sse
+from .wire import Http11Pool, ResponseBody
 
 # An error body is read for its message only; a provider (or a proxy) answering megabytes
 # of HTML must not hold the worker.
@@ -66,14 +68,13 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     """Several connection pools behind one transport; each request goes to the pool with the
     fewest responses open (the first of them on a tie).
 
-    httpcore's pool walks every connection it holds at each request's start and at each
-    response's close (and asks the kernel whether each idle one is still open): with a hundred
-    streams open, that walk was a third of the worker's CPU. Spread over `shards` pools, each
-    walk sees a fraction of the connections. A quiet worker keeps sending through the first
-    pool, so its requests reuse one kept-alive connection (no new TLS handshake each time).
-    Every pool may open `limits.max_connections` (a worker never runs more streams than its
-    prefetch, so no pool waits for a connection while another has room) and keeps its share
-    of the idle ones.
+    The pools are the worker's lean HTTP/1.1 pools (wire.Http11Pool: an asyncio protocol per
+    connection over httptools' parser, not httpx's httpcore/h11/anyio stack, which cost about
+    ten times a bare socket's CPU per stream). Spread over `shards` pools, each pool's idle
+    list stays short. A quiet worker keeps sending through the first pool, so its requests
+    reuse one kept-alive connection (no new TLS handshake each time). Every pool may open
+    `limits.max_connections` (a worker never runs more streams than its prefetch, so no pool
+    waits for a connection while another has room) and keeps its share of the idle ones.
     """
 
     def __init__(self, *, limits: httpx.Limits, shards: int = 8) -> None:
@@ -87,18 +88,26 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
         # One TLS context for every pool: loading the CA bundle is the slow part of making one.
         ssl_context = httpx.create_ssl_context()
-        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context, limits=per_pool) for _ in range(shards)]
+        self._pools: list[httpx.AsyncBaseTransport] = [
+            Http11Pool(limits=per_pool, ssl_context=ssl_context) for _ in range(shards)
+        ]
         self.open = [0] * shards
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        shard = self.open.index(min(self.open))
-        self.open[shard] += 1
+        open_ = self.open
+        shard = open_.index(min(open_))
+        open_[shard] += 1
         try:
             response = await self._pools[shard].handle_async_request(request)
         except BaseException:
-            self.open[shard] -= 1
+            open_[shard] -= 1
             raise
-        response.stream = _CountedStream(response.stream, self.open, shard)
+        stream = response.stream
+        if isinstance(stream, ResponseBody):
+            # The pool's own body says when it closes: no wrapper around each of its reads.
+            stream.on_close = functools.partial(_closed, open_, shard)
+        else:
+            response.stream = _CountedStream(stream, open_, shard)
         return response
 
     async def aclose(self) -> None:
@@ -106,8 +115,13 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
+def _closed(counts: list[int], shard: int) -> None:
+    counts[shard] -= 1
+
+
 class _CountedStream(httpx.AsyncByteStream):
-    """A response body that counts as open in its pool until it is closed."""
+    """A response body (of a pool other than Http11Pool) that counts as open in its pool until
+    it is closed."""
 
     def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, counts: list[int], shard: int) -> None:
         assert isinstance(stream, httpx.AsyncByteStream)
@@ -218,30 +232,72 @@ async def guard_stream(
 
     A missed deadline raises ProviderTimeout naming it. However the iteration ends (done,
     error, timeout, `aclose()` or cancellation), `chunks` is closed before this returns.
+
+    One timer for the whole stream, not one per chunk: each wait for a chunk only moves the
+    deadline; the timer, when it fires, looks whether the deadline moved meanwhile and waits on
+    for it, else cancels the wait (as `asyncio.timeout` does, and with its bookkeeping of
+    cancels: a cancel of the consumer's own during the wait stays a cancel).
     """
     loop = asyncio.get_running_loop()
-    total_deadline = loop.time() + timeouts.total_s
-    first_deadline = loop.time() + timeouts.first_token_s
+    start = loop.time()
+    total_deadline = start + timeouts.total_s
+    first_deadline = start + timeouts.first_token_s
+    idle_s = timeouts.idle_s
+    # The wait in progress: its task, its deadline and phase; whether the timer cancelled it.
+    task: asyncio.Task[Any] | None = None
+    deadline = 0.0
+    phase: TimeoutPhase = "first_token"
+    fired = False
+    timer: asyncio.TimerHandle | None = None
+
+    def on_timer() -> None:
+        nonlocal timer, fired
+        timer = None
+        if task is None:
+            return  # no wait in progress: the next one sets the timer again
+        if loop.time() < deadline:
+            timer = loop.call_at(deadline, on_timer)
+            return
+        fired = True
+        task.cancel()
+
     seen_text = False
     try:
         while True:
-            deadline = loop.time() + timeouts.idle_s if seen_text else first_deadline
-            phase: TimeoutPhase = "idle" if seen_text else "first_token"
+            if seen_text:
+                deadline, phase = loop.time() + idle_s, "idle"
+            else:
+                deadline, phase = first_deadline, "first_token"
             if total_deadline <= deadline:
                 deadline, phase = total_deadline, "total"
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            if timer is None:
+                timer = loop.call_at(deadline, on_timer)
+            elif timer.when() > deadline:
+                # The deadline came nearer (the first token's wait ends in the total time).
+                timer.cancel()
+                timer = loop.call_at(deadline, on_timer)
             try:
-                async with asyncio.timeout_at(deadline) as scope:
-                    chunk = await anext(chunks)
+                chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                raise ProviderTimeout(f"{provider}: {_TIMEOUT_TEXT[phase]}", phase=phase, provider=provider) from None
+            except asyncio.CancelledError:
+                if fired and task.uncancel() <= cancelling:
+                    raise ProviderTimeout(
+                        f"{provider}: {_TIMEOUT_TEXT[phase]}", phase=phase, provider=provider
+                    ) from None
+                raise
+            finally:
+                task = None
             if isinstance(chunk, TextChunk):
                 seen_text = True
             yield chunk
     finally:
+        task = None
+        if timer is not None:
+            timer.cancel()
         await chunks.aclose()
 
 

@@ -66,8 +66,16 @@ class SSEDecoder:
         if self._skip_lf and text.startswith("\n"):
             text = text[1:]
         self._skip_lf = False
-        buffer = self._pending + text
+        buffer = self._pending + text if self._pending else text
         events: list[ServerSentEvent] = []
+        if "\r" not in buffer:
+            # LF alone ends lines (nearly every server): split at once, no search per line.
+            *lines, self._pending = buffer.split("\n")
+            for line in lines:
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+            return self._after_lines(events)
         pos = 0
         while (match := _LINE_END.search(buffer, pos)) is not None:
             line = buffer[pos : match.start()]
@@ -78,6 +86,9 @@ class SSEDecoder:
             if event is not None:
                 events.append(event)
         self._pending = buffer[pos:]
+        return self._after_lines(events)
+
+    def _after_lines(self, events: list[ServerSentEvent]) -> list[ServerSentEvent]:
         if self._keep_stray and self._pending and not _is_field(self._pending):
             # A JSON object that ends without a line end is complete all the same.
             stray = self._stray_line(self._pending, final=False)
