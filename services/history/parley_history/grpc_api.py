@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.message import Message
 
 from parley.v1 import history_pb2, history_pb2_grpc
-from parley_common.context.prompt import ContextLimits, collect_context
+from parley_common.context.prompt import FIRST_PAGE, MAX_CONTEXT_MESSAGES, ContextLimits, collect_context
 from parley_common.errors import InvalidRequest, grpc_errors
 
 from .search import hits_limit, search_query
@@ -109,25 +109,45 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             _require_id("media_id", media_id)
         if request.has_parent_id and request.parent_id:
             _require_id("parent_id", request.parent_id)
-        message, created = await self.store.append_message(
+        parent_id = request.parent_id if request.has_parent_id else None
+        now_ms = _now_ms(request.created_at_ms)
+        if not (request.context_limit or request.context_token_budget):
+            message, created = await self.store.append_message(
+                request.user_id,
+                request.conversation_id,
+                request.message_id,
+                request.role,
+                request.content,
+                now_ms,
+                parent_id=parent_id,
+                media_ids=list(request.media_ids),
+            )
+            return history_pb2.AppendMessageResponse(message=message, created=created)
+        # The orchestrator's context_limits, read with the reader every caller uses. Its first
+        # read (the newest FIRST_PAGE messages, fewer under a smaller cap) is the store's with
+        # the write: in one step where the store can.
+        limits = ContextLimits(token_budget=request.context_token_budget, max_messages=request.context_limit)
+        first = min(FIRST_PAGE, max(1, min(limits.max_messages or MAX_CONTEXT_MESSAGES, MAX_CONTEXT_MESSAGES)))
+        message, created, page, cursor = await self.store.append_and_read(
             request.user_id,
             request.conversation_id,
             request.message_id,
             request.role,
             request.content,
-            _now_ms(request.created_at_ms),
-            parent_id=request.parent_id if request.has_parent_id else None,
+            now_ms,
+            first,
+            parent_id=parent_id,
             media_ids=list(request.media_ids),
         )
-        if not (request.context_limit or request.context_token_budget):
-            return history_pb2.AppendMessageResponse(message=message, created=created)
+        pages = [(page, cursor)]
 
         async def fetch(before: str, limit: int) -> tuple[list[history_pb2.Message], str]:
             # The current path, which now ends at the appended message.
+            if pages and not before and limit == first:
+                return pages.pop()
+            pages.clear()
             return await self.store.get_messages(request.user_id, request.conversation_id, before, limit)
 
-        # The orchestrator's context_limits, read with the reader every caller uses.
-        limits = ContextLimits(token_budget=request.context_token_budget, max_messages=request.context_limit)
         latest = await collect_context(fetch, limits)
         return history_pb2.AppendMessageResponse(
             message=message, created=created, context=latest.newest_first, context_complete=latest.complete

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +33,8 @@ from .store import (
     encode_cursor,
     message_change_kind,
     message_not_found,
-    walk_path,
+    new_message,
+    walk_path_now,
     wall_clock_ms,
 )
 
@@ -46,6 +47,8 @@ _MESSAGE_COLUMNS = (
 )
 # The most steps from a message down to the newest leaf below it (PUT current).
 MAX_DESCENT = 100_000
+# Parents whose children one sibling read asks for (SQLite allows 32,766 bound values).
+_PARENTS_PER_READ = 500
 
 
 def _newest_first(sql: str, args: list[Any], time_column: str, cursor: str, limit: int) -> tuple[str, list[Any]]:
@@ -191,28 +194,30 @@ class SqliteHistoryStore(HistoryStore):
     def _set_leaf(self, conversation_id: str, message_id: str) -> None:
         self._db.execute("UPDATE conversations SET current_message_id = ? WHERE id = ?", (message_id, conversation_id))
 
-    def _insert_message(self, user_id: str, message: history_pb2.Message, parent_id: str | None = None) -> bool:
+    def _insert_message(self, user_id: str, message: history_pb2.Message, leaf: str, parent_id: str | None) -> bool:
         """Insert once, with its change and the conversation's activity; False when it existed.
 
-        A user message's parent is `parent_id`, else the current leaf, and it becomes the leaf;
-        an answer's parent is the message it answers, and it becomes the leaf when that was the
-        leaf. Either is dated after its parent, so a path read newest first meets it first."""
-        if self._message_row(message.conversation_id, message.id) is not None:
-            return False
-        leaf = self._leaf(message.conversation_id)
+        A user message's parent is `parent_id`, else the current leaf (`leaf`), and it becomes
+        the leaf; an answer's parent is the message it answers, and it becomes the leaf when that
+        was the leaf. Either is dated after its parent, so a path read newest first meets it
+        first. `message` is left as stored (its parent, date and media as a read returns them)."""
         if message.reply_to_id:
             parent_id = message.reply_to_id
         elif parent_id is None:
             parent_id = leaf
         if parent_id:
-            parent = self._message_row(message.conversation_id, parent_id)
+            parent = self._db.execute(
+                "SELECT created_at_ms FROM messages WHERE conversation_id = ? AND id = ?",
+                (message.conversation_id, parent_id),
+            ).fetchone()
             if parent is None:
                 if not message.reply_to_id:
                     raise message_not_found()
                 parent_id = ""
             else:
-                message.created_at_ms = max(message.created_at_ms, parent.created_at_ms + 1)
+                message.created_at_ms = max(message.created_at_ms, parent[0] + 1)
         message.parent_id = parent_id
+        media_ids = " ".join(message.media_ids)
         inserted = self._db.execute(
             "INSERT INTO messages (conversation_id, id, role, content, status, model, reply_to_id,"
             " input_tokens, output_tokens, cost_micros, created_at_ms, parent_id, media_ids, finish_reason)"
@@ -230,35 +235,76 @@ class SqliteHistoryStore(HistoryStore):
                 message.usage.cost_micros,
                 message.created_at_ms,
                 message.parent_id,
-                " ".join(message.media_ids),
+                media_ids,
                 message.finish_reason,
             ),
         ).rowcount
-        if inserted and (not message.reply_to_id or leaf == parent_id):
-            self._set_leaf(message.conversation_id, message.id)
-        if inserted:
+        if not inserted:
+            return False
+        if message.media_ids:
+            message.media_ids[:] = media_ids.split()  # as _message reads them back
+        if not message.reply_to_id or leaf == parent_id:
+            self._db.execute(
+                "UPDATE conversations SET current_message_id = ?, updated_at_ms = MAX(updated_at_ms, ?) WHERE id = ?",
+                (message.id, message.created_at_ms, message.conversation_id),
+            )
+        else:
             self._db.execute(
                 "UPDATE conversations SET updated_at_ms = MAX(updated_at_ms, ?) WHERE id = ?",
                 (message.created_at_ms, message.conversation_id),
             )
-            self._record(user_id, message_change_kind(message.role), message.conversation_id, message.id)
-        return bool(inserted)
+        self._record(user_id, message_change_kind(message.role), message.conversation_id, message.id)
+        return True
 
     async def _store_message(
         self, user_id: str, message: history_pb2.Message, parent_id: str | None = None
     ) -> tuple[history_pb2.Message, bool]:
         return await self._run(self._write_message, user_id, message, parent_id)
 
+    async def append_and_read(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        role: str,
+        content: str,
+        now_ms: int,
+        read: int,
+        *,
+        parent_id: str | None = None,
+        media_ids: Sequence[str] = (),
+    ) -> tuple[history_pb2.Message, bool, list[history_pb2.Message], str]:
+        # The write and the read in one call on the store's thread (one hop, not two).
+        message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
+
+        def run() -> tuple[history_pb2.Message, bool, list[history_pb2.Message], str]:
+            stored, created = self._write_message(user_id, message, parent_id)
+            page, cursor = self._path_page(user_id, conversation_id, "", read, "")
+            return stored, created, page, cursor
+
+        return await self._run(run)
+
     def _write_message(
         self, user_id: str, message: history_pb2.Message, parent_id: str | None
     ) -> tuple[history_pb2.Message, bool]:
+        cid = message.conversation_id
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._conversation(user_id, message.conversation_id)
-            continued = self._continue(user_id, message) if message.role == "assistant" else None
-            created = False if continued is not None else self._insert_message(user_id, message, parent_id)
-        stored = continued or self._message_row(message.conversation_id, message.id)
-        assert stored is not None
+            found = self._db.execute(
+                "SELECT current_message_id FROM conversations WHERE id = ? AND user_id = ?", (cid, user_id)
+            ).fetchone()
+            if found is None:
+                raise NotFound("conversation not found", code="conversation_not_found")
+            stored = self._continue(user_id, message) if message.role == "assistant" else None
+            created = False
+            if stored is None:
+                stored = self._message_row(cid, message.id)
+                if stored is None and self._insert_message(user_id, message, str(found[0]), parent_id):
+                    # Stored as it stands: no need to read it back.
+                    stored, created = message, True
+        if stored is None:
+            stored = self._message_row(cid, message.id)
+            assert stored is not None
         return self._with_siblings(stored), created
 
     def _continue(self, user_id: str, answer: history_pb2.Message) -> history_pb2.Message | None:
@@ -319,29 +365,72 @@ class SqliteHistoryStore(HistoryStore):
         message.sibling_ids[:] = [r[0] for r in rows] or [message.id]
         return message
 
+    def _with_siblings_all(
+        self, conversation_id: str, messages: list[history_pb2.Message]
+    ) -> list[history_pb2.Message]:
+        """_with_siblings for a page of `conversation_id`'s messages, in one read per
+        _PARENTS_PER_READ parents instead of one per message."""
+        parents = sorted({m.parent_id for m in messages})
+        rows: list[tuple[int, str, str, str]] = []
+        for at in range(0, len(parents), _PARENTS_PER_READ):
+            chunk = parents[at : at + _PARENTS_PER_READ]
+            # Sorted here, not by ORDER BY: with it SQLite reads the whole conversation by time
+            # instead of each parent's children from messages_by_parent. (Python orders str by
+            # code point, as SQLite's BINARY collation orders their UTF-8.)
+            rows += self._db.execute(
+                "SELECT created_at_ms, id, parent_id, role FROM messages WHERE conversation_id = ?"
+                f" AND parent_id IN ({', '.join('?' * len(chunk))})",
+                (conversation_id, *chunk),
+            ).fetchall()
+        children: dict[tuple[str, str], list[str]] = {}
+        for _, message_id, parent_id, role in sorted(rows):
+            children.setdefault((parent_id, role), []).append(message_id)
+        for message in messages:
+            message.sibling_ids[:] = children.get((message.parent_id, message.role)) or [message.id]
+        return messages
+
     async def get_messages(
         self, user_id: str, conversation_id: str, before: str, limit: int, *, leaf_id: str = ""
     ) -> tuple[list[history_pb2.Message], str]:
-        def start() -> tuple[str, str]:
-            self._conversation(user_id, conversation_id)
-            leaf = leaf_id or self._leaf(conversation_id)
-            found = self._message_row(conversation_id, leaf) if leaf else None
-            if found is None:
-                if leaf_id:
-                    raise message_not_found()
-                return "", ""
+        return await self._run(self._path_page, user_id, conversation_id, before, limit, leaf_id)
+
+    def _path_page(
+        self, user_id: str, conversation_id: str, before: str, limit: int, leaf_id: str
+    ) -> tuple[list[history_pb2.Message], str]:
+        """get_messages, whole, on the store's thread: one hop from the event loop, not one per read."""
+        found = self._db.execute(
+            "SELECT current_message_id FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+        ).fetchone()
+        if found is None:
+            raise NotFound("conversation not found", code="conversation_not_found")
+        leaf = leaf_id or str(found[0])
+        row = (
+            self._db.execute(
+                "SELECT created_at_ms FROM messages WHERE conversation_id = ? AND id = ?", (conversation_id, leaf)
+            ).fetchone()
+            if leaf
+            else None
+        )
+        if row is None:
+            if leaf_id:
+                raise message_not_found()
+            if not before:
+                return [], ""
+            leaf, first = "", ""
+        else:
             # Just newer than the leaf, so the walk starts at it.
-            return leaf, encode_cursor(found.created_at_ms, found.id + "\U0010ffff")
+            first = encode_cursor(row[0], leaf + "\U0010ffff")
+        # The walk asks for PATH_READ messages a read. A path without other versions needs one
+        # more than the page (to know whether it goes on): that first, twice as many each time after.
+        reads = [clamp_limit(limit) + 1]
 
-        leaf, first = await self._run(start)
-        if not leaf and not before:
-            return [], ""
+        def raw(at: str, n: int) -> RawPage:
+            wanted = reads[-1]
+            reads.append(wanted * 2)
+            return self._raw_messages(conversation_id, at, min(n, wanted))
 
-        async def raw(cursor: str, n: int) -> RawPage:
-            return await self._run(self._raw_messages, conversation_id, cursor, n)
-
-        page, cursor = await walk_path(raw, leaf, first, before, limit)
-        return await self._run(lambda: [self._with_siblings(m) for m in page]), cursor
+        page, cursor = walk_path_now(raw, leaf, first, before, limit)
+        return self._with_siblings_all(conversation_id, page), cursor
 
     async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
         def run() -> history_pb2.Message:

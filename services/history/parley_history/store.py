@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,17 +92,30 @@ class HistoryStore(Protocol):
         Its parent is `parent_id` (an edit: NotFound message_not_found when the conversation
         has no such message), else the conversation's current leaf; it becomes the leaf, and is
         dated after its parent."""
-        message = history_pb2.Message(
-            id=message_id,
-            conversation_id=conversation_id,
-            role=role,
-            content=content,
-            status=history_pb2.MESSAGE_STATUS_COMPLETE,
-            usage=chat_pb2.Usage(),
-            created_at_ms=now_ms,
-            media_ids=list(dict.fromkeys(media_ids)),
-        )
+        message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
         return await self._store_message(user_id, message, parent_id)
+
+    async def append_and_read(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        role: str,
+        content: str,
+        now_ms: int,
+        read: int,
+        *,
+        parent_id: str | None = None,
+        media_ids: Sequence[str] = (),
+    ) -> tuple[history_pb2.Message, bool, list[history_pb2.Message], str]:
+        """append_message, then get_messages(user_id, conversation_id, '', read): the newest
+        `read` messages of the current path, which now ends at the message (a store may do both
+        in one step). Returns the message, whether it was new, the page and its cursor."""
+        message, created = await self.append_message(
+            user_id, conversation_id, message_id, role, content, now_ms, parent_id=parent_id, media_ids=media_ids
+        )
+        page, cursor = await self.get_messages(user_id, conversation_id, "", read)
+        return message, created, page, cursor
 
     async def complete_message(
         self,
@@ -199,6 +212,22 @@ class HistoryStore(Protocol):
     async def close(self) -> None: ...
 
 
+def new_message(
+    conversation_id: str, message_id: str, role: str, content: str, now_ms: int, media_ids: Sequence[str]
+) -> history_pb2.Message:
+    """The message append_message stores (before its store gives it a parent)."""
+    return history_pb2.Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        role=role,
+        content=content,
+        status=history_pb2.MESSAGE_STATUS_COMPLETE,
+        usage=chat_pb2.Usage(),
+        created_at_ms=now_ms,
+        media_ids=list(dict.fromkeys(media_ids)),
+    )
+
+
 def bucket_start(at_ms: int, bucket_ms: int) -> int:
     """The first millisecond of the time bucket holding `at_ms`."""
     return at_ms - at_ms % bucket_ms
@@ -285,6 +314,10 @@ PATH_READ = 100
 # Each message read by the walk as (message, the store's cursor just older than it).
 RawPage = tuple[Sequence[tuple[history_pb2.Message, str]], str]
 RawFetch = Callable[[str, int], Awaitable[RawPage]]
+RawRead = Callable[[str, int], RawPage]
+# The walk itself, without I/O: it yields each read it needs, (store cursor, n), is sent
+# that read's RawPage, and returns the page and its cursor (walk_path and walk_path_now drive it).
+PathWalk = Generator[tuple[str, int], RawPage, tuple[list[history_pb2.Message], str]]
 
 
 async def walk_path(
@@ -297,6 +330,31 @@ async def walk_path(
     older than its child (the stores date a message after its parent), so one backward pass
     meets every message of the path: each one kept is the parent of the one kept before. The
     page's cursor holds the store's position and the parent the path goes on with."""
+    walk = _walk(leaf_id, start, before, limit, max_bytes)
+    try:
+        cursor, n = next(walk)
+        while True:
+            cursor, n = walk.send(await raw(cursor, n))
+    except StopIteration as done:
+        result: tuple[list[history_pb2.Message], str] = done.value
+        return result
+
+
+def walk_path_now(
+    raw: RawRead, leaf_id: str, start: str, before: str, limit: int, max_bytes: int = MAX_PAGE_BYTES
+) -> tuple[list[history_pb2.Message], str]:
+    """walk_path with a blocking `raw` (SQLite: the whole walk in one call on the store's thread)."""
+    walk = _walk(leaf_id, start, before, limit, max_bytes)
+    try:
+        cursor, n = next(walk)
+        while True:
+            cursor, n = walk.send(raw(cursor, n))
+    except StopIteration as done:
+        result: tuple[list[history_pb2.Message], str] = done.value
+        return result
+
+
+def _walk(leaf_id: str, start: str, before: str, limit: int, max_bytes: int) -> PathWalk:
     limit = clamp_limit(limit)
     if before:
         tag, raw_cursor, expected = decode_cursor(before, 3)
@@ -311,7 +369,7 @@ async def walk_path(
     # The newest answer to each question met off the path (see `late` below).
     answers: dict[str, tuple[history_pb2.Message, str]] = {}
     while True:
-        page, more = await raw(raw_cursor, PATH_READ)
+        page, more = yield raw_cursor, PATH_READ
         for message, at in page:
             if expected not in (ANY_PARENT, message.id):
                 if message.role == "assistant" and message.parent_id:
