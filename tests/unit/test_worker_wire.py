@@ -154,23 +154,31 @@ async def test_a_garbled_answer_and_a_drop_before_any_answer_are_transport_error
                 await client.post(url, json={})
 
 
-async def test_a_kept_alive_connection_the_server_closed_is_replaced_once() -> None:
+async def test_an_idle_connection_the_server_closed_is_not_reused_and_a_request_is_never_sent_twice() -> None:
     served = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal served
-        await read_request(reader)
+        request = await read_request(reader)
         served += 1
+        if b"/drop" in request:
+            return  # taken, then the connection drops unanswered
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await writer.drain()
-        # Keeps the connection open until the client sends again, then drops it unanswered.
-        await reader.read(1)
+        # Then closes the kept-alive connection while it is idle (a server's idle timeout).
 
     server = Server(handler)
     async with server as url, pool_client() as client:
         assert (await client.post(url, json={})).text == "ok"
+        await asyncio.sleep(0.1)  # the server's close reaches the idle connection
         assert (await client.post(url, json={})).text == "ok"
-        assert (server.connections, served) == (2, 2)
+        assert (server.connections, served) == (2, 2), "a closed idle connection is replaced, not written to"
+        # A POST the server took but never answered is an error, never sent again: a provider
+        # would run (and bill) the model twice.
+        await asyncio.sleep(0.1)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{url}/drop", json={})
+        assert (server.connections, served) == (3, 3)
 
 
 async def test_an_idle_connection_expires_and_a_read_timeout_is_a_read_timeout() -> None:

@@ -441,8 +441,11 @@ def ending_of(
         reason = end.done.finish_reason
         status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if reason == "cancelled" else chat_pb2.RESPONSE_STATUS_COMPLETED
         return model, content, status, reason, usage
+    if end.error.code == "worker_shutdown":
+        # `finish` after a shutdown: interrupted, "cancelled", with text or without.
+        return model, content, chat_pb2.RESPONSE_STATUS_INTERRUPTED, "cancelled", usage
     status = chat_pb2.RESPONSE_STATUS_INTERRUPTED if content else chat_pb2.RESPONSE_STATUS_FAILED
-    return model, content, status, "cancelled" if end.error.code == "worker_shutdown" else "error", usage
+    return model, content, status, "error", usage
 
 
 def drop_oldest_half(job: chat_pb2.ProviderJob) -> chat_pb2.ProviderJob | None:

@@ -112,19 +112,25 @@ class JobLease:
             round_done = asyncio.get_running_loop().create_future()
             self._renewing = (round_done, frozenset(keys))
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.pexpire(key, self.ttl_ms)
-                    extended = await pipe.execute()
-                lapsed = [key for key, ok in zip(keys, extended, strict=True) if not ok and key in self._on_release]
-                if lapsed:
+                # Bounded (by the TTL: past it the leases have lapsed anyway): a round stuck in
+                # Redis (a half-open connection) must not stop every later renewal.
+                async with asyncio.timeout(self.ttl_ms / 1000):
                     async with self.redis.pipeline(transaction=False) as pipe:
-                        for key in lapsed:
-                            pipe.set(key, self.holder, px=self.ttl_ms, nx=True)
-                        await pipe.execute()
-            except RedisError as exc:
+                        for key in keys:
+                            pipe.pexpire(key, self.ttl_ms)
+                        extended = await pipe.execute()
+                    lapsed = [key for key, ok in zip(keys, extended, strict=True) if not ok and key in self._on_release]
+                    if lapsed:
+                        async with self.redis.pipeline(transaction=False) as pipe:
+                            for key in lapsed:
+                                pipe.set(key, self.holder, px=self.ttl_ms, nx=True)
+                            await pipe.execute()
+            except (RedisError, TimeoutError, OSError) as exc:
                 # The next round tries again; a lease lapses only after the whole TTL.
-                log.warning("could not renew the job leases", extra={"leases": len(keys), "error": str(exc)})
+                log.warning("could not renew the job leases", extra={"leases": len(keys), "error": repr(exc)})
+            except Exception:
+                # Whatever it was, the renewals go on: the task ending would let every lease lapse.
+                log.exception("renewing the job leases failed", extra={"leases": len(keys)})
             finally:
                 self._renewing = None
                 round_done.set_result(None)

@@ -14,13 +14,16 @@ timeouts when set (httpx.ReadTimeout); httpx's exception types for a refused con
 closed before its end closes its connection (a cancel reaches the provider at once); only a
 response read to its end puts its connection back; idle connections expire after
 `keepalive_expiry`; at most `max_connections` per origin, further requests wait for one (pool
-timeout). A request sent on a kept-alive connection that the server had closed meanwhile (no
-byte of an answer came back) is sent once more on a new connection, as browsers do.
+timeout). A kept-alive connection the server has closed (or is closing) is never reused; a
+request is never sent twice (a provider call is a POST: the provider may have taken it even when
+no byte of an answer came back, and a second copy would run and bill the model again), as
+httpcore does not either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -92,7 +95,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.complete and self.error is None:
-            if self.headers_done and self._reads_to_close():
+            if exc is None and self.headers_done and self._reads_to_close():
                 # No length and not chunked: the body ends where the connection does.
                 self.complete = True
             elif not self.received:
@@ -188,6 +191,20 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _readable(transport: asyncio.Transport) -> bool:
+    """Whether an idle connection's socket has something to read that the loop has not read
+    yet: the server's close (or bytes that answer nothing). It is not reused then (httpcore
+    asks the same before it reuses a connection)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 _EXPIRED: Any = object()
 
 
@@ -257,7 +274,9 @@ class Http11Pool(httpx.AsyncBaseTransport):
             connection.idle = False
             self._idle_total -= 1
             expired = self._keepalive_expiry is not None and now - connection.idle_since > self._keepalive_expiry
-            if connection.closed or expired:
+            transport = connection.transport
+            closing = transport is None or transport.is_closing() or _readable(transport)
+            if connection.closed or closing or expired:
                 self.discard(connection)
                 continue
             connection._reset()
@@ -310,6 +329,12 @@ class Http11Pool(httpx.AsyncBaseTransport):
                     await waiter
             except TimeoutError:
                 raise httpx.PoolTimeout("no connection to the provider became free in time") from None
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    # Woken, then cancelled or timed out in the same turn: the wake-up goes to
+                    # the next in line, or a free connection would wait for nobody.
+                    self._notify(origin)
+                raise
             finally:
                 if waiter in queue:
                     queue.remove(waiter)
@@ -352,27 +377,18 @@ class Http11Pool(httpx.AsyncBaseTransport):
         origin = (scheme, url.raw_host, url.port or _DEFAULT_PORTS[scheme])
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         message = await _serialise(request)
-        for attempt in (1, 2):
-            connection, reused = await self._acquire(origin, timeouts)
-            try:
-                if connection.closed or connection.transport is None:
-                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-                connection.transport.write(message)
-                while not connection.headers_done:
-                    if connection.error is not None:
-                        raise connection.error
-                    await connection.wait(timeouts.get("read"))
-            except httpx.RemoteProtocolError:
-                self.discard(connection)
-                # A kept-alive connection the server had closed meanwhile: nothing of the
-                # request was answered; sent once more, on a new connection.
-                if reused and attempt == 1 and not connection.received:
-                    continue
-                raise
-            except BaseException:
-                self.discard(connection)
-                raise
-            break
+        connection, _ = await self._acquire(origin, timeouts)
+        try:
+            if connection.closed or connection.transport is None:
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            connection.transport.write(message)
+            while not connection.headers_done:
+                if connection.error is not None:
+                    raise connection.error
+                await connection.wait(timeouts.get("read"))
+        except BaseException:
+            self.discard(connection)
+            raise
         return httpx.Response(
             connection.status,
             headers=connection.headers,
