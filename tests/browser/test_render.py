@@ -161,6 +161,8 @@ async def test_the_typewriter_shows_words_that_arrive_whole_a_few_characters_at_
 ) -> None:
     chat = ChatPage(page)
     await chat.sign_in(DEV_KEY)
+    # Recorded from an empty conversation: the one the page opened at sign-in is not this answer.
+    await chat.new_chat()
     await chat.record()
     await ask_echo_model(chat, LONG_WORDS, tokens_per_s=3)
     await chat.wait_for_answer_text()
@@ -197,6 +199,8 @@ async def test_without_the_typewriter_text_appears_as_it_arrives(
         await page.route(f"{stack.base_url}/", without_typewriter)
     chat = ChatPage(page)
     await chat.sign_in(DEV_KEY)
+    # Recorded from an empty conversation: the one the page opened at sign-in is not this answer.
+    await chat.new_chat()
     await chat.record()
     await ask_echo_model(chat, LONG_WORDS, tokens_per_s=3)
     await chat.wait_for_status("complete")
@@ -215,6 +219,8 @@ async def test_the_typewriter_catches_up_when_far_behind(page: Page, api: httpx.
     text = f"Start {burst} and then the answer goes on slowly, one word at a time, to its end."
     chat = ChatPage(page)
     await chat.sign_in(DEV_KEY)
+    # Recorded from an empty conversation: the one the page opened at sign-in is not this answer.
+    await chat.new_chat()
     await chat.record()
     await ask_echo_model(chat, text, tokens_per_s=2)
     await chat.wait_for_status("complete")

@@ -308,7 +308,9 @@ async def test_a_burst_four_windows_deep_completes_under_the_defaults_and_the_pr
     api = clients(hstack, BURST_KEY)
     try:
         conversations = [await new_conversation(api[i % 2]) for i in range(BURST)]
-        started = time.monotonic()
+        # The budget's windows run on Redis's clock (TIME, the wall clock): measured on it, so
+        # that a step of the machine's clock moves both alike.
+        started = time.time()
         turns = await asyncio.gather(
             *(
                 send(api[i % 2], conversation, {"content": f"burst question {i}", "model": "burst"}, Seen())
@@ -320,7 +322,7 @@ async def test_a_burst_four_windows_deep_completes_under_the_defaults_and_the_pr
             await client.aclose()
     failed = [t.last().data for t in turns if t.status != 200 or t.last().event != "done"]
     assert not failed, failed[:3]
-    assert time.monotonic() - started >= 170, "four windows of thirty"
+    assert time.time() - started >= 170, "four windows of thirty"
     calls = [c for c in await provider_calls(seen) if c["model"] == "burst-test"]
     assert len(calls) == BURST
     assert most_in_a_minute([c["seen_at"] for c in calls]) == BURST_RPM, "never more than its limit a minute"
