@@ -88,9 +88,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
         # One TLS context for every pool: loading the CA bundle is the slow part of making one.
         ssl_context = httpx.create_ssl_context()
-        self._pools: list[httpx.AsyncBaseTransport] = [
-            Http11Pool(limits=per_pool, ssl_context=ssl_context) for _ in range(shards)
-        ]
+        self._pools = [Http11Pool(limits=per_pool, ssl_context=ssl_context) for _ in range(shards)]
         self.open = [0] * shards
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -103,11 +101,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             open_[shard] -= 1
             raise
         stream = response.stream
-        if isinstance(stream, ResponseBody):
-            # The pool's own body says when it closes: no wrapper around each of its reads.
-            stream.on_close = functools.partial(_closed, open_, shard)
-        else:
-            response.stream = _CountedStream(stream, open_, shard)
+        assert isinstance(stream, ResponseBody)
+        # The pool's own body says when it closes: no wrapper around each of its reads.
+        stream.on_close = functools.partial(_closed, open_, shard)
         return response
 
     async def aclose(self) -> None:
@@ -117,27 +113,6 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
 def _closed(counts: list[int], shard: int) -> None:
     counts[shard] -= 1
-
-
-class _CountedStream(httpx.AsyncByteStream):
-    """A response body (of a pool other than Http11Pool) that counts as open in its pool until
-    it is closed."""
-
-    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, counts: list[int], shard: int) -> None:
-        assert isinstance(stream, httpx.AsyncByteStream)
-        self._stream = stream
-        self._counts = counts
-        self._shard: int | None = shard
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
-
-    async def aclose(self) -> None:
-        if self._shard is not None:
-            self._counts[self._shard] -= 1
-            self._shard = None
-        await self._stream.aclose()
 
 
 def upstream_client(*, total_timeout_s: float, connect_timeout_s: float, max_streams: int) -> httpx.AsyncClient:
