@@ -442,4 +442,6 @@ def provide_cassandra(
     try:
         yield CassandraEndpoint((started.contact_point,), started.local_dc, "local", node)
     finally:
-        node.stop()
+        # A durable node drains (flushes its memtables) before it exits; a throw-away one (the
+        # tests') is killed at once: nothing of it is kept, and a drain takes 15-25 s.
+        node.stop(timeout_s=60.0 if durable else 0.0)
