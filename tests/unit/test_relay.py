@@ -9,7 +9,18 @@ from typing import Any
 import pytest
 
 from parley.v1 import chat_pb2
-from parley_gateway.turns.feed import ENDED, GONE, LOG_UNAVAILABLE, SHUTDOWN, Feed, Heartbeat, Item, Notice, Truncated
+from parley_gateway.turns.feed import (
+    ENDED,
+    GONE,
+    LOG_UNAVAILABLE,
+    SHUTDOWN,
+    Feed,
+    FrameQueue,
+    Heartbeat,
+    Item,
+    Notice,
+    Truncated,
+)
 from parley_gateway.turns.relay import RelayTiming, relay
 
 
@@ -37,7 +48,7 @@ def done(seq: int) -> chat_pb2.StreamEvent:
 
 
 def feed_of(items: list[Item], *, live: bool = True) -> Feed:
-    feed = Feed(asyncio.Queue(), live=live)
+    feed = Feed(FrameQueue(), live=live)
     for item in items:
         feed.queue.put_nowait(item)
     return feed

@@ -16,7 +16,7 @@ from parley.v1 import chat_pb2
 from parley_common.messaging.replay import ReplayLog
 
 from ..settings import GatewaySettings
-from .feed import SHUTDOWN, WAKE, Feed, Out
+from .feed import SHUTDOWN, WAKE, Feed, FrameQueue, Out
 from .relay import RelayTiming, relay
 from .replay_follow import follow_log
 
@@ -35,7 +35,7 @@ class LiveStreams:
         self.live: dict[str, Feed] = {}
 
     def _new_feed(self) -> Feed:
-        return Feed(asyncio.Queue(maxsize=self.buffer_frames))
+        return Feed(FrameQueue(maxsize=self.buffer_frames))
 
     def expect(self, response_id: str) -> Feed:
         """The feed of a turn about to be published here: its frames go to it."""
