@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 import uvicorn
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +37,7 @@ KEY = "pk_test_otel_" + secrets.token_urlsafe(12)
 # A second user, for the request-rate test: its 429s leave the first user's requests alone.
 LIMITED_KEY = "pk_test_otel_limited_" + secrets.token_urlsafe(12)
 REQUESTS_PER_MINUTE = 40
+SERVER_KIND = trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Span:
     trace_id: str
     span_id: str
     parent_id: str
+    failed: bool = False
+    kind: int = 0
+    end_ns: int = 0
 
 
 class Collector:
@@ -68,6 +73,9 @@ class Collector:
                             s.trace_id.hex(),
                             s.span_id.hex(),
                             s.parent_span_id.hex(),
+                            s.status.code == s.status.STATUS_CODE_ERROR,
+                            s.kind,
+                            s.end_time_unix_nano,
                         )
                     )
         return Response(
@@ -180,6 +188,19 @@ async def test_a_chat_turn_is_one_connected_trace_and_the_metrics_move(
         assert ("parley-provider-worker", "provider.stream") in names
         assert any(service == "parley-history" and "AppendMessage" in name for service, name in names)
         assert ("parley-orchestrator", "history/AppendMessage") in names
+
+        # The request's own span lasts as long as its stream (the body is served after the
+        # route returned: sse_response.DetachedStreams) and did not fail.
+        async def request_span() -> Span | None:
+            found = [
+                s for s in spans if s.trace_id == trace_id and s.service == "parley-gateway" and s.kind == SERVER_KIND
+            ]
+            assert len(found) <= 1, found
+            return found[0] if found else None
+
+        request = await eventually(request_span, 10, "the gateway's request span", interval_s=0.1)
+        (provider,) = [s for s in turn if s.name == "provider.stream"]
+        assert not request.failed and request.end_ns >= provider.end_ns, (request, provider)
 
         after_gateway = (await client.get("/metrics")).text
         after_worker = (await client.get(worker_metrics)).text

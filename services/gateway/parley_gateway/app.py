@@ -37,6 +37,7 @@ from .limits import BodyLimit
 from .ratelimit import RateLimitHeaders, RequestCounter, RequestRateLimit
 from .routes import conversations, health, images, media, models, openai_compat, responses, sync, tokens, versions, web
 from .settings import GatewaySettings
+from .sse_response import DetachedStreams
 from .turn_estimates import TurnEstimates
 from .turns.live import LiveStreams
 from .turns.ownership import OwnedConversations
@@ -180,6 +181,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             expose_headers=["X-Parley-Response-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
             max_age=600,
         )
+    # The outermost of the app's own middleware: a stream's body is served after everything
+    # inside it has returned (sse_response.py).
+    app.add_middleware(DetachedStreams)
     return app
 
 

@@ -8,6 +8,8 @@ resolves `current_user` once per request for both.
 
 Every dependency is `async def`, though none awaits: FastAPI runs a plain `def` dependency in a
 thread pool, a thread hop per dependency per request (8% of the gateway's CPU on short turns).
+None uses `yield`: a stream's body is served after its request's handling has returned
+(sse_response.DetachedStreams), so such a dependency's cleanup would run under an open stream.
 """
 
 from __future__ import annotations

@@ -73,6 +73,14 @@ class TurnStream:
             yield
         finally:
             try:
+                if self.feed is not None:
+                    # Events that never ran (a response given up before its body was served)
+                    # would skip their own cleanup on `aclose` (the feed's tasks, its place
+                    # among the live streams): run them to their end, which `interrupt` makes
+                    # come at once. Events already ended or closed end here at once.
+                    self.interrupt()
+                    async for _ in self.events:
+                        pass
                 await self.events.aclose()  # type: ignore[attr-defined]
             finally:
                 await self._give_back_slot()
