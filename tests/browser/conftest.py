@@ -105,6 +105,7 @@ async def stack(
         namespace="b" + uuid.uuid4().hex[:10],
         workdir=workdir,
         dev_api_key=DEV_KEY,
+        keeps_s3_data=False,
         extra_env={
             "PARLEY_MODELS_FILE": str(models_file(workdir, fake_provider)),
             "PARLEY_WORKER_PROVIDERS": '["demo", "fake-openai"]',

@@ -96,6 +96,7 @@ async def cluster_stack(
         namespace=namespace,
         workdir=Path(tmp_path_factory.mktemp("cluster-stack")),
         dev_api_key=DEV_KEY,
+        keeps_s3_data=False,
         extra_env={
             "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "50",
             "PARLEY_DEMO_TOKENS_PER_S": "40",

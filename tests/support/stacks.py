@@ -28,7 +28,12 @@ def stack_config(
     if registry is not None:
         extra_env["PARLEY_MODELS_FILE"] = str(write_models(workdir, registry))
     return StackConfig(
-        infra=infra, namespace=prefix + uuid.uuid4().hex[:10], workdir=workdir, dev_api_key=key, extra_env=extra_env
+        infra=infra,
+        namespace=prefix + uuid.uuid4().hex[:10],
+        workdir=workdir,
+        dev_api_key=key,
+        extra_env=extra_env,
+        keeps_s3_data=False,
     )
 
 

@@ -283,10 +283,48 @@ def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
     return process.returncode
 
 
+# Ports this process handed out: never handed out twice, though free again until their server
+# binds them (a stack chooses all its ports before it starts any service).
+_handed_out: set[int] = set()
+
+
+def ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+# RabbitMQ's management and Prometheus ports: a local broker restarted by a test takes them.
+_RESERVED = {15672, 15692}
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, for a server about to start. Chosen in 10000-19999: below the
+    kernel's range for outgoing connections (a connection's local port taken between this choice
+    and the server's bind fails the server: seen in CI, a worker's metrics port), and apart from
+    the test RabbitMQ clusters' ports (rabbit_cluster: 20000 up to that range) and from a
+    broker's distribution port (its AMQP port + 20000)."""
+    if ephemeral_low() > 20_000:
+        for _ in range(500):
+            port = random.randint(10_000, 19_999)
+            if port in _handed_out or port in _RESERVED:
+                continue
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _port_pair(gap: int) -> tuple[int, int]:
@@ -387,6 +425,7 @@ class LocalS3:
         raise InfraUnavailable(f"SeaweedFS did not answer on {url} within {wait_s:.0f}s; see {self.log_path}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, killed past `timeout_s` (0: at once, for data nobody keeps)."""
         if self.process is not None:
             terminate(self.process, timeout_s)
         self.process = None

@@ -38,7 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .infra import InfraUnavailable
+from .infra import InfraUnavailable, ephemeral_low
 
 # Debian's scripts run as any user; /usr/sbin/rabbitmq-server is a wrapper that `su`s to rabbitmq.
 DEBIAN_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
@@ -582,7 +582,7 @@ def provide_rabbit_cluster(workdir: Path, size: int = 3) -> Iterator[RabbitClust
 def _free_ports(count: int, taken: set[int]) -> list[int]:
     """Free loopback ports below the kernel's ephemeral range: a node keeps its ports across a
     restart, and while it is down an outgoing connection could take an ephemeral one."""
-    low, high = 20_000, _ephemeral_low() - 1
+    low, high = 20_000, ephemeral_low() - 1
     if high - low < 1_000:
         low, high = 20_000, 65_535
     ports: list[int] = []
@@ -600,13 +600,6 @@ def _free_ports(count: int, taken: set[int]) -> list[int]:
         if len(ports) == count:
             return ports
     raise InfraUnavailable(f"found no {count} free ports between {low} and {high}")
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768
 
 
 def _accepts(port: int) -> bool:
