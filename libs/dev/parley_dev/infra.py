@@ -283,11 +283,6 @@ def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
     return process.returncode
 
 
-# Ports this process handed out: never handed out twice, though free again until their server
-# binds them (a stack chooses all its ports before it starts any service).
-_handed_out: set[int] = set()
-
-
 def ephemeral_low() -> int:
     """The lowest port the kernel gives outgoing connections (32768 by default)."""
     try:
@@ -296,8 +291,27 @@ def ephemeral_low() -> int:
         return 32_768
 
 
-# RabbitMQ's management and Prometheus ports: a local broker restarted by a test takes them.
-_RESERVED = {15672, 15692}
+def port_in(low: int, high: int, taken: set[int], attempts: int = 500) -> int | None:
+    """A random loopback port in [low, high], free now and not in `taken` (then added to it);
+    None when `attempts` tries found none."""
+    for _ in range(attempts):
+        port = random.randint(low, high)
+        if port in taken:
+            continue
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        taken.add(port)
+        return port
+    return None
+
+
+# The ports free_port does not hand out: RabbitMQ's management and Prometheus ports (a local
+# broker restarted by a test takes them), and every port it handed out before (free again until
+# its server binds it: a stack chooses all its ports before it starts any service).
+_not_free: set[int] = {15672, 15692}
 
 
 def free_port() -> int:
@@ -306,24 +320,14 @@ def free_port() -> int:
     and the server's bind fails the server: seen in CI, a worker's metrics port), and apart from
     the test RabbitMQ clusters' ports (rabbit_cluster: 20000 up to that range) and from a
     broker's distribution port (its AMQP port + 20000)."""
-    if ephemeral_low() > 20_000:
-        for _ in range(500):
-            port = random.randint(10_000, 19_999)
-            if port in _handed_out or port in _RESERVED:
-                continue
-            try:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _handed_out.add(port)
-            return port
+    if ephemeral_low() > 20_000 and (port := port_in(10_000, 19_999, _not_free)) is not None:
+        return port
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
+        if port not in _not_free:
+            _not_free.add(port)
             return port
 
 

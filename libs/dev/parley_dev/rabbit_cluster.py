@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import secrets
 import shutil
@@ -38,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .infra import InfraUnavailable, ephemeral_low
+from .infra import InfraUnavailable, ephemeral_low, port_in
 
 # Debian's scripts run as any user; /usr/sbin/rabbitmq-server is a wrapper that `su`s to rabbitmq.
 DEBIAN_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
@@ -586,19 +585,10 @@ def _free_ports(count: int, taken: set[int]) -> list[int]:
     if high - low < 1_000:
         low, high = 20_000, 65_535
     ports: list[int] = []
-    for _ in range(1_000):
-        port = random.randint(low, high)
-        if port in taken:
-            continue
-        try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        taken.add(port)
+    while len(ports) < count and (port := port_in(low, high, taken, attempts=1_000)) is not None:
         ports.append(port)
-        if len(ports) == count:
-            return ports
+    if len(ports) == count:
+        return ports
     raise InfraUnavailable(f"found no {count} free ports between {low} and {high}")
 
 
