@@ -164,15 +164,17 @@ class StreamResponse(StreamingResponse):
         if self._detached is not None:
             self._detached[0].on_lost = None
         self._detached = None
+        async with self.stream.held():
+            await self._end_body()
+
+    async def _end_body(self) -> None:
+        """Close the body (also one the client left while a frame was being sent, which was not
+        closed then: runs what the body does at its end), then `on_close`."""
         try:
-            async with self.stream.held():
-                pass
+            await self.content.aclose()  # type: ignore[attr-defined]
         finally:
-            try:
-                await self.content.aclose()  # type: ignore[attr-defined]
-            finally:
-                if self.on_close is not None:
-                    await self.on_close()
+            if self.on_close is not None:
+                await self.on_close()
 
     async def _serve(
         self,
@@ -214,13 +216,7 @@ class StreamResponse(StreamingResponse):
                     listener.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await listener
-                try:
-                    # Also when the client left while a frame was being sent (the body was
-                    # not closed then): runs what the body does at its end.
-                    await self.content.aclose()  # type: ignore[attr-defined]
-                finally:
-                    if self.on_close is not None:
-                        await self.on_close()
+                await self._end_body()
 
     async def _write_direct(self, hooks: StreamHooks, compressor: StreamCompressor | None) -> bytes:
         """The frames straight to the connection, those made in one turn of the event loop in
