@@ -21,8 +21,11 @@ run: install system-deps
 	$(BIN)/python -m parley_dev.run
 
 # The local-servers suites, then the same system in containers (test-containers, k8s-play).
+# Two pytest-xdist workers (tests/conftest.py: what stays together on one), then the `serial`
+# tests, which restart the local RabbitMQ and Redis every other test uses, on their own.
 test: install test-deps lint k8s-check
-	$(BIN)/python -m pytest tests --ignore=tests/containers --durations=40
+	$(BIN)/python -m pytest tests --ignore=tests/containers -m 'not serial' -n 2 --durations=40
+	$(BIN)/python -m pytest tests --ignore=tests/containers -m serial --durations=5
 	$(MAKE) test-containers k8s-play
 
 unit: install

@@ -3,7 +3,9 @@ flight finish or end with a retryable error, new turns work, no user message is 
 answer whose completion the broker did not take (it went away just then) is stored all the same.
 
 These restart the local servers (the machine's RabbitMQ and Redis); with testcontainers
-they are skipped, since the containers are not ours to restart here.
+they are skipped, since the containers are not ours to restart here. Every other test of the
+session uses those servers too, so these are `serial`: `make test` runs them after the rest,
+never beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from parley_dev.stack import Stack
 from tests.support.api import stored_messages
 from tests.support.polling import eventually
 from tests.support.sse import Frame, frames, read_all, text_of
+
+pytestmark = pytest.mark.serial
 
 
 @pytest.fixture

@@ -291,11 +291,33 @@ def ephemeral_low() -> int:
         return 32_768
 
 
+def port_share() -> tuple[int, int]:
+    """(index, count): this process hands out only the ports p with p % count == index. A test
+    session split over pytest-xdist workers (PYTEST_XDIST_WORKER=gwN, PYTEST_XDIST_WORKER_COUNT)
+    gives each worker its own ports, so that two workers never choose the same free port in the
+    moment before its server binds it; any other process has them all."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        count = 1
+    if count > 1 and worker.startswith("gw") and worker[2:].isdigit():
+        return int(worker[2:]) % count, count
+    return 0, 1
+
+
+def random_port(low: int, high: int) -> int:
+    """A random port in [low, high] of this process's share (port_share)."""
+    index, count = port_share()
+    port = random.randint(min(low + count - 1, high), high)
+    return port - (port - index) % count
+
+
 def port_in(low: int, high: int, taken: set[int], attempts: int = 500) -> int | None:
-    """A random loopback port in [low, high], free now and not in `taken` (then added to it);
-    None when `attempts` tries found none."""
+    """A random loopback port in [low, high] of this process's share (port_share), free now and
+    not in `taken` (then added to it); None when `attempts` tries found none."""
     for _ in range(attempts):
-        port = random.randint(low, high)
+        port = random_port(low, high)
         if port in taken:
             continue
         try:
@@ -332,9 +354,10 @@ def free_port() -> int:
 
 
 def _port_pair(gap: int) -> tuple[int, int]:
-    """Two free ports `gap` apart (SeaweedFS's admin worker dials the admin port + 10000)."""
+    """Two free ports `gap` apart (SeaweedFS's admin worker dials the admin port + 10000); the
+    second is in this process's share too when `gap` is a multiple of the share's count."""
     for _ in range(200):
-        port = random.randint(20_000, 65_535 - gap)
+        port = random_port(20_000, 65_535 - gap)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
