@@ -1,6 +1,6 @@
 """The orchestrator's turn order on a real Redis: what entering learns of the turn before from the
 newest frame of its replay log alone, and when that turn reached a model (so waiting for it goes
-on to history) or ended before (so it does not).
+on to history) or ended before (so the turn before it is waited for instead, and so on back).
 
 History is a real client with nothing behind it: a turn that asks it fails, so a test that returns
 shows history was not needed, and one that fails with ParleyError shows it was asked.
@@ -140,3 +140,47 @@ async def test_a_turn_that_reached_a_model_is_waited_for_in_history(order: TurnO
     await log(order, "r1", *kinds)
     with pytest.raises(ParleyError):
         await wait(order, "r2")  # history was asked (and is not there)
+
+
+@pytest.mark.parametrize("failed", [1, 3])
+async def test_after_turns_that_failed_before_a_model_the_answer_before_them_is_waited_for_in_history(
+    order: TurnOrder, failed: int
+) -> None:
+    """After a history outage: the last answer that streamed waits on the bus to be stored while
+    the turns after it fail; the next turn must wait for that answer too, or its message would be
+    stored beside the answer instead of after it."""
+    await order.enter("c1", "r0")
+    await log(order, "r0", "meta", "delta", "usage", "done")
+    for i in range(1, failed + 1):
+        await order.enter("c1", f"r{i}")
+        await log(order, f"r{i}", "error")
+    with pytest.raises(ParleyError):
+        await wait(order, f"r{failed + 1}")  # history was asked for r0's answer (and is not there)
+
+
+async def test_turns_that_all_failed_before_a_model_back_to_the_first_are_not_looked_for_in_history(
+    order: TurnOrder,
+) -> None:
+    for i in range(3):
+        await order.enter("c1", f"r{i}")
+        await log(order, f"r{i}", "queued", "error")
+    await wait(order, "r3")  # returns without asking history (which would fail)
+
+
+async def test_a_turn_still_running_behind_a_failed_one_is_waited_for(order: TurnOrder) -> None:
+    """The turn before gave up waiting (conversation_busy) while the one before it still runs."""
+    await order.enter("c1", "r0")
+    await log(order, "r0", "meta", "delta")
+    await order.enter("c1", "r1")
+    await log(order, "r1", "error")
+    previous = await order.enter("c1", "r2")
+    assert previous is not None and previous.finished
+    queued: list[bool] = []
+
+    async def on_queued() -> None:
+        queued.append(True)
+
+    order.max_wait_s = 0.5
+    with pytest.raises(ParleyError) as raised:
+        await order.wait_for(previous, "u1", "c1", False, on_queued)
+    assert queued and getattr(raised.value, "code", None) == "conversation_busy"

@@ -5,8 +5,11 @@ and learns which turn came before it, and the newest frame of that turn's replay
 same round trip; its place is recorded, so a request delivered again after its orchestrator
 stopped (SIGTERM or SIGKILL) waits for the same turn as before. It then waits until that turn
 has finished — in "replace" mode after cancelling it — and, when it reached a model, until its
-answer is in history, so the new message is stored after it and the prompt includes it.
-Requests form a chain; their streams and their history never interleave.
+answer is in history, so the new message is stored after it and the prompt includes it. A turn
+that ended before reaching a model stored nothing, so the one before it is waited for in its
+place, and so on back (after a history outage, the last answer that streamed may still be on its
+way to history while the turns after it failed). Requests form a chain; their streams and their
+history never interleave.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ HISTORY_WAIT_S = 10.0
 RECENT = 10
 # How often the previous answer is also asked for by its id while waiting for it.
 BY_ID_EVERY_S = 0.25
+# How many turns that ended before reaching a model are looked past for the answer before them.
+MAX_TURNS_BACK = 100
 
 # KEYS: the conversation's latest turn, this turn's place; ARGV: response id, ttl, the prefix
 # of replay-log keys, the prefix of response-owner keys. Returns {the turn before this one (""
@@ -145,29 +150,38 @@ class TurnOrder:
         on_queued: Callable[[], Awaitable[object]],
     ) -> None:
         """Return once `previous` (as `enter` found it) has finished and its answer is stored (or
-        is known to be lost, or there is none: it ended before reaching a model).
+        is known to be lost). When it ended before reaching a model (an error: no answer of it
+        will be stored), the same for the turn before it, and so on back to one that reached a
+        model, or to the first turn Redis still knows.
 
-        `on_queued` runs only when the previous turn is still running: a message sent after
+        `on_queued` runs only when the turn waited for is still running: a message sent after
         the answer before it ended (the usual case) is not shown as queued. In the usual case
         (the answer before ended and was stored a while ago) one read of that answer by its
         id is all the waiting takes.
         """
         deadline = time.monotonic() + self.max_wait_s
-        response_id, last = previous.response_id, previous.last
-        if not previous.finished:
-            if replace:
-                await self.cancellations.request(response_id, user_id, "replaced")
-            await on_queued()
-            try:
-                async with asyncio.timeout(self.max_wait_s):
-                    await refreshing(self._until_terminal(response_id), on_queued)
-            except TimeoutError:
-                raise Unavailable(
-                    "the previous answer in this conversation is still running", code="conversation_busy"
-                ) from None
-            last = await self.replay.last_frame(response_id)
-        if not await self._reached_model(response_id, last):
-            return  # it ended before reaching a model (an error): no answer will be stored
+        for _ in range(MAX_TURNS_BACK):
+            response_id, last = previous.response_id, previous.last
+            if not previous.finished:
+                if replace:
+                    await self.cancellations.request(response_id, user_id, "replaced")
+                await on_queued()
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await refreshing(self._until_terminal(response_id), on_queued)
+                except TimeoutError:
+                    raise Unavailable(
+                        "the previous answer in this conversation is still running", code="conversation_busy"
+                    ) from None
+                last = await self.replay.last_frame(response_id)
+            if await self._reached_model(response_id, last):
+                break
+            before = await self._before(conversation_id, response_id)
+            if before is None:
+                return  # no turn before it that Redis still knows
+            previous = before
+        else:
+            return  # that many turns in a row ended before a model: none is waited for
         # The answer is persisted from the bus a moment after its last frame.
         deadline = min(deadline, time.monotonic() + HISTORY_WAIT_S)
         with contextlib.suppress(ParleyError):  # NotFound: not stored yet; asked again below, where a failure counts
@@ -188,6 +202,19 @@ class TurnOrder:
             if not await self.redis.exists(self.replay.owner_key(response_id)):
                 return  # expired long ago: nothing to wait for
             await asyncio.sleep(0.02)
+
+    async def _before(self, conversation_id: str, response_id: str) -> Previous | None:
+        """The turn that came before `response_id` (its place, recorded when it entered), with its
+        replay log's newest frame as it is now; None when there was none or it is forgotten."""
+        before: bytes | None = await self.redis.get(self.place_key(conversation_id, response_id))  # type: ignore[assignment]
+        if not before:
+            return None
+        before_id = before.decode()
+        if before_id == response_id:
+            return None
+        last = await self.replay.last_frame(before_id)
+        owned = last is None and bool(await self.redis.exists(self.replay.owner_key(before_id)))
+        return Previous(before_id, last, owned)
 
     async def _reached_model(self, response_id: str, last: chat_pb2.StreamEvent | None) -> bool:
         """Whether the turn's replay log, whose newest frame is `last`, holds a `meta` frame: the
