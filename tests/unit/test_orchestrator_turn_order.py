@@ -184,3 +184,45 @@ async def test_a_turn_still_running_behind_a_failed_one_is_waited_for(order: Tur
     with pytest.raises(ParleyError) as raised:
         await order.wait_for(previous, "u1", "c1", False, on_queued)
     assert queued and getattr(raised.value, "code", None) == "conversation_busy"
+
+
+async def test_the_walk_back_stops_at_a_turn_redis_no_longer_knows(order: TurnOrder, redis: Redis) -> None:
+    """An expired turn (no log, no owner: it ended long ago) ends the walk: the answers before it
+    were stored long ago, or never will be."""
+    await order.enter("c1", "r0")
+    await log(order, "r0", "meta", "done")
+    await order.enter("c1", "r1")  # entered, then forgotten: its log and owner expired
+    await order.enter("c1", "r2")
+    await log(order, "r2", "error")
+    await wait(order, "r3")  # returns without asking history about r0 (which would fail)
+
+
+async def test_the_walk_back_never_reaches_the_turn_that_waits(order: TurnOrder, redis: Redis) -> None:
+    """A request delivered again after its place expired enters behind a newer turn whose place
+    points back at it: the walk stops there instead of waiting for itself."""
+    await order.enter("c1", "r1")
+    await order.replay.claim("r1", "u1", "c1")  # r1 runs (redelivered), owned, no frame yet
+    await order.enter("c1", "r2")
+    await log(order, "r2", "error")
+    await redis.delete(order.place_key("c1", "r1"))  # r1's place expired
+    previous = await order.enter("c1", "r1")
+    assert previous is not None and previous.response_id == "r2"
+    await order.wait_for(previous, "u1", "c1", False, _never, waiting="r1")
+
+
+async def test_replace_cancels_the_turn_still_running_behind_a_failed_one(order: TurnOrder) -> None:
+    await order.enter("c1", "r0")
+    await log(order, "r0", "meta", "delta")
+    await order.enter("c1", "r1")
+    await log(order, "r1", "error")
+    previous = await order.enter("c1", "r2")
+    assert previous is not None
+
+    async def on_queued() -> None:
+        pass
+
+    # The cancellation's flag is set first; its broadcast then needs a broker this order has not.
+    with pytest.raises(RuntimeError, match="no control exchange"):
+        await order.wait_for(previous, "u1", "c1", True, on_queued, waiting="r2")
+    assert await order.cancellations.requested("r0") == "replaced"
+    assert await order.cancellations.requested("r1") is None

@@ -6,10 +6,11 @@ same round trip; its place is recorded, so a request delivered again after its o
 stopped (SIGTERM or SIGKILL) waits for the same turn as before. It then waits until that turn
 has finished — in "replace" mode after cancelling it — and, when it reached a model, until its
 answer is in history, so the new message is stored after it and the prompt includes it. A turn
-that ended before reaching a model stored nothing, so the one before it is waited for in its
+that ended before reaching a model stores no answer, so the one before it is waited for in its
 place, and so on back (after a history outage, the last answer that streamed may still be on its
-way to history while the turns after it failed). Requests form a chain; their streams and their
-history never interleave.
+way to history while the turns after it failed), until a turn Redis no longer knows (its replay
+log expired: replay_finished_ttl_s after it ended). Requests form a chain; their streams and
+their history never interleave.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class TurnOrder:
         previous = await self.enter(conversation_id, response_id)
         if previous is None:
             return False
-        await self.wait_for(previous, user_id, conversation_id, replace, on_queued)
+        await self.wait_for(previous, user_id, conversation_id, replace, on_queued, waiting=response_id)
         return True
 
     async def wait_for(
@@ -148,11 +149,14 @@ class TurnOrder:
         conversation_id: str,
         replace: bool,
         on_queued: Callable[[], Awaitable[object]],
+        *,
+        waiting: str = "",
     ) -> None:
         """Return once `previous` (as `enter` found it) has finished and its answer is stored (or
         is known to be lost). When it ended before reaching a model (an error: no answer of it
         will be stored), the same for the turn before it, and so on back to one that reached a
-        model, or to the first turn Redis still knows.
+        model, to one Redis no longer knows, or to the first turn; never to `waiting` (the turn
+        that waits) or to a turn met before on the way.
 
         `on_queued` runs only when the turn waited for is still running: a message sent after
         the answer before it ended (the usual case) is not shown as queued. In the usual case
@@ -160,6 +164,7 @@ class TurnOrder:
         id is all the waiting takes.
         """
         deadline = time.monotonic() + self.max_wait_s
+        met = {waiting, previous.response_id}
         for _ in range(MAX_TURNS_BACK):
             response_id, last = previous.response_id, previous.last
             if not previous.finished:
@@ -176,9 +181,12 @@ class TurnOrder:
                 last = await self.replay.last_frame(response_id)
             if await self._reached_model(response_id, last):
                 break
+            if last is None and not previous.owned:
+                return  # nothing is known of it any more: nor of the turns before it
             before = await self._before(conversation_id, response_id)
-            if before is None:
-                return  # no turn before it that Redis still knows
+            if before is None or before.response_id in met:
+                return  # the first turn, or one Redis no longer knows the place of
+            met.add(before.response_id)
             previous = before
         else:
             return  # that many turns in a row ended before a model: none is waited for
@@ -210,8 +218,6 @@ class TurnOrder:
         if not before:
             return None
         before_id = before.decode()
-        if before_id == response_id:
-            return None
         last = await self.replay.last_frame(before_id)
         owned = last is None and bool(await self.redis.exists(self.replay.owner_key(before_id)))
         return Previous(before_id, last, owned)
