@@ -96,7 +96,10 @@ async def hstack(infra: Infra, fake: str, tmp_path_factory: pytest.TempPathFacto
         # One client sends the whole burst (the budget settings stay the defaults).
         "PARLEY_MAX_STREAMS_PER_USER": str(BURST + 10),
         "PARLEY_REQUESTS_PER_MINUTE": "100000",
-        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "20",
+        # Dana's 40 turns are all admitted or refused long before the first answer ends and is
+        # charged (its unused estimate freed could admit a sixth): at 20 ms, a busy machine (CI's
+        # two pytest workers) once took longer than an answer to decide all 40.
+        "PARLEY_DEMO_FIRST_TOKEN_DELAY_MS": "4000",
         "PARLEY_DEMO_TOKENS_PER_S": "400",
     }
     config = stack_config(infra, tmp_path_factory.mktemp("hold-stack"), "th", KEY, env, models)
