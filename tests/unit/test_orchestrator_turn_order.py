@@ -20,7 +20,7 @@ from parley_common.clients.history import HistoryClient
 from parley_common.errors import ParleyError
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.replay import ReplayLog
-from parley_orchestrator.turn_order import TurnOrder
+from parley_orchestrator.turn_order import Previous, TurnOrder
 
 
 @pytest.fixture
@@ -167,14 +167,20 @@ async def test_turns_that_all_failed_before_a_model_back_to_the_first_are_not_lo
     await wait(order, "r3")  # returns without asking history (which would fail)
 
 
-async def test_a_turn_still_running_behind_a_failed_one_is_waited_for(order: TurnOrder) -> None:
-    """The turn before gave up waiting (conversation_busy) while the one before it still runs."""
+async def running_behind_a_failed_turn(order: TurnOrder) -> Previous:
+    """r2 enters behind r1, which failed (it gave up waiting: conversation_busy) while r0, the
+    turn before it, still runs."""
     await order.enter("c1", "r0")
     await log(order, "r0", "meta", "delta")
     await order.enter("c1", "r1")
     await log(order, "r1", "error")
     previous = await order.enter("c1", "r2")
-    assert previous is not None and previous.finished
+    assert previous is not None and previous.response_id == "r1" and previous.finished
+    return previous
+
+
+async def test_a_turn_still_running_behind_a_failed_one_is_waited_for(order: TurnOrder) -> None:
+    previous = await running_behind_a_failed_turn(order)
     queued: list[bool] = []
 
     async def on_queued() -> None:
@@ -186,7 +192,7 @@ async def test_a_turn_still_running_behind_a_failed_one_is_waited_for(order: Tur
     assert queued and getattr(raised.value, "code", None) == "conversation_busy"
 
 
-async def test_the_walk_back_stops_at_a_turn_redis_no_longer_knows(order: TurnOrder, redis: Redis) -> None:
+async def test_the_walk_back_stops_at_a_turn_redis_no_longer_knows(order: TurnOrder) -> None:
     """An expired turn (no log, no owner: it ended long ago) ends the walk: the answers before it
     were stored long ago, or never will be."""
     await order.enter("c1", "r0")
@@ -211,12 +217,7 @@ async def test_the_walk_back_never_reaches_the_turn_that_waits(order: TurnOrder,
 
 
 async def test_replace_cancels_the_turn_still_running_behind_a_failed_one(order: TurnOrder) -> None:
-    await order.enter("c1", "r0")
-    await log(order, "r0", "meta", "delta")
-    await order.enter("c1", "r1")
-    await log(order, "r1", "error")
-    previous = await order.enter("c1", "r2")
-    assert previous is not None
+    previous = await running_behind_a_failed_turn(order)
 
     async def on_queued() -> None:
         pass
