@@ -26,7 +26,7 @@ import pytest
 from hypothesis import settings
 
 from parley_dev.cassandra import CassandraEndpoint, provide_cassandra
-from parley_dev.infra import InfraUnavailable, ensure_local, stop_local, use_containers
+from parley_dev.infra import InfraUnavailable, provide, use_containers
 from tests.required import unavailable
 from tests.support.fixtures import fake_provider, provider_http, redis  # noqa: F401 (fixtures for every test)
 
@@ -34,7 +34,6 @@ settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
-LOCAL_SERVERS = ("amqp://guest:guest@127.0.0.1:5672/", "redis://127.0.0.1:6379/0")
 # The modules outside tests/browser and tests/contract that use a server the session shares (a
 # test that uses one from a module not listed here fails, saying so).
 SHARED_GROUPS = {
@@ -74,13 +73,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return
+    servers = contextlib.ExitStack()
     try:
         if use_containers():
             return  # each worker starts containers of its own
-        started = [url for url in LOCAL_SERVERS if ensure_local(url)]
+        servers.enter_context(provide())  # the local servers, stopped at the end if started here
     except InfraUnavailable:
         return  # the workers' fixtures say why, as in a run without workers
-    config.add_cleanup(lambda: [stop_local(url) for url in started])
+    config.add_cleanup(servers.close)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
