@@ -49,16 +49,21 @@ async def stored_message(
     message_id: str,
     statuses: tuple[str, ...] = (),
     timeout_s: float = 20.0,
+    finish_reason: str = "",
 ) -> dict[str, Any]:
-    """The message as history holds it, once it is there (with one of `statuses`, if given)."""
+    """The message as history holds it, once it is there (with one of `statuses` and that
+    `finish_reason`, if given: a continued answer is "complete" before and after)."""
 
     async def found() -> dict[str, Any] | None:
         reply = await client.get(f"/v1/conversations/{conversation}/messages")
         assert reply.status_code == 200, reply.text
         message = next((m for m in reply.json()["data"] if m["id"] == message_id), None)
-        return message if message is not None and (not statuses or message["status"] in statuses) else None
+        if message is None or (statuses and message["status"] not in statuses):
+            return None
+        return message if not finish_reason or message["finish_reason"] == finish_reason else None
 
-    return await eventually(found, timeout_s, f"{message_id} stored {'/'.join(statuses)}".rstrip())
+    wanted = " ".join(filter(None, ("/".join(statuses), finish_reason)))
+    return await eventually(found, timeout_s, f"{message_id} stored {wanted}".rstrip())
 
 
 async def complete_turn(api: httpx.AsyncClient, conversation_id: str, content: str, **extra: Any) -> None:
