@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.support.api import complete_turn
 from tests.support.browser import DEV_KEY, SCREENSHOTS
@@ -81,6 +82,40 @@ GROUPS = """() => import("/web/conversations.js").then(({ dateGroup }) => {
     at(2026, 3, 7, 9), at(2026, 2, 14, 9), at(2026, 2, 13, 9), at(2026, 1, 2, 9), at(2025, 12, 31, 9),
   ].map((ms) => dateGroup(ms, today));
 })"""
+
+
+async def test_typing_in_the_search_box_while_a_found_conversation_loads_keeps_the_keys_there(
+    page: Page, api: httpx.AsyncClient
+) -> None:
+    word = "wombat" + secrets.token_hex(3)
+    found = (await api.post("/v1/conversations", json={"title": f"Burrows {word}"})).json()["id"]
+    await complete_turn(api, found, "Where do wombats sleep?", max_output_tokens=4)
+    await api.post("/v1/conversations", json={"title": "Opened at sign-in"})  # the newest, so not `found`
+    chat = ChatPage(page)
+    await chat.sign_in(DEV_KEY)
+    loading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_history(route: Route) -> None:
+        loading.set()
+        await release.wait()
+        await route.continue_()
+
+    await page.route(f"**/v1/conversations/{found}/messages*", slow_history)
+    search = page.get_by_role("searchbox", name="Search conversations")
+    await search.fill(word)
+    await page.get_by_role("list", name="Search results").get_by_role("button", name=f"Burrows {word}").click()
+    await asyncio.wait_for(loading.wait(), 20)
+    # The user goes back to the search box while the conversation's history is on its way.
+    await search.click()
+    await search.press("End")
+    await page.keyboard.type(" tunnels")
+    release.set()
+    await expect(chat.messages.locator(".message")).to_have_count(2)
+    await page.keyboard.type(" deep")
+    await expect(search).to_have_value(f"{word} tunnels deep")
+    await expect(search).to_be_focused()
+    await expect(chat.composer).to_have_value("")
 
 
 async def test_the_list_is_grouped_by_date(page: Page, api: httpx.AsyncClient) -> None:

@@ -87,6 +87,9 @@ export async function openFound(conversation, messageId) {
 
 /** Opens a conversation (see leaveConversation for the answer being written in the one left). */
 export async function openConversation(id) {
+  // The composer gets the focus once the thread shows, unless the user has moved it meanwhile
+  // (typing in the search box while the history loads keeps its keys there).
+  const focused = document.activeElement;
   if (state.currentId !== null && state.currentId !== id) leaveConversation(state.currentId);
   setCurrent(id);
   estimate.refresh();
@@ -113,7 +116,8 @@ export async function openConversation(id) {
   }
   if (state.currentId !== id) return; // another conversation was opened meanwhile
   view.show(titleOf(id), thread);
-  input.focus();
+  const now = document.activeElement;
+  if (now === focused || now === null || now === document.body) input.focus();
 }
 
 /** The newest page of history, with what happened here while it loaded on top. */
