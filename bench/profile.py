@@ -13,6 +13,10 @@ the fake OpenAI-format upstream, on the native endpoint (BENCH_PROFILE_ENDPOINT=
    `py-spy record --format raw --nonblocking` (100 Hz) on every service at once, summarised by
    library, by function, and by the innermost Parley frame below the event loop, as shares of
    the samples (the CPU figures are from 1, without the profiler's interference).
+   BENCH_PROFILE_NATIVE=1 adds the frames of compiled code (`--native`: grpc's Cython core,
+   uvloop, hiredis...), which py-spy can read only while it pauses the process at each sample
+   (so not `--nonblocking`): the shares then show what the compiled code does where the
+   default profile sees only the Python frame that called it (`Runner.run` for uvloop).
 
 Writes bench/results/profile.json; the raw py-spy files stay in the run's folder (printed).
 """
@@ -51,6 +55,7 @@ LOADS = {
     "long": (LONG_TOKENS, LONG_PACE, int(os.environ.get("BENCH_PROFILE_LONG_TURNS", "40")), 20),
 }
 RATE_HZ = 100
+NATIVE = os.environ.get("BENCH_PROFILE_NATIVE", "") not in ("", "0")
 SHARED = ("rabbitmq", "redis")
 
 
@@ -105,7 +110,8 @@ async def profiled(
     for service, pid in pids.items():
         out = outdir / f"{label}-{service}.txt"
         command = [py_spy(), "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--duration", str(int(WINDOW_S))]
-        command += ["--format", "raw", "--nonblocking", "--full-filenames", "--output", str(out)]
+        command += ["--format", "raw", "--native" if NATIVE else "--nonblocking", "--full-filenames"]
+        command += ["--output", str(out)]
         spy = await asyncio.create_subprocess_exec(*command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         spies[service] = (spy, out)
     summaries = {}
@@ -188,7 +194,7 @@ async def _measure(stack: Stack, key: str, upstream: str, workdir: Path) -> dict
         "loads": {
             k: {"answer_tokens": t, "tokens_per_s": p, "turns": n, "lanes": c} for k, (t, p, n, c) in LOADS.items()
         },
-        "py_spy": {"rate_hz": RATE_HZ, "window_s": WINDOW_S},
+        "py_spy": {"rate_hz": RATE_HZ, "window_s": WINDOW_S, "native": NATIVE},
         "total": {
             "parley_cpu_ms_per_turn": total(parley, "cpu_ms_per_turn"),
             "with_rabbitmq_redis_cpu_ms_per_turn": total([*parley, *SHARED], "cpu_ms_per_turn"),
