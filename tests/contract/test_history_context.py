@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
+import pytest
+
 from parley.v1 import chat_pb2, history_pb2
 from parley_common.context.prompt import MAX_CONTEXT_MESSAGES, stored_message_tokens
 from parley_history.grpc_api import HistoryServicer
@@ -16,11 +19,22 @@ from tests.support.history_stores import BUCKET_MS
 START_MS = 1_700_000_000_000
 
 
+class Aborted(Exception):
+    """The status a servicer ended its call with."""
+
+    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{status.name}: {details}")
+        self.status, self.details = status, details
+
+
 class CallContext:
-    """What the servicer reads of a gRPC call: its (empty) metadata."""
+    """What the servicer reads of a gRPC call: its (empty) metadata; and how it ends one."""
 
     def invocation_metadata(self) -> tuple[Any, ...]:
         return ()
+
+    async def abort(self, status: grpc.StatusCode, details: str) -> None:
+        raise Aborted(status, details)
 
 
 async def conversation_of(store: HistoryStore, user: str, conversation: str, count: int) -> None:
@@ -32,9 +46,10 @@ async def conversation_of(store: HistoryStore, user: str, conversation: str, cou
 
 
 async def append(
-    store: HistoryStore, user: str, conversation: str, *, limit: int = 0, budget: int = 0
+    store: HistoryStore, user: str, conversation: str, *, limit: int = 0, budget: int = 0, after_stored: str = ""
 ) -> history_pb2.AppendMessageResponse:
     request = history_pb2.AppendMessageRequest(
+        after_stored_id=after_stored,
         user_id=user,
         conversation_id=conversation,
         message_id="m119",
@@ -100,3 +115,28 @@ async def test_answers_a_prompt_leaves_out_cost_nothing(store: HistoryStore, ns:
     reply = await append(store, alice, c1, limit=1000, budget=200)
     # 118 failed answers add nothing: the context reaches the first question, which ends it.
     assert len(reply.context) == 120 and reply.context[-1].id == "m000"
+
+
+@pytest.mark.parametrize("with_context", [True, False], ids=["with-context", "plain"])
+async def test_an_append_after_an_answer_not_stored_yet_writes_nothing_and_says_why(
+    store: HistoryStore, ns: str, with_context: bool
+) -> None:
+    alice, c1 = f"alice-{ns}", f"c1-{ns}"
+    await conversation_of(store, alice, c1, 2)  # m000 the question, m001 its answer
+    limits: dict[str, int] = {"limit": 50, "budget": 100_000} if with_context else {}
+    with pytest.raises(Aborted) as refused:
+        await append(store, alice, c1, after_stored="r-still-streaming", **limits)
+    assert refused.value.status == grpc.StatusCode.NOT_FOUND
+    assert refused.value.details.startswith("answer_not_stored: ")
+    page, _ = await store.get_messages(alice, c1, "", 10)
+    assert [m.id for m in page] == ["m001", "m000"]
+    # Once the answer it follows is stored, the same append goes through, after it.
+    reply = await append(store, alice, c1, after_stored="m001", **limits)
+    assert reply.created and reply.message.parent_id == "m001"
+    if with_context:
+        assert [m.id for m in reply.context] == ["m119", "m001", "m000"]
+    # Another user learns nothing of the conversation, stored answer or not.
+    with pytest.raises(Aborted) as foreign:
+        await append(store, f"bob-{ns}", c1, after_stored="m001", **limits)
+    assert foreign.value.status == grpc.StatusCode.NOT_FOUND
+    assert foreign.value.details.startswith("conversation_not_found: ")

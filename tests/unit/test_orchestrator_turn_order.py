@@ -20,7 +20,7 @@ from parley_common.clients.history import HistoryClient
 from parley_common.errors import ParleyError
 from parley_common.messaging.cancellation import Cancellations
 from parley_common.messaging.replay import ReplayLog
-from parley_orchestrator.turn_order import Previous, TurnOrder
+from parley_orchestrator.turn_order import Previous, Taken, TurnOrder
 
 
 @pytest.fixture
@@ -165,6 +165,30 @@ async def test_turns_that_all_failed_before_a_model_back_to_the_first_are_not_lo
         await order.enter("c1", f"r{i}")
         await log(order, f"r{i}", "queued", "error")
     await wait(order, "r3")  # returns without asking history (which would fail)
+
+
+async def test_a_turn_left_to_check_its_answer_itself_gets_that_answer_and_history_is_not_asked(
+    order: TurnOrder,
+) -> None:
+    """The orchestrator's append asks for the answer instead (AppendMessage's after_stored_id):
+    one call to history, not a read and then the append."""
+    await order.enter("c1", "r0")
+    await log(order, "r0", "meta", "delta", "usage", "done")
+    await order.enter("c1", "r1")
+    await log(order, "r1", "error")
+    taken = await order.take_turn("u1", "c1", "r2", False, _never, check_stored=False)
+    assert taken == Taken(waited=True, unchecked="r0")  # behind the failed r1, r0's answer
+    await log(order, "r2", "queued", "error")
+    assert await order.take_turn("u1", "c1", "r3", False, _never, check_stored=False) == Taken(True, "r0")
+    assert await order.take_turn("u1", "c2", "r9", False, _never, check_stored=False) == Taken(waited=False)
+    # Turns that all ended before a model leave nothing to check.
+    for i in range(3):
+        await order.enter("c3", f"s{i}")
+        await log(order, f"s{i}", "error")
+    assert await order.take_turn("u1", "c3", "s3", False, _never, check_stored=False) == Taken(True, "")
+    # Asked the usual way, history is asked (and is not there).
+    with pytest.raises(ParleyError):
+        await order.until_stored("u1", "c1", "r0")
 
 
 async def running_behind_a_failed_turn(order: TurnOrder) -> Previous:

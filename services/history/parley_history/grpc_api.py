@@ -110,8 +110,12 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
         if request.has_parent_id and request.parent_id:
             _require_id("parent_id", request.parent_id)
         parent_id = request.parent_id if request.has_parent_id else None
+        if request.after_stored_id:
+            _require_id("after_stored_id", request.after_stored_id)
         now_ms = _now_ms(request.created_at_ms)
         if not (request.context_limit or request.context_token_budget):
+            if request.after_stored_id:
+                await self.store.require_stored(request.user_id, request.conversation_id, request.after_stored_id)
             message, created = await self.store.append_message(
                 request.user_id,
                 request.conversation_id,
@@ -138,6 +142,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):  # type: ignore[
             first,
             parent_id=parent_id,
             media_ids=list(request.media_ids),
+            after_stored=request.after_stored_id,
         )
         pages = [(page, cursor)]
 

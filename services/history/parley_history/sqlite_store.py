@@ -26,6 +26,7 @@ from .store import (
     HistoryStore,
     RawPage,
     SyncPage,
+    answer_not_stored,
     changes_within,
     clamp_limit,
     cursor_int,
@@ -273,11 +274,16 @@ class SqliteHistoryStore(HistoryStore):
         *,
         parent_id: str | None = None,
         media_ids: Sequence[str] = (),
+        after_stored: str = "",
     ) -> tuple[history_pb2.Message, bool, list[history_pb2.Message], str]:
-        # The write and the read in one call on the store's thread (one hop, not two).
+        # The check, the write and the read in one call on the store's thread (one hop, not three).
         message = new_message(conversation_id, message_id, role, content, now_ms, media_ids)
 
         def run() -> tuple[history_pb2.Message, bool, list[history_pb2.Message], str]:
+            if after_stored:
+                self._conversation(user_id, conversation_id)
+                if self._found_message(conversation_id, after_stored) is None:
+                    raise answer_not_stored()
             stored, created = self._write_message(user_id, message, parent_id)
             page, cursor = self._path_page(user_id, conversation_id, "", read, "")
             return stored, created, page, cursor
@@ -432,18 +438,21 @@ class SqliteHistoryStore(HistoryStore):
         page, cursor = walk_path_now(raw, leaf, first, before, limit)
         return self._with_siblings_all(conversation_id, page), cursor
 
+    def _found_message(self, conversation_id: str, message_id: str) -> history_pb2.Message | None:
+        """The message, or the one a continuation with that response id was appended to."""
+        found = self._message_row(conversation_id, message_id)
+        if found is None:
+            continued = self._db.execute(
+                "SELECT message_id FROM continuations WHERE conversation_id = ? AND response_id = ? AND applied = 1",
+                (conversation_id, message_id),
+            ).fetchone()
+            found = self._message_row(conversation_id, continued[0]) if continued else None
+        return found
+
     async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
         def run() -> history_pb2.Message:
             self._conversation(user_id, conversation_id)
-            found = self._message_row(conversation_id, message_id)
-            if found is None:
-                # A continuation's response id: the message it was appended to, once it was.
-                continued = self._db.execute(
-                    "SELECT message_id FROM continuations"
-                    " WHERE conversation_id = ? AND response_id = ? AND applied = 1",
-                    (conversation_id, message_id),
-                ).fetchone()
-                found = self._message_row(conversation_id, continued[0]) if continued else None
+            found = self._found_message(conversation_id, message_id)
             if found is None:
                 raise message_not_found()
             return self._with_siblings(found)

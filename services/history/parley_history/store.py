@@ -107,10 +107,16 @@ class HistoryStore(Protocol):
         *,
         parent_id: str | None = None,
         media_ids: Sequence[str] = (),
+        after_stored: str = "",
     ) -> tuple[history_pb2.Message, bool, list[history_pb2.Message], str]:
         """append_message, then get_messages(user_id, conversation_id, '', read): the newest
         `read` messages of the current path, which now ends at the message (a store may do both
-        in one step). Returns the message, whether it was new, the page and its cursor."""
+        in one step). Returns the message, whether it was new, the page and its cursor.
+
+        With `after_stored`, nothing is written unless get_message finds that message (the
+        answer the turn order waited for): answer_not_stored() otherwise."""
+        if after_stored:
+            await self.require_stored(user_id, conversation_id, after_stored)
         message, created = await self.append_message(
             user_id, conversation_id, message_id, role, content, now_ms, parent_id=parent_id, media_ids=media_ids
         )
@@ -173,6 +179,16 @@ class HistoryStore(Protocol):
         """One message with its sibling_ids; NotFound (conversation_not_found, message_not_found).
         A continuation's response id names the message it was appended to, once it was."""
         ...
+
+    async def require_stored(self, user_id: str, conversation_id: str, message_id: str) -> None:
+        """NotFound answer_not_stored unless get_message finds `message_id` (conversation_not_found
+        as get_message raises it)."""
+        try:
+            await self.get_message(user_id, conversation_id, message_id)
+        except NotFound as exc:
+            if exc.code != "message_not_found":
+                raise
+            raise answer_not_stored() from None
 
     async def set_current(
         self, user_id: str, conversation_id: str, message_id: str, exact: bool, now_ms: int
@@ -303,6 +319,11 @@ CONVERSATION_KINDS = frozenset(
 
 def message_not_found() -> NotFound:
     return NotFound("message not found", code="message_not_found")
+
+
+def answer_not_stored() -> NotFound:
+    """An append's `after_stored` message is not stored (yet): nothing was written."""
+    return NotFound("the answer before this message is not stored yet", code="answer_not_stored")
 
 
 # The parent of a message stored before versions existed (Cassandra rows written before

@@ -133,17 +133,25 @@ class ChatRequestConsumer:
             # Stateless (OpenAI-compatible): the prompt is the request's own messages.
             return await self.answer(request, stream, ContextSource.messages(request.inline_messages))
         created_at_ms = request.created_at_ms
-        waited = await self.turn_order.take_turn(
-            request.user_id,
-            request.conversation_id,
+        user, cid = request.user_id, request.conversation_id
+        taken = await self.turn_order.take_turn(
+            user,
+            cid,
             request.response_id,
             replace=request.on_busy == "replace",
             on_queued=lambda: stream.emit(queued=chat_pb2.StreamQueued(position=1)),
+            # Whether history holds the answer waited for is asked by the append itself, when
+            # this turn appends a message (one call, not two, in the usual case).
+            check_stored=False,
         )
-        if waited:
+        if taken.waited:
             # The message takes its place in the transcript after the answer it waited for.
             created_at_ms = int(time.time() * 1000)
-        if request.regenerate_message_id or request.continue_message_id:
+        steered = bool(request.regenerate_message_id or request.continue_message_id)
+        if taken.unchecked and (steered or request.edit_message_id):
+            # These read the conversation before they write: the answer must be there first.
+            await self.turn_order.until_stored(user, cid, taken.unchecked)
+        if steered:
             return await self.steer(request, stream)
         parent_id: str | None = None
         if request.edit_message_id:
@@ -157,18 +165,32 @@ class ChatRequestConsumer:
         limits = context_limits(
             self.router.registry, self.settings, model=request.model, max_output_tokens=request.max_output_tokens
         )
-        appended = await self.history.append_message(
-            request.user_id,
-            request.conversation_id,
-            request.client_message_id,
-            "user",
-            request.content,
-            created_at_ms,
-            context_limit=limits.max_messages,
-            context_token_budget=limits.token_budget,
-            parent_id=parent_id,
-            media_ids=list(request.media_ids),
-        )
+
+        async def append(after_stored_id: str) -> history_pb2.AppendMessageResponse:
+            return await self.history.append_message(
+                user,
+                cid,
+                request.client_message_id,
+                "user",
+                request.content,
+                created_at_ms,
+                context_limit=limits.max_messages,
+                context_token_budget=limits.token_budget,
+                parent_id=parent_id,
+                media_ids=list(request.media_ids),
+                after_stored_id=after_stored_id,
+            )
+
+        unchecked = "" if request.edit_message_id else taken.unchecked
+        try:
+            appended = await append(unchecked)
+        except NotFound as exc:
+            if not unchecked or exc.code != "answer_not_stored":
+                raise
+            # The answer before is still on its way to history (stored from the bus a moment
+            # after its last frame): nothing was written; wait for it, then append.
+            await self.turn_order.until_stored(user, cid, unchecked)
+            appended = await append("")
         if not appended.created and appended.message.content != request.content:
             log.warning(
                 "client message id reused with other content; keeping the stored one",

@@ -10,13 +10,15 @@ that ended before reaching a model stores no answer, so the one before it is wai
 place, and so on back (after a history outage, the last answer that streamed may still be on its
 way to history while the turns after it failed), until a turn Redis no longer knows (its replay
 log expired: replay_finished_ttl_s after it ended). Requests form a chain; their streams and
-their history never interleave.
+their history never interleave. Whether that answer is in history a new message's append can
+ask itself (take_turn's check_stored=False, AppendMessage's after_stored_id), in the same call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,6 +82,15 @@ class Previous:
         return is_terminal(self.last) if self.last is not None else not self.owned
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What take_turn did: whether there was a turn before this one, and the id of the answer
+    waited for whose storing is left for the caller to check ("" when there is none)."""
+
+    waited: bool
+    unchecked: str = ""
+
+
 class TurnOrder:
     def __init__(
         self,
@@ -134,13 +145,17 @@ class TurnOrder:
         response_id: str,
         replace: bool,
         on_queued: Callable[[], Awaitable[object]],
-    ) -> bool:
-        """enter(), then wait_for() the turn before, if any; True when there was one."""
+        *,
+        check_stored: bool = True,
+    ) -> Taken:
+        """enter(), then wait_for() the turn before, if any (see wait_for for `check_stored`)."""
         previous = await self.enter(conversation_id, response_id)
         if previous is None:
-            return False
-        await self.wait_for(previous, user_id, conversation_id, replace, on_queued, waiting=response_id)
-        return True
+            return Taken(waited=False)
+        unchecked = await self.wait_for(
+            previous, user_id, conversation_id, replace, on_queued, waiting=response_id, check_stored=check_stored
+        )
+        return Taken(waited=True, unchecked=unchecked)
 
     async def wait_for(
         self,
@@ -151,7 +166,8 @@ class TurnOrder:
         on_queued: Callable[[], Awaitable[object]],
         *,
         waiting: str = "",
-    ) -> None:
+        check_stored: bool = True,
+    ) -> str:
         """Return once `previous` (as `enter` found it) has finished and its answer is stored (or
         is known to be lost). When it ended before reaching a model (an error: no answer of it
         will be stored), the same for the turn before it, and so on back to one that reached a
@@ -161,7 +177,9 @@ class TurnOrder:
         `on_queued` runs only when the turn waited for is still running: a message sent after
         the answer before it ended (the usual case) is not shown as queued. In the usual case
         (the answer before ended and was stored a while ago) one read of that answer by its
-        id is all the waiting takes.
+        id is all the waiting takes; without `check_stored` not even that: the answer's id is
+        returned instead (else ""), for the caller's append to require it (AppendMessage's
+        after_stored_id) and to call until_stored() only when history has not stored it yet.
         """
         deadline = time.monotonic() + self.max_wait_s
         met = {waiting, previous.response_id}
@@ -182,16 +200,26 @@ class TurnOrder:
             if await self._reached_model(response_id, last):
                 break
             if last is None and not previous.owned:
-                return  # nothing is known of it any more: nor of the turns before it
+                return ""  # nothing is known of it any more: nor of the turns before it
             before = await self._before(conversation_id, response_id)
             if before is None or before.response_id in met:
-                return  # the first turn, or one Redis no longer knows the place of
+                return ""  # the first turn, or one Redis no longer knows the place of
             met.add(before.response_id)
             previous = before
         else:
-            return  # that many turns in a row ended before a model: none is waited for
-        # The answer is persisted from the bus a moment after its last frame.
-        deadline = min(deadline, time.monotonic() + HISTORY_WAIT_S)
+            return ""  # that many turns in a row ended before a model: none is waited for
+        if not check_stored:
+            return response_id
+        await self.until_stored(user_id, conversation_id, response_id, deadline)
+        return ""
+
+    async def until_stored(
+        self, user_id: str, conversation_id: str, response_id: str, deadline: float | None = None
+    ) -> None:
+        """Return once history holds the answer `response_id` (persisted from the bus a moment
+        after its last frame), or its replay log has expired (nothing to wait for), or
+        HISTORY_WAIT_S (or the `deadline`, a time.monotonic() value, if sooner) has passed."""
+        deadline = min(math.inf if deadline is None else deadline, time.monotonic() + HISTORY_WAIT_S)
         with contextlib.suppress(ParleyError):  # NotFound: not stored yet; asked again below, where a failure counts
             await self.history.get_message(user_id, conversation_id, response_id)
             return

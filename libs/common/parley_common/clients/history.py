@@ -67,8 +67,11 @@ class HistoryClient(ServiceClient):
         *,
         parent_id: str | None = None,
         media_ids: list[str] | None = None,
+        after_stored_id: str = "",
     ) -> history_pb2.AppendMessageResponse:
-        """`parent_id`: an edit's parent ("" for the first message); None = the current leaf."""
+        """`parent_id`: an edit's parent ("" for the first message); None = the current leaf.
+        `after_stored_id`: append only once that answer is stored, else NotFound
+        answer_not_stored and nothing is written."""
         return await self._call(
             self.stub.AppendMessage,
             history_pb2.AppendMessageRequest(
@@ -83,6 +86,7 @@ class HistoryClient(ServiceClient):
                 parent_id=parent_id or "",
                 has_parent_id=parent_id is not None,
                 media_ids=media_ids or [],
+                after_stored_id=after_stored_id,
             ),
         )
 

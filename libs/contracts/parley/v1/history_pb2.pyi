@@ -117,7 +117,7 @@ class ListConversationsResponse(_message.Message):
     def __init__(self, conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class AppendMessageRequest(_message.Message):
-    __slots__ = ("user_id", "conversation_id", "message_id", "role", "content", "created_at_ms", "context_limit", "context_token_budget", "parent_id", "has_parent_id", "media_ids")
+    __slots__ = ("user_id", "conversation_id", "message_id", "role", "content", "created_at_ms", "context_limit", "context_token_budget", "parent_id", "has_parent_id", "media_ids", "after_stored_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,7 @@ class AppendMessageRequest(_message.Message):
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     HAS_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_STORED_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     conversation_id: str
     message_id: str
@@ -140,7 +141,8 @@ class AppendMessageRequest(_message.Message):
     parent_id: str
     has_parent_id: bool
     media_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., context_limit: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., parent_id: _Optional[str] = ..., has_parent_id: _Optional[bool] = ..., media_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    after_stored_id: str
+    def __init__(self, user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., context_limit: _Optional[int] = ..., context_token_budget: _Optional[int] = ..., parent_id: _Optional[str] = ..., has_parent_id: _Optional[bool] = ..., media_ids: _Optional[_Iterable[str]] = ..., after_stored_id: _Optional[str] = ...) -> None: ...
 
 class AppendMessageResponse(_message.Message):
     __slots__ = ("message", "created", "context", "context_complete")
