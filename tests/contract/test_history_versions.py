@@ -136,6 +136,9 @@ async def test_a_continuation_is_appended_exactly_once(store: HistoryStore, ns: 
     message, base, applied = await store.begin_continuation(alice, c1, "a1", "r-cont")
     with pytest.raises(NotFound):
         await store.get_message(alice, c1, "r-cont")  # not applied yet
+    with pytest.raises(NotFound) as pending:  # nor is it stored for the next message to follow
+        await store.append_and_read(alice, c1, "u2", "user", "and then?", T0 + 25, 10, after_stored="r-cont")
+    assert pending.value.code == "answer_not_stored"
     assert (message.content, base, applied) == ("Once upon a ", 12, False)
     again = await store.begin_continuation(alice, c1, "a1", "r-cont")
     assert again[1:] == (12, False)
@@ -156,6 +159,11 @@ async def test_a_continuation_is_appended_exactly_once(store: HistoryStore, ns: 
     assert base2 == len("Once upon a time.")
     stored = await answer(store, alice, c1, "r-cont2", "u1", " The end.", T0 + 40)
     assert stored.content == "Once upon a time. The end."
+    # The next message follows it: the continuation's response id names a1, now stored.
+    _, created, page, _ = await store.append_and_read(
+        alice, c1, "u2", "user", "and then?", T0 + 50, 10, after_stored="r-cont2"
+    )
+    assert created and [m.id for m in page] == ["u2", "a1", "u1"]
 
 
 async def test_media_of_every_version_are_listed(store: HistoryStore, ns: str) -> None:

@@ -8,6 +8,7 @@ shows history was not needed, and one that fails with ParleyError shows it was a
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -177,15 +178,17 @@ async def test_a_turn_left_to_check_its_answer_itself_gets_that_answer_and_histo
     await order.enter("c1", "r1")
     await log(order, "r1", "error")
     taken = await order.take_turn("u1", "c1", "r2", False, _never, check_stored=False)
-    assert taken == Taken(waited=True, unchecked="r0")  # behind the failed r1, r0's answer
+    assert (taken.waited, taken.unchecked) == (True, "r0")  # behind the failed r1, r0's answer
+    assert 0 < taken.deadline - time.monotonic() <= order.max_wait_s
     await log(order, "r2", "queued", "error")
-    assert await order.take_turn("u1", "c1", "r3", False, _never, check_stored=False) == Taken(True, "r0")
+    assert (await order.take_turn("u1", "c1", "r3", False, _never, check_stored=False)).unchecked == "r0"
     assert await order.take_turn("u1", "c2", "r9", False, _never, check_stored=False) == Taken(waited=False)
     # Turns that all ended before a model leave nothing to check.
     for i in range(3):
         await order.enter("c3", f"s{i}")
         await log(order, f"s{i}", "error")
-    assert await order.take_turn("u1", "c3", "s3", False, _never, check_stored=False) == Taken(True, "")
+    last = await order.take_turn("u1", "c3", "s3", False, _never, check_stored=False)
+    assert (last.waited, last.unchecked) == (True, "")
     # Asked the usual way, history is asked (and is not there).
     with pytest.raises(ParleyError):
         await order.until_stored("u1", "c1", "r0")

@@ -30,6 +30,7 @@ from .store import (
     HistoryStore,
     RawPage,
     SyncPage,
+    answer_not_stored,
     bucket_start,
     changes_within,
     clamp_limit,
@@ -483,6 +484,16 @@ class CassandraHistoryStore(HistoryStore):
 
         page, cursor = await walk_path(raw, leaf, start, before, limit)
         return await self._with_siblings(conversation_id, page), cursor
+
+    async def require_stored(self, user_id: str, conversation_id: str, message_id: str) -> None:
+        # Recorded, not only found: a message's row lands before the batch that makes it the
+        # conversation's leaf (and marks its claim recorded); a message appended in between
+        # would take the leaf before it as its parent and sit beside it. A continuation's claim
+        # is recorded once it was appended to the message it continues.
+        await self._conversation_row(user_id, conversation_id)
+        claim = await self._run("message_claim_get", conversation_id, message_id)
+        if not (claim and claim[0]["recorded"]):
+            raise answer_not_stored()
 
     async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> history_pb2.Message:
         await self._current(user_id, conversation_id)

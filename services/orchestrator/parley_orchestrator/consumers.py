@@ -150,7 +150,7 @@ class ChatRequestConsumer:
         steered = bool(request.regenerate_message_id or request.continue_message_id)
         if taken.unchecked and (steered or request.edit_message_id):
             # These read the conversation before they write: the answer must be there first.
-            await self.turn_order.until_stored(user, cid, taken.unchecked)
+            await self.turn_order.until_stored(user, cid, taken.unchecked, taken.deadline)
         if steered:
             return await self.steer(request, stream)
         parent_id: str | None = None
@@ -189,7 +189,7 @@ class ChatRequestConsumer:
                 raise
             # The answer before is still on its way to history (stored from the bus a moment
             # after its last frame): nothing was written; wait for it, then append.
-            await self.turn_order.until_stored(user, cid, unchecked)
+            await self.turn_order.until_stored(user, cid, unchecked, taken.deadline)
             appended = await append("")
         if not appended.created and appended.message.content != request.content:
             log.warning(

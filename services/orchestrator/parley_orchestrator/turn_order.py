@@ -89,6 +89,9 @@ class Taken:
 
     waited: bool
     unchecked: str = ""
+    # When the wait ends at the latest (time.monotonic(); max_wait_s after it began), for
+    # until_stored(unchecked) to keep to.
+    deadline: float = math.inf
 
 
 class TurnOrder:
@@ -152,10 +155,11 @@ class TurnOrder:
         previous = await self.enter(conversation_id, response_id)
         if previous is None:
             return Taken(waited=False)
+        deadline = time.monotonic() + self.max_wait_s
         unchecked = await self.wait_for(
             previous, user_id, conversation_id, replace, on_queued, waiting=response_id, check_stored=check_stored
         )
-        return Taken(waited=True, unchecked=unchecked)
+        return Taken(waited=True, unchecked=unchecked, deadline=deadline)
 
     async def wait_for(
         self,
