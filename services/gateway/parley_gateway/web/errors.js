@@ -43,6 +43,8 @@ export const ERROR_TEXT = {
   not_found: "This no longer exists: it may have been deleted elsewhere. Reload the page to see what is there now.",
   response_not_found: "This answer can no longer be followed live. Reload the conversation to read it from history.",
   conversation_busy: "An answer is still being written in this conversation. Wait for it or stop it, then send again.",
+  // (not sent to a client: the orchestrator waits for that answer, then appends again)
+  answer_not_stored: "The answer before this message is still being saved. Send it again in a moment.",
   message_not_found:
     "This message no longer exists: it may have been deleted elsewhere. Reload the page to see the conversation as it is now.",
   turn_in_progress: "An answer is still being written in this conversation. Wait for it or stop it, then try again.",
