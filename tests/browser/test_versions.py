@@ -202,6 +202,7 @@ async def test_edit_and_send_again_makes_a_new_version_of_the_message_and_its_an
     await expect(chat.last_answer()).to_have_attribute("data-status", "complete")  # (Escape stopped nothing)
 
     await button(mine, "Edit").click()
+    await expect(editor).to_be_focused()
     after = echo("The second wording, after the edit.")
     await editor.fill(after)
     found = await violations(page)

@@ -207,7 +207,8 @@ export class MessageActions {
       if (this.run("edit", message, { content, media: message.media ?? [] })) stop(false);
     });
     requestAnimationFrame(() => {
-      if (!field.isConnected) return;
+      // (not when the user got there first: their caret and selection stay as they are)
+      if (!field.isConnected || document.activeElement === field) return;
       field.focus();
       field.setSelectionRange(field.value.length, field.value.length);
     });
