@@ -113,8 +113,8 @@ class HistoryStore(Protocol):
         `read` messages of the current path, which now ends at the message (a store may do both
         in one step). Returns the message, whether it was new, the page and its cursor.
 
-        With `after_stored`, nothing is written unless get_message finds that message (the
-        answer the turn order waited for): answer_not_stored() otherwise."""
+        With `after_stored`, nothing is written unless require_stored finds that message stored
+        (the answer the turn order waited for): answer_not_stored() otherwise."""
         if after_stored:
             await self.require_stored(user_id, conversation_id, after_stored)
         message, created = await self.append_message(
@@ -181,8 +181,8 @@ class HistoryStore(Protocol):
         ...
 
     async def require_stored(self, user_id: str, conversation_id: str, message_id: str) -> None:
-        """NotFound answer_not_stored unless get_message finds `message_id` (conversation_not_found
-        as get_message raises it)."""
+        """NotFound answer_not_stored unless `message_id` is stored: here, get_message finds it
+        (conversation_not_found as get_message raises it); a store may ask more of it."""
         try:
             await self.get_message(user_id, conversation_id, message_id)
         except NotFound as exc:
