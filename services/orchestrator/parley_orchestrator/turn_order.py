@@ -157,7 +157,14 @@ class TurnOrder:
             return Taken(waited=False)
         deadline = time.monotonic() + self.max_wait_s
         unchecked = await self.wait_for(
-            previous, user_id, conversation_id, replace, on_queued, waiting=response_id, check_stored=check_stored
+            previous,
+            user_id,
+            conversation_id,
+            replace,
+            on_queued,
+            waiting=response_id,
+            check_stored=check_stored,
+            deadline=deadline,
         )
         return Taken(waited=True, unchecked=unchecked, deadline=deadline)
 
@@ -171,6 +178,7 @@ class TurnOrder:
         *,
         waiting: str = "",
         check_stored: bool = True,
+        deadline: float | None = None,
     ) -> str:
         """Return once `previous` (as `enter` found it) has finished and its answer is stored (or
         is known to be lost). When it ended before reaching a model (an error: no answer of it
@@ -184,8 +192,10 @@ class TurnOrder:
         id is all the waiting takes; without `check_stored` not even that: the answer's id is
         returned instead (else ""), for the caller's append to require it (AppendMessage's
         after_stored_id) and to call until_stored() only when history has not stored it yet.
+        The wait ends by `deadline` (time.monotonic()), max_wait_s from now when not given.
         """
-        deadline = time.monotonic() + self.max_wait_s
+        if deadline is None:
+            deadline = time.monotonic() + self.max_wait_s
         met = {waiting, previous.response_id}
         for _ in range(MAX_TURNS_BACK):
             response_id, last = previous.response_id, previous.last
