@@ -148,9 +148,11 @@ class ChatRequestConsumer:
             # The message takes its place in the transcript after the answer it waited for.
             created_at_ms = int(time.time() * 1000)
         steered = bool(request.regenerate_message_id or request.continue_message_id)
-        if taken.unchecked and (steered or request.edit_message_id):
+        unchecked = taken.unchecked
+        if unchecked and (steered or request.edit_message_id):
             # These read the conversation before they write: the answer must be there first.
-            await self.turn_order.until_stored(user, cid, taken.unchecked, taken.deadline)
+            await self.turn_order.until_stored(user, cid, unchecked, taken.deadline)
+            unchecked = ""
         if steered:
             return await self.steer(request, stream)
         parent_id: str | None = None
@@ -181,7 +183,6 @@ class ChatRequestConsumer:
                 after_stored_id=after_stored_id,
             )
 
-        unchecked = "" if request.edit_message_id else taken.unchecked
         try:
             appended = await append(unchecked)
         except NotFound as exc:
